@@ -1,0 +1,88 @@
+"""Training checkpoints: atomic writes, discovery of the latest one, pruning of old ones.
+
+A checkpoint is a ``torch.save`` file of tensors and plain Python values only (loaded with
+``weights_only=True``), named ``step_XXXXXXXX.pt`` inside ``<run_dir>/checkpoints``. It is written under a
+temporary name and renamed with ``os.replace``, so a file with the final name is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["checkpoint_path", "list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint",
+           "prune_checkpoints"]
+
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
+    """``<directory>/step_<step>.pt`` with the step zero-padded so names sort by step."""
+    return Path(directory) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``directory`` as ``(step, path)``, oldest first (temporary files are ignored)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest step, or ``None``."""
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU; a missing or damaged file raises ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        raise ValueError(f"checkpoint {str(path)!r} is damaged or not a diffusion_rl checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"checkpoint {str(path)!r} is not a diffusion_rl training checkpoint (no model/step)")
+    return state
+
+
+def prune_checkpoints(directory: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints; returns the deleted paths."""
+    if keep < 1:
+        raise ValueError(f"keep: expected an integer >= 1, got {keep!r}")
+    found = list_checkpoints(directory)
+    removed = [p for _, p in found[:-keep]]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed

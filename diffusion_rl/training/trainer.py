@@ -1,0 +1,396 @@
+"""The trainer: AdamW + lr schedule, EMA, bf16 autocast, clipping, checkpoints/resume, logs, eval, DDP.
+
+Protocols it trains against (see ``Trainer``):
+
+- ``model.loss(batch) -> dict[str, Tensor]``: key ``"loss"`` (a scalar) is optimized, other scalars are logged.
+  The loss may draw timesteps/noise/condition-drop masks from torch's global RNG; the trainer seeds it and
+  saves it in checkpoints so a resumed run continues the same random stream.
+- ``data.sample_batch(batch_size, generator) -> dict[str, Tensor]``: ``generator`` is a CPU ``torch.Generator``
+  owned (seeded, checkpointed) by the trainer; tensors are moved to the training device with ``.to``.
+- ``eval_fn(ema_model, step) -> dict[str, float]`` runs on rank 0 inside a forked RNG, so evaluating never
+  changes the training random stream.
+- ``callbacks``: ``callback(trainer, step)`` after each step's bookkeeping (EMA, logs, eval, checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from diffusion_rl.training.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from diffusion_rl.training.config import TrainerConfig
+from diffusion_rl.training.distributed import DistInfo, LossModule, init_distributed, resolve_device
+from diffusion_rl.training.ema import EMA
+from diffusion_rl.training.logger import RunLogger
+from diffusion_rl.training.schedules import make_lr_scheduler
+
+__all__ = ["Trainer", "BatchSource", "EvalFn", "Callback", "CHECKPOINT_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "diffusion_rl.trainer_checkpoint"
+_CHECKPOINT_VERSION = 1
+# Config keys that may change between an interrupted run and its resumption without a warning.
+_RESUME_FREE_KEYS = {"max_steps", "run_dir", "resume", "progress", "log_every", "checkpoint_every", "eval_every",
+                     "keep_checkpoints", "device"}
+
+
+class BatchSource(Protocol):
+    def sample_batch(self, batch_size: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]: ...
+
+
+EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
+Callback = Callable[["Trainer", int], None]
+
+
+def _autocast_enabled(mode: str, device: torch.device) -> bool:
+    return {"auto": device.type == "cuda", "bf16": True, "no": False}[mode]
+
+
+def _rng_snapshot(device: torch.device) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def _rng_restore(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+@contextlib.contextmanager
+def _isolated_rng(device: torch.device) -> Iterator[None]:
+    """Run a block (evaluation) without disturbing torch/numpy/python RNG streams of training."""
+    snapshot = _rng_snapshot(device)
+    try:
+        yield
+    finally:
+        _rng_restore(snapshot, device)
+
+
+def _build_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("Trainer: the model has no parameters that require gradients")
+    if cfg.weight_decay > 0:
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+    else:
+        groups = [{"params": params, "weight_decay": 0.0}]
+    fused = True if device.type == "cuda" else None
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+
+
+class Trainer:
+    """Trains ``model`` on batches from ``data`` as ``config`` says; see the module docstring for protocols.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the trainer joins the process group (gloo on CPU, NCCL on CUDA), wraps
+    ``model.loss`` in DistributedDataParallel so gradients are averaged, seeds each rank's data generator and
+    loss RNG differently, and keeps EMA evaluation, logs and checkpoints on rank 0. The trainer (re)seeds
+    torch's global RNG with ``config.seed + rank``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: BatchSource,
+        config: TrainerConfig,
+        *,
+        eval_fn: EvalFn | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
+            raise ValueError(f"Trainer: model must be an nn.Module with a .loss(batch) method, got {type(model)!r}")
+        if not callable(getattr(data, "sample_batch", None)):
+            raise ValueError(
+                f"Trainer: data must have .sample_batch(batch_size, generator), got {type(data)!r}"
+            )
+        if not isinstance(config, TrainerConfig):
+            raise ValueError(f"Trainer: config must be a TrainerConfig, got {type(config)!r}")
+        self.config = config
+        self.dist: DistInfo = init_distributed(config.device)
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        self.model = model.to(self.device)
+        self.model.train()
+        self.data = data
+        self.eval_fn = eval_fn
+        self.callbacks = tuple(callbacks)
+        self.step = 0
+        self.last_losses: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.last_eval_step: int | None = None
+        self._amp = _autocast_enabled(config.mixed_precision, self.device)
+
+        rank_seed = config.seed + self.dist.rank
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(rank_seed)
+        torch.manual_seed(rank_seed)
+
+        module = LossModule(self.model)
+        if self.dist.enabled:
+            self._forward: nn.Module = DistributedDataParallel(
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.ddp_find_unused_parameters,
+            )
+        else:
+            self._forward = module
+        self.optimizer = _build_optimizer(self.model, config, self.device)
+        self.lr_scheduler = make_lr_scheduler(
+            self.optimizer,
+            schedule=config.lr_schedule,
+            warmup_steps=config.warmup_steps,
+            max_steps=config.max_steps,
+            min_ratio=config.min_lr_ratio,
+        )
+        self.ema = EMA(self.model, decay=config.ema_decay, start=config.ema_start)
+
+        self.run_dir = Path(config.run_dir) if config.run_dir is not None else None
+        self.checkpoint_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        resume_step = self._maybe_resume()
+        self.logger: RunLogger | None = None
+        if self.run_dir is not None and self.dist.is_main:
+            self.logger = RunLogger(self.run_dir, resume_step=resume_step)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def ema_model(self) -> nn.Module:
+        """The EMA copy of the model (eval mode, no gradients)."""
+        return self.ema.model
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``config.max_steps``; returns ``{"step", "losses", "eval"}`` (last logged values).
+
+        Ends the process group it created under torchrun.
+        """
+        cfg = self.config
+        pbar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                    disable=not (cfg.progress and self.dist.is_main))
+        sums: dict[str, torch.Tensor] = {}
+        count, t_last = 0, time.perf_counter()
+        self.model.train()
+        try:
+            while self.step < cfg.max_steps:
+                for key, value in self._train_step().items():
+                    sums[key] = sums[key] + value if key in sums else value
+                count += 1
+                self.step += 1
+                if self.step % cfg.ema_every == 0:
+                    self.ema.update(self.model, self.step)
+                pbar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    self._log_train(sums, count, count / max(now - t_last, 1e-9), pbar)
+                    sums, count, t_last = {}, 0, now
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self._evaluate(pbar)
+                if self.checkpoint_dir is not None and (
+                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.max_steps
+                ):
+                    self.save_checkpoint()
+                for callback in self.callbacks:
+                    callback(self, self.step)
+            if self.eval_fn is not None and self.last_eval_step != self.step:
+                self._evaluate(pbar)
+        finally:
+            pbar.close()
+            if self.logger is not None:
+                self.logger.flush()
+            if self.dist.owns_group and dist.is_initialized():
+                dist.destroy_process_group()
+        return {"step": self.step, "losses": dict(self.last_losses), "eval": dict(self.last_eval)}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step_<step>.pt`` (rank 0; every rank contributes its RNG states); prune old ones."""
+        if self.checkpoint_dir is None:
+            raise ValueError("Trainer.save_checkpoint: config.run_dir is None, there is nowhere to write")
+        rng = _rng_snapshot(self.device)
+        rng["data"] = self.generator.get_state()
+        if self.dist.enabled:
+            per_rank: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(per_rank, rng)
+        else:
+            per_rank = [rng]
+        if not self.dist.is_main:
+            return None
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": _CHECKPOINT_VERSION,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "rng": per_rank,
+            "world_size": self.dist.world_size,
+            "config": self.config.to_dict(),
+            "last_eval": dict(self.last_eval),
+            "last_eval_step": self.last_eval_step,
+        }
+        path = save_checkpoint(state, checkpoint_path(self.checkpoint_dir, self.step))
+        prune_checkpoints(self.checkpoint_dir, self.config.keep_checkpoints)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore model, EMA, optimizer, lr schedule, step, RNG states and last eval from ``path``."""
+        state = load_checkpoint(path)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint {str(path)!r}: expected format {CHECKPOINT_FORMAT!r}, "
+                             f"got {state.get('format')!r}")
+        self._warn_config_changes(state.get("config", {}), path)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.step = int(state["step"])
+        self.last_eval = dict(state.get("last_eval", {}))
+        self.last_eval_step = state.get("last_eval_step")
+        per_rank = state["rng"]
+        if len(per_rank) == self.dist.world_size:
+            mine = per_rank[self.dist.rank]
+            _rng_restore(mine, self.device)
+            self.generator.set_state(mine["data"])
+        else:
+            log.warning("checkpoint %s was written by %d processes, now %d: reseeding RNGs per rank",
+                        path, len(per_rank), self.dist.world_size)
+            reseed = self.config.seed + self.dist.rank + 7919 * self.step
+            torch.manual_seed(reseed)
+            self.generator.manual_seed(reseed)
+
+    # ------------------------------------------------------------------ internals
+    def _maybe_resume(self) -> int | None:
+        if self.checkpoint_dir is None:
+            return None
+        if not self.config.resume:
+            existing = list_checkpoints(self.checkpoint_dir)
+            if existing:
+                raise ValueError(
+                    f"{str(self.checkpoint_dir)!r} already holds checkpoints (latest step {existing[-1][0]}); "
+                    "expected resume=True to continue that run, or a new run_dir"
+                )
+            return None
+        latest = latest_checkpoint(self.checkpoint_dir)
+        if latest is None:
+            log.info("resume=True but %s holds no checkpoint: starting from step 0", self.checkpoint_dir)
+            return None
+        self.load_checkpoint(latest)
+        log.info("resumed from %s at step %d", latest, self.step)
+        return self.step
+
+    def _warn_config_changes(self, saved: Mapping[str, Any], path: str | Path) -> None:
+        now = self.config.to_dict()
+        changed = {k: (saved[k], now[k]) for k in now if k in saved and k not in _RESUME_FREE_KEYS
+                   and saved[k] != now[k]}
+        if changed:
+            log.warning("resuming %s with changed settings (saved -> now): %s", path, changed)
+
+    def _move(self, batch: Any) -> dict[str, Any]:
+        if not isinstance(batch, Mapping):
+            raise ValueError(f"data.sample_batch must return a dict of tensors, got {type(batch)!r}")
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    @staticmethod
+    def _check_output(out: Any) -> torch.Tensor:
+        if not isinstance(out, Mapping) or "loss" not in out:
+            raise ValueError(f"model.loss(batch) must return a dict with key 'loss', got {type(out)!r}"
+                             + (f" with keys {sorted(out)}" if isinstance(out, Mapping) else ""))
+        loss = out["loss"]
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"model.loss(batch)['loss'] must be a scalar tensor (shape ()), got {shape}")
+        return loss
+
+    def _train_step(self) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, torch.Tensor] = {}
+        for micro in range(cfg.grad_accum):
+            batch = self._move(self.data.sample_batch(cfg.batch_size, self.generator))
+            last = micro == cfg.grad_accum - 1
+            sync = (self._forward.no_sync() if self.dist.enabled and not last  # type: ignore[operator]
+                    else contextlib.nullcontext())
+            with sync:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._amp):
+                    out = self._forward(batch)
+                loss = self._check_output(out)
+                (loss.float() / cfg.grad_accum).backward()
+            for key, value in out.items():
+                if isinstance(value, torch.Tensor) and value.ndim == 0:
+                    v = value.detach().float() / cfg.grad_accum
+                    logs[key] = logs[key] + v if key in logs else v
+        if cfg.grad_clip is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).detach().float()
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        return logs
+
+    def _log_train(self, sums: dict[str, torch.Tensor], count: int, steps_per_sec: float, pbar: tqdm) -> None:
+        keys = sorted(sums)
+        stacked = torch.stack([sums[k] for k in keys]) / count
+        if self.dist.enabled:
+            dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+            stacked = stacked / self.dist.world_size
+        values = dict(zip(keys, stacked.tolist()))  # the one host sync per log interval
+        self.last_losses = values
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"training loss became {values['loss']} at step {self.step}")
+        if not self.dist.is_main:
+            return
+        record = dict(values)
+        record["lr"] = float(self.lr_scheduler.get_last_lr()[0])
+        record["steps_per_sec"] = float(steps_per_sec)
+        if self.logger is not None:
+            self.logger.log("train", self.step, record)
+        pbar.set_postfix(loss=f"{values['loss']:.4g}", steps_s=f"{steps_per_sec:.1f}", refresh=False)
+
+    def _evaluate(self, pbar: tqdm) -> None:
+        if self.eval_fn is None or not self.dist.is_main:
+            return
+        was_training = self.ema.model.training
+        self.ema.model.eval()
+        with _isolated_rng(self.device):
+            results = self.eval_fn(self.ema.model, self.step)
+        self.ema.model.train(was_training)
+        if not isinstance(results, Mapping):
+            raise ValueError(f"eval_fn must return a dict of floats, got {type(results)!r}")
+        self.last_eval = {k: float(v) for k, v in results.items()}
+        self.last_eval_step = self.step
+        if self.logger is not None:
+            self.logger.log("eval", self.step, self.last_eval)
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in self.last_eval.items())
+        pbar.write(f"[step {self.step}] eval: {summary}")

@@ -1,0 +1,256 @@
+"""Trainer behaviour on a real (tiny) regression model: learning, EMA, logs, eval, accumulation, resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from diffusion_rl.training import (
+    Trainer,
+    TrainerConfig,
+    ToyRegressionData,
+    ToyRegressor,
+    list_checkpoints,
+    lr_multiplier,
+    read_jsonl,
+)
+
+torch.set_num_threads(1)
+
+
+def _model(seed: int = 0, **kw) -> ToyRegressor:
+    torch.manual_seed(seed)
+    return ToyRegressor(hidden=32, **kw)
+
+
+def _cfg(**kw) -> TrainerConfig:
+    base = dict(max_steps=40, batch_size=32, lr=3e-3, log_every=10, checkpoint_every=0, progress=False,
+                ema_every=1, ema_decay=0.9, seed=0, device="cpu")
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_training_lowers_loss_and_ema_tracks_model():
+    data = ToyRegressionData(seed=1)
+    model = _model()
+    before = data.mse(model)
+    trainer = Trainer(model, data, _cfg(max_steps=300, lr_schedule="cosine", warmup_steps=20))
+    out = trainer.fit()
+    assert out["step"] == trainer.step == 300
+    assert data.mse(model) < 0.3 * before
+    assert data.mse(trainer.ema_model) < 0.3 * before
+    assert set(out["losses"]) == {"loss", "mae", "grad_norm"}
+    # the EMA copy is a different set of weights, frozen and in eval mode
+    assert not torch.equal(trainer.ema_model.net[0].weight, model.net[0].weight)
+    assert not any(p.requires_grad for p in trainer.ema_model.parameters())
+    assert not trainer.ema_model.training
+
+
+def test_ema_every_and_start_follow_the_reference_rule():
+    data = ToyRegressionData(seed=1)
+    model = _model()
+    init = _state(model)
+    trainer = Trainer(model, data, _cfg(max_steps=4, ema_every=5, lr=1e-2))
+    trainer.fit()
+    _assert_same(_state(trainer.ema_model), init)  # no EMA update in the first 4 steps
+    model = _model()
+    trainer = Trainer(model, data, _cfg(max_steps=10, ema_every=5, ema_start=100))
+    trainer.fit()
+    _assert_same(_state(trainer.ema_model), _state(model))  # step 10 < ema_start: a plain copy
+
+
+def test_logs_lr_schedule_and_eval(tmp_path):
+    data = ToyRegressionData(seed=1)
+    calls = []
+
+    def eval_fn(ema_model, step):
+        calls.append(step)
+        return {"mse": data.mse(ema_model)}
+
+    cfg = _cfg(max_steps=25, log_every=10, eval_every=10, run_dir=str(tmp_path / "run"),
+               lr_schedule="linear", warmup_steps=5)
+    out = Trainer(_model(), data, cfg, eval_fn=eval_fn).fit()
+    assert calls == [10, 20, 25]  # periodic and once at the end
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [10, 20, 25]
+    assert [r["step"] for r in evals] == [10, 20, 25]
+    for r in train:  # lr logged after `step` scheduler steps = multiplier of step index `step`
+        expected = 3e-3 * lr_multiplier(r["step"], schedule="linear", warmup_steps=5, max_steps=25)
+        assert r["lr"] == pytest.approx(expected)
+        assert r["loss"] > 0 and r["steps_per_sec"] > 0
+    assert out["eval"]["mse"] == pytest.approx(evals[-1]["mse"])
+    assert out["losses"]["loss"] == pytest.approx(train[-1]["loss"])
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [25]
+
+
+def test_eval_does_not_change_the_training_stream():
+    data = ToyRegressionData(seed=1)
+
+    def noisy_eval(ema_model, step):
+        return {"draw": float(torch.randn(1000).sum())}  # consumes the global RNG
+
+    plain = Trainer(_model(), data, _cfg(max_steps=20))
+    plain.fit()
+    with_eval = Trainer(_model(), data, _cfg(max_steps=20, eval_every=5), eval_fn=noisy_eval)
+    with_eval.fit()
+    _assert_same(_state(plain.model), _state(with_eval.model))
+    _assert_same(_state(plain.ema_model), _state(with_eval.ema_model))
+
+
+def test_gradient_accumulation_matches_a_bigger_batch():
+    data = ToyRegressionData(seed=1)
+    # without input noise the loss is a plain mean, so two half-batches average to one full batch
+    big = Trainer(_model(input_noise=0.0), data, _cfg(max_steps=5, batch_size=16, grad_clip=None))
+    big.fit()
+    acc = Trainer(_model(input_noise=0.0), data, _cfg(max_steps=5, batch_size=8, grad_accum=2, grad_clip=None))
+    acc.fit()
+    for a, b in zip(big.model.parameters(), acc.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_bf16_autocast_trains_on_cpu():
+    data = ToyRegressionData(seed=1)
+    model = _model()
+    before = data.mse(model)
+    Trainer(model, data, _cfg(max_steps=150, mixed_precision="bf16")).fit()
+    assert data.mse(model) < 0.5 * before
+
+
+class _StopAt(Exception):
+    pass
+
+
+def _stop_at(step_to_stop: int):
+    def callback(trainer, step):
+        if step == step_to_stop:
+            raise _StopAt(step)
+
+    return callback
+
+
+def _resume_cfg(run_dir, **kw) -> TrainerConfig:
+    return _cfg(max_steps=40, batch_size=16, grad_accum=2, ema_every=3, checkpoint_every=10,
+                lr_schedule="cosine", warmup_steps=5, run_dir=str(run_dir), eval_every=7, **kw)
+
+
+def _noisy_eval(ema_model, step):
+    return {"draw": float(torch.randn(10).sum())}
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
+    data = ToyRegressionData(seed=1)
+    full = Trainer(_model(), data, _resume_cfg(tmp_path / "full"), eval_fn=_noisy_eval)
+    full.fit()
+
+    cut = Trainer(_model(), data, _resume_cfg(tmp_path / "cut"), eval_fn=_noisy_eval, callbacks=[_stop_at(25)])
+    with pytest.raises(_StopAt):
+        cut.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [10, 20]
+    # a different initialisation proves the weights come from the checkpoint
+    resumed = Trainer(_model(seed=123), ToyRegressionData(seed=1), _resume_cfg(tmp_path / "cut", resume=True),
+                      eval_fn=_noisy_eval)
+    assert resumed.step == 20
+    resumed.fit()
+    assert resumed.step == full.step == 40
+    _assert_same(_state(full.ema_model), _state(resumed.ema_model))
+    _assert_same(_state(full.model), _state(resumed.model))
+    # logs of the interrupted part after step 20 are dropped, so every record appears once
+    steps = [(r["kind"], r["step"]) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
+    assert steps == [(r["kind"], r["step"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+
+
+def test_fresh_run_refuses_a_run_dir_with_checkpoints(tmp_path):
+    data = ToyRegressionData(seed=1)
+    Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path))).fit()
+    with pytest.raises(ValueError, match="resume=True"):
+        Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path)))
+
+
+def test_keep_checkpoints_prunes_old_ones(tmp_path):
+    data = ToyRegressionData(seed=1)
+    Trainer(_model(), data, _cfg(max_steps=25, checkpoint_every=5, keep_checkpoints=2, run_dir=str(tmp_path))).fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [20, 25]
+
+
+def test_bad_model_and_data_are_clear_errors():
+    data = ToyRegressionData(seed=1)
+    with pytest.raises(ValueError, match="loss"):
+        Trainer(torch.nn.Linear(2, 2), data, _cfg())
+    with pytest.raises(ValueError, match="sample_batch"):
+        Trainer(_model(), object(), _cfg())
+
+    class VectorLoss(ToyRegressor):
+        def loss(self, batch):
+            return {"loss": (self(batch["x"]) - batch["y"]) ** 2}
+
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"scalar tensor"):
+        Trainer(VectorLoss(hidden=8), data, _cfg(max_steps=2)).fit()
+
+
+def test_nan_loss_stops_training():
+    data = ToyRegressionData(seed=1)
+
+    class NanLoss(ToyRegressor):
+        def loss(self, batch):
+            return {"loss": self(batch["x"]).sum() * float("nan")}
+
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match="step 5"):
+        Trainer(NanLoss(hidden=8), data, _cfg(max_steps=20, log_every=5)).fit()
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    from diffusion_rl.training import Trainer, TrainerConfig, ToyRegressionData, ToyRegressor
+
+    def kill(trainer, step):
+        if step == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.manual_seed(0)
+    cfg = TrainerConfig(max_steps=30, batch_size=16, lr=3e-3, log_every=10, checkpoint_every=10, progress=False,
+                        ema_every=2, ema_decay=0.9, device="cpu", run_dir=sys.argv[1], resume=sys.argv[2] == "1")
+    t = Trainer(ToyRegressor(hidden=32), ToyRegressionData(seed=1), cfg, callbacks=[kill])
+    t.fit()
+    torch.save(t.ema_model.state_dict(), os.path.join(sys.argv[1], "ema_final.pt"))
+    """
+)
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT)
+
+    def run(run_dir, resume, kill_at):
+        return subprocess.run([sys.executable, str(script), str(run_dir), resume, str(kill_at)],
+                              capture_output=True, text=True, timeout=120)
+
+    assert run(tmp_path / "full", "0", -1).returncode == 0
+    killed = run(tmp_path / "cut", "0", 15)
+    assert killed.returncode == -9, killed.stderr
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [10]
+    done = run(tmp_path / "cut", "1", -1)
+    assert done.returncode == 0, done.stderr
+    full = torch.load(tmp_path / "full" / "ema_final.pt")
+    cut = torch.load(tmp_path / "cut" / "ema_final.pt")
+    _assert_same(full, cut)
