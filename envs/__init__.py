@@ -1,5 +1,7 @@
 """Environment catalogue, custom MuJoCo tasks and dataset recipes (never imports ``diffusion_rl``)."""
 
 from envs.catalogue import CATALOGUE, EnvSpec, catalogue_names, get_spec, normalized_score
+from envs.maze2d import MAZE2D_IDS, Maze2DEnv, WaypointController  # importing registers the Maze2D-* gym ids
 
-__all__ = ["CATALOGUE", "EnvSpec", "catalogue_names", "get_spec", "normalized_score"]
+__all__ = ["CATALOGUE", "EnvSpec", "catalogue_names", "get_spec", "normalized_score",
+           "MAZE2D_IDS", "Maze2DEnv", "WaypointController"]
