@@ -1,0 +1,19 @@
+"""Recipes that make local datasets in real MuJoCo: behaviour policies, their training (ARS), rollout collectors.
+
+Plain numpy + gymnasium; never imports ``diffusion_rl`` or torch. ``diffusion_rl.data.make`` writes the result.
+"""
+
+from envs.recipes.collect import COLLECTORS, Collected, Segment, collect, split_steps
+from envs.recipes.policies import LinearPolicy
+from envs.recipes.recipes import (
+    RECIPES,
+    WEIGHTS_DIR,
+    Recipe,
+    load_behavior,
+    load_behavior_sequence,
+    recipe_for,
+    run_recipe,
+)
+
+__all__ = ["COLLECTORS", "Collected", "Segment", "collect", "split_steps", "LinearPolicy", "RECIPES", "WEIGHTS_DIR",
+           "Recipe", "load_behavior", "load_behavior_sequence", "recipe_for", "run_recipe"]

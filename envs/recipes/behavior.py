@@ -1,0 +1,96 @@
+"""Turning an ARS run into the committed behaviour policies of each quality.
+
+* ``<env>-medium.npz``: the snapshot whose noisy return is nearest the middle of the medium band (D4RL's medium
+  policies were SAC runs stopped at about a third of expert performance);
+* ``<env>-expert.npz``: the best snapshot;
+* ``<env>-medium-replay.npz``: the sequence of snapshots from the start of training up to the medium one, replayed
+  in order to stand in for D4RL's "replay buffer of the training up to the medium level".
+
+Snapshots are re-evaluated with more episodes than training used before choosing, since single ARS evaluations
+are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from envs.recipes.policies import LinearPolicy, atomic_savez
+
+__all__ = ["save_policy_sequence", "load_policy_sequence", "Selection", "select_policies"]
+
+MEDIUM_TARGET = 45.0
+"""Normalized return aimed at for medium policies (middle of the 30-60 band)."""
+MEDIUM_BAND = (35.0, 55.0)
+"""Candidates for medium must be inside this band (narrower than 30-60 to leave room for sampling noise)."""
+
+
+def save_policy_sequence(policies: Sequence[LinearPolicy], path: str | os.PathLike) -> Path:
+    """Write an ordered list of policies (e.g. training snapshots) into one ``.npz``."""
+    if not policies:
+        raise ValueError("expected at least one policy, got an empty sequence")
+    arrays: dict[str, np.ndarray] = {"count": np.array(len(policies))}
+    for i, policy in enumerate(policies):
+        arrays.update(policy.to_arrays(prefix=f"p{i:04d}_"))
+    return atomic_savez(path, **arrays)
+
+
+def load_policy_sequence(path: str | os.PathLike) -> list[LinearPolicy]:
+    """Read the policies written by :func:`save_policy_sequence`, in order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no policy-sequence file at {path}")
+    with np.load(path, allow_pickle=False) as f:
+        if "count" not in f:
+            raise ValueError(f"{path} is not a policy sequence (no 'count' entry)")
+        return [LinearPolicy.from_arrays(f, prefix=f"p{i:04d}_") for i in range(int(f["count"]))]
+
+
+@dataclass
+class Selection:
+    medium: LinearPolicy | None
+    expert: LinearPolicy
+    replay: list[LinearPolicy]
+    scores: dict[int, float]
+    """Re-evaluated normalized score per snapshot index."""
+
+
+def select_policies(
+    snapshots: Sequence[LinearPolicy],
+    evaluate: Callable[[LinearPolicy], float],
+    *,
+    target: float = MEDIUM_TARGET,
+    band: tuple[float, float] = MEDIUM_BAND,
+    max_candidates: int = 6,
+) -> Selection:
+    """Choose medium, expert and the replay sequence from time-ordered snapshots.
+
+    ``evaluate(policy) -> normalized score`` is called on a handful of candidates: those whose training-time
+    score (``policy.info['score']``) is nearest ``target`` inside ``band`` and the best few.
+    """
+    if not snapshots:
+        raise ValueError("expected at least one snapshot, got none")
+    train_scores = np.array([float(p.info.get("score", -np.inf)) for p in snapshots])
+    scores: dict[int, float] = {}
+
+    def score(i: int) -> float:
+        if i not in scores:
+            scores[i] = float(evaluate(snapshots[i]))
+            snapshots[i].info["score"] = scores[i]
+        return scores[i]
+
+    inside = [i for i in np.argsort(np.abs(train_scores - target)) if band[0] <= train_scores[i] <= band[1]]
+    medium_idx = None
+    for i in inside[:max_candidates]:
+        s = score(int(i))
+        if band[0] <= s <= band[1] and (medium_idx is None or abs(s - target) < abs(scores[medium_idx] - target)):
+            medium_idx = int(i)
+    best = [int(i) for i in np.argsort(-train_scores)[:max_candidates // 2 or 1]]
+    expert_idx = max(best, key=score)
+    medium = snapshots[medium_idx] if medium_idx is not None else None
+    replay = list(snapshots[: medium_idx + 1]) if medium_idx is not None else []
+    return Selection(medium=medium, expert=snapshots[expert_idx], replay=replay, scores=scores)

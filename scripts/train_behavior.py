@@ -1,0 +1,120 @@
+"""Train the behaviour policies that make the local datasets (ARS V2-t, linear policies, CPU only).
+
+    python scripts/train_behavior.py env=hopper [max_env_steps=4000000] [seed=0] [num_workers=2] [key=value ...]
+    python scripts/train_behavior.py env=hopper from_run=outputs/behavior/hopper-seed0.npz   # only re-select
+
+Keys: ``env`` (hopper | walker2d | halfcheetah), every field of ``envs.recipes.ars.ARSConfig`` (step_size,
+num_directions, top_directions, delta_std, iterations, max_env_steps, max_seconds, eval_every, eval_episodes,
+eval_noise_std, num_workers, seed, ...), ``out_dir`` (all snapshots of the run, default outputs/behavior),
+``weights_dir`` (where the chosen policies go, default envs/recipes/weights), ``select`` (true: choose and write
+medium / expert / medium-replay policies), ``select_episodes`` (episodes per re-evaluation, default 20),
+``write`` (comma list of qualities to write, default medium,expert,medium-replay).
+
+Plain ``key=value`` arguments rather than Hydra: ``env`` here names an environment family, not a catalogue entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from envs import get_spec  # noqa: E402
+from envs.recipes.ars import ARS_PRESETS, ARSConfig, evaluate_policy, train_ars  # noqa: E402
+from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies  # noqa: E402
+
+SCRIPT_KEYS = {"env": None, "out_dir": "outputs/behavior", "weights_dir": "envs/recipes/weights", "select": "true",
+               "select_episodes": "20", "from_run": None, "write": "medium,expert,medium-replay"}
+
+
+def _parse(argv: list[str]) -> tuple[dict[str, str], dict[str, object]]:
+    fields = {f.name: f for f in dataclasses.fields(ARSConfig)}
+    script, ars = dict(SCRIPT_KEYS), {}
+    for arg in argv:
+        if "=" not in arg:
+            sys.exit(f"error: expected key=value, got {arg!r}")
+        key, value = arg.split("=", 1)
+        if key in script:
+            script[key] = value
+        elif key in fields and key != "env_id":
+            ars[key] = None if value in ("null", "None") else json.loads(value) if value[:1] in "[{" else value
+        else:
+            sys.exit(f"error: unknown key {key!r}; valid keys: {', '.join(sorted(set(script) | set(fields)))}")
+    if script["env"] not in ARS_PRESETS:
+        sys.exit(f"error: env must be one of {', '.join(sorted(ARS_PRESETS))}, got {script['env']!r}")
+    for key, value in list(ars.items()):  # cast to the dataclass field's type
+        if value is not None:
+            default = getattr(ARSConfig(env_id="x"), key)
+            kind = type(default) if default is not None else (float if key == "max_seconds" else int)
+            ars[key] = kind(float(value)) if kind is int else kind(value)
+    return script, ars
+
+
+def main(argv: list[str] | None = None) -> None:
+    script, overrides = _parse(sys.argv[1:] if argv is None else argv)
+    env = script["env"]
+    config = ARSConfig(**{**ARS_PRESETS[env], **overrides})
+    spec = get_spec(f"{env}-medium")
+    out_dir = ROOT / script["out_dir"] if not Path(script["out_dir"]).is_absolute() else Path(script["out_dir"])
+    run_path = out_dir / f"{env}-seed{config.seed}.npz"
+
+    if script["from_run"]:
+        snapshots = load_policy_sequence(script["from_run"])
+        print(f"loaded {len(snapshots)} snapshots from {script['from_run']}")
+    else:
+        print(f"ARS on {config.env_id}: {dataclasses.asdict(config)}")
+
+        def record(snap) -> None:
+            snap.policy.info["score"] = spec.normalized_score(snap.eval_return)
+
+        result = train_ars(config, callback=record)
+        snapshots = [s.policy for s in result.snapshots]
+        save_policy_sequence(snapshots, run_path)
+        best = result.best()
+        print(f"trained {result.seconds:.0f}s, {result.env_steps} env steps, {config.num_workers} workers; best "
+              f"noisy eval {best.eval_return:.1f} (normalized {spec.normalized_score(best.eval_return):.1f}) at "
+              f"iteration {best.iteration}; all snapshots in {run_path}")
+
+    if script["select"].lower() not in ("true", "1", "yes"):
+        return
+    episodes = int(script["select_episodes"])
+
+    def evaluate(policy) -> float:
+        returns, _ = evaluate_policy(policy, config.env_id, episodes=episodes, noise_std=config.eval_noise_std,
+                                     seed=12345, num_workers=config.num_workers)
+        score = float(spec.normalized_score(returns.mean()))
+        print(f"  re-evaluated iteration {policy.info.get('iteration')}: normalized {score:.1f} "
+              f"({episodes} episodes, noise {config.eval_noise_std})")
+        return score
+
+    t0 = time.time()
+    sel = select_policies(snapshots, evaluate)
+    weights_dir = ROOT / script["weights_dir"] if not Path(script["weights_dir"]).is_absolute() \
+        else Path(script["weights_dir"])
+    wanted = set(script["write"].split(","))
+    for policy in [sel.medium, sel.expert] + sel.replay:
+        if policy is not None:
+            policy.info["noise_std"] = config.eval_noise_std
+    if sel.medium is None:
+        print("no snapshot inside the medium band; medium and medium-replay not written")
+    else:
+        if "medium" in wanted:
+            print("medium ->", sel.medium.save(weights_dir / f"{env}-medium.npz"))
+        if "medium-replay" in wanted:
+            print(f"medium-replay ({len(sel.replay)} snapshots) ->",
+                  save_policy_sequence(sel.replay, weights_dir / f"{env}-medium-replay.npz"))
+    if "expert" in wanted:
+        print(f"expert (normalized {sel.expert.info['score']:.1f}) ->",
+              sel.expert.save(weights_dir / f"{env}-expert.npz"))
+    print(f"selection took {time.time() - t0:.0f}s; scores {json.dumps({k: round(v, 1) for k, v in sel.scores.items()})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Behaviour policies, ARS, collectors and recipes (envs.recipes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs import get_spec
+from envs.recipes import RECIPES, LinearPolicy, Segment, collect, recipe_for, split_steps
+from envs.recipes import recipes as recipes_mod
+from envs.recipes.ars import ARSConfig, evaluate_policy, train_ars
+from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies
+
+
+def _policy(seed: int = 0, obs_dim: int = 11, act_dim: int = 3, scale: float = 0.3) -> LinearPolicy:
+    rng = np.random.default_rng(seed)
+    return LinearPolicy(rng.normal(size=(act_dim, obs_dim)) * scale, rng.normal(size=obs_dim),
+                        rng.uniform(0.5, 2.0, size=obs_dim), -1.0, 1.0, info={"iteration": seed})
+
+
+# --------------------------------------------------------------------------------------------- policies
+def test_linear_policy_formula_clip_and_noise():
+    p = _policy()
+    obs = np.random.default_rng(1).normal(size=(5, 11))
+    expected = np.clip(((obs - p.obs_mean) / p.obs_std) @ p.weights.T, -1, 1)
+    np.testing.assert_allclose(p.act(obs), expected)
+    np.testing.assert_allclose(p.act(obs[0]), expected[0])
+    noisy = p.act(obs, noise_std=0.2, rng=np.random.default_rng(3))
+    raw = ((obs - p.obs_mean) / p.obs_std) @ p.weights.T + 0.2 * np.random.default_rng(3).standard_normal((5, 3))
+    np.testing.assert_allclose(noisy, np.clip(raw, -1, 1))
+    assert np.all(np.abs(noisy) <= 1.0)
+
+
+def test_linear_policy_bad_input():
+    p = _policy()
+    with pytest.raises(ValueError, match=r"\[11\]"):
+        p.act(np.zeros(4))
+    with pytest.raises(ValueError, match="rng"):
+        p.act(np.zeros(11), noise_std=0.1)
+    with pytest.raises(ValueError, match="obs_mean"):
+        LinearPolicy(np.zeros((3, 11)), np.zeros(5), np.ones(11), -1, 1)
+    with pytest.raises(ValueError, match="positive"):
+        LinearPolicy(np.zeros((3, 11)), np.zeros(11), np.zeros(11), -1, 1)
+
+
+def test_policy_save_load_roundtrip(tmp_path):
+    p = _policy()
+    q = LinearPolicy.load(p.save(tmp_path / "p.npz"))
+    obs = np.random.default_rng(2).normal(size=(4, 11))
+    np.testing.assert_allclose(q.act(obs), p.act(obs), atol=1e-5)
+    assert q.info == {"iteration": 0}
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
+    with pytest.raises(FileNotFoundError):
+        LinearPolicy.load(tmp_path / "missing.npz")
+
+
+def test_policy_sequence_roundtrip_keeps_order(tmp_path):
+    seq = [_policy(i) for i in range(4)]
+    back = load_policy_sequence(save_policy_sequence(seq, tmp_path / "s.npz"))
+    assert [p.info["iteration"] for p in back] == [0, 1, 2, 3]
+    np.testing.assert_allclose(back[2].weights, seq[2].weights, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        save_policy_sequence([], tmp_path / "e.npz")
+
+
+def test_select_policies_medium_expert_replay():
+    scores = [0.0, 10.0, 30.0, 41.0, 52.0, 70.0, 95.0, 80.0]
+    snaps = [_policy(i) for i in range(len(scores))]
+    for p, s in zip(snaps, scores):
+        p.info["score"] = s + 3.0  # training-time estimate, a bit off
+    sel = select_policies(snaps, lambda p: scores[p.info["iteration"]])
+    assert sel.medium is snaps[3]  # 41 is nearest 45 inside [35, 55]
+    assert sel.expert is snaps[6]
+    assert [p.info["iteration"] for p in sel.replay] == [0, 1, 2, 3]
+    assert snaps[3].info["score"] == 41.0  # re-evaluated score recorded
+
+
+def test_split_steps():
+    assert split_steps(10, 3) == [4, 3, 3]
+    assert split_steps(2, 5) == [1, 1]
+    assert sum(split_steps(1_000_003, 7)) == 1_000_003
+    with pytest.raises(ValueError):
+        split_steps(0, 2)
+
+
+# --------------------------------------------------------------------------------------------- ARS
+def test_ars_learns_inverted_pendulum():
+    cfg = ARSConfig(env_id="InvertedPendulum-v5", num_directions=4, top_directions=2, step_size=0.1,
+                    delta_std=0.1, iterations=15, horizon=100, num_workers=1, eval_every=5, eval_episodes=3,
+                    eval_noise_std=0.0, seed=1)
+    result = train_ars(cfg, log=None)
+    assert result.snapshots[0].eval_return < 40
+    assert result.best().eval_return == pytest.approx(100.0)  # balances for the whole horizon
+    returns, lengths = evaluate_policy(result.best().policy, "InvertedPendulum-v5", episodes=2, noise_std=0.0,
+                                       horizon=100)
+    assert np.all(lengths == 100)
+
+
+def test_ars_config_validation():
+    with pytest.raises(ValueError, match="top_directions"):
+        ARSConfig(env_id="Hopper-v5", num_directions=4, top_directions=8)
+
+
+# --------------------------------------------------------------------------------------------- collectors
+def _check_layout(data, n):
+    a = data.arrays
+    assert data.num_steps == n and all(len(v) == n for v in a.values())
+    ends = data.episode_ends
+    last = np.zeros(n, dtype=bool)
+    last[ends - 1] = True
+    done = a["terminals"] | a["timeouts"]
+    np.testing.assert_array_equal(done, last)  # an episode ends exactly where it is terminal or timed out
+    inner = ~last[:-1]
+    np.testing.assert_allclose(a["next_observations"][:-1][inner], a["observations"][1:][inner])
+    starts = np.concatenate([[0], ends[:-1]])
+    np.testing.assert_allclose(data.episode_returns, np.add.reduceat(a["rewards"], starts))
+
+
+def test_collect_policy_exact_steps_layout_and_determinism():
+    policy = _policy(scale=0.1)
+    seg = Segment("policy", "Hopper-v5", 1500, dict(policy=policy.to_arrays(), noise_std=0.1, num_envs=2))
+    d1 = collect([seg], seed=7, num_workers=1, chunk_steps=700, progress=False)
+    _check_layout(d1, 1500)
+    assert d1.arrays["terminals"].sum() >= 1  # a random linear hopper falls
+    assert np.all(np.abs(d1.arrays["actions"]) <= 1.0)
+    d2 = collect([seg], seed=7, num_workers=2, chunk_steps=700, progress=False)
+    np.testing.assert_array_equal(d1.arrays["actions"], d2.arrays["actions"])  # worker count does not matter
+    d3 = collect([seg], seed=8, num_workers=1, chunk_steps=700, progress=False)
+    assert not np.array_equal(d1.arrays["actions"], d3.arrays["actions"])
+
+
+def test_collect_maze2d_recipe():
+    recipe = recipe_for("maze2d-umaze", 1200)
+    data = collect(recipe.segments, seed=0, num_workers=1, progress=False)
+    _check_layout(data, 1200)
+    np.testing.assert_array_equal(np.diff(np.concatenate([[0], data.episode_ends])), [300] * 4)
+    a = data.arrays
+    assert not a["terminals"].any()
+    # sparse reward of the goal in force at that step, measured at the next state (D4RL: radius 0.5)
+    dist = np.linalg.norm(a["next_observations"][:, :2] - a["infos/goal"], axis=1)
+    np.testing.assert_array_equal(a["rewards"], (dist <= 0.5).astype(float))
+    assert len(np.unique(a["infos/goal"], axis=0)) >= 2  # the controller reached a goal and got a new one
+    assert a["rewards"].sum() > 0
+    # one continuous trajectory: the next episode starts where the previous one ended
+    np.testing.assert_allclose(a["observations"][300], a["next_observations"][299])
+
+
+def test_collect_validation():
+    with pytest.raises(ValueError, match="kind"):
+        collect([Segment("nope", "Hopper-v5", 10)], progress=False)
+
+
+# --------------------------------------------------------------------------------------------- recipes
+def test_recipe_registry_and_shares(monkeypatch, tmp_path):
+    assert set(RECIPES) == {"medium", "expert", "medium-replay", "medium-expert", "maze2d"}
+    monkeypatch.setattr(recipes_mod, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="train_behavior.py env=walker2d"):
+        recipe_for("walker2d-medium", 100)
+    _policy(1, 17, 6).save(tmp_path / "walker2d-medium.npz")
+    _policy(2, 17, 6).save(tmp_path / "walker2d-expert.npz")
+    save_policy_sequence([_policy(i, 17, 6) for i in range(3)], tmp_path / "walker2d-medium-replay.npz")
+    me = recipe_for("walker2d-medium-expert", 1001)
+    assert [s.steps for s in me.segments] == [501, 500]
+    assert "medium-expert" in me.description
+    mr = recipe_for("walker2d-medium-replay", 10)
+    assert [s.steps for s in mr.segments] == [4, 3, 3]
+    assert [s.label for s in mr.segments] == ["snapshot 0", "snapshot 1", "snapshot 2"]
+    assert recipe_for("walker2d-medium").segments[0].steps == get_spec("walker2d-medium").dataset_steps
+
+
+@pytest.mark.skipif(not (recipes_mod.WEIGHTS_DIR / "hopper-medium.npz").exists(), reason="no hopper weights")
+def test_hopper_medium_quality_in_band():
+    recipe = recipe_for("hopper-medium", 8000)
+    data = collect(recipe.segments, seed=3, num_workers=2, progress=False)
+    scores = get_spec("hopper-medium").normalized_score(data.episode_returns[data.episode_complete])
+    assert 30.0 <= scores.mean() <= 60.0
