@@ -43,6 +43,7 @@ class RunLogger:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for r in kept:
                 f.write(json.dumps(r) + "\n")
+        os.chmod(tmp, self.jsonl_path.stat().st_mode & 0o777)
         os.replace(tmp, self.jsonl_path)
 
     def log(self, kind: str, step: int, values: Mapping[str, float]) -> None:

@@ -1,0 +1,112 @@
+"""``EvalResult``: per-episode returns of an evaluation and their summary (mean, standard error)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EvalResult", "mean_and_stderr"]
+
+
+def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error ``std(ddof=1) / sqrt(n)``; the error is NaN for fewer than two values."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    mean = float(v.mean())
+    stderr = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return mean, stderr
+
+
+def _json_float(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass
+class EvalResult:
+    """Returns and lengths of ``episodes`` episodes, and D4RL-normalized scores for catalogue envs."""
+
+    env_name: str
+    """What the caller asked for: a catalogue name (``hopper-medium``) or a gymnasium id."""
+    gym_id: str
+    returns: np.ndarray
+    lengths: np.ndarray
+    normalized_scores: np.ndarray | None = None
+    """``None`` when ``env_name`` is a raw gymnasium id with no reference scores."""
+    seed: int = 0
+    """Episode ``i`` was reset with seed ``seed + i``."""
+    num_envs: int = 1
+    video_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata the caller wants kept with the result (sampler settings, checkpoint step...)."""
+
+    def __post_init__(self) -> None:
+        self.returns = np.asarray(self.returns, dtype=np.float64)
+        self.lengths = np.asarray(self.lengths, dtype=np.int64)
+        if self.normalized_scores is not None:
+            self.normalized_scores = np.asarray(self.normalized_scores, dtype=np.float64)
+        if self.returns.shape != self.lengths.shape or self.returns.ndim != 1:
+            raise ValueError(
+                f"EvalResult: returns and lengths must be 1-D of equal length, got shapes "
+                f"{self.returns.shape} and {self.lengths.shape}"
+            )
+
+    @property
+    def episodes(self) -> int:
+        return int(self.returns.size)
+
+    @property
+    def return_mean(self) -> float:
+        return mean_and_stderr(self.returns)[0]
+
+    @property
+    def return_stderr(self) -> float:
+        return mean_and_stderr(self.returns)[1]
+
+    @property
+    def normalized_score_mean(self) -> float | None:
+        return None if self.normalized_scores is None else mean_and_stderr(self.normalized_scores)[0]
+
+    @property
+    def normalized_score_stderr(self) -> float | None:
+        return None if self.normalized_scores is None else mean_and_stderr(self.normalized_scores)[1]
+
+    @property
+    def length_mean(self) -> float:
+        return mean_and_stderr(self.lengths)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary and per-episode values (undefined numbers such as a 1-episode stderr are null)."""
+        return {
+            "env_name": self.env_name,
+            "gym_id": self.gym_id,
+            "episodes": self.episodes,
+            "normalized_score_mean": _json_float(self.normalized_score_mean),
+            "normalized_score_stderr": _json_float(self.normalized_score_stderr),
+            "return_mean": _json_float(self.return_mean),
+            "return_stderr": _json_float(self.return_stderr),
+            "length_mean": _json_float(self.length_mean),
+            "seed": int(self.seed),
+            "num_envs": int(self.num_envs),
+            "returns": [float(r) for r in self.returns],
+            "lengths": [int(n) for n in self.lengths],
+            "normalized_scores": None
+            if self.normalized_scores is None
+            else [float(s) for s in self.normalized_scores],
+            "video_path": self.video_path,
+            **({"extra": dict(self.extra)} if self.extra else {}),
+        }
+
+    def __str__(self) -> str:
+        def pm(mean: float, err: float, fmt: str) -> str:
+            return f"{mean:{fmt}}" + ("" if not math.isfinite(err) else f" ± {err:{fmt}}")
+
+        parts = [f"{self.env_name} ({self.gym_id}), {self.episodes} episode{'s' if self.episodes != 1 else ''}:"]
+        if self.normalized_scores is not None:
+            parts.append(f"normalized score {pm(self.normalized_score_mean, self.normalized_score_stderr, '.1f')},")
+        parts.append(f"return {pm(self.return_mean, self.return_stderr, '.1f')},")
+        parts.append(f"length {self.length_mean:.0f}" + (" (mean ± standard error)" if self.episodes > 1 else ""))
+        return " ".join(parts)

@@ -1,0 +1,197 @@
+"""Roll a policy out in a gymnasium vector env and score it (D4RL-normalized for catalogue envs).
+
+Episodes run in waves of ``num_envs`` environments in lockstep: every env of a wave is reset with its own seed
+(episode ``i`` uses ``seed + i``), the policy acts on the whole batch each step, and an env that has finished
+is frozen (its last observation is shown to the policy again, its rewards are ignored) until the wave ends.
+So the episode results do not depend on ``num_envs``: they equal a plain one-env loop with the same seeds.
+
+Policy protocol: ``policy.reset()`` (optional) at the start of each wave, then
+``policy.act(obs [N, obs_dim], **context) -> actions [N, act_dim]`` with ``context = {"goal": [N, 2]}`` when
+the env reports a goal in ``info["goal"]`` (maze2d).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+import envs
+from diffusion_rl.evaluation.result import EvalResult
+from diffusion_rl.evaluation.video import AtomicVideoWriter, prepare_offscreen_rendering
+
+__all__ = ["evaluate", "resolve_env", "ActingPolicy", "VIDEO_SIZE"]
+
+VIDEO_SIZE = 256
+"""Width and height (pixels) of recorded video frames."""
+
+
+class ActingPolicy(Protocol):
+    def act(self, obs: np.ndarray, **context: Any) -> np.ndarray: ...
+
+
+def _register_custom_envs() -> None:
+    """Import the catalogue's own env packages so their gymnasium ids exist (maze2d)."""
+    try:
+        importlib.import_module("envs.maze2d")
+    except ModuleNotFoundError as exc:  # a checkout without the maze package: only that is optional
+        if exc.name not in ("envs.maze2d",):
+            raise
+
+
+def resolve_env(env_name: str) -> tuple[str, envs.EnvSpec | None]:
+    """Catalogue name -> (gymnasium id, spec); a registered gymnasium id -> (id, None); else ``ValueError``."""
+    if not isinstance(env_name, str) or not env_name:
+        raise ValueError(f"env_name: expected a catalogue name or gymnasium id string, got {env_name!r}")
+    _register_custom_envs()
+    try:
+        spec = envs.get_spec(env_name)
+        return spec.gym_id, spec
+    except KeyError:
+        pass
+    if ":" in env_name or env_name in gym.registry:
+        return env_name, None
+    raise ValueError(
+        f"unknown environment {env_name!r}: expected a catalogue name ({', '.join(envs.catalogue_names())}) "
+        "or a registered gymnasium id such as 'Hopper-v5'"
+    )
+
+
+def _make_env(gym_id: str, max_episode_steps: int | None, render: bool) -> gym.Env:
+    kwargs: dict[str, Any] = {}
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    if not render:
+        return gym.make(gym_id, **kwargs)
+    prepare_offscreen_rendering()
+    try:
+        return gym.make(gym_id, render_mode="rgb_array", width=VIDEO_SIZE, height=VIDEO_SIZE, **kwargs)
+    except TypeError:  # envs without width/height arguments render at their own size
+        return gym.make(gym_id, render_mode="rgb_array", **kwargs)
+
+
+def _as_numpy(actions: Any) -> np.ndarray:
+    if hasattr(actions, "detach"):  # torch tensor, without importing torch here
+        actions = actions.detach().cpu().numpy()
+    try:
+        return np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"policy.act must return a numeric array, got {type(actions)!r}") from exc
+
+
+def _check_actions(actions: Any, expected: tuple[int, ...]) -> np.ndarray:
+    arr = _as_numpy(actions)
+    if arr.shape != expected:
+        raise ValueError(f"policy.act returned actions of shape {arr.shape}; expected {expected} [num_envs, act_dim]")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("policy.act returned NaN or infinite actions")
+    return arr
+
+
+def _update_goal(goal: np.ndarray | None, info: dict[str, Any], which: np.ndarray) -> np.ndarray | None:
+    if "goal" not in info:
+        return goal
+    new = np.asarray(info["goal"], dtype=np.float64)
+    present = np.asarray(info.get("_goal", np.ones(len(new), dtype=bool)), dtype=bool) & which
+    if goal is None:
+        return new.copy()
+    goal[present] = new[present]
+    return goal
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def evaluate(
+    policy: ActingPolicy,
+    env_name: str,
+    *,
+    episodes: int = 10,
+    num_envs: int = 5,
+    seed: int = 0,
+    video_path: str | None = None,
+    max_episode_steps: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Run ``episodes`` episodes of ``policy`` in ``env_name`` and summarise returns and normalized scores.
+
+    ``env_name``: a catalogue name (``hopper-medium`` -> ``Hopper-v5``, scored with D4RL's references) or a
+    gymnasium id (returns only). ``max_episode_steps`` overrides the time limit (default: the catalogue's).
+    ``video_path``: record env 0's episodes into one mp4 file.
+    """
+    if not callable(getattr(policy, "act", None)):
+        raise ValueError(f"policy: expected an object with .act(obs_batch, **context), got {type(policy)!r}")
+    episodes = _positive_int("episodes", episodes)
+    num_envs = _positive_int("num_envs", num_envs)
+    if max_episode_steps is not None:
+        max_episode_steps = _positive_int("max_episode_steps", max_episode_steps)
+    gym_id, spec = resolve_env(env_name)
+    if max_episode_steps is None and spec is not None:
+        max_episode_steps = spec.max_episode_steps
+    n = min(num_envs, episodes)
+    fns = [partial(_make_env, gym_id, max_episode_steps, video_path is not None and i == 0) for i in range(n)]
+    vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    action_shape = (n, *vec.single_action_space.shape)
+    action_dtype = vec.single_action_space.dtype
+    writer = None
+    if video_path is not None:
+        writer = AtomicVideoWriter(video_path, fps=vec.envs[0].metadata.get("render_fps", 30))
+    returns: list[float] = []
+    lengths: list[int] = []
+    written: str | None = None
+    bar = tqdm(total=episodes, desc=f"eval {env_name}", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, episodes, n):
+            in_wave = min(n, episodes - start)
+            obs, info = vec.reset(seed=[seed + start + j for j in range(n)])
+            active = np.arange(n) < in_wave
+            goal = _update_goal(None, info, np.ones(n, dtype=bool))
+            last_obs = np.array(obs, copy=True)
+            ret = np.zeros(n, dtype=np.float64)
+            length = np.zeros(n, dtype=np.int64)
+            if hasattr(policy, "reset"):
+                policy.reset()
+            if writer is not None and active[0]:
+                writer.append(vec.envs[0].render())
+            while active.any():
+                context = {} if goal is None else {"goal": goal.copy()}
+                actions = _check_actions(policy.act(last_obs.copy(), **context), action_shape)
+                obs, reward, terminated, truncated, info = vec.step(actions.astype(action_dtype, copy=False))
+                ret[active] += reward[active]
+                length[active] += 1
+                if writer is not None and active[0]:
+                    writer.append(vec.envs[0].render())
+                done = (terminated | truncated) & active
+                active &= ~done
+                last_obs[active] = obs[active]
+                goal = _update_goal(goal, info, active)
+                bar.update(int(done.sum()))
+            returns.extend(ret[:in_wave].tolist())
+            lengths.extend(length[:in_wave].tolist())
+        if writer is not None:
+            path = writer.close()
+            writer = None
+            written = None if path is None else str(path)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+        vec.close()
+    scores = None if spec is None else np.asarray(spec.normalized_score(np.asarray(returns)), dtype=np.float64)
+    return EvalResult(
+        env_name=env_name,
+        gym_id=gym_id,
+        returns=np.asarray(returns),
+        lengths=np.asarray(lengths),
+        normalized_scores=scores,
+        seed=seed,
+        num_envs=n,
+        video_path=written,
+    )

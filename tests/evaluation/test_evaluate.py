@@ -1,0 +1,182 @@
+"""evaluate(): vector-env rollouts equal a plain gymnasium loop; scores, stderr, goals, videos, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from diffusion_rl.evaluation import EvalResult, evaluate
+from envs import get_spec
+
+
+class Feedback:
+    """A hand-made deterministic policy: damp the joint velocities (obs[8:11]) with a bias; counts resets."""
+
+    def __init__(self):
+        self.resets = 0
+        self.batch_shapes = []
+
+    def reset(self):
+        self.resets += 1
+
+    def act(self, obs, **context):
+        self.batch_shapes.append(obs.shape)
+        return self.single(obs)
+
+    @staticmethod
+    def single(obs):
+        return np.clip(-0.3 * obs[..., 8:11] + 0.2, -1.0, 1.0)
+
+
+def _manual(seeds, max_steps=1000):
+    """The reference: one env, one episode at a time, gymnasium's own API."""
+    env = gym.make("Hopper-v5", max_episode_steps=max_steps)
+    returns, lengths = [], []
+    for s in seeds:
+        obs, _ = env.reset(seed=s)
+        total, n, done = 0.0, 0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(Feedback.single(obs).astype(np.float32))
+            total += r
+            n += 1
+            done = term or trunc
+        returns.append(total)
+        lengths.append(n)
+    env.close()
+    return np.array(returns), np.array(lengths)
+
+
+def test_returns_equal_a_manual_loop_and_scores_follow_the_formula():
+    policy = Feedback()
+    result = evaluate(policy, "hopper-medium", episodes=3, num_envs=2, seed=7, progress=False)
+    ref_returns, ref_lengths = _manual([7, 8, 9])
+    np.testing.assert_allclose(result.returns, ref_returns, rtol=1e-12)
+    np.testing.assert_array_equal(result.lengths, ref_lengths)
+    assert len(set(ref_lengths)) > 1  # episodes of different lengths: the frozen-env logic matters
+    assert policy.resets == 2  # two waves: episodes (0, 1) and (2,)
+    assert set(policy.batch_shapes) == {(2, 11)}
+    # D4RL normalization with hopper's references
+    expected = 100 * (ref_returns - (-20.272305)) / (3234.3 - (-20.272305))
+    np.testing.assert_allclose(result.normalized_scores, expected, rtol=1e-12)
+    assert result.normalized_score_mean == pytest.approx(expected.mean())
+    assert result.normalized_score_stderr == pytest.approx(np.std(expected, ddof=1) / math.sqrt(3))
+    assert result.return_mean == pytest.approx(ref_returns.mean())
+    assert result.return_stderr == pytest.approx(np.std(ref_returns, ddof=1) / math.sqrt(3))
+    assert result.episodes == 3 and result.gym_id == "Hopper-v5"
+    d = json.loads(json.dumps(result.to_dict()))
+    for key in ("normalized_score_mean", "normalized_score_stderr", "return_mean", "episodes"):
+        assert key in d
+    assert d["episodes"] == 3 and d["returns"] == pytest.approx(list(ref_returns))
+    text = str(result)
+    assert "hopper-medium" in text and f"{result.normalized_score_mean:.1f}" in text and "±" in text
+
+
+def test_results_do_not_depend_on_num_envs():
+    a = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=1, seed=3, progress=False)
+    b = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=3, seed=3, progress=False)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    c = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=3, seed=4, progress=False)
+    assert not np.array_equal(a.returns, c.returns)
+
+
+def test_raw_gym_id_has_no_normalized_score_and_time_limit_applies():
+    result = evaluate(Feedback(), "Hopper-v5", episodes=2, num_envs=2, max_episode_steps=15, progress=False)
+    assert result.normalized_scores is None and result.normalized_score_mean is None
+    assert list(result.lengths) == [15, 15]
+    ref_returns, _ = _manual([0, 1], max_steps=15)
+    np.testing.assert_allclose(result.returns, ref_returns, rtol=1e-12)
+    d = result.to_dict()
+    assert d["normalized_score_mean"] is None and d["normalized_scores"] is None
+    assert "normalized score" not in str(result)
+
+
+def test_maze2d_policies_get_the_goal():
+    seen = []
+
+    class GoalPolicy:
+        def act(self, obs, goal=None):
+            seen.append(goal)
+            return np.zeros((obs.shape[0], 2))
+
+    result = evaluate(GoalPolicy(), "maze2d-umaze", episodes=2, num_envs=2, max_episode_steps=5, progress=False)
+    env = gym.make("Maze2D-UMaze-v1")
+    _, info = env.reset(seed=0)
+    assert len(seen) == 5 and all(g.shape == (2, 2) for g in seen)
+    np.testing.assert_allclose(seen[0], np.stack([info["goal"]] * 2))
+    np.testing.assert_allclose(seen[0][0], env.unwrapped.goal)
+    assert result.normalized_scores is not None
+    spec = get_spec("maze2d-umaze")
+    np.testing.assert_allclose(result.normalized_scores, spec.normalized_score(result.returns))
+
+
+def test_video_of_env0_is_written(tmp_path):
+    import imageio.v2 as imageio
+
+    path = tmp_path / "videos" / "hopper.mp4"
+    result = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=2, max_episode_steps=8, video_path=str(path),
+                      progress=False)
+    assert result.video_path == str(path) and path.stat().st_size > 1000
+    frames = [f for f in imageio.get_reader(str(path))]
+    # env 0 plays episodes 0 and 2: a reset frame plus one frame per step each
+    assert len(frames) == 2 * (8 + 1)
+    assert frames[0].ndim == 3 and frames[0].shape[2] == 3 and frames[0].std() > 5  # not a blank image
+    assert [p.name for p in path.parent.iterdir()] == ["hopper.mp4"]  # no temporary left behind
+
+
+def test_single_episode_stderr_is_undefined():
+    r = EvalResult(env_name="x", gym_id="X-v0", returns=[5.0], lengths=[3], normalized_scores=[50.0])
+    assert math.isnan(r.normalized_score_stderr) and r.normalized_score_mean == 50.0
+    d = r.to_dict()
+    assert d["normalized_score_stderr"] is None and d["return_stderr"] is None
+    json.dumps(d, allow_nan=False)
+    assert "±" not in str(r)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"env_name": "hopper-meduim"}, "hopper-medium"),
+        ({"episodes": 0}, "episodes"),
+        ({"num_envs": 0}, "num_envs"),
+        ({"video_path": "out.gif"}, ".mp4"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, match):
+    args = {"env_name": "hopper-medium", "episodes": 1, "num_envs": 1, "progress": False, "max_episode_steps": 2}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        evaluate(Feedback(), **args)
+
+
+@pytest.mark.parametrize(
+    "actions, match",
+    [
+        (np.zeros((2, 2)), r"expected \(2, 3\)"),
+        (np.zeros(3), r"expected \(2, 3\)"),
+        (np.full((2, 3), np.nan), "NaN"),
+        ([["a", "b", "c"]] * 2, "numeric"),
+    ],
+)
+def test_bad_policy_output_is_a_clear_error(actions, match):
+    class Bad:
+        def act(self, obs, **context):
+            return actions
+
+    with pytest.raises(ValueError, match=match):
+        evaluate(Bad(), "hopper-medium", episodes=2, num_envs=2, max_episode_steps=3, progress=False)
+
+
+def test_torch_actions_are_accepted():
+    torch = pytest.importorskip("torch")
+
+    class TorchPolicy:
+        def act(self, obs, **context):
+            return torch.as_tensor(Feedback.single(obs), dtype=torch.float32)
+
+    result = evaluate(TorchPolicy(), "Hopper-v5", episodes=1, num_envs=1, max_episode_steps=10, progress=False)
+    ref, _ = _manual([0], max_steps=10)
+    np.testing.assert_allclose(result.returns, ref, rtol=1e-5)
