@@ -5,5 +5,12 @@ from diffusion_rl.evaluation.result import EvalResult, mean_and_stderr
 from diffusion_rl.evaluation.rollout import VIDEO_SIZE, evaluate, resolve_env
 from diffusion_rl.evaluation.video import AtomicVideoWriter
 
-__all__ = ["evaluate", "resolve_env", "EvalResult", "mean_and_stderr", "plot_plan", "AtomicVideoWriter",
-           "VIDEO_SIZE"]
+__all__ = [
+           "VIDEO_SIZE",
+           "AtomicVideoWriter",
+           "EvalResult",
+           "evaluate",
+           "mean_and_stderr",
+           "plot_plan",
+           "resolve_env",
+]

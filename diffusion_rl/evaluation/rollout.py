@@ -24,7 +24,7 @@ import envs
 from diffusion_rl.evaluation.result import EvalResult
 from diffusion_rl.evaluation.video import AtomicVideoWriter, prepare_offscreen_rendering
 
-__all__ = ["evaluate", "resolve_env", "ActingPolicy", "VIDEO_SIZE"]
+__all__ = ["VIDEO_SIZE", "ActingPolicy", "evaluate", "resolve_env"]
 
 VIDEO_SIZE = 256
 """Width and height (pixels) of recorded video frames."""

@@ -9,17 +9,17 @@ from diffusion_rl.training.toy import ToyRegressionData, ToyRegressor
 from diffusion_rl.training.trainer import Trainer
 
 __all__ = [
-    "Trainer",
-    "TrainerConfig",
     "EMA",
     "LR_SCHEDULES",
     "MIXED_PRECISION_MODES",
-    "lr_multiplier",
-    "make_lr_scheduler",
+    "ToyRegressionData",
+    "ToyRegressor",
+    "Trainer",
+    "TrainerConfig",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "lr_multiplier",
+    "make_lr_scheduler",
     "read_jsonl",
-    "ToyRegressionData",
-    "ToyRegressor",
 ]

@@ -15,8 +15,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["checkpoint_path", "list_checkpoints", "latest_checkpoint", "save_checkpoint", "load_checkpoint",
-           "prune_checkpoints"]
+__all__ = [
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "save_checkpoint",
+]
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 

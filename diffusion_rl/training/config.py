@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["TrainerConfig", "MIXED_PRECISION_MODES"]
+__all__ = ["MIXED_PRECISION_MODES", "TrainerConfig"]
 
 MIXED_PRECISION_MODES: tuple[str, ...] = ("auto", "bf16", "no")
 """``auto`` = bf16 autocast on CUDA and off on CPU; ``bf16`` = bf16 autocast on any device; ``no`` = float32."""
@@ -118,7 +118,7 @@ class TrainerConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainerConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
         """Build from a plain dict (e.g. a Hydra node turned into a container); unknown keys are an error."""
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(values) - known)

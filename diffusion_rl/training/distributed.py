@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "LossModule"]
+__all__ = ["DistInfo", "LossModule", "init_distributed", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def init_distributed(device_name: str) -> DistInfo:
     The backend is NCCL when training on CUDA and gloo on CPU. An already initialised group is reused.
     """
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), False)
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()

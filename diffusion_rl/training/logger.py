@@ -6,8 +6,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 __all__ = ["RunLogger", "read_jsonl"]
 

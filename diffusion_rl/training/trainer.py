@@ -19,8 +19,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ from diffusion_rl.training.ema import EMA
 from diffusion_rl.training.logger import RunLogger
 from diffusion_rl.training.schedules import make_lr_scheduler
 
-__all__ = ["Trainer", "BatchSource", "EvalFn", "Callback", "CHECKPOINT_FORMAT"]
+__all__ = ["CHECKPOINT_FORMAT", "BatchSource", "Callback", "EvalFn", "Trainer"]
 
 log = logging.getLogger(__name__)
 

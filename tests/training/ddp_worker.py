@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from diffusion_rl.training import Trainer, TrainerConfig, ToyRegressionData, ToyRegressor
+from diffusion_rl.training import ToyRegressionData, ToyRegressor, Trainer, TrainerConfig
 
 
 class RecordingData(ToyRegressionData):

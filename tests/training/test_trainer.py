@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from diffusion_rl.training import (
-    Trainer,
-    TrainerConfig,
     ToyRegressionData,
     ToyRegressor,
+    Trainer,
+    TrainerConfig,
     list_checkpoints,
     lr_multiplier,
     read_jsonl,
@@ -28,8 +28,8 @@ def _model(seed: int = 0, **kw) -> ToyRegressor:
 
 
 def _cfg(**kw) -> TrainerConfig:
-    base = dict(max_steps=40, batch_size=32, lr=3e-3, log_every=10, checkpoint_every=0, progress=False,
-                ema_every=1, ema_decay=0.9, seed=0, device="cpu")
+    base = {"max_steps": 40, "batch_size": 32, "lr": 3e-3, "log_every": 10, "checkpoint_every": 0,
+            "progress": False, "ema_every": 1, "ema_decay": 0.9, "seed": 0, "device": "cpu"}
     base.update(kw)
     return TrainerConfig(**base)
 
@@ -40,8 +40,8 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for k, value in a.items():
+        assert torch.equal(value, b[k]), k
 
 
 def test_training_lowers_loss_and_ema_tracks_model():
@@ -243,7 +243,7 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
 
     def run(run_dir, resume, kill_at):
         return subprocess.run([sys.executable, str(script), str(run_dir), resume, str(kill_at)],
-                              capture_output=True, text=True, timeout=120)
+                              check=False, capture_output=True, text=True, timeout=120)
 
     assert run(tmp_path / "full", "0", -1).returncode == 0
     killed = run(tmp_path / "cut", "0", 15)

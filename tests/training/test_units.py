@@ -31,7 +31,7 @@ def test_warmup_is_linear_then_constant():
 
 
 def test_cosine_and_linear_decay_values():
-    kw = dict(warmup_steps=0, max_steps=100)
+    kw = {"warmup_steps": 0, "max_steps": 100}
     assert lr_multiplier(0, schedule="cosine", **kw) == pytest.approx(1.0)
     assert lr_multiplier(50, schedule="cosine", **kw) == pytest.approx(0.5)
     assert lr_multiplier(25, schedule="cosine", **kw) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
