@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from diffusion_rl.evaluation._files import publish
 
 __all__ = ["EvalResult", "mean_and_stderr"]
 
@@ -99,6 +105,33 @@ class EvalResult:
             "video_path": self.video_path,
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as indented JSON, atomically (temporary file, then ``os.replace``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2, allow_nan=False)
+                f.write("\n")
+            publish(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    def scalars(self) -> dict[str, float]:
+        """Finite summary numbers for logs (TensorBoard, the trainer's ``eval_fn``); undefined ones are left out."""
+        values = {
+            "normalized_score": self.normalized_score_mean,
+            "normalized_score_stderr": self.normalized_score_stderr,
+            "return": self.return_mean,
+            "return_stderr": self.return_stderr,
+            "length": self.length_mean,
+        }
+        return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
     def __str__(self) -> str:
         def pm(mean: float, err: float, fmt: str) -> str:

@@ -180,3 +180,35 @@ def test_torch_actions_are_accepted():
     result = evaluate(TorchPolicy(), "Hopper-v5", episodes=1, num_envs=1, max_episode_steps=10, progress=False)
     ref, _ = _manual([0], max_steps=10)
     np.testing.assert_allclose(result.returns, ref, rtol=1e-5)
+
+
+def test_save_json_and_scalars(tmp_path):
+    r = EvalResult(env_name="hopper-medium", gym_id="Hopper-v5", returns=[10.0, 20.0], lengths=[5, 7],
+                   normalized_scores=[1.0, 3.0])
+    path = r.save_json(tmp_path / "out" / "eval.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["normalized_score_mean"] == 2.0 and loaded["episodes"] == 2
+    assert loaded["normalized_score_stderr"] == pytest.approx(1.0)  # std(ddof=1)=sqrt(2), / sqrt(2)
+    assert r.scalars() == pytest.approx({"normalized_score": 2.0, "normalized_score_stderr": 1.0, "return": 15.0,
+                                         "return_stderr": 5.0, "length": 6.0})
+    assert [p.name for p in path.parent.iterdir()] == ["eval.json"]
+
+
+def test_rollout_eval_fn_feeds_the_trainer(tmp_path):
+    from diffusion_rl.evaluation import rollout_eval_fn
+
+    wrapped = []
+
+    def make_policy(model):
+        wrapped.append(model)
+        return Feedback()
+
+    eval_fn = rollout_eval_fn(make_policy, "hopper-medium", episodes=2, num_envs=2, max_episode_steps=20,
+                              results_dir=tmp_path)
+    scores = eval_fn("the-ema-model", 30)
+    assert wrapped == ["the-ema-model"]
+    ref, _ = _manual([0, 1], max_steps=20)
+    assert scores["return"] == pytest.approx(ref.mean())
+    assert scores["normalized_score"] == pytest.approx(float(np.mean(get_spec("hopper-medium").normalized_score(ref))))
+    saved = json.loads((tmp_path / "step_00000030.json").read_text())
+    assert saved["extra"] == {"step": 30} and saved["return_mean"] == pytest.approx(ref.mean())

@@ -254,3 +254,18 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
     full = torch.load(tmp_path / "full" / "ema_final.pt")
     cut = torch.load(tmp_path / "cut" / "ema_final.pt")
     _assert_same(full, cut)
+
+
+@pytest.mark.gpu
+def test_cuda_uses_bf16_autocast_and_fused_adamw():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    data = ToyRegressionData(seed=1)
+    model = _model()
+    before = data.mse(model)
+    trainer = Trainer(model, data, _cfg(max_steps=300, device="auto"))
+    assert trainer.device.type == "cuda" and trainer._amp
+    assert trainer.optimizer.param_groups[0]["fused"]
+    trainer.fit()
+    assert next(trainer.ema_model.parameters()).is_cuda
+    assert data.mse(model) < 0.3 * before
