@@ -269,3 +269,14 @@ def test_cuda_uses_bf16_autocast_and_fused_adamw():
     trainer.fit()
     assert next(trainer.ema_model.parameters()).is_cuda
     assert data.mse(model) < 0.3 * before
+
+
+def test_resume_without_checkpoint_starts_fresh_and_changed_settings_warn(tmp_path, caplog):
+    data = ToyRegressionData(seed=1)
+    trainer = Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path), resume=True))
+    assert trainer.step == 0
+    trainer.fit()
+    with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
+        more = Trainer(_model(), data, _cfg(max_steps=20, lr=1e-3, run_dir=str(tmp_path), resume=True))
+    assert more.step == 10 and "lr" in caplog.text
+    assert more.fit()["step"] == 20
