@@ -1,0 +1,92 @@
+"""make_local_dataset: recipe -> Minari dataset ``local/<env>/<quality>-v0`` (small collections)."""
+
+from __future__ import annotations
+
+import h5py
+import minari
+import numpy as np
+import pytest
+
+from diffusion_rl.data.make import make_local_dataset
+from diffusion_rl.data.minari_io import datasets_path
+from envs import get_spec
+from envs.recipes.collect import COLLECTORS
+from envs.recipes.recipes import WEIGHTS_DIR
+
+
+def _load(root, dataset_id):
+    with datasets_path(root):
+        return minari.load_dataset(dataset_id)
+
+
+def test_make_maze2d_writes_loadable_minari_and_hdf5(tmp_path, capsys):
+    root = tmp_path / "minari"
+    path = make_local_dataset("maze2d-umaze", num_steps=900, minari_root=root, hdf5_path=tmp_path / "u.hdf5",
+                              seed=1)
+    assert path == root / "local/maze2d/umaze-v0"
+    ds = _load(root, "local/maze2d/umaze-v0")
+    assert (ds.total_steps, ds.total_episodes) == (900, 3)
+    meta = ds.storage.metadata
+    spec = get_spec("maze2d-umaze")
+    assert meta["locally_made"] is True or meta["locally_made"] == 1
+    assert "waypoint" in meta["recipe"] and meta["catalogue_name"] == "maze2d-umaze"
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == (spec.ref_min_score, spec.ref_max_score)
+    assert meta["official_minari_id"] == spec.minari_id
+    ep = next(ds.iterate_episodes())
+    assert ep.observations.shape == (301, 4) and ep.infos["goal"].shape[1] == 2
+    with h5py.File(tmp_path / "u.hdf5") as f:
+        assert f["observations"].shape == (900, 4)
+        assert int(f["timeouts"][()].sum()) == 3 and not f["terminals"][()].any()
+        np.testing.assert_allclose(f["observations"][:300], ep.observations[:300])
+    out = capsys.readouterr().out
+    assert "900 steps, 3 episodes" in out and "normalized return" in out and str(path) in out
+
+
+def test_make_refuses_existing_unless_overwrite(tmp_path):
+    root = tmp_path / "m"
+    make_local_dataset("maze2d-umaze", num_steps=300, minari_root=root, progress=False)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        make_local_dataset("maze2d-umaze", num_steps=300, minari_root=root, progress=False)
+    make_local_dataset("maze2d-umaze", num_steps=600, minari_root=root, progress=False, overwrite=True)
+    assert _load(root, "local/maze2d/umaze-v0").total_steps == 600
+
+
+def test_make_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="hopper-medium.*maze2d-umaze|maze2d-umaze.*hopper-medium"):
+        make_local_dataset("hopper-mediocre", num_steps=10, minari_root=tmp_path)
+    with pytest.raises(ValueError, match="num_steps"):
+        make_local_dataset("maze2d-umaze", num_steps=0, minari_root=tmp_path)
+
+
+def test_interrupted_collection_leaves_no_dataset(tmp_path, monkeypatch):
+    real = COLLECTORS["maze2d"]
+    calls = []
+
+    def interrupted(env_id, steps, seed, params):
+        calls.append(steps)
+        real(env_id, steps, seed, params)
+        raise KeyboardInterrupt  # Ctrl-C at the last moment: every step collected, nothing written yet
+
+    monkeypatch.setitem(COLLECTORS, "maze2d", interrupted)
+    root = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        make_local_dataset("maze2d-umaze", num_steps=1200, minari_root=root, progress=False, num_workers=1,
+                           hdf5_path=tmp_path / "x.hdf5")
+    assert calls == [1200]
+    assert not (root / "local/maze2d/umaze-v0").exists()
+    assert not (tmp_path / "x.hdf5").exists()
+    with pytest.raises(Exception):
+        _load(root, "local/maze2d/umaze-v0")
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "hopper-medium.npz").exists(), reason="no hopper weights")
+def test_make_hopper_medium_small(tmp_path):
+    root = tmp_path / "m"
+    make_local_dataset("hopper-medium", num_steps=4000, minari_root=root, progress=False)
+    ds = _load(root, "local/hopper/medium-v0")
+    assert ds.total_steps == 4000
+    assert ds.env_spec.id == "Hopper-v5"
+    meta = ds.storage.metadata
+    assert "ARS" in meta["recipe"] and meta["ref_max_score"] == 3234.3
+    returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+    assert returns.max() > 500  # a walking hopper, not a random one
