@@ -1,0 +1,23 @@
+"""Algorithms: each turns networks + the diffusion core into ``loss(batch)`` and ``plan(obs)``."""
+
+from diffusion_rl.algos.base import (
+    ALGORITHMS,
+    Algorithm,
+    PlanOutput,
+    algorithm_from_config,
+    make_algorithm,
+    register_algorithm,
+)
+from diffusion_rl.algos.decision_diffuser import DecisionDiffuser
+from diffusion_rl.algos.diffuser import Diffuser
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "DecisionDiffuser",
+    "Diffuser",
+    "PlanOutput",
+    "algorithm_from_config",
+    "make_algorithm",
+    "register_algorithm",
+]

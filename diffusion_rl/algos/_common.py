@@ -1,0 +1,55 @@
+"""Small pieces both planners share: sampler options, inpainting masks, masked means."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from diffusion_rl.diffusion import SAMPLERS, sampler_options
+from diffusion_rl.nets import build_network
+
+
+def applicable_options(name: str, **candidates: Any) -> dict[str, Any]:
+    """Keep only the options that sampler ``name`` accepts (``steps`` means nothing to DDPM, ``eta`` only to DDIM).
+
+    Unknown sampler names raise the core's own ValueError (listing the valid names) when the sampler is built.
+    """
+    allowed = sampler_options(name) if name in SAMPLERS else list(candidates)
+    return {k: v for k, v in candidates.items() if k in allowed and v is not None}
+
+
+# How an algorithm's width settings (dim, dim_mults) map onto each denoiser backbone's constructor.
+_BACKBONE_ARGS = {
+    "temporal_unet": lambda dim, mults: {"dim": dim, "dim_mults": tuple(mults)},
+    "transformer1d": lambda dim, mults: {"d_model": dim * 4, "depth": 2 * len(mults)},
+}
+
+
+def make_backbone(name: str, transition_dim: int, dim: int, dim_mults: Any, cond_dim: int | None = None,
+                  **extra: Any) -> torch.nn.Module:
+    """A trajectory denoiser ``net(x, t, cond, drop_mask)`` of the named backbone family."""
+    if name not in _BACKBONE_ARGS:
+        raise ValueError(f"unknown backbone {name!r}; expected one of: {', '.join(_BACKBONE_ARGS)}")
+    return build_network(name, transition_dim=transition_dim, cond_dim=cond_dim, **_BACKBONE_ARGS[name](dim, dim_mults),
+                         **extra)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over entries where ``mask`` is 1 (0 when there are none)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def state_inpainting(
+    batch: int, horizon: int, dim: int, start: slice, starts: torch.Tensor, goals: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask ``[1, H, D]`` and values ``[B, H, D]`` that pin the state dims ``start`` of step 0 (and of step H-1)."""
+    mask = torch.zeros(1, horizon, dim, dtype=torch.bool, device=starts.device)
+    values = torch.zeros(batch, horizon, dim, dtype=starts.dtype, device=starts.device)
+    mask[:, 0, start] = True
+    values[:, 0, start] = starts
+    if goals is not None:
+        mask[:, -1, start] = True
+        values[:, -1, start] = goals
+    return mask, values

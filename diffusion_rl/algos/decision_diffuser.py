@@ -1,0 +1,133 @@
+"""Decision Diffuser (Ajay et al. 2023): return-conditioned state trajectories + inverse dynamics.
+
+The model diffuses state-only trajectories ``[B, H, S]`` with a temporal U-Net whose time embedding is joined by
+a returns embedding. Training drops the returns condition with probability ``cond_drop`` (classifier-free
+guidance); the first ``history`` states are imposed by inpainting; actions come from an inverse-dynamics MLP
+``a_t = f(s_t, s_{t+1})`` trained jointly (loss = ``diffusion_weight * diffusion + inv_weight * MSE``).
+Returns are the data layer's normalized returns-to-go in ``[0, 1]`` (0 = worst, 1 = best window start in the
+dataset), so ``target_return=0.9`` needs no per-environment constant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from diffusion_rl.algos._common import applicable_options, make_backbone, masked_mean, state_inpainting
+from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
+from diffusion_rl.diffusion import ClassifierFreeGuidance, Inpaint, NoiseSchedule, diffusion_loss
+from diffusion_rl.nets import InverseDynamics
+
+__all__ = ["DecisionDiffuser"]
+
+
+@register_algorithm
+class DecisionDiffuser(Algorithm):
+    """Return-conditioned state-trajectory diffusion with an inverse-dynamics head."""
+
+    name = "decision_diffuser"
+    batch_keys = ("observations", "actions", "mask", "returns")
+    default_sampling = {
+        "sampler": "ddim",
+        "steps": 20,
+        "eta": 0.0,
+        "guidance_weight": 0.2,  # Ho & Salimans' w; the DD paper's w=1.2 in its own convention
+        "target_return": 0.9,
+        "temperature": 0.5,
+        "clip_sample": 1.0,
+    }
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        horizon: int = 100,
+        num_steps: int = 200,
+        schedule: str = "cosine",
+        prediction: str = "epsilon",
+        backbone: str = "temporal_unet",
+        dim: int = 128,
+        dim_mults: Sequence[int] = (1, 4, 8),
+        cond_drop: float = 0.25,
+        inv_hidden_dim: int = 256,
+        history: int = 1,
+        diffusion_weight: float = 0.5,
+        inv_weight: float = 0.5,
+    ) -> None:
+        if not 1 <= history < horizon:
+            raise ValueError(f"history must be in [1, horizon={horizon}); got {history}")
+        if horizon < 2:
+            raise ValueError(f"Decision Diffuser needs horizon >= 2 (inverse dynamics uses s_t, s_t+1); got {horizon}")
+        super().__init__(
+            obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, schedule=schedule,
+            prediction=prediction, backbone=backbone, dim=dim, dim_mults=list(dim_mults), cond_drop=cond_drop,
+            inv_hidden_dim=inv_hidden_dim, history=history, diffusion_weight=diffusion_weight,
+            inv_weight=inv_weight,
+        )
+        self.obs_dim, self.act_dim, self.horizon, self.history = obs_dim, act_dim, horizon, history
+        self.prediction, self.cond_drop = prediction, cond_drop
+        self.diffusion_weight, self.inv_weight = diffusion_weight, inv_weight
+        self.schedule = NoiseSchedule.from_name(schedule, num_steps)
+        self.net = make_backbone(backbone, transition_dim=obs_dim, dim=dim, dim_mults=tuple(dim_mults), cond_dim=1)
+        self.inv = InverseDynamics(obs_dim, act_dim, hidden_dim=inv_hidden_dim)
+
+    def _history_mask(self, device: torch.device) -> torch.Tensor:
+        mask = torch.zeros(1, self.horizon, self.obs_dim, dtype=torch.bool, device=device)
+        mask[:, : self.history] = True
+        return mask
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x0, valid = batch["observations"], batch["mask"]
+        b = x0.shape[0]
+        known = self._history_mask(x0.device)
+        drop = torch.rand(b, device=x0.device) < self.cond_drop
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop_mask: torch.Tensor | None = None):
+            return self.net(torch.where(known, x0, x), t, cond, drop_mask=drop_mask)
+
+        weights = valid[..., None].to(x0.dtype) * (~known).to(x0.dtype)
+        diffusion = diffusion_loss(
+            denoiser, x0, self.schedule, prediction=self.prediction, cond=batch["returns"], weights=weights,
+            drop_mask=drop,
+        )
+        s, s_next, a = x0[:, :-1], x0[:, 1:], batch["actions"][:, :-1]
+        pred = self.inv(s.reshape(-1, self.obs_dim), s_next.reshape(-1, self.obs_dim)).reshape(a.shape)
+        inv = masked_mean(((pred - a) ** 2).mean(-1), valid[:, :-1] * valid[:, 1:])
+        total = self.diffusion_weight * diffusion + self.inv_weight * inv
+        return {"loss": total, "diffusion_loss": diffusion, "inv_loss": inv}
+
+    @torch.no_grad()
+    def plan(
+        self,
+        obs: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddim",
+        steps: int | None = 20,
+        eta: float | None = 0.0,
+        guidance_weight: float = 0.2,
+        target_return: float = 0.9,
+        temperature: float = 1.0,
+        clip_sample: float | None = 1.0,
+        history: torch.Tensor | None = None,
+        **unused: Any,
+    ) -> PlanOutput:
+        """Plan from normalized ``obs [B, S]`` (or a history ``[B, K, S]`` of the last K states)."""
+        known = obs[:, None] if history is None else history
+        if known.shape[1] > self.history:
+            known = known[:, -self.history :]
+        b, k = known.shape[0], known.shape[1]
+        mask, values = state_inpainting(b, self.horizon, self.obs_dim, slice(None), known[:, 0])
+        mask[:, :k] = True
+        values[:, :k] = known
+        cond = torch.full((b, 1), float(target_return), device=obs.device, dtype=obs.dtype)
+        s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))
+        x = s.sample(
+            self.net, (b, self.horizon, self.obs_dim), prediction=self.prediction, generator=generator, cond=cond,
+            guidance=ClassifierFreeGuidance(guidance_weight), constraints=[Inpaint(mask, values)],
+            temperature=temperature, clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
+        )
+        now = k - 1
+        actions = self.inv(x[:, now], x[:, now + 1])
+        return PlanOutput(actions=actions, trajectory=x, observations=x)

@@ -1,0 +1,163 @@
+"""Diffuser (Janner et al. 2022): state-action trajectories, inpainting, value-guided planning.
+
+The model diffuses ``[B, H, A + S]`` trajectories (actions first) with a temporal U-Net, predicting x0 by default
+with the first action's loss weighted by ``action_weight``. The current state (and for goal-reaching tasks the goal
+state at the plan's end) is imposed by inpainting. A :class:`~diffusion_rl.nets.ValueNet` trained on noisy
+trajectories against normalized discounted returns steers sampling by gradient ascent; ``num_plans`` plans are
+sampled per observation and the first action of the best one is executed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from diffusion_rl.algos._common import applicable_options, make_backbone, state_inpainting
+from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
+from diffusion_rl.diffusion import GradientGuidance, Inpaint, NoiseSchedule, diffusion_loss
+from diffusion_rl.nets import ValueNet
+
+__all__ = ["Diffuser"]
+
+
+@register_algorithm
+class Diffuser(Algorithm):
+    """State-action trajectory diffusion with inpainting and value guidance."""
+
+    name = "diffuser"
+    batch_keys = ("observations", "actions", "mask", "values")
+    default_sampling = {
+        "sampler": "ddpm",
+        "steps": None,
+        "eta": None,
+        "num_plans": 64,
+        "guide_scale": 0.1,
+        "n_guide_steps": 2,
+        "t_stopgrad": 2,
+        "scale_by_variance": True,
+        "temperature": 1.0,
+        "clip_sample": 1.0,
+    }
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        horizon: int = 32,
+        num_steps: int = 20,
+        schedule: str = "cosine",
+        prediction: str = "sample",
+        backbone: str = "temporal_unet",
+        dim: int = 32,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        action_weight: float = 10.0,
+        value_guided: bool = True,
+        value_dim: int = 32,
+        value_dim_mults: Sequence[int] = (1, 2, 4, 8),
+        value_weight: float = 1.0,
+        goal_conditioned: bool = False,
+    ) -> None:
+        super().__init__(
+            obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, schedule=schedule,
+            prediction=prediction, backbone=backbone, dim=dim, dim_mults=list(dim_mults),
+            action_weight=action_weight, value_guided=value_guided, value_dim=value_dim,
+            value_dim_mults=list(value_dim_mults), value_weight=value_weight, goal_conditioned=goal_conditioned,
+        )
+        self.obs_dim, self.act_dim, self.horizon = obs_dim, act_dim, horizon
+        self.transition_dim = obs_dim + act_dim
+        self.prediction, self.action_weight, self.value_weight = prediction, action_weight, value_weight
+        self.goal_conditioned = goal_conditioned
+        self.schedule = NoiseSchedule.from_name(schedule, num_steps)
+        self.net = make_backbone(backbone, transition_dim=self.transition_dim, dim=dim, dim_mults=tuple(dim_mults))
+        self.value = (
+            ValueNet(self.transition_dim, horizon, dim=value_dim, dim_mults=tuple(value_dim_mults))
+            if value_guided
+            else None
+        )
+        if value_guided:
+            self.batch_keys = ("observations", "actions", "mask", "values")
+        else:
+            self.batch_keys = ("observations", "actions", "mask")
+
+    def _inpainting(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = slice(self.act_dim, None)
+        goals = x0[:, -1, states] if self.goal_conditioned else None
+        return state_inpainting(x0.shape[0], self.horizon, self.transition_dim, states, x0[:, 0, states], goals)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x0 = torch.cat([batch["actions"], batch["observations"]], dim=-1)
+        valid = batch["mask"]
+        known, _ = self._inpainting(x0)
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor, cond: Any = None, drop_mask: Any = None) -> torch.Tensor:
+            return self.net(torch.where(known, x0, x), t)
+
+        weights = valid[..., None].to(x0.dtype) * (~known).to(x0.dtype)
+        first_action = torch.ones_like(weights[:1])
+        first_action[:, 0, : self.act_dim] = self.action_weight
+        diffusion = diffusion_loss(denoiser, x0, self.schedule, prediction=self.prediction, weights=weights * first_action)
+        out = {"diffusion_loss": diffusion}
+        total = diffusion
+        if self.value is not None:
+            t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
+            x_t = torch.where(known, x0, self.schedule.q_sample(x0, t, torch.randn_like(x0)))
+            value = ((self.value(x_t, t) - batch["values"]) ** 2).mean()
+            out["value_loss"] = value
+            total = total + self.value_weight * value
+        out["loss"] = total
+        return out
+
+    @torch.no_grad()
+    def plan(
+        self,
+        obs: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddpm",
+        steps: int | None = None,
+        eta: float | None = None,
+        num_plans: int = 64,
+        guide_scale: float = 0.1,
+        n_guide_steps: int = 2,
+        t_stopgrad: int = 2,
+        scale_by_variance: bool = True,
+        temperature: float = 1.0,
+        clip_sample: float | None = 1.0,
+        goal: torch.Tensor | None = None,
+        **unused: Any,
+    ) -> PlanOutput:
+        """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks)."""
+        b = obs.shape[0]
+        guided = self.value is not None and goal is None and guide_scale > 0
+        n = int(num_plans) if guided else 1
+        starts = obs.repeat_interleave(n, 0)
+        goals = None if goal is None else goal.repeat_interleave(n, 0)
+        mask, values = state_inpainting(
+            b * n, self.horizon, self.transition_dim, slice(self.act_dim, None), starts, goals
+        )
+        guidance = (
+            GradientGuidance(
+                lambda x, t: self.value(x, t), scale=guide_scale, n_steps=n_guide_steps, t_stopgrad=t_stopgrad,
+                scale_by_variance=scale_by_variance,
+            )
+            if guided
+            else None
+        )
+        s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))
+        x = s.sample(
+            self.net, (b * n, self.horizon, self.transition_dim), prediction=self.prediction, generator=generator,
+            grad_guidance=guidance, constraints=[Inpaint(mask, values)], temperature=temperature,
+            clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
+        )
+        extras: dict[str, torch.Tensor] = {}
+        if self.value is not None:
+            zeros = torch.zeros(b * n, dtype=torch.long, device=obs.device)
+            plan_values = self.value(x, zeros).reshape(b, n)
+            best = plan_values.argmax(dim=1)
+            x = x.reshape(b, n, self.horizon, self.transition_dim)[torch.arange(b, device=obs.device), best]
+            extras["values"] = plan_values.gather(1, best[:, None])[:, 0]
+        extras["plan_actions"] = x[:, :, : self.act_dim]
+        return PlanOutput(
+            actions=x[:, 0, : self.act_dim], trajectory=x, observations=x[:, :, self.act_dim :], extras=extras
+        )

@@ -1,0 +1,146 @@
+"""The on-disk artifact of a trained planner or policy: ``model.safetensors`` + ``config.json``.
+
+A folder holds both files; a single ``.safetensors`` file holds the same config as JSON in its metadata. Loading
+needs neither Hydra, nor the dataset, nor pickles, and refuses foreign or damaged files with a clear message.
+Writes are atomic: the folder (or file) is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "save_artifact", "load_artifact", "to_jsonable"]
+
+ARTIFACT_FORMAT = "diffusion_rl.policy"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class ArtifactError(ValueError):
+    """A file or folder that is not a readable diffusion_rl artifact."""
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn numpy/torch values (e.g. normalizer statistics) into JSON-ready Python values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    """Inverse of :func:`to_jsonable`: arrays come back as numpy arrays of their dtype."""
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(value["__ndarray__"], dtype=value.get("dtype", "float64"))
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value
+
+
+def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """Write weights and config atomically to a folder, or to one file when ``path`` ends in ``.safetensors``."""
+    path = Path(path)
+    config = {"format": ARTIFACT_FORMAT, "format_version": FORMAT_VERSION, **to_jsonable(config)}
+    text = json.dumps(config, indent=2, sort_keys=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"config": text})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        save_file(tensors, str(tmp_dir / WEIGHTS_NAME))
+        (tmp_dir / CONFIG_NAME).write_text(text)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp_dir, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp_dir, path)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+    return path
+
+
+def _check_config(config: Any, where: Path) -> dict[str, Any]:
+    if not isinstance(config, dict) or config.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(
+            f"{where} is not a diffusion_rl artifact: expected a config with format={ARTIFACT_FORMAT!r} "
+            "(written by Policy.save or scripts/train_planner.py)"
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where} has artifact format_version={version!r}; this library reads versions up to {FORMAT_VERSION}"
+        )
+    return from_jsonable(config)
+
+
+def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, config)`` from an artifact folder or single ``.safetensors`` file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no artifact at {path}: expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME} or a .safetensors file"
+        )
+    if path.is_dir():
+        weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
+        missing = [p.name for p in (weights, cfg_file) if not p.exists()]
+        if missing:
+            raise ArtifactError(f"{path} is not a diffusion_rl artifact folder: missing {', '.join(missing)}")
+        try:
+            config = json.loads(cfg_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ArtifactError(f"{cfg_file} is damaged: not valid JSON ({err})") from None
+        config = _check_config(config, path)
+    else:
+        weights = path
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ArtifactError(f"{path} is not a readable .safetensors artifact ({err})") from None
+        if "config" not in meta:
+            raise ArtifactError(f"{path} is a safetensors file without a diffusion_rl config in its metadata")
+        try:
+            config = _check_config(json.loads(meta["config"]), path)
+        except json.JSONDecodeError as err:
+            raise ArtifactError(f"{path} has a damaged config in its metadata ({err})") from None
+    try:
+        state_dict = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(f"{weights} is damaged: cannot read its tensors ({err})") from None
+    return state_dict, config

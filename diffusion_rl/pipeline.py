@@ -1,0 +1,194 @@
+"""Train a planner end to end: dataset -> algorithm -> trainer -> MuJoCo evaluation -> artifact.
+
+This is what ``scripts/train_planner.py`` runs, callable from Python without Hydra::
+
+    from diffusion_rl.pipeline import PlannerRunConfig, train_planner
+    result = train_planner(PlannerRunConfig(env="hopper-medium", trainer={"max_steps": 200}))
+    print(result.policy_path, result.evaluation.normalized_score_mean)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
+from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
+from diffusion_rl.evaluation import EvalResult, evaluate, plot_plan, rollout_eval_fn
+from diffusion_rl.policy import Policy, resolve_device
+from diffusion_rl.training import Trainer, TrainerConfig
+from envs import get_spec
+from envs.catalogue import CATALOGUE
+
+__all__ = ["PlannerRunConfig", "PlannerRunResult", "load_or_make_dataset", "train_planner", "rollout_for_plot"]
+
+
+@dataclass
+class PlannerRunConfig:
+    """Everything one planner run needs, as plain values (the Hydra config is turned into this)."""
+
+    env: str = "hopper-medium"
+    algo: str = "decision_diffuser"
+    model: dict[str, Any] = field(default_factory=dict)
+    """Algorithm constructor arguments (horizon, network width, diffusion steps...)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """SequenceDataset options: ``normalizer``, ``discount``, ``value_discount``, ``terminal_penalty``."""
+    sampling: dict[str, Any] = field(default_factory=dict)
+    """Sampler settings stored in the artifact (sampler, steps, guidance weight...)."""
+    execution: str = "first_action"
+    trainer: dict[str, Any] = field(default_factory=dict)
+    """TrainerConfig fields (max_steps, batch_size, lr, ema...)."""
+    eval_episodes: int = 10
+    eval_num_envs: int = 5
+    eval_every: int = 0
+    eval_seed: int = 0
+    video: bool = False
+    plot: bool = True
+    dataset: str | None = None
+    """Data source override (catalogue name, Minari id, .hdf5 or .zarr path); None = the env's dataset."""
+    run_dir: str = "runs/hopper-medium/decision_diffuser"
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class PlannerRunResult:
+    policy_path: Path
+    evaluation: EvalResult
+    train_summary: dict[str, Any]
+    dataset_summary: str
+
+
+def load_or_make_dataset(source: str, log: Callable[[str], None] = print) -> EpisodeStore:
+    """Load ``source``; a catalogue name whose dataset is missing is made locally first (and we say so)."""
+    try:
+        return load_episodes(source)
+    except DatasetNotFoundError:
+        if source not in CATALOGUE:
+            raise
+    from diffusion_rl.data.make import make_local_dataset  # runs MuJoCo: imported only when needed
+
+    spec = get_spec(source)
+    log(f"dataset for {source!r} not found in the Minari store: making {spec.local_id} locally with the "
+        f"D4RL recipe ({spec.dataset_steps:,} steps in {spec.gym_id})")
+    make_local_dataset(source)
+    return load_episodes(source)
+
+
+def _sequence_dataset(algo_cls: type[Algorithm], store: EpisodeStore, horizon: int, data: dict[str, Any],
+                      device: torch.device) -> SequenceDataset:
+    keys = algo_cls.batch_keys
+    return SequenceDataset(
+        store,
+        horizon,
+        keys=("observations", "actions"),
+        normalizer=data.get("normalizer", "gaussian"),
+        discount=data.get("discount", 0.99),
+        returns="returns" in keys,
+        values="values" in keys,
+        value_discount=data.get("value_discount", 0.997),
+        terminal_penalty=data.get("terminal_penalty"),
+        device=device,
+    )
+
+
+def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One plan from the first observation and the states actually visited over the plan's horizon."""
+    import gymnasium as gym
+
+    import envs.maze2d  # noqa: F401  (registers the maze ids)
+
+    spec = get_spec(env_name)
+    env = gym.make(spec.gym_id)
+    try:
+        obs, info = env.reset(seed=seed)
+        policy.reset()
+        context = {"goal": info["goal"]} if "goal" in info else {}
+        planned = policy.plan(obs, **context)["observations"]
+        policy.reset()
+        executed = [obs]
+        for _ in range((steps or planned.shape[0]) - 1):
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, **context))
+            executed.append(obs)
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    return np.asarray(planned), np.asarray(executed)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> PlannerRunResult:
+    """Train ``cfg.algo`` on ``cfg.env``'s data (or ``cfg.dataset``), score it, and write the artifact.
+
+    Writes ``<run_dir>/policy/`` (the artifact), ``<run_dir>/eval.json``, TensorBoard logs under
+    ``<run_dir>/tb`` and checkpoints under ``<run_dir>/checkpoints``; with ``plot`` a PNG of a plan against the
+    executed trajectory, with ``video`` an mp4 of the final evaluation.
+    """
+    if cfg.algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {cfg.algo!r}; expected one of: {', '.join(sorted(ALGORITHMS))}")
+    spec = get_spec(cfg.env)
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    store = load_or_make_dataset(cfg.dataset or cfg.env, log)
+    log(store.summary())
+    obs_dim = int(np.prod(store["observations"].shape[1:]))
+    act_dim = int(np.prod(store["actions"].shape[1:]))
+    algo_cls = ALGORITHMS[cfg.algo]
+    algo = make_algorithm(cfg.algo, obs_dim=obs_dim, act_dim=act_dim, **cfg.model)
+    horizon = int(algo.config()["horizon"])
+    data = _sequence_dataset(algo_cls, store, horizon, cfg.data, device)
+    normalizers = {k: data.normalizers[k] for k in ("observations", "actions")}
+    n_params = sum(p.numel() for p in algo.parameters())
+    log(f"{cfg.algo}: {n_params:,} parameters, horizon {horizon}, {len(data):,} training windows, device {device}")
+
+    def make_policy(model: Algorithm) -> Policy:
+        return Policy(model, normalizers, env_name=spec.name, sampling=cfg.sampling, execution=cfg.execution,
+                      seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env})
+
+    eval_fn = None
+    if cfg.eval_every > 0:
+        eval_fn = rollout_eval_fn(make_policy, spec.name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
+                                  seed=cfg.eval_seed, results_dir=run_dir / "evals")
+    trainer_cfg = TrainerConfig(**{"seed": cfg.seed, "device": str(device), "run_dir": str(run_dir),
+                                   "eval_every": cfg.eval_every, **cfg.trainer})
+    trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn)
+    summary = trainer.fit()
+
+    policy = make_policy(trainer.ema_model)
+    policy_path = policy.save(run_dir / "policy")
+    log(f"evaluating {cfg.eval_episodes} episodes in {spec.gym_id} ({cfg.eval_num_envs} envs)")
+    video = str(run_dir / "eval.mp4") if cfg.video else None
+    result = evaluate(policy, spec.name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
+                      seed=cfg.eval_seed, video_path=video)
+    payload = {**result.to_dict(), "train_steps": summary["step"], "algo": cfg.algo, "seed": cfg.seed,
+               "dataset": cfg.dataset or cfg.env, "dataset_mean_normalized_return":
+               float(np.mean(spec.normalized_score(store.episode_returns()))), "policy": str(policy_path)}
+    _write_json(run_dir / "eval.json", payload)
+    if cfg.plot:
+        planned, executed = rollout_for_plot(Policy.load(policy_path, device=device), spec.name, cfg.eval_seed)
+        maze = spec.env == "maze2d"
+        plot_plan(planned, executed, run_dir / "plan.png", dims=(0, 1) if maze else None, xy=maze,
+                  title=f"{cfg.algo} on {spec.name}: plan vs executed")
+    return PlannerRunResult(policy_path, result, summary, store.summary())
+
+
+def run_config_dict(cfg: PlannerRunConfig) -> dict[str, Any]:
+    """The run configuration as a plain dict (for logs and config.yaml)."""
+    return asdict(cfg)

@@ -1,0 +1,274 @@
+"""``Policy``: the deployable face of a trained planner.
+
+Raw observations in (numpy or torch, one ``[obs_dim]`` or a batch ``[B, obs_dim]``), raw actions out. The policy
+owns the normalizers, the sampler settings (sampler, steps, guidance weight, seed, ...), the executed plan for
+plan-following controllers, and the artifact it was loaded from or saves to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
+from diffusion_rl.artifact import load_artifact, save_artifact
+from diffusion_rl.data import normalizer_from_state
+
+__all__ = ["Policy", "EXECUTIONS", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --- execution modes: how a plan becomes the action of this control step --------------------------------------
+
+
+def _first_action(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+    """Replan at every step and execute the plan's first action (Diffuser, Decision Diffuser)."""
+    return policy._plan_normalized(obs_n, context).actions
+
+
+def _follow_plan(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+    """Plan once after ``reset()`` and track the planned states with a PD-style controller (Diffuser, Maze2D).
+
+    As in the Diffuser paper's maze2d experiments: the action is ``(s*_{k+1} - s_k)`` on positions plus
+    ``(v*_{k+1} - v_k)`` on velocities, computed in raw units; after the plan's end the last waypoint is held.
+    """
+    if policy._plan_cache is None or policy._plan_cache.shape[0] != obs_n.shape[0]:
+        plan = policy._plan_normalized(obs_n, context)
+        policy._plan_cache = policy._unnormalize("observations", plan.observations)
+        policy._plan_step = 0
+    plan = policy._plan_cache
+    k = min(policy._plan_step + 1, plan.shape[1] - 1)
+    target = plan[:, k].clone()
+    if k == plan.shape[1] - 1:
+        target[:, policy.obs_dim // 2 :] = 0.0
+    policy._plan_step += 1
+    obs = policy._unnormalize("observations", obs_n)
+    half = policy.obs_dim // 2
+    action = (target[:, :half] - obs[:, :half]) + (target[:, half:] - obs[:, half:])
+    return policy._normalize("actions", action[:, : policy.act_dim])
+
+
+EXECUTIONS: dict[str, Callable[["Policy", torch.Tensor, dict[str, Any]], torch.Tensor]] = {
+    "first_action": _first_action,
+    "follow_plan": _follow_plan,
+}
+
+
+class Policy:
+    """A trained planner ready for a control loop.
+
+    Sampler settings live in ``policy.sampling`` and are also attributes: ``policy.sampler = "ddim"``,
+    ``policy.steps = 10``, ``policy.guidance_weight = 0.2``; any of them can be overridden per call as keyword
+    arguments of :meth:`act` / :meth:`plan`.
+    """
+
+    def __init__(
+        self,
+        algo: Algorithm,
+        normalizers: dict[str, Any],
+        *,
+        env_name: str | None = None,
+        sampling: dict[str, Any] | None = None,
+        execution: str = "first_action",
+        seed: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if execution not in EXECUTIONS:
+            raise ValueError(f"unknown execution {execution!r}; expected one of: {', '.join(EXECUTIONS)}")
+        missing = [k for k in ("observations", "actions") if k not in normalizers]
+        if missing:
+            raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")
+        object.__setattr__(self, "sampling", {**algo.default_sampling, **(sampling or {})})
+        self.algo = algo.eval()
+        self.normalizers = dict(normalizers)
+        self.env_name = env_name
+        self.execution = execution
+        self.metadata = dict(metadata or {})
+        self.obs_dim = int(algo.config()["obs_dim"])
+        self.act_dim = int(algo.config()["act_dim"])
+        self.seed = seed
+        self.reset()
+
+    # -- sampler settings as attributes ---------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        sampling = self.__dict__.get("sampling", {})
+        if name in sampling:
+            return sampling[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__.get("sampling", {}):
+            self.sampling[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    @property
+    def device(self) -> torch.device:
+        return self.algo.device
+
+    def to(self, device: str | torch.device) -> "Policy":
+        """Move the model to ``device`` (``"auto"`` allowed) and restart the random stream there."""
+        self.algo.to(resolve_device(device))
+        self.reset()
+        return self
+
+    # -- control loop ---------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode: forget the executed plan and restart the sampler's random stream from the seed."""
+        if seed is not None:
+            self.seed = seed
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(self.seed))
+        self._plan_cache: torch.Tensor | None = None
+        self._plan_step = 0
+
+    def act(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Action(s) for one observation ``[obs_dim]`` or a batch ``[B, obs_dim]``; numpy in -> numpy out.
+
+        Keyword arguments: ``goal`` (``[2]``/``[B, 2]`` or a full state, for goal-conditioned planners) and any
+        sampler setting (``steps=10``, ``guidance_weight=0.5``...) for this call only.
+        """
+        obs_t, single, as_numpy = self._check_obs(obs)
+        context = self._context(kwargs, obs_t.shape[0])
+        action_n = EXECUTIONS[self.execution](self, self._normalize("observations", obs_t), context)
+        action = self._unnormalize("actions", action_n)
+        return self._output(action, single, as_numpy)
+
+    def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> dict[str, np.ndarray | torch.Tensor]:
+        """The whole predicted plan: ``observations [B?, H, obs_dim]``, ``actions`` (first actions), in raw units."""
+        obs_t, single, as_numpy = self._check_obs(obs)
+        context = self._context(kwargs, obs_t.shape[0])
+        out = self._plan_normalized(self._normalize("observations", obs_t), context)
+        result = {
+            "observations": self._unnormalize("observations", out.observations),
+            "actions": self._unnormalize("actions", out.actions),
+        }
+        if "plan_actions" in out.extras:
+            result["plan_actions"] = self._unnormalize("actions", out.extras["plan_actions"])
+        return {k: self._output(v, single, as_numpy) for k, v in result.items()}
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _plan_normalized(self, obs_n: torch.Tensor, context: dict[str, Any]) -> PlanOutput:
+        settings = {**self.sampling, **context.get("settings", {})}
+        goal = context.get("goal")
+        if goal is not None:
+            settings["goal"] = goal
+        return self.algo.plan(obs_n, generator=self._generator, **settings)
+
+    def _context(self, kwargs: dict[str, Any], batch: int) -> dict[str, Any]:
+        kwargs = dict(kwargs)
+        goal = kwargs.pop("goal", None)
+        unknown = [k for k in kwargs if k not in self.sampling]
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
+        context: dict[str, Any] = {"settings": kwargs}
+        if goal is not None:
+            context["goal"] = self._goal_state(goal, batch)
+        return context
+
+    def _goal_state(self, goal: Any, batch: int) -> torch.Tensor:
+        """A goal given as positions ``[.., k]`` (k < obs_dim) is padded with zeros to a full state, normalized."""
+        g = torch.as_tensor(np.asarray(goal, dtype=np.float32) if not torch.is_tensor(goal) else goal)
+        g = g.to(self.device, torch.float32)
+        if g.ndim == 1:
+            g = g.expand(batch, -1)
+        if g.ndim != 2 or g.shape[0] != batch or g.shape[1] > self.obs_dim:
+            raise ValueError(f"goal must have shape [k] or [{batch}, k] with k <= {self.obs_dim}; got {tuple(g.shape)}")
+        full = torch.zeros(batch, self.obs_dim, device=self.device)
+        full[:, : g.shape[1]] = g
+        return self._normalize("observations", full)
+
+    def _check_obs(self, obs: Any) -> tuple[torch.Tensor, bool, bool]:
+        as_numpy = not torch.is_tensor(obs)
+        if as_numpy:
+            arr = np.asarray(obs)
+            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+                raise ValueError(
+                    f"observation must be numeric with shape [{self.obs_dim}] or [B, {self.obs_dim}]; "
+                    f"got dtype {arr.dtype}"
+                )
+            t = torch.from_numpy(arr.astype(np.float32, copy=False))
+        else:
+            if not (obs.dtype.is_floating_point or obs.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
+                raise ValueError(f"observation must be a real-valued tensor; got dtype {obs.dtype}")
+            t = obs.detach()
+        if t.ndim not in (1, 2) or t.shape[-1] != self.obs_dim:
+            raise ValueError(
+                f"observation must have shape [{self.obs_dim}] or [B, {self.obs_dim}]; got {tuple(t.shape)}"
+            )
+        if not torch.isfinite(t).all():
+            raise ValueError(f"observation contains NaN or inf (expected finite values of shape [.., {self.obs_dim}])")
+        single = t.ndim == 1
+        return t.reshape(-1, self.obs_dim).to(self.device, torch.float32), single, as_numpy
+
+    def _normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return self.normalizers[key].normalize(x)
+
+    def _unnormalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        return self.normalizers[key].unnormalize(x)
+
+    @staticmethod
+    def _output(x: torch.Tensor, single: bool, as_numpy: bool) -> np.ndarray | torch.Tensor:
+        if single:
+            x = x[0]
+        return x.detach().cpu().numpy() if as_numpy else x
+
+    # -- artifact -------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the artifact (folder with model.safetensors + config.json, or one .safetensors file)."""
+        config = {
+            "algorithm": self.algo.name,
+            "algo_config": self.algo.config(),
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "horizon": self.algo.config().get("horizon"),
+            "normalizers": {k: n.state_dict() for k, n in self.normalizers.items()},
+            "sampling": self.sampling,
+            "execution": self.execution,
+            "seed": self.seed,
+            "env_name": self.env_name,
+            "metadata": self.metadata,
+        }
+        return save_artifact(path, self.algo.state_dict(), config)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Policy":
+        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles."""
+        state_dict, config = load_artifact(path)
+        name = config.get("algorithm")
+        if name not in ALGORITHMS:
+            raise ValueError(f"{path}: unknown algorithm {name!r}; this library knows {sorted(ALGORITHMS)}")
+        algo = algorithm_from_config(name, config["algo_config"])
+        missing, unexpected = algo.load_state_dict(state_dict, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: weights do not match the {name} network in config.json "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        algo.to(resolve_device(device))
+        normalizers = {k: normalizer_from_state(v) for k, v in config["normalizers"].items()}
+        return cls(
+            algo,
+            normalizers,
+            env_name=config.get("env_name"),
+            sampling=config.get("sampling"),
+            execution=config.get("execution", "first_action"),
+            seed=int(config.get("seed", 0)),
+            metadata=config.get("metadata"),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy({self.algo.name}, env={self.env_name!r}, obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
+            f"execution={self.execution!r}, sampling={self.sampling})"
+        )

@@ -1,0 +1,64 @@
+"""Command-line glue shared by the Hydra scripts (kept out of the library: Hydra lives in scripts/ only)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+_MISSING = object()
+
+
+def _group_names(config_dir: str) -> set[str]:
+    return {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+
+
+def check_overrides(config_name: str, argv: list[str] | None = None, config_dir: str = CONFIG_DIR) -> None:
+    """Exit with a clear message when a ``key=value`` override names a key the config does not have.
+
+    Hydra itself lists the valid choices of a config group (``env=...``); for plain keys it only says the key is
+    not in the struct. Here the message lists the valid keys at that level, so a typo is fixed in one go.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    argv = sys.argv[1:] if argv is None else argv
+    groups = _group_names(config_dir)
+    group_args = [a for a in argv if "=" in a and a.split("=", 1)[0] in groups]
+    plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "hydra.", "-")) and a not in group_args]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=group_args)
+    except HydraException:
+        return  # Hydra will report a bad group choice itself, with the list of available options
+    for arg in plain:
+        key = arg.split("=", 1)[0]
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
+            where = f"under '{parent}'" if parent else "at the top level"
+            sys.exit(
+                f"error: unknown config key '{key}'. Valid keys {where}: {', '.join(map(str, valid)) or '(none)'}"
+                + (f"; valid config groups: {', '.join(sorted(groups))}" if not parent else "")
+            )
+
+
+def user_override_keys() -> set[str]:
+    """Keys the user set on the command line (from Hydra's record of the task overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        keys.add(override.split("=", 1)[0].lstrip("+~"))
+    return keys
+
+
+def to_plain(cfg: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts and lists), for the library's keyword arguments."""
+    if isinstance(cfg, (DictConfig,)) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
