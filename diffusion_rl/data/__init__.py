@@ -1,0 +1,49 @@
+"""Datasets: Minari, D4RL HDF5 and zarr sources into one ``EpisodeStore``; windows, returns, normalizers."""
+
+from diffusion_rl.data.d4rl_hdf5 import REQUIRED_D4RL_KEYS, d4rl_episode_ends, load_d4rl_hdf5, save_d4rl_hdf5
+from diffusion_rl.data.errors import DatasetNotFoundError, make_command
+from diffusion_rl.data.minari_io import load_minari, minari_dataset_exists, resolve_minari_root, save_minari
+from diffusion_rl.data.normalizers import (
+    NORMALIZERS,
+    CDFNormalizer,
+    GaussianNormalizer,
+    MinMaxNormalizer,
+    Normalizer,
+    make_normalizer,
+    normalizer_from_state,
+)
+from diffusion_rl.data.returns import discounted_values, returns_to_go
+from diffusion_rl.data.sequence import SequenceDataset, window_starts
+from diffusion_rl.data.sources import SOURCE_LOADERS, load_episodes, source_kind
+from diffusion_rl.data.store import EpisodeStore
+from diffusion_rl.data.zarr_store import load_zarr, save_zarr
+
+__all__ = [
+    "EpisodeStore",
+    "load_episodes",
+    "source_kind",
+    "SOURCE_LOADERS",
+    "DatasetNotFoundError",
+    "make_command",
+    "load_minari",
+    "save_minari",
+    "minari_dataset_exists",
+    "resolve_minari_root",
+    "load_d4rl_hdf5",
+    "save_d4rl_hdf5",
+    "d4rl_episode_ends",
+    "REQUIRED_D4RL_KEYS",
+    "load_zarr",
+    "save_zarr",
+    "SequenceDataset",
+    "window_starts",
+    "returns_to_go",
+    "discounted_values",
+    "Normalizer",
+    "GaussianNormalizer",
+    "MinMaxNormalizer",
+    "CDFNormalizer",
+    "NORMALIZERS",
+    "make_normalizer",
+    "normalizer_from_state",
+]

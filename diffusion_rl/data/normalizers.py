@@ -1,0 +1,298 @@
+"""Per-dimension normalizers that work on numpy arrays and torch tensors and serialize to plain arrays.
+
+- ``GaussianNormalizer``: ``(x - mean) / std``.
+- ``MinMaxNormalizer``: maps the data range of each dimension to ``[low, high]`` (default [-1, 1]).
+- ``CDFNormalizer``: D4RL/Diffuser's empirical-CDF normalizer, ``2 * F(x) - 1`` with ``F`` the piecewise-linear
+  empirical CDF of each dimension (inputs clipped to the data range, inverse clipped to the CDF's range).
+  ``max_knots`` thins the CDF to that many of its points so the statistics an artifact carries stay small;
+  ``max_knots=None`` keeps every distinct value, exactly as Diffuser does.
+
+Zero-variance dimensions are guarded: they map to the centre of the output range (CDF: ``x - c``) and back.
+``state_dict()`` gives ``{"name": str, <stat>: np.ndarray}`` (safetensors/json friendly);
+``normalizer_from_state`` rebuilds the normalizer. Inputs have the normalized dimension last: ``[..., D]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Normalizer",
+    "GaussianNormalizer",
+    "MinMaxNormalizer",
+    "CDFNormalizer",
+    "NORMALIZERS",
+    "make_normalizer",
+    "normalizer_from_state",
+]
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
+_EPS = 1e-6
+
+
+class Normalizer:
+    """Base class: subclasses define ``_fit``, ``_forward``/``_inverse`` (numpy and torch) and ``_stat_names``."""
+
+    name: ClassVar[str] = ""
+    _stat_names: ClassVar[tuple[str, ...]] = ()
+    _int_stats: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.stats: dict[str, np.ndarray] = {}
+        self._cache: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
+
+    # --- fitting and serialization -------------------------------------------------------------------------
+    def fit(self, data: np.ndarray | torch.Tensor) -> Normalizer:
+        """Fit the per-dimension statistics on ``data`` of shape ``[N, D]`` (or ``[N]`` for one dimension)."""
+        x = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        x = x.astype(np.float64).reshape(x.shape[0], -1) if x.ndim != 1 else x.astype(np.float64)[:, None]
+        if x.shape[0] == 0:
+            raise ValueError("cannot fit a normalizer on an empty array")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("cannot fit a normalizer on data with NaN or infinite values")
+        self.stats = self._fit(x)
+        self._cache.clear()
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Number of normalized dimensions."""
+        self._require_fit()
+        return int(next(iter(self.stats.values())).shape[0])
+
+    def state_dict(self) -> dict[str, np.ndarray | str]:
+        """Statistics as plain arrays plus the normalizer's name."""
+        self._require_fit()
+        return {"name": self.name, **{k: v.copy() for k, v in self.stats.items()}, **self._options()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Normalizer:
+        """Rebuild from ``state_dict()`` output."""
+        missing = [k for k in cls._stat_names if k not in state]
+        if missing:
+            raise ValueError(f"{cls.name} normalizer state lacks {missing}; expected keys {list(cls._stat_names)}")
+        obj = cls(**cls._options_from_state(state))
+        obj.stats = {k: np.asarray(state[k]) for k in cls._stat_names}
+        obj.stats = {k: v.astype(np.int64 if k in cls._int_stats else np.float64) for k, v in obj.stats.items()}
+        return obj
+
+    def _options(self) -> dict[str, np.ndarray]:
+        return {}
+
+    @classmethod
+    def _options_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    # --- application -----------------------------------------------------------------------------------------
+    def normalize(self, x: ArrayLike) -> ArrayLike:
+        """Normalize ``x`` of shape ``[..., D]``; returns the same type, dtype and device."""
+        return self._apply(x, inverse=False)
+
+    def unnormalize(self, x: ArrayLike) -> ArrayLike:
+        """Invert ``normalize``."""
+        return self._apply(x, inverse=True)
+
+    def _apply(self, x: ArrayLike, *, inverse: bool) -> ArrayLike:
+        self._require_fit()
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(f"{self.name} normalizer expects shape [..., {self.dim}], got {tuple(x.shape)}")
+        if isinstance(x, torch.Tensor):
+            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+            stats = self._torch_stats(x.device, dtype)
+            fn = self._inverse_torch if inverse else self._forward_torch
+            return fn(x.to(dtype), stats).to(x.dtype if x.is_floating_point() else dtype)
+        x = np.asarray(x)
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+        stats = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in self.stats.items()}
+        fn = self._inverse_numpy if inverse else self._forward_numpy
+        return fn(x.astype(dtype, copy=False), stats).astype(dtype, copy=False)
+
+    def _torch_stats(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        key = (str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = {k: torch.as_tensor(v, device=device, dtype=dtype if v.dtype.kind == "f" else None)
+                                for k, v in self.stats.items()}
+        return self._cache[key]
+
+    def _require_fit(self) -> None:
+        if not self.stats:
+            raise ValueError(f"{type(self).__name__} is not fitted; call .fit(data) or build it with "
+                             "normalizer_from_state(state)")
+
+    # Arithmetic normalizers share one implementation for numpy and torch.
+    def _forward_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+        return self._forward(x, s)
+
+    def _inverse_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+        return self._inverse(x, s)
+
+    def _forward_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._forward(x, s)
+
+    def _inverse_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._inverse(x, s)
+
+    def _fit(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _forward(self, x: Any, s: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _inverse(self, x: Any, s: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim if self.stats else '?'})"
+
+
+class GaussianNormalizer(Normalizer):
+    """``(x - mean) / std`` per dimension (std of a constant dimension taken as 1)."""
+
+    name = "gaussian"
+    _stat_names = ("mean", "std")
+
+    def _fit(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        std = x.std(axis=0)
+        return {"mean": x.mean(axis=0), "std": np.where(std < _EPS, 1.0, std)}
+
+    def _forward(self, x: Any, s: dict[str, Any]) -> Any:
+        return (x - s["mean"]) / s["std"]
+
+    def _inverse(self, x: Any, s: dict[str, Any]) -> Any:
+        return x * s["std"] + s["mean"]
+
+
+class MinMaxNormalizer(Normalizer):
+    """Maps ``[min, max]`` of each dimension linearly to ``[low, high]`` (a constant dimension to the middle)."""
+
+    name = "minmax"
+    _stat_names = ("center", "half_range")
+
+    def __init__(self, low: float = -1.0, high: float = 1.0) -> None:
+        super().__init__()
+        if not high > low:
+            raise ValueError(f"MinMaxNormalizer needs high > low, got low={low}, high={high}")
+        self.low, self.high = float(low), float(high)
+
+    def _fit(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        half = (hi - lo) / 2.0
+        return {"center": (hi + lo) / 2.0, "half_range": np.where(half < _EPS, 1.0, half)}
+
+    def _forward(self, x: Any, s: dict[str, Any]) -> Any:
+        mid, half = (self.high + self.low) / 2.0, (self.high - self.low) / 2.0
+        return (x - s["center"]) / s["half_range"] * half + mid
+
+    def _inverse(self, x: Any, s: dict[str, Any]) -> Any:
+        mid, half = (self.high + self.low) / 2.0, (self.high - self.low) / 2.0
+        return (x - mid) / half * s["half_range"] + s["center"]
+
+    def _options(self) -> dict[str, np.ndarray]:
+        return {"low": np.asarray(self.low), "high": np.asarray(self.high)}
+
+    @classmethod
+    def _options_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        return {"low": float(state.get("low", -1.0)), "high": float(state.get("high", 1.0))}
+
+
+def _interp_torch(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """``np.interp`` for a 1-D increasing ``xp`` (inputs already clipped into its range)."""
+    idx = torch.searchsorted(xp, x.contiguous(), right=True).clamp(1, xp.numel() - 1)
+    x0, x1, y0, y1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
+    return y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+
+
+class CDFNormalizer(Normalizer):
+    """D4RL/Diffuser's empirical-CDF normalizer to [-1, 1] (see the module docstring)."""
+
+    name = "cdf"
+    _stat_names = ("quantiles", "cumprob", "counts")
+    _int_stats = ("counts",)
+
+    def __init__(self, max_knots: int | None = 1024) -> None:
+        super().__init__()
+        if max_knots is not None and max_knots < 2:
+            raise ValueError(f"max_knots must be >= 2 or None, got {max_knots}")
+        self.max_knots = max_knots
+
+    def _fit(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        knots = []
+        for column in x.T:
+            values, counts = np.unique(column, return_counts=True)
+            cumprob = np.cumsum(counts) / column.size
+            if self.max_knots is not None and values.size > self.max_knots:
+                keep = np.unique(np.round(np.linspace(0, values.size - 1, self.max_knots)).astype(np.int64))
+                values, cumprob = values[keep], cumprob[keep]
+            knots.append((values, cumprob))
+        width = max(v.size for v, _ in knots)
+        quantiles = np.stack([np.pad(v, (0, width - v.size), mode="edge") for v, _ in knots])
+        cumprob = np.stack([np.pad(p, (0, width - p.size), mode="edge") for _, p in knots])
+        return {"quantiles": quantiles, "cumprob": cumprob, "counts": np.array([v.size for v, _ in knots])}
+
+    def _options(self) -> dict[str, np.ndarray]:
+        return {"max_knots": np.asarray(-1 if self.max_knots is None else self.max_knots)}
+
+    @classmethod
+    def _options_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        k = int(state.get("max_knots", -1))
+        return {"max_knots": None if k < 0 else k}
+
+    def _columns(self, s: dict[str, Any]):
+        for d, k in enumerate(s["counts"].tolist()):
+            yield d, s["quantiles"][d, :k], s["cumprob"][d, :k]
+
+    def _forward_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+        out = np.empty_like(x)
+        for d, q, p in self._columns(s):
+            col = x[..., d]
+            out[..., d] = col - q[0] if q.size == 1 else 2.0 * np.interp(np.clip(col, q[0], q[-1]), q, p) - 1.0
+        return out
+
+    def _inverse_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+        out = np.empty_like(x)
+        for d, q, p in self._columns(s):
+            col = x[..., d]
+            out[..., d] = col + q[0] if q.size == 1 else np.interp(np.clip((col + 1.0) / 2.0, p[0], p[-1]), p, q)
+        return out
+
+    def _forward_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        cols = []
+        for d, q, p in self._columns(s):
+            col = x[..., d]
+            cols.append(col - q[0] if q.numel() == 1 else 2.0 * _interp_torch(col.clamp(q[0], q[-1]), q, p) - 1.0)
+        return torch.stack(cols, dim=-1)
+
+    def _inverse_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        cols = []
+        for d, q, p in self._columns(s):
+            col = x[..., d]
+            cols.append(col + q[0] if q.numel() == 1 else _interp_torch(((col + 1.0) / 2.0).clamp(p[0], p[-1]), p, q))
+        return torch.stack(cols, dim=-1)
+
+
+NORMALIZERS: dict[str, type[Normalizer]] = {
+    GaussianNormalizer.name: GaussianNormalizer,
+    MinMaxNormalizer.name: MinMaxNormalizer,
+    CDFNormalizer.name: CDFNormalizer,
+}
+
+
+def make_normalizer(name: str, **options: Any) -> Normalizer:
+    """An unfitted normalizer by registry name (``gaussian``, ``minmax``, ``cdf``); call ``.fit(data)``."""
+    if name not in NORMALIZERS:
+        raise ValueError(f"unknown normalizer {name!r}; expected one of {sorted(NORMALIZERS)}")
+    return NORMALIZERS[name](**options)
+
+
+def normalizer_from_state(state: dict[str, Any]) -> Normalizer:
+    """Rebuild a fitted normalizer from its ``state_dict()`` (numpy arrays or tensors)."""
+    name = state.get("name")
+    if isinstance(name, np.ndarray):
+        name = str(name)
+    if name not in NORMALIZERS:
+        raise ValueError(f"normalizer state has name {name!r}; expected one of {sorted(NORMALIZERS)}")
+    arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+    return NORMALIZERS[name].from_state(arrays)

@@ -1,0 +1,155 @@
+"""``SequenceDataset``: fixed-horizon windows over episodes, built on the device by index arithmetic.
+
+Every step of every episode starts a window of ``horizon`` steps. A window never crosses an episode end: steps
+past the end are padding that repeats the episode's last real step, and ``mask`` is 0 there (1 on real steps),
+so a loss weighted by the mask never learns padding as data. With ``pad_to_horizon=False`` only windows that fit
+inside their episode are used (no padding at all).
+
+A batch is a dict of tensors on ``device``:
+
+- ``<key>`` ``[B, H, D]`` for every key in ``keys`` (e.g. ``observations``, ``actions``), normalized per dimension;
+- ``mask`` ``[B, H]`` float, 1 = real step, 0 = padding;
+- ``returns`` ``[B, 1]`` (``returns=True``): discounted return-to-go from the window start to the episode end
+  (Decision Diffuser), min-max normalized to [0, 1] over the dataset's window starts -- 0.9 means 90% of the way
+  from the worst to the best return-to-go in the data, so no per-environment returns scale is needed;
+- ``values`` ``[B]`` (``values=True``): Diffuser's value targets, the ``value_discount``-discounted sum of
+  rewards from the window start to the episode end with ``terminal_penalty`` added to the last reward of
+  episodes that terminated, min-max normalized to [-1, 1] over the window starts (Diffuser's ``normed`` values);
+- ``timestep`` ``[B]`` int64: the window start's step index within its episode.
+
+``normalizers`` holds one fitted normalizer per key, plus ``returns``/``values`` when used; pass
+``normalizers=`` (e.g. from a trained artifact) to reuse statistics instead of fitting them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from diffusion_rl.data.normalizers import MinMaxNormalizer, Normalizer, make_normalizer
+from diffusion_rl.data.returns import discounted_values, returns_to_go
+from diffusion_rl.data.store import EpisodeStore
+
+__all__ = ["SequenceDataset", "window_starts"]
+
+
+def window_starts(episode_ends: np.ndarray, horizon: int, pad_to_horizon: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Flat start index of every window and the (exclusive) end of its episode."""
+    ends = np.asarray(episode_ends, dtype=np.int64)
+    starts_of_episodes = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    lengths = ends - starts_of_episodes
+    counts = lengths if pad_to_horizon else np.maximum(lengths - horizon + 1, 0)
+    episode = np.repeat(np.arange(ends.size), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return starts_of_episodes[episode] + offsets, ends[episode]
+
+
+class SequenceDataset:
+    """Windows of ``horizon`` steps over an ``EpisodeStore`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: EpisodeStore,
+        horizon: int,
+        *,
+        keys: Sequence[str] = ("observations", "actions"),
+        normalizer: str | Mapping[str, str] = "gaussian",
+        discount: float = 0.99,
+        returns: bool = True,
+        values: bool = False,
+        value_discount: float = 0.997,
+        terminal_penalty: float | None = None,
+        pad_to_horizon: bool = True,
+        device: str | torch.device = "cpu",
+        normalizers: Mapping[str, Normalizer] | None = None,
+    ) -> None:
+        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        keys = list(keys)
+        missing = [k for k in keys if k not in store]
+        if missing:
+            raise ValueError(f"keys {missing} are not in the store; available keys: {store.keys()}")
+        if (returns or values) and "rewards" not in store:
+            raise ValueError("returns=True / values=True need 'rewards' in the store "
+                             f"(keys: {store.keys()}); pass returns=False, values=False")
+        self.store, self.horizon, self.keys = store, int(horizon), keys
+        self.device = torch.device(device)
+        self.normalizers: dict[str, Normalizer] = dict(normalizers or {})
+
+        starts, ends = window_starts(store.episode_ends, self.horizon, pad_to_horizon)
+        if starts.size == 0:
+            raise ValueError(f"no windows: every episode is shorter than horizon={horizon} and pad_to_horizon=False")
+        episode_of_start = np.searchsorted(store.episode_ends, starts, side="right")
+        self._starts = torch.as_tensor(starts, device=self.device)
+        self._ends = torch.as_tensor(ends, device=self.device)
+        self._timestep = torch.as_tensor(starts - store.episode_starts[episode_of_start], device=self.device)
+        self._arange = torch.arange(self.horizon, device=self.device)
+
+        self._data: dict[str, torch.Tensor] = {}
+        for key in keys:
+            flat = store[key].reshape(store.num_steps, -1).astype(np.float64)
+            norm = self._normalizer_for(key, normalizer, flat)
+            self._data[key] = torch.as_tensor(norm.normalize(flat), dtype=torch.float32, device=self.device)
+
+        self._scalars: dict[str, torch.Tensor] = {}
+        rewards = store["rewards"] if (returns or values) else None
+        if returns:
+            rtg = returns_to_go(rewards, store.episode_ends, discount)
+            self._scalars["returns"] = self._scalar("returns", rtg, starts, MinMaxNormalizer(0.0, 1.0))
+        if values:
+            vals = discounted_values(rewards, store.episode_ends, value_discount,
+                                     terminals=store.get("terminals"), terminal_penalty=terminal_penalty)
+            self._scalars["values"] = self._scalar("values", vals, starts, MinMaxNormalizer(-1.0, 1.0))
+
+    def _normalizer_for(self, key: str, spec: str | Mapping[str, str], flat: np.ndarray) -> Normalizer:
+        if key not in self.normalizers:
+            name = spec if isinstance(spec, str) else spec.get(key, "gaussian")
+            self.normalizers[key] = make_normalizer(name).fit(flat)
+        return self.normalizers[key]
+
+    def _scalar(self, key: str, per_step: np.ndarray, starts: np.ndarray, default: Normalizer) -> torch.Tensor:
+        if key not in self.normalizers:
+            self.normalizers[key] = default.fit(per_step[starts][:, None])
+        normed = self.normalizers[key].normalize(per_step[:, None])[:, 0]
+        return torch.as_tensor(normed, dtype=torch.float32, device=self.device)
+
+    # --- access ------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._starts.numel())
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Feature size of every windowed key."""
+        return {k: int(v.shape[1]) for k, v in self._data.items()}
+
+    def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The windows with the given indices (a long tensor ``[B]``) as a batch."""
+        index = index.to(self.device)
+        start, end = self._starts[index], self._ends[index]
+        steps = start[:, None] + self._arange[None, :]
+        real = steps < end[:, None]
+        rows = torch.minimum(steps, end[:, None] - 1)  # padding repeats the last real step
+        batch = {k: v[rows] for k, v in self._data.items()}
+        batch["mask"] = real.to(torch.float32)
+        if "returns" in self._scalars:
+            batch["returns"] = self._scalars["returns"][start][:, None]
+        if "values" in self._scalars:
+            batch["values"] = self._scalars["values"][start]
+        batch["timestep"] = self._timestep[index]
+        return batch
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``batch_size`` windows drawn uniformly with replacement."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        device = generator.device if generator is not None else self.device
+        index = torch.randint(len(self), (batch_size,), generator=generator, device=device)
+        return self.gather(index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"window index {i} out of range for {len(self)} windows")
+        batch = self.gather(torch.tensor([i % len(self)], device=self.device))
+        return {k: v[0] for k, v in batch.items()}

@@ -1,0 +1,110 @@
+"""``load_episodes``: one entry point for every dataset source.
+
+``source`` may be a catalogue name (``hopper-medium``, or its D4RL name ``hopper-medium-v2``), a Minari id
+(``mujoco/hopper/medium-v0``, ``local/hopper/medium-v0``), a D4RL-layout ``.hdf5``/``.h5`` file or a ``.zarr``
+replay buffer. A catalogue name reads the official Minari dataset from the local Minari store if it is there,
+else the locally made one; when neither is there the ``DatasetNotFoundError`` names both ids and the command
+that makes the dataset. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from envs import CATALOGUE, EnvSpec
+
+from diffusion_rl.data.d4rl_hdf5 import load_d4rl_hdf5
+from diffusion_rl.data.errors import DatasetNotFoundError, make_command
+from diffusion_rl.data.minari_io import load_minari, minari_dataset_exists, resolve_minari_root
+from diffusion_rl.data.store import EpisodeStore
+from diffusion_rl.data.zarr_store import is_zarr_store, load_zarr
+
+__all__ = ["load_episodes", "source_kind", "SOURCE_LOADERS", "catalogue_entry"]
+
+_SUFFIX_KINDS = {".hdf5": "d4rl_hdf5", ".h5": "d4rl_hdf5", ".zarr": "zarr"}
+
+
+def catalogue_entry(name: str) -> EnvSpec | None:
+    """The catalogue entry named ``name`` (catalogue or D4RL name), or None."""
+    if name in CATALOGUE:
+        return CATALOGUE[name]
+    return next((spec for spec in CATALOGUE.values() if spec.d4rl_name == name), None)
+
+
+def source_kind(source: str | os.PathLike) -> str:
+    """Which loader handles ``source``: ``catalogue``, ``minari``, ``d4rl_hdf5`` or ``zarr``."""
+    text = os.fspath(source)
+    suffix = Path(text).suffix.lower()
+    if suffix in _SUFFIX_KINDS:
+        return _SUFFIX_KINDS[suffix]
+    if is_zarr_store(text):
+        return "zarr"
+    if isinstance(source, str) and catalogue_entry(source) is not None:
+        return "catalogue"
+    return "minari"
+
+
+def _load_catalogue(name: str, *, minari_root: str | os.PathLike | None = None,
+                    progress: bool | None = None) -> EpisodeStore:
+    spec = catalogue_entry(name)
+    assert spec is not None
+    root = resolve_minari_root(minari_root)
+    for dataset_id in (spec.minari_id, spec.local_id):
+        if minari_dataset_exists(dataset_id, root):
+            store = load_minari(dataset_id, minari_root=root, progress=progress)
+            store.metadata["spec_name"] = spec.name
+            store.metadata.setdefault("ref_min_score", spec.ref_min_score)
+            store.metadata.setdefault("ref_max_score", spec.ref_max_score)
+            return store
+    raise DatasetNotFoundError(
+        f"no dataset for catalogue entry {spec.name!r}: looked in the Minari store {root} for the official id "
+        f"{spec.minari_id!r} and the local id {spec.local_id!r}, found neither. Make it locally with: "
+        f"{make_command(spec.name)}  (or pass a D4RL file: load_episodes('/path/to/{spec.d4rl_name}.hdf5'))"
+    )
+
+
+def _load_minari(source: str, *, minari_root: str | os.PathLike | None = None,
+                 progress: bool | None = None) -> EpisodeStore:
+    return load_minari(source, minari_root=minari_root, progress=progress)
+
+
+def _load_hdf5(source: str | os.PathLike, *, minari_root: Any = None, progress: bool | None = None,
+               **options: Any) -> EpisodeStore:
+    if not Path(source).is_file():
+        raise DatasetNotFoundError(f"no D4RL HDF5 file at {source}")
+    return load_d4rl_hdf5(source, progress=progress, **options)
+
+
+def _load_zarr(source: str | os.PathLike, *, minari_root: Any = None, progress: bool | None = None,
+               **options: Any) -> EpisodeStore:
+    if not Path(source).exists():
+        raise DatasetNotFoundError(f"no zarr store at {source}")
+    return load_zarr(source, progress=progress, **options)
+
+
+SOURCE_LOADERS: dict[str, Callable[..., EpisodeStore]] = {
+    "catalogue": _load_catalogue,
+    "minari": _load_minari,
+    "d4rl_hdf5": _load_hdf5,
+    "zarr": _load_zarr,
+}
+
+
+def load_episodes(
+    source: str | os.PathLike,
+    *,
+    minari_root: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    **options: Any,
+) -> EpisodeStore:
+    """Load any supported source into an ``EpisodeStore`` (see the module docstring).
+
+    ``options`` go to the file loaders: ``max_episode_steps``/``keep_partial`` for D4RL files, ``rename`` for
+    zarr. ``progress`` forces progress bars on or off (default: shown for large datasets).
+    """
+    kind = source_kind(source)
+    if options and kind in ("catalogue", "minari"):
+        raise ValueError(f"options {sorted(options)} apply to file sources only, not to a {kind} source")
+    return SOURCE_LOADERS[kind](source, minari_root=minari_root, progress=progress, **options)

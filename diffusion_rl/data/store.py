@@ -1,0 +1,202 @@
+"""``EpisodeStore``: every dataset format becomes the same in-memory layout.
+
+Flat numpy arrays per key (``observations [N, S]``, ``actions [N, A]``, ``rewards [N]``, ``terminals [N]``,
+``timeouts [N]``, optional ``next_observations``, ``infos/<name>``...) plus ``episode_ends``: the cumulative,
+exclusive end index of every episode (the zarr replay-buffer convention of Diffusion Policy), so episode ``i``
+is rows ``episode_ends[i-1]:episode_ends[i]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+__all__ = ["EpisodeStore", "PROVENANCE_KEYS"]
+
+PROVENANCE_KEYS = ("format", "path", "dataset_id")
+"""Metadata keys a loader sets to say where a store came from; writers do not copy them into new files."""
+
+_FLAG_KEYS = ("terminals", "timeouts")
+
+
+class EpisodeStore:
+    """Episodes as flat arrays per key plus cumulative ``episode_ends``; see the module docstring."""
+
+    def __init__(
+        self,
+        data: Mapping[str, np.ndarray],
+        episode_ends: Iterable[int] | np.ndarray,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        ends = np.asarray(episode_ends)
+        if ends.ndim != 1 or (ends.size and not np.issubdtype(ends.dtype, np.integer)):
+            raise ValueError(f"episode_ends must be a 1-D integer array, got shape {ends.shape} dtype {ends.dtype}")
+        ends = ends.astype(np.int64)
+        if ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
+            raise ValueError("episode_ends must be strictly increasing cumulative end indices starting above 0 "
+                             f"(every episode has at least one step), got {ends[:10].tolist()}...")
+        if not data:
+            raise ValueError("an EpisodeStore needs at least one data array (e.g. 'observations')")
+        num_steps = int(ends[-1]) if ends.size else 0
+        arrays: dict[str, np.ndarray] = {}
+        for key, value in data.items():
+            arr = np.asarray(value)
+            if arr.ndim == 0 or arr.shape[0] != num_steps:
+                raise ValueError(f"array {key!r} has shape {arr.shape}; expected {num_steps} rows "
+                                 f"(episode_ends[-1]) in its first dimension")
+            if key in _FLAG_KEYS:
+                arr = arr.reshape(num_steps).astype(bool)
+            elif key == "rewards":
+                arr = arr.reshape(num_steps)
+            arrays[key] = arr
+        self._data = arrays
+        self._ends = ends
+        self._ends.setflags(write=False)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    # --- mapping-like access ---------------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._data:
+            raise KeyError(f"no key {key!r} in this EpisodeStore; available keys: {sorted(self._data)}")
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        """The data keys, in insertion order."""
+        return list(self._data)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """``(key, flat array)`` pairs."""
+        return iter(self._data.items())
+
+    def get(self, key: str, default: np.ndarray | None = None) -> np.ndarray | None:
+        """The array for ``key`` or ``default``."""
+        return self._data.get(key, default)
+
+    # --- episodes ----------------------------------------------------------------------------------------------
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """int64 cumulative (exclusive) end index of every episode (read-only)."""
+        return self._ends
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        """int64 start index of every episode."""
+        return np.concatenate([[0], self._ends[:-1]]).astype(np.int64)
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self._ends.size)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self._ends[-1]) if self._ends.size else 0
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def episode_lengths(self) -> np.ndarray:
+        """Number of steps of every episode."""
+        return np.diff(self._ends, prepend=0)
+
+    def episode(self, i: int) -> dict[str, np.ndarray]:
+        """The arrays of episode ``i`` (negative indices count from the end)."""
+        if not -self.num_episodes <= i < self.num_episodes:
+            raise IndexError(f"episode index {i} out of range for {self.num_episodes} episodes")
+        i %= self.num_episodes
+        start = 0 if i == 0 else int(self._ends[i - 1])
+        return {k: v[start : self._ends[i]] for k, v in self._data.items()}
+
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of every episode (float64)."""
+        rewards = self["rewards"].astype(np.float64)
+        if not self.num_episodes:
+            return np.zeros(0)
+        return np.add.reduceat(rewards, self.episode_starts)
+
+    def select_episodes(self, indices: Iterable[int] | np.ndarray) -> EpisodeStore:
+        """A new store holding the given episodes in the given order (e.g. a train/validation split)."""
+        idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64)
+        if idx.size and (idx.min() < -self.num_episodes or idx.max() >= self.num_episodes):
+            raise IndexError(f"episode indices must lie in [-{self.num_episodes}, {self.num_episodes})")
+        idx %= max(self.num_episodes, 1)
+        starts, lengths = self.episode_starts[idx], self.episode_lengths()[idx]
+        rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)]) if idx.size else np.zeros(0, int)
+        return EpisodeStore({k: v[rows] for k, v in self._data.items()}, np.cumsum(lengths), self.metadata)
+
+    @classmethod
+    def from_episodes(cls, episodes: Iterable[Mapping[str, np.ndarray]],
+                      metadata: Mapping[str, Any] | None = None) -> EpisodeStore:
+        """Build a store from per-episode dicts of arrays (all with the same keys)."""
+        episodes = list(episodes)
+        if not episodes:
+            raise ValueError("from_episodes needs at least one episode")
+        keys = list(episodes[0])
+        for n, ep in enumerate(episodes):
+            if list(ep) != keys and set(ep) != set(keys):
+                raise ValueError(f"episode {n} has keys {sorted(ep)}; expected the keys of episode 0: {sorted(keys)}")
+        lengths = [len(np.asarray(ep[keys[0]])) for ep in episodes]
+        data = {k: np.concatenate([np.asarray(ep[k]) for ep in episodes]) for k in keys}
+        return cls(data, np.cumsum(lengths), metadata)
+
+    @classmethod
+    def concatenate(cls, stores: Iterable[EpisodeStore], metadata: Mapping[str, Any] | None = None) -> EpisodeStore:
+        """Episodes of several stores one after another (e.g. medium-expert = medium + expert)."""
+        stores = list(stores)
+        if not stores:
+            raise ValueError("concatenate needs at least one store")
+        keys = stores[0].keys()
+        for n, s in enumerate(stores):
+            if set(s.keys()) != set(keys):
+                raise ValueError(f"store {n} has keys {sorted(s.keys())}; expected {sorted(keys)}")
+        data = {k: np.concatenate([s[k] for s in stores]) for k in keys}
+        offsets = np.cumsum([0] + [s.num_steps for s in stores[:-1]])
+        ends = np.concatenate([s.episode_ends + off for s, off in zip(stores, offsets)])
+        return cls(data, ends, metadata if metadata is not None else stores[0].metadata)
+
+    # --- reporting ------------------------------------------------------------------------------------------
+    def reference_scores(self) -> tuple[float, float] | None:
+        """D4RL's (random, expert) reference returns from the metadata or the catalogue entry, if known."""
+        lo, hi = self.metadata.get("ref_min_score"), self.metadata.get("ref_max_score")
+        if lo is not None and hi is not None:
+            return float(lo), float(hi)
+        name = self.metadata.get("spec_name")
+        if name:
+            from envs import get_spec
+
+            try:
+                spec = get_spec(str(name))
+            except KeyError:
+                return None
+            return spec.ref_min_score, spec.ref_max_score
+        return None
+
+    def summary(self) -> str:
+        """Human-readable summary: episodes, steps, keys, return statistics (D4RL-normalized when known)."""
+        name = self.metadata.get("dataset_id") or self.metadata.get("spec_name") or ""
+        origin = ", ".join(f"{k}={self.metadata[k]}" for k in ("format", "path") if k in self.metadata)
+        lines = [f"EpisodeStore {name}".rstrip() + (f" ({origin})" if origin else "")]
+        lengths = self.episode_lengths()
+        if self.num_episodes:
+            lines.append(f"  episodes: {self.num_episodes:,}  steps: {self.num_steps:,}  "
+                         f"length mean {lengths.mean():.1f} min {lengths.min()} max {lengths.max()}")
+        else:
+            lines.append("  empty")
+        lines.append("  keys: " + ", ".join(f"{k} {list(v.shape[1:])} {v.dtype}" for k, v in self._data.items()))
+        if "rewards" in self and self.num_episodes:
+            ret = self.episode_returns()
+            lines.append(f"  return: mean {ret.mean():.2f} min {ret.min():.2f} max {ret.max():.2f}")
+            ref = self.reference_scores()
+            if ref is not None:
+                score = 100.0 * (ret - ref[0]) / (ref[1] - ref[0])
+                lines.append(f"  normalized score: mean {score.mean():.1f} min {score.min():.1f} max {score.max():.1f}")
+        if "terminals" in self:
+            lines.append(f"  terminals: {int(self['terminals'].sum()):,}  timeouts: "
+                         f"{int(self['timeouts'].sum()) if 'timeouts' in self else 0:,}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore(episodes={self.num_episodes}, steps={self.num_steps}, keys={self.keys()})"

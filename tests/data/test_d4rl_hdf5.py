@@ -1,0 +1,128 @@
+"""D4RL HDF5 files: episode boundaries as D4RL splits them, metadata keys, required keys, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from diffusion_rl.data import d4rl_episode_ends, load_d4rl_hdf5, load_episodes, save_d4rl_hdf5
+from diffusion_rl.data import d4rl_hdf5 as d4rl_module
+from tests.data.conftest import make_store
+
+
+def _write_d4rl_file(path: Path, n: int = 12) -> None:
+    """A file laid out like D4RL's v2 locomotion files: timeouts, next_observations, infos/*, metadata/*."""
+    rng = np.random.default_rng(0)
+    terminals = np.zeros(n, bool)
+    timeouts = np.zeros(n, bool)
+    terminals[2] = True   # episode [0, 3) terminates
+    timeouts[6] = True    # episode [3, 7) is cut by the time limit
+    terminals[9] = True   # episode [7, 10) terminates; steps 10, 11 are an unfinished episode
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.normal(size=(n, 3)).astype(np.float32)
+        f["next_observations"] = rng.normal(size=(n, 3)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        f["rewards"] = np.arange(n, dtype=np.float32)
+        f["terminals"] = terminals
+        f["timeouts"] = timeouts
+        f["infos/qpos"] = rng.normal(size=(n, 4))
+        f["infos/action_log_probs"] = rng.normal(size=n)
+        f["metadata/algorithm"] = "SAC"
+        f["metadata/iteration"] = 42
+        f["metadata/policy/fc0/weight"] = rng.normal(size=(8, 3))  # D4RL keeps policy weights here
+        f["metadata/policy/nonlinearity"] = b"relu"
+
+
+def test_d4rl_layout_gives_exact_episode_boundaries(tmp_path: Path) -> None:
+    path = tmp_path / "hopper-medium-v2.hdf5"
+    _write_d4rl_file(path)
+    store = load_episodes(path)
+    np.testing.assert_array_equal(store.episode_ends, [3, 7, 10])  # the unfinished last episode is dropped
+    np.testing.assert_array_equal(store["rewards"], np.arange(10))
+    np.testing.assert_array_equal(store.episode_returns(), [0 + 1 + 2, 3 + 4 + 5 + 6, 7 + 8 + 9])
+    np.testing.assert_array_equal(store["terminals"][store.episode_ends - 1], [True, False, True])
+    np.testing.assert_array_equal(store["timeouts"][store.episode_ends - 1], [False, True, False])
+    assert store["infos/qpos"].shape == (10, 4) and store["next_observations"].shape == (10, 3)
+    assert store.metadata["algorithm"] == "SAC" and store.metadata["iteration"] == 42
+    assert store.metadata["policy/nonlinearity"] == "relu"
+    assert "policy/fc0/weight" not in store.metadata  # arrays under metadata/ are skipped, never break loading
+    assert store.metadata["dropped_partial_steps"] == 2 and store.metadata["format"] == "d4rl_hdf5"
+    kept = load_d4rl_hdf5(path, keep_partial=True)
+    np.testing.assert_array_equal(kept.episode_ends, [3, 7, 10, 12])
+
+
+def test_split_rule_matches_d4rl_sequence_dataset() -> None:
+    """Reference: D4RL's sequence_dataset loop (an episode ends after terminals[i] or timeouts[i])."""
+    rng = np.random.default_rng(1)
+    terminals, timeouts = rng.random(300) < 0.03, rng.random(300) < 0.02
+
+    lengths, current = [], 0
+    for i in range(300):
+        current += 1
+        if terminals[i] or timeouts[i]:
+            lengths.append(current)
+            current = 0
+    np.testing.assert_array_equal(d4rl_episode_ends(terminals, timeouts), np.cumsum(lengths))
+
+
+def test_files_without_timeouts_split_on_terminals_and_time_limit() -> None:
+    terminals = np.zeros(10, bool)
+    terminals[1] = True
+    np.testing.assert_array_equal(d4rl_episode_ends(terminals), [2])
+    np.testing.assert_array_equal(d4rl_episode_ends(terminals, max_episode_steps=3), [2, 5, 8])
+    np.testing.assert_array_equal(d4rl_episode_ends(terminals, max_episode_steps=3, keep_partial=True), [2, 5, 8, 10])
+
+
+def test_missing_required_keys_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.zeros((4, 3))
+        f["rewards"] = np.zeros(4)
+    with pytest.raises(ValueError, match=r"missing required key\(s\) \['actions', 'terminals'\]"):
+        load_episodes(path)
+
+
+def test_write_then_read_is_equal_and_marks_open_episode_ends(tmp_path: Path) -> None:
+    store = make_store([5, 3, 4], terminal_last=(0,))
+    store["timeouts"][store.episode_ends[2] - 1] = False  # an episode that ended without either flag
+    path = save_d4rl_hdf5(store, tmp_path / "made.hdf5", metadata={"source": "test", "ref_min_score": -1.5})
+    back = load_episodes(path)
+    np.testing.assert_array_equal(back.episode_ends, store.episode_ends)
+    for key in store.keys():
+        if key != "timeouts":
+            np.testing.assert_array_equal(back[key], store[key], err_msg=key)
+    assert back["timeouts"][11]  # D4RL carries episode ends only in the flags
+    assert back.metadata["source"] == "test" and back.metadata["ref_min_score"] == -1.5
+    assert back.metadata["note"] == "made in a test"
+
+
+def test_interrupted_write_leaves_nothing_loadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_store([5, 3])
+    written = []
+
+    def failing_write(f, key, array, compression):
+        if written:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first array
+        written.append(key)
+        f.create_dataset(key, data=array)
+
+    monkeypatch.setattr(d4rl_module, "_write_dataset", failing_write)
+    target = tmp_path / "made.hdf5"
+    with pytest.raises(KeyboardInterrupt):
+        save_d4rl_hdf5(store, target)
+    assert written and not target.exists()
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+    with pytest.raises(FileNotFoundError):
+        load_episodes(target)
+
+
+def test_existing_file_needs_overwrite(tmp_path: Path) -> None:
+    store = make_store([3])
+    path = save_d4rl_hdf5(store, tmp_path / "a.hdf5")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_d4rl_hdf5(store, path)
+    save_d4rl_hdf5(make_store([4]), path, overwrite=True)
+    assert load_episodes(path).num_steps == 4

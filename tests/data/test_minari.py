@@ -1,0 +1,145 @@
+"""Minari datasets: reading Minari's own files, writing with reference scores, conversion to and from D4RL,
+atomic writes, and the catalogue lookup (official id first, then the local one)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+from minari.data_collector import EpisodeBuffer
+
+from diffusion_rl.data import (
+    DatasetNotFoundError,
+    load_episodes,
+    save_d4rl_hdf5,
+    save_minari,
+)
+from diffusion_rl.data import minari_io
+from tests.data.conftest import make_store
+
+
+def _minari_buffers() -> list[EpisodeBuffer]:
+    rng = np.random.default_rng(0)
+    buffers = []
+    for length, terminated in ((4, True), (6, False)):
+        buffers.append(EpisodeBuffer(
+            observations=rng.normal(size=(length + 1, 3)),
+            actions=rng.uniform(-1, 1, size=(length, 2)).astype(np.float32),
+            rewards=rng.normal(size=length),
+            terminations=np.array([False] * (length - 1) + [terminated]),
+            truncations=np.array([False] * (length - 1) + [not terminated]),
+            infos={"success": np.arange(length + 1) % 2 == 0},
+        ))
+    return buffers
+
+
+def test_minari_files_become_a_store(minari_root: Path) -> None:
+    buffers = _minari_buffers()
+    minari.create_dataset_from_buffers(
+        "test/point/tiny-v0", buffers,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,)), action_space=gym.spaces.Box(-1, 1, (2,)),
+        algorithm_name="random", author="tests", author_email="t@example.org", code_permalink="none",
+        description="tiny",
+    )
+    store = load_episodes("test/point/tiny-v0")
+    np.testing.assert_array_equal(store.episode_ends, [4, 10])
+    for i, buf in enumerate(buffers):
+        ep = store.episode(i)
+        np.testing.assert_array_equal(ep["observations"], buf.observations[:-1])
+        np.testing.assert_array_equal(ep["next_observations"], buf.observations[1:])
+        np.testing.assert_array_equal(ep["actions"], buf.actions)
+        np.testing.assert_array_equal(ep["rewards"], buf.rewards)
+        np.testing.assert_array_equal(ep["terminals"], buf.terminations)
+        np.testing.assert_array_equal(ep["timeouts"], buf.truncations)
+        np.testing.assert_array_equal(ep["infos/success"], buf.infos["success"][:-1])  # aligned with observations
+    assert store.metadata["algorithm_name"] == "random" and store.metadata["format"] == "minari"
+
+
+def test_written_dataset_reads_in_minari_with_reference_scores(minari_root: Path) -> None:
+    store = make_store([5, 3, 4])
+    path = save_minari(store, "local/maze2d/umaze-v0", spec_name="maze2d-umaze",
+                       metadata={"locally_made": True, "algorithm_name": "waypoint controller"})
+    assert path == minari_root / "local/maze2d/umaze-v0"
+    dataset = minari.load_dataset("local/maze2d/umaze-v0")  # Minari's own reader, from $MINARI_DATASETS_PATH
+    assert dataset.total_episodes == 3 and dataset.total_steps == 12
+    meta = dataset.storage.metadata
+    assert meta["ref_min_score"] == 23.85 and meta["ref_max_score"] == 161.86
+    assert meta["locally_made"] is True and meta["algorithm_name"] == "waypoint controller"
+    assert meta["spec_name"] == "maze2d-umaze" and meta["note"] == "made in a test"
+    np.testing.assert_allclose(minari.get_normalized_score(dataset, np.array([161.86])), [1.0])
+    assert dataset.recover_environment(eval_env=True).spec.id == "Maze2D-UMaze-v1"
+    episode = dataset[1]
+    np.testing.assert_array_equal(episode.observations[:-1], store.episode(1)["observations"])
+    np.testing.assert_array_equal(episode.observations[-1], store.episode(1)["next_observations"][-1])
+
+
+def test_minari_d4rl_round_trips(minari_root: Path, tmp_path: Path) -> None:
+    store = make_store([5, 3, 4], terminal_last=(1,))
+    save_minari(store, "test/conv/a-v0")
+    via_minari = load_episodes("test/conv/a-v0")
+    d4rl_path = save_d4rl_hdf5(via_minari, tmp_path / "a.hdf5")
+    via_d4rl = load_episodes(d4rl_path)
+    save_minari(via_d4rl, "test/conv/b-v0")
+    back = load_episodes("test/conv/b-v0")
+    for result in (via_minari, via_d4rl, back):
+        np.testing.assert_array_equal(result.episode_ends, store.episode_ends)
+        for key in store.keys():
+            np.testing.assert_array_equal(result[key], store[key], err_msg=key)
+        assert result.metadata["note"] == "made in a test"
+
+
+def test_interrupted_minari_write_leaves_nothing_loadable(minari_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = minari_io._episode_buffers
+
+    def interrupted(store, info_keys):
+        for n, buffer in enumerate(original(store, info_keys)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield buffer
+
+    monkeypatch.setattr(minari_io, "_episode_buffers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_minari(make_store([3, 3, 3, 3]), "local/hopper/medium-v0")
+    assert minari.list_local_datasets() == {}
+    assert [p for p in minari_root.rglob("*") if "medium-v0" in p.name or p.name.startswith(".tmp")] == []
+    with pytest.raises(DatasetNotFoundError, match="make_dataset.py env=hopper-medium"):
+        load_episodes("hopper-medium")
+
+
+def test_existing_dataset_needs_overwrite(minari_root: Path) -> None:
+    save_minari(make_store([3]), "test/ow/x-v0")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_minari(make_store([3]), "test/ow/x-v0")
+    save_minari(make_store([5, 2]), "test/ow/x-v0", overwrite=True)
+    assert load_episodes("test/ow/x-v0").num_steps == 7
+    assert not [p for p in minari_root.rglob(".*")]  # no temporary or old copies left
+
+
+def test_missing_catalogue_dataset_names_entry_ids_and_command(minari_root: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_episodes("hopper-medium")
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    for part in ("'hopper-medium'", "mujoco/hopper/medium-v0", "local/hopper/medium-v0",
+                 "python scripts/make_dataset.py env=hopper-medium", str(minari_root)):
+        assert part in message
+    with pytest.raises(DatasetNotFoundError, match="make_dataset.py env=walker2d-expert"):
+        load_episodes("local/walker2d/expert-v0")
+
+
+def test_catalogue_prefers_the_official_dataset(minari_root: Path, tmp_path: Path) -> None:
+    save_minari(make_store([4]), "local/maze2d/umaze-v0")
+    assert load_episodes("maze2d-umaze").metadata["dataset_id"] == "local/maze2d/umaze-v0"
+    save_minari(make_store([2, 2]), "D4RL/pointmaze/umaze-v2")
+    store = load_episodes("maze2d-umaze", minari_root=minari_root)
+    assert store.metadata["dataset_id"] == "D4RL/pointmaze/umaze-v2" and store.num_episodes == 2
+    assert store.metadata["spec_name"] == "maze2d-umaze" and store.metadata["ref_max_score"] == 161.86
+    # An explicit root wins over $MINARI_DATASETS_PATH.
+    other = tmp_path / "other"
+    save_minari(make_store([7]), "local/maze2d/umaze-v0", minari_root=other)
+    os.environ.pop("MINARI_DATASETS_PATH")
+    assert load_episodes("local/maze2d/umaze-v0", minari_root=other).num_steps == 7

@@ -1,0 +1,117 @@
+"""Normalizers: numbers, numpy/torch round trips, dtype/device, serialization, degenerate dimensions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl.data import (
+    NORMALIZERS,
+    CDFNormalizer,
+    GaussianNormalizer,
+    MinMaxNormalizer,
+    make_normalizer,
+    normalizer_from_state,
+)
+
+torch.set_num_threads(1)
+
+
+def _data(n: int = 500) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([rng.normal(3.0, 2.0, n), rng.exponential(1.0, n), rng.uniform(-5, 5, n),
+                     np.full(n, 7.0)], axis=1)  # the last dimension is constant
+
+
+def test_gaussian_statistics() -> None:
+    x = _data()
+    norm = GaussianNormalizer().fit(x)
+    z = norm.normalize(x)
+    np.testing.assert_allclose(z[:, :3].mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(z[:, :3].std(0), 1, atol=1e-12)
+    np.testing.assert_allclose(z[:, 3], 0)  # constant dimension: std guarded to 1, maps to 0
+
+
+def test_minmax_range_and_custom_target() -> None:
+    x = _data()
+    z = MinMaxNormalizer().fit(x).normalize(x)
+    np.testing.assert_allclose(z[:, :3].min(0), -1)
+    np.testing.assert_allclose(z[:, :3].max(0), 1)
+    np.testing.assert_allclose(z[:, 3], 0)
+    r = MinMaxNormalizer(0.0, 1.0).fit(np.array([[2.0], [4.0], [10.0]]))
+    np.testing.assert_allclose(r.normalize(np.array([[2.0], [4.0], [10.0]]))[:, 0], [0, 0.25, 1])
+
+
+def test_cdf_matches_diffusers_formula_by_hand() -> None:
+    # Column [0, 1, 1, 2, 5]: distinct values [0, 1, 2, 5], empirical CDF [0.2, 0.6, 0.8, 1.0].
+    norm = CDFNormalizer(max_knots=None).fit(np.array([0.0, 1.0, 1.0, 2.0, 5.0]))
+    x = np.array([[1.5], [-3.0], [5.0], [3.5]])
+    np.testing.assert_allclose(norm.normalize(x)[:, 0], [2 * 0.7 - 1, 2 * 0.2 - 1, 1.0, 2 * 0.9 - 1])
+    np.testing.assert_allclose(norm.unnormalize(np.array([[0.4], [-1.0], [1.0]]))[:, 0], [1.5, 0.0, 5.0])
+    t = norm.normalize(torch.tensor([[1.5], [-3.0], [5.0], [3.5]], dtype=torch.float64))
+    np.testing.assert_allclose(t[:, 0].numpy(), [0.4, -0.6, 1.0, 0.8])
+
+
+def test_cdf_knot_thinning_keeps_the_cdf_close() -> None:
+    x = _data(5000)
+    exact, thin = CDFNormalizer(max_knots=None).fit(x), CDFNormalizer(max_knots=64).fit(x)
+    assert thin.state_dict()["quantiles"].shape == (4, 64)
+    assert np.abs(exact.normalize(x) - thin.normalize(x)).max() < 0.05
+    z = thin.normalize(x)
+    assert z[:, :3].min() >= -1 and z[:, :3].max() <= 1
+    assert abs(np.median(z[:, 0])) < 0.05  # the CDF maps the median to 0
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZERS))
+def test_round_trip_numpy_and_torch(name: str) -> None:
+    x = _data()
+    norm = make_normalizer(name).fit(x)
+    back = norm.unnormalize(norm.normalize(x))
+    np.testing.assert_allclose(back, x, atol=1e-9)
+    for dtype in (torch.float32, torch.float64):
+        t = torch.as_tensor(x, dtype=dtype).reshape(10, 50, 4)  # any leading shape, features last
+        z = norm.normalize(t)
+        assert z.dtype == dtype and z.device == t.device and z.shape == t.shape
+        np.testing.assert_allclose(z.double().numpy().reshape(-1, 4), norm.normalize(x),
+                                   atol=1e-5 if dtype == torch.float32 else 1e-9)
+        np.testing.assert_allclose(norm.unnormalize(z).double().numpy(), t.double().numpy(),
+                                   atol=1e-3 if dtype == torch.float32 else 1e-9)
+    assert norm.normalize(x.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZERS))
+def test_state_dict_serializes_and_restores(name: str) -> None:
+    x = _data()
+    norm = make_normalizer(name).fit(x)
+    state = norm.state_dict()
+    assert state["name"] == name
+    assert all(isinstance(v, np.ndarray) for k, v in state.items() if k != "name")
+    # json round trip (what an artifact's config.json can carry) and tensors (what safetensors stores)
+    as_json = json.loads(json.dumps({k: v if isinstance(v, str) else v.tolist() for k, v in state.items()}))
+    restored = normalizer_from_state({k: v if k == "name" else np.asarray(v) for k, v in as_json.items()})
+    np.testing.assert_allclose(restored.normalize(x), norm.normalize(x), atol=1e-12)
+    from_tensors = normalizer_from_state({k: v if k == "name" else torch.as_tensor(v) for k, v in state.items()})
+    np.testing.assert_allclose(from_tensors.unnormalize(norm.normalize(x)), x, atol=1e-9)
+
+
+def test_minmax_target_range_survives_serialization() -> None:
+    norm = MinMaxNormalizer(0.0, 1.0).fit(np.array([[0.0], [10.0]]))
+    restored = normalizer_from_state(norm.state_dict())
+    np.testing.assert_allclose(restored.normalize(np.array([[5.0]])), [[0.5]])
+
+
+def test_errors_name_what_was_expected() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        make_normalizer("zscore")
+    norm = GaussianNormalizer().fit(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
+        norm.normalize(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="not fitted"):
+        GaussianNormalizer().normalize(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="lacks"):
+        normalizer_from_state({"name": "gaussian", "mean": np.zeros(3)})
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianNormalizer().fit(np.array([[np.nan]]))

@@ -1,0 +1,49 @@
+"""Returns-to-go and Diffuser value targets against hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion_rl.data import discounted_values, returns_to_go
+
+
+def test_returns_to_go_by_hand() -> None:
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    ends = np.array([3, 5])
+    g = 0.5
+    expected = [1 + g * 2 + g * g * 3, 2 + g * 3, 3, 4 + g * 5, 5]  # never sums across the episode end at 3
+    np.testing.assert_allclose(returns_to_go(rewards, ends, g), expected)
+    np.testing.assert_allclose(returns_to_go(rewards, ends, 1.0), [6, 5, 3, 9, 5])
+
+
+def test_returns_to_go_matches_a_loop_on_random_episodes() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, size=25)
+    rewards = rng.normal(size=lengths.sum())
+    ends = np.cumsum(lengths)
+    expected = np.empty_like(rewards)
+    for start, end in zip(np.concatenate([[0], ends[:-1]]), ends):
+        acc = 0.0
+        for t in range(end - 1, start - 1, -1):
+            acc = rewards[t] + 0.99 * acc
+            expected[t] = acc
+    np.testing.assert_allclose(returns_to_go(rewards, ends, 0.99), expected, rtol=1e-12)
+
+
+def test_values_add_penalty_only_to_terminated_episodes() -> None:
+    rewards = np.array([1.0, 1.0, 1.0, 1.0])
+    ends = np.array([2, 4])
+    terminals = np.array([False, True, False, False])  # episode 0 terminated, episode 1 timed out
+    v = discounted_values(rewards, ends, 0.5, terminals=terminals, terminal_penalty=-10.0)
+    np.testing.assert_allclose(v, [1 + 0.5 * (1 - 10), 1 - 10, 1 + 0.5, 1])
+    np.testing.assert_allclose(discounted_values(rewards, ends, 0.5), [1.5, 1, 1.5, 1])
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="episode_ends"):
+        returns_to_go(np.zeros(4), np.array([2, 3]), 0.9)
+    with pytest.raises(ValueError, match="discount"):
+        returns_to_go(np.zeros(4), np.array([4]), 1.5)
+    with pytest.raises(ValueError, match="terminals"):
+        discounted_values(np.zeros(4), np.array([4]), terminal_penalty=-1.0)

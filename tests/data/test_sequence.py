@@ -1,0 +1,112 @@
+"""SequenceDataset: windows within episodes, masked padding, returns/values targets, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl.data import EpisodeStore, SequenceDataset, returns_to_go
+from tests.data.conftest import make_store
+
+torch.set_num_threads(1)
+LENGTHS = [6, 2, 9, 4]
+
+
+def _raw(ds: SequenceDataset, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    return ds.normalizers["observations"].unnormalize(batch["observations"].double().numpy())
+
+
+def test_every_window_stays_in_its_episode_and_padding_is_masked() -> None:
+    store = make_store(LENGTHS)
+    ds = SequenceDataset(store, horizon=5)
+    assert len(ds) == sum(LENGTHS)  # one window per step
+    batch = ds.gather(torch.arange(len(ds)))
+    obs = np.round(_raw(ds, batch)[..., :2]).astype(int)  # (episode, step) of every row
+    mask = batch["mask"].numpy()
+    for w in range(len(ds)):
+        episode, step0 = obs[w, 0]
+        real = mask[w] == 1
+        assert real[0] and np.all(np.diff(real.astype(int)) <= 0)  # real steps first, then padding
+        n_real = min(5, LENGTHS[episode] - step0)
+        assert real.sum() == n_real
+        np.testing.assert_array_equal(obs[w, :, 0], episode)  # never another episode's data
+        np.testing.assert_array_equal(obs[w, :n_real, 1], step0 + np.arange(n_real))
+        # padding repeats the last real step
+        np.testing.assert_array_equal(obs[w, n_real:, 1], LENGTHS[episode] - 1)
+    assert batch["timestep"].tolist() == [s for n in LENGTHS for s in range(n)]
+
+
+def test_no_padding_mode_uses_only_full_windows() -> None:
+    ds = SequenceDataset(make_store(LENGTHS), horizon=5, pad_to_horizon=False)
+    assert len(ds) == (6 - 4) + 0 + (9 - 4) + 0
+    batch = ds.gather(torch.arange(len(ds)))
+    assert batch["mask"].min() == 1
+    with pytest.raises(ValueError, match="no windows"):
+        SequenceDataset(make_store([2, 3]), horizon=5, pad_to_horizon=False)
+
+
+def test_returns_are_discounted_rtg_min_max_normalized_over_window_starts() -> None:
+    store = make_store(LENGTHS)
+    ds = SequenceDataset(store, horizon=3, discount=0.9)
+    batch = ds.gather(torch.arange(len(ds)))
+    rtg = returns_to_go(store["rewards"], store.episode_ends, 0.9)
+    expected = (rtg - rtg.min()) / (rtg.max() - rtg.min())
+    np.testing.assert_allclose(batch["returns"][:, 0].numpy(), expected, atol=1e-6)
+    assert batch["returns"].shape == (len(ds), 1)
+    raw = ds.normalizers["returns"].unnormalize(batch["returns"].double().numpy())[:, 0]
+    np.testing.assert_allclose(raw, rtg, rtol=1e-5)
+
+
+def test_values_include_the_terminal_penalty() -> None:
+    # Two episodes of constant reward 1; only the first ends in a terminal.
+    store = EpisodeStore({"observations": np.zeros((5, 1)), "actions": np.zeros((5, 1)), "rewards": np.ones(5),
+                          "terminals": np.array([0, 1, 0, 0, 0], bool), "timeouts": np.array([0, 0, 0, 0, 1], bool)},
+                         [2, 5])
+    ds = SequenceDataset(store, horizon=2, returns=False, values=True, value_discount=0.5, terminal_penalty=-10.0)
+    raw = np.array([1 + 0.5 * (1 - 10), 1 - 10, 1 + 0.5 + 0.25, 1 + 0.5, 1])
+    batch = ds.gather(torch.arange(5))
+    assert "returns" not in batch
+    np.testing.assert_allclose(ds.normalizers["values"].unnormalize(batch["values"].double().numpy()[:, None])[:, 0],
+                               raw, rtol=1e-6)
+    assert batch["values"].min() == -1 and batch["values"].max() == 1  # min-max over window starts
+
+
+def test_sample_batch_is_seeded_and_indexing_matches_gather() -> None:
+    ds = SequenceDataset(make_store(LENGTHS), horizon=4, keys=("observations", "actions"), normalizer="minmax")
+    a = ds.sample_batch(16, generator=torch.Generator().manual_seed(3))
+    b = ds.sample_batch(16, generator=torch.Generator().manual_seed(3))
+    for key in ("observations", "actions", "mask", "returns", "timestep"):
+        torch.testing.assert_close(a[key], b[key])
+    assert a["observations"].shape == (16, 4, 4) and a["actions"].shape == (16, 4, 2)
+    assert a["observations"].dtype == torch.float32 and a["mask"].dtype == torch.float32
+    assert a["observations"].abs().max() <= 1.0 + 1e-6  # minmax-normalized
+    single = ds[7]
+    batch = ds.gather(torch.tensor([7]))
+    for key, value in single.items():
+        torch.testing.assert_close(value, batch[key][0])
+    assert ds.dims == {"observations": 4, "actions": 2}
+
+
+def test_reusing_normalizers_keeps_statistics() -> None:
+    train = SequenceDataset(make_store(LENGTHS, seed=0), horizon=4)
+    other = SequenceDataset(make_store(LENGTHS, seed=1), horizon=4, normalizers=train.normalizers)
+    assert other.normalizers["observations"] is train.normalizers["observations"]
+    raw = make_store(LENGTHS, seed=1)["observations"]
+    expected = train.normalizers["observations"].normalize(raw.astype(np.float64))
+    np.testing.assert_allclose(other.gather(torch.arange(len(other)))["observations"][:, 0].numpy(), expected,
+                               atol=1e-6)
+
+
+def test_bad_arguments() -> None:
+    store = make_store(LENGTHS)
+    with pytest.raises(ValueError, match="available keys"):
+        SequenceDataset(store, 4, keys=("obs",))
+    with pytest.raises(ValueError, match="horizon"):
+        SequenceDataset(store, 0)
+    no_rewards = EpisodeStore({"observations": np.zeros((3, 1)), "actions": np.zeros((3, 1))}, [3])
+    with pytest.raises(ValueError, match="rewards"):
+        SequenceDataset(no_rewards, 2)
+    assert len(SequenceDataset(no_rewards, 2, returns=False)) == 3
+    with pytest.raises(IndexError):
+        SequenceDataset(store, 4)[len(store)]

@@ -1,0 +1,70 @@
+"""EpisodeStore: layout, validation, episodes, returns, selection, summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion_rl.data import EpisodeStore
+from tests.data.conftest import make_store
+
+
+def test_layout_and_episode_access() -> None:
+    store = make_store([4, 2, 3])
+    assert store.num_episodes == 3 and store.num_steps == 9 and len(store) == 9
+    assert store.episode_ends.dtype == np.int64
+    np.testing.assert_array_equal(store.episode_ends, [4, 6, 9])
+    np.testing.assert_array_equal(store.episode_starts, [0, 4, 6])
+    np.testing.assert_array_equal(store.episode_lengths(), [4, 2, 3])
+    ep = store.episode(1)
+    np.testing.assert_array_equal(ep["observations"][:, :2], [[1, 0], [1, 1]])
+    np.testing.assert_array_equal(store.episode(-1)["observations"][:, 0], [2, 2, 2])
+    assert "rewards" in store and store["rewards"].shape == (9,)
+    assert set(store.keys()) >= {"observations", "actions", "rewards", "terminals", "timeouts", "infos/goal"}
+    with pytest.raises(KeyError, match="available keys"):
+        store["reward"]
+    with pytest.raises(IndexError):
+        store.episode(3)
+
+
+def test_episode_returns_sum_rewards_per_episode() -> None:
+    store = EpisodeStore({"rewards": np.array([1.0, 2.0, 3.0, 10.0, 20.0])}, [3, 5])
+    np.testing.assert_allclose(store.episode_returns(), [6.0, 30.0])
+
+
+@pytest.mark.parametrize(
+    "ends, message",
+    [([3, 3, 5], "strictly increasing"), ([0, 5], "strictly increasing"), ([2.0, 5.0], "integer"),
+     ([2, 4], "expected 4 rows")],
+)
+def test_validation_errors(ends: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EpisodeStore({"rewards": np.zeros(5)}, np.array(ends))
+
+
+def test_flags_are_bool_and_rewards_flat() -> None:
+    store = EpisodeStore({"rewards": np.ones((3, 1)), "terminals": np.array([0.0, 0.0, 1.0])}, [3])
+    assert store["rewards"].shape == (3,) and store["terminals"].dtype == bool
+
+
+def test_select_and_concatenate_keep_episodes_intact() -> None:
+    store = make_store([4, 2, 3])
+    picked = store.select_episodes([2, 0])
+    np.testing.assert_array_equal(picked.episode_ends, [3, 7])
+    np.testing.assert_array_equal(picked["observations"][:, 0], [2, 2, 2, 0, 0, 0, 0])
+    both = EpisodeStore.concatenate([store, picked])
+    np.testing.assert_array_equal(both.episode_ends, [4, 6, 9, 12, 16])
+    np.testing.assert_array_equal(both["rewards"][9:], picked["rewards"])
+    rebuilt = EpisodeStore.from_episodes([store.episode(i) for i in range(3)])
+    for key in store.keys():
+        np.testing.assert_array_equal(rebuilt[key], store[key])
+    np.testing.assert_array_equal(rebuilt.episode_ends, store.episode_ends)
+
+
+def test_summary_reports_counts_and_normalized_returns() -> None:
+    store = EpisodeStore({"rewards": np.array([1000.0, 2000.0, 3234.3])}, [2, 3], {"spec_name": "hopper-medium"})
+    text = store.summary()
+    assert "episodes: 2" in text and "steps: 3" in text
+    assert "return: mean 3117.15 min 3000.00 max 3234.30" in text
+    # hopper: 100 * (3234.3 + 20.272305) / (3234.3 + 20.272305) = 100 for the second episode
+    assert "max 100.0" in text
