@@ -1,0 +1,155 @@
+"""Building blocks of the 1D networks: time embeddings, conv blocks, resampling, linear attention, padding.
+
+All convolutional blocks work channels-first (``[B, C, L]``); the networks transpose from the library's
+channels-last ``[B, H, D]`` trajectories at their boundary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion_rl.nets.checks import check_positive
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer-style sinusoidal features of a (diffusion) timestep: ``[B] -> [B, dim]``.
+
+    The first half holds ``sin(t * f_i)``, the second ``cos(t * f_i)``, with
+    ``f_i = 10000^(-i / (dim/2 - 1))`` as in Janner's and Chi's networks. Computed in float32, even under
+    autocast.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 4 or dim % 2:
+            raise ValueError(f"SinusoidalEmbedding dim must be an even integer >= 4, got {dim}")
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        # built on the fly (not a buffer) so that ``net.to(torch.bfloat16)`` cannot round the frequencies
+        freqs = torch.exp(
+            torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1))
+        )
+        angles = t.to(torch.float32)[:, None] * freqs[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def time_mlp(dim: int, out_dim: int | None = None, activation: type[nn.Module] = nn.Mish) -> nn.Sequential:
+    """Sinusoidal embedding followed by the usual two-layer MLP (``dim -> 4 dim -> out_dim``)."""
+    return nn.Sequential(
+        SinusoidalEmbedding(dim),
+        nn.Linear(dim, dim * 4),
+        activation(),
+        nn.Linear(dim * 4, out_dim or dim),
+    )
+
+
+class Conv1dBlock(nn.Module):
+    """Conv1d (same length) -> GroupNorm -> Mish, the basic unit of the temporal U-Nets."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int = 8) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be a positive odd integer (keeps the length), got {kernel_size}"
+            )
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.norm = nn.GroupNorm(n_groups, out_channels)
+        self.act = nn.Mish()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class Downsample1d(nn.Module):
+    """Halve the length with a stride-2 convolution (kernel 3, padding 1): ``L -> ceil(L / 2)``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample1d(nn.Module):
+    """Double the length with a transposed convolution (kernel 4, stride 2, padding 1): ``L -> 2 L``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def downsampled_length(length: int, times: int) -> int:
+    """Length after ``times`` applications of :class:`Downsample1d`."""
+    for _ in range(times):
+        length = (length + 1) // 2
+    return length
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of ``[B, C, L]`` with a per-channel gain and bias."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.gain + self.bias
+
+
+class LinearAttention1d(nn.Module):
+    """Residual, pre-normalized linear attention over the length axis (Diffuser's optional attention layer).
+
+    Keys are softmax-normalized over positions and queries are scaled by ``dim_head ** -0.5``, so the cost is
+    linear in the horizon.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        check_positive("heads", heads)
+        check_positive("dim_head", dim_head)
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        hidden = heads * dim_head
+        self.to_qkv = nn.Conv1d(channels, hidden * 3, 1, bias=False)
+        self.to_out = nn.Conv1d(hidden, channels, 1)
+        self.norm = ChannelLayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, length = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).chunk(3, dim=1)
+        q = q.reshape(batch, self.heads, -1, length) * self.scale
+        k = k.reshape(batch, self.heads, -1, length).softmax(dim=-1)
+        v = v.reshape(batch, self.heads, -1, length)
+        context = torch.einsum("bhdn,bhen->bhde", k, v)
+        out = torch.einsum("bhde,bhdn->bhen", context, q).reshape(batch, -1, length)
+        return x + self.to_out(out)
+
+
+def pad_length(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the last axis of ``[B, C, L]`` up to a multiple of ``multiple`` (no-op if it already is)."""
+    extra = (-x.shape[-1]) % multiple
+    if extra == 0:
+        return x
+    return F.pad(x, (0, extra))
+
+
+def null_where_dropped(
+    embedding: torch.Tensor, null: torch.Tensor, drop_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Replace the rows of ``embedding`` flagged in ``drop_mask`` by ``null`` (broadcast); no branching."""
+    if drop_mask is None:
+        return embedding
+    return torch.where(drop_mask[:, None], null.to(embedding.dtype), embedding)
