@@ -3,5 +3,13 @@
 from envs.catalogue import CATALOGUE, EnvSpec, catalogue_names, get_spec, normalized_score
 from envs.maze2d import MAZE2D_IDS, Maze2DEnv, WaypointController  # importing registers the Maze2D-* gym ids
 
-__all__ = ["CATALOGUE", "EnvSpec", "catalogue_names", "get_spec", "normalized_score",
-           "MAZE2D_IDS", "Maze2DEnv", "WaypointController"]
+__all__ = [
+    "CATALOGUE",
+    "MAZE2D_IDS",
+    "EnvSpec",
+    "Maze2DEnv",
+    "WaypointController",
+    "catalogue_names",
+    "get_spec",
+    "normalized_score",
+]

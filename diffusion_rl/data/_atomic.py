@@ -10,10 +10,10 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-__all__ = ["atomic_path", "replace_path", "remove_path"]
+__all__ = ["atomic_path", "remove_path", "replace_path"]
 
 
 def remove_path(path: Path) -> None:
@@ -25,7 +25,7 @@ def remove_path(path: Path) -> None:
 
 
 def replace_path(tmp: Path, target: Path, *, overwrite: bool) -> None:
-    """Move ``tmp`` onto ``target`` (same filesystem). An existing target is replaced only when ``overwrite``."""
+    """Move ``tmp`` onto ``target`` (same filesystem); an existing target only when ``overwrite``."""
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")

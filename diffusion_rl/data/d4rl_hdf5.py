@@ -1,13 +1,13 @@
 """D4RL's HDF5 layout: read and write.
 
-A D4RL file holds flat datasets ``observations``, ``actions``, ``rewards``, ``terminals`` (required), optionally
-``timeouts``, ``next_observations``, ``infos/*`` (per-step) and ``metadata/*`` (descriptive; scalars are kept in
-``store.metadata``, arrays such as policy weights are skipped). Episodes are split as D4RL's
-``sequence_dataset`` does: an episode ends after every step with ``terminals`` or ``timeouts`` set, and the steps
-after the last such flag (an unfinished final episode) are dropped -- ``keep_partial=True`` keeps them as a last
-episode instead. Files without ``timeouts`` (D4RL's oldest) also end an episode every ``max_episode_steps`` steps
-when that is given; unlike D4RL's counter, which makes every episode after the first one step short, the count
-restarts at each episode's first step.
+A D4RL file holds flat datasets ``observations``, ``actions``, ``rewards``, ``terminals`` (required),
+optionally ``timeouts``, ``next_observations``, ``infos/*`` (per-step) and ``metadata/*`` (descriptive;
+scalars are kept in ``store.metadata``, arrays such as policy weights are skipped). Episodes are split as
+D4RL's ``sequence_dataset`` does: an episode ends after every step with ``terminals`` or ``timeouts`` set, and
+the steps after the last such flag (an unfinished final episode) are dropped -- ``keep_partial=True`` keeps
+them as a last episode instead. Files without ``timeouts`` (D4RL's oldest) also end an episode every
+``max_episode_steps`` steps when that is given; unlike D4RL's counter, which makes every episode after the
+first one step short, the count restarts at each episode's first step.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -86,15 +87,19 @@ def load_d4rl_hdf5(
         datasets = _read_datasets(f)
         missing = [k for k in REQUIRED_D4RL_KEYS if k not in datasets]
         if missing:
-            raise ValueError(f"{path} is not a D4RL dataset: missing required key(s) {missing} "
-                             f"(required: {list(REQUIRED_D4RL_KEYS)}; found: {sorted(datasets)})")
+            raise ValueError(
+                f"{path} is not a D4RL dataset: missing required key(s) {missing} "
+                f"(required: {list(REQUIRED_D4RL_KEYS)}; found: {sorted(datasets)})"
+            )
         n = datasets["rewards"].shape[0] if datasets["rewards"].ndim else 0
         metadata: dict[str, Any] = {}
         data: dict[str, np.ndarray] = {}
         per_step = [k for k, d in datasets.items() if not k.startswith("metadata/") and d.ndim > 0]
         for key, dset in datasets.items():
             if key.startswith("metadata/") or dset.ndim == 0:
-                if dset.ndim == 0:  # scalars are descriptive; arrays under metadata/ (policy weights) are skipped
+                if (
+                    dset.ndim == 0
+                ):  # scalars are descriptive; arrays under metadata/ (policy weights) are skipped
                     metadata[key.removeprefix("metadata/")] = _decode(dset[()])
         bar = tqdm(per_step, desc=f"reading {path.name}", unit="key", disable=_disable(progress, n))
         for key in bar:
@@ -106,10 +111,13 @@ def load_d4rl_hdf5(
     if timeouts is None:
         data["timeouts"] = np.zeros(n, dtype=bool)
         if max_episode_steps is None:
-            log.warning("%s has no 'timeouts' and no max_episode_steps was given: episodes end at terminals only",
-                        path)
-    ends = d4rl_episode_ends(data["terminals"], timeouts, max_episode_steps=max_episode_steps,
-                             keep_partial=keep_partial)
+            log.warning(
+                "%s has no 'timeouts' and no max_episode_steps was given: episodes end at terminals only",
+                path,
+            )
+    ends = d4rl_episode_ends(
+        data["terminals"], timeouts, max_episode_steps=max_episode_steps, keep_partial=keep_partial
+    )
     used = int(ends[-1]) if ends.size else 0
     if used < n:
         metadata["dropped_partial_steps"] = n - used
@@ -166,14 +174,13 @@ def save_d4rl_hdf5(
     arrays["terminals"], arrays["timeouts"] = terminals, timeouts
     meta = {k: v for k, v in store.metadata.items() if k not in PROVENANCE_KEYS}
     meta.update(metadata or {})
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key in tqdm(arrays, desc=f"writing {path.name}", unit="key", disable=_disable(progress, n)):
-                _write_dataset(f, key, arrays[key], compression)
-            for key, value in meta.items():
-                value = _metadata_value(value)
-                if value is not None:
-                    f.create_dataset(f"metadata/{key}", data=value)
+    with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+        for key in tqdm(arrays, desc=f"writing {path.name}", unit="key", disable=_disable(progress, n)):
+            _write_dataset(f, key, arrays[key], compression)
+        for key, value in meta.items():
+            value = _metadata_value(value)
+            if value is not None:
+                f.create_dataset(f"metadata/{key}", data=value)
     return path
 
 

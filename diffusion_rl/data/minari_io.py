@@ -4,7 +4,8 @@ Minari stores per episode ``T + 1`` observations (the last is the final next obs
 rewards, terminations and truncations; ``infos`` hold ``T + 1`` rows (the reset info first), aligned with the
 observations. The store keeps ``observations`` = the first ``T``, ``next_observations`` = the last ``T``,
 ``terminals``/``timeouts`` = terminations/truncations, and ``infos/<name>`` = the first ``T`` info rows; dict
-observations become ``observations/<name>`` (with ``observations`` = ``observations/observation`` when present).
+observations become ``observations/<name>`` (with ``observations`` = ``observations/observation`` when
+present).
 
 Writes are atomic: the dataset is created with ``minari.create_dataset_from_buffers`` under a hidden temporary
 ``MINARI_DATASETS_PATH`` inside the real root and its folder is moved into place only when complete.
@@ -17,8 +18,9 @@ import json
 import os
 import uuid
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import gymnasium as gym
 import minari
@@ -32,14 +34,25 @@ from diffusion_rl.data._atomic import remove_path, replace_path
 from diffusion_rl.data.errors import DatasetNotFoundError, make_command
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
 
-__all__ = ["resolve_minari_root", "minari_dataset_exists", "load_minari", "save_minari", "datasets_path"]
+__all__ = ["datasets_path", "load_minari", "minari_dataset_exists", "resolve_minari_root", "save_minari"]
 
 # Keyword arguments of create_dataset_from_buffers that may come from the metadata.
 _MINARI_FIELDS = ("algorithm_name", "author", "author_email", "code_permalink", "description", "requirements")
 # Keys Minari manages itself.
-_MINARI_RESERVED = {"dataset_id", "observation_space", "action_space", "env_spec", "eval_env_spec", "data_format",
-                    "jpeg_encoding", "minari_version", "total_episodes", "total_steps", "dataset_size",
-                    "num_episodes_average_score"}
+_MINARI_RESERVED = {
+    "dataset_id",
+    "observation_space",
+    "action_space",
+    "env_spec",
+    "eval_env_spec",
+    "data_format",
+    "jpeg_encoding",
+    "minari_version",
+    "total_episodes",
+    "total_steps",
+    "dataset_size",
+    "num_episodes_average_score",
+}
 
 
 def resolve_minari_root(root: str | os.PathLike | None = None) -> Path:
@@ -97,7 +110,9 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, set):
         value = sorted(value)
     try:
-        return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else None))
+        return json.loads(
+            json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else None)
+        )
     except (TypeError, ValueError):
         return None
 
@@ -112,14 +127,21 @@ def load_minari(
     parse_dataset_id(dataset_id)  # ValueError for malformed ids
     root = resolve_minari_root(minari_root)
     if not minari_dataset_exists(dataset_id, root):
-        raise DatasetNotFoundError(f"Minari dataset {dataset_id!r} is not in the local Minari store {root} "
-                                   f"(nothing is downloaded).{_catalogue_hint(dataset_id)}")
+        raise DatasetNotFoundError(
+            f"Minari dataset {dataset_id!r} is not in the local Minari store {root} "
+            f"(nothing is downloaded).{_catalogue_hint(dataset_id)}"
+        )
     with datasets_path(root):
         dataset = minari.load_dataset(dataset_id, download=False)
     columns: dict[str, list[np.ndarray]] = {}
     lengths = []
-    bar = tqdm(dataset.iterate_episodes(), total=dataset.total_episodes, desc=f"reading {dataset_id}",
-               unit="episode", disable=(not progress) if progress is not None else dataset.total_steps < 200_000)
+    bar = tqdm(
+        dataset.iterate_episodes(),
+        total=dataset.total_episodes,
+        desc=f"reading {dataset_id}",
+        unit="episode",
+        disable=(not progress) if progress is not None else dataset.total_steps < 200_000,
+    )
     for episode in bar:
         t = len(episode.rewards)
         lengths.append(t)
@@ -140,8 +162,11 @@ def load_minari(
         data["observations"] = data["observations/observation"]
         data["next_observations"] = data["next_observations/observation"]
     raw = dataset.storage.metadata
-    metadata = {k: v for k, v in ((k, _json_safe(v)) for k, v in raw.items() if k not in _MINARI_RESERVED)
-                if v is not None}
+    metadata = {
+        k: v
+        for k, v in ((k, _json_safe(v)) for k, v in raw.items() if k not in _MINARI_RESERVED)
+        if v is not None
+    }
     for key, field in (("env_id", "env_spec"), ("eval_env_id", "eval_env_spec")):
         env_spec = raw.get(field)
         if isinstance(env_spec, str):
@@ -173,8 +198,10 @@ def _episode_buffers(store: EpisodeStore, info_keys: list[str]) -> Iterator[Epis
     for start, end in zip(store.episode_starts, store.episode_ends):
         obs = store["observations"][start:end]
         final = store["next_observations"][end - 1] if has_next else obs[-1]
-        infos = {k.removeprefix("infos/"): np.concatenate([store[k][start:end], store[k][end - 1 : end]])
-                 for k in info_keys}
+        infos = {
+            k.removeprefix("infos/"): np.concatenate([store[k][start:end], store[k][end - 1 : end]])
+            for k in info_keys
+        }
         yield EpisodeBuffer(
             observations=np.concatenate([obs, final[None]]),
             actions=store["actions"][start:end],
@@ -198,17 +225,19 @@ def save_minari(
 ) -> Path:
     """Write ``store`` as Minari dataset ``dataset_id`` into the Minari store, atomically; returns its folder.
 
-    ``spec_name`` (a catalogue name) supplies the evaluation env id and D4RL's ``ref_min_score``/``ref_max_score``;
-    ``env_id`` overrides the env. ``store.metadata`` merged with ``metadata`` is stored in Minari's metadata
-    (``algorithm_name``, ``author``, ``description``... go to Minari's own fields). Without a
-    ``next_observations`` key the final observation of each episode repeats its last observation
-    (recorded as ``final_observation_repeated``). Keys other than observations, actions, rewards, terminals,
-    timeouts, next_observations and ``infos/*`` are not stored (a warning names them).
+    ``spec_name`` (a catalogue name) supplies the evaluation env id and D4RL's
+    ``ref_min_score``/``ref_max_score``; ``env_id`` overrides the env. ``store.metadata`` merged with
+    ``metadata`` is stored in Minari's metadata (``algorithm_name``, ``author``, ``description``... go to
+    Minari's own fields). Without a ``next_observations`` key the final observation of each episode repeats
+    its last observation (recorded as ``final_observation_repeated``). Keys other than observations, actions,
+    rewards, terminals, timeouts, next_observations and ``infos/*`` are not stored (a warning names them).
     """
     parse_dataset_id(dataset_id)
     missing = [k for k in ("observations", "actions", "rewards") if k not in store]
     if missing:
-        raise ValueError(f"a Minari dataset needs keys ['observations', 'actions', 'rewards']; the store lacks {missing}")
+        raise ValueError(
+            f"a Minari dataset needs keys ['observations', 'actions', 'rewards']; the store lacks {missing}"
+        )
     root = resolve_minari_root(minari_root)
     final = root / dataset_id
     if final.exists() and not overwrite:
@@ -227,7 +256,9 @@ def save_minari(
     info_keys = [k for k in store.keys() if k.startswith("infos/")]
     dropped = [k for k in store.keys() if k not in known and k not in info_keys]
     if dropped:
-        warnings.warn(f"save_minari stores only {sorted(known)} and infos/*; not stored: {dropped}", stacklevel=2)
+        warnings.warn(
+            f"save_minari stores only {sorted(known)} and infos/*; not stored: {dropped}", stacklevel=2
+        )
     if "next_observations" not in store:
         meta["final_observation_repeated"] = True
 
@@ -240,25 +271,37 @@ def save_minari(
         env = gym.make(env_spec)
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
-        for what, space, key in (("observation", obs_space, "observations"), ("action", act_space, "actions")):
+        for what, space, key in (
+            ("observation", obs_space, "observations"),
+            ("action", act_space, "actions"),
+        ):
             if tuple(space.shape) != store[key].shape[1:]:
-                raise ValueError(f"{env_id} has {what} shape {space.shape} but the store's {key!r} rows have "
-                                 f"shape {store[key].shape[1:]}")
+                raise ValueError(
+                    f"{env_id} has {what} shape {space.shape} but the store's {key!r} rows have "
+                    f"shape {store[key].shape[1:]}"
+                )
     ref = (meta.pop("ref_min_score", None), meta.pop("ref_max_score", None))
     minari_kwargs = {k: meta.pop(k) for k in _MINARI_FIELDS if k in meta}
     if isinstance(minari_kwargs.get("author"), (list, tuple)):
         minari_kwargs["author"] = set(minari_kwargs["author"])
-    extra = {k: v for k, v in ((k, _json_safe(v)) for k, v in meta.items() if k not in _MINARI_RESERVED)
-             if v is not None}
+    extra = {
+        k: v
+        for k, v in ((k, _json_safe(v)) for k, v in meta.items() if k not in _MINARI_RESERVED)
+        if v is not None
+    }
     if None not in ref:
         extra.update(ref_min_score=float(ref[0]), ref_max_score=float(ref[1]))
 
     root.mkdir(parents=True, exist_ok=True)
     tmp_root = root / f".tmp-{uuid.uuid4().hex[:12]}"
     try:
-        buffers = tqdm(_episode_buffers(store, info_keys), total=store.num_episodes, desc=f"writing {dataset_id}",
-                       unit="episode",
-                       disable=(not progress) if progress is not None else store.num_steps < 200_000)
+        buffers = tqdm(
+            _episode_buffers(store, info_keys),
+            total=store.num_episodes,
+            desc=f"writing {dataset_id}",
+            unit="episode",
+            disable=(not progress) if progress is not None else store.num_steps < 200_000,
+        )
         with datasets_path(tmp_root), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"minari(\..*)?")
             dataset = minari.create_dataset_from_buffers(

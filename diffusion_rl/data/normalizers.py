@@ -2,10 +2,10 @@
 
 - ``GaussianNormalizer``: ``(x - mean) / std``.
 - ``MinMaxNormalizer``: maps the data range of each dimension to ``[low, high]`` (default [-1, 1]).
-- ``CDFNormalizer``: D4RL/Diffuser's empirical-CDF normalizer, ``2 * F(x) - 1`` with ``F`` the piecewise-linear
-  empirical CDF of each dimension (inputs clipped to the data range, inverse clipped to the CDF's range).
-  ``max_knots`` thins the CDF to that many of its points so the statistics an artifact carries stay small;
-  ``max_knots=None`` keeps every distinct value, exactly as Diffuser does.
+- ``CDFNormalizer``: D4RL/Diffuser's empirical-CDF normalizer, ``2 * F(x) - 1`` with ``F`` the
+  piecewise-linear empirical CDF of each dimension (inputs clipped to the data range, inverse clipped to the
+  CDF's range). ``max_knots`` thins the CDF to that many of its points so the statistics an artifact carries
+  stay small; ``max_knots=None`` keeps every distinct value, exactly as Diffuser does.
 
 Zero-variance dimensions are guarded: they map to the centre of the output range (CDF: ``x - c``) and back.
 ``state_dict()`` gives ``{"name": str, <stat>: np.ndarray}`` (safetensors/json friendly);
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 __all__ = [
-    "Normalizer",
+    "NORMALIZERS",
+    "CDFNormalizer",
     "GaussianNormalizer",
     "MinMaxNormalizer",
-    "CDFNormalizer",
-    "NORMALIZERS",
+    "Normalizer",
     "make_normalizer",
     "normalizer_from_state",
 ]
@@ -34,7 +34,7 @@ _EPS = 1e-6
 
 
 class Normalizer:
-    """Base class: subclasses define ``_fit``, ``_forward``/``_inverse`` (numpy and torch) and ``_stat_names``."""
+    """Base class; subclasses define ``_fit``, ``_forward``/``_inverse`` and ``_stat_names``."""
 
     name: ClassVar[str] = ""
     _stat_names: ClassVar[tuple[str, ...]] = ()
@@ -73,10 +73,14 @@ class Normalizer:
         """Rebuild from ``state_dict()`` output."""
         missing = [k for k in cls._stat_names if k not in state]
         if missing:
-            raise ValueError(f"{cls.name} normalizer state lacks {missing}; expected keys {list(cls._stat_names)}")
+            raise ValueError(
+                f"{cls.name} normalizer state lacks {missing}; expected keys {list(cls._stat_names)}"
+            )
         obj = cls(**cls._options_from_state(state))
         obj.stats = {k: np.asarray(state[k]) for k in cls._stat_names}
-        obj.stats = {k: v.astype(np.int64 if k in cls._int_stats else np.float64) for k, v in obj.stats.items()}
+        obj.stats = {
+            k: v.astype(np.int64 if k in cls._int_stats else np.float64) for k, v in obj.stats.items()
+        }
         return obj
 
     def _options(self) -> dict[str, np.ndarray]:
@@ -86,7 +90,7 @@ class Normalizer:
     def _options_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    # --- application -----------------------------------------------------------------------------------------
+    # --- application ----------------------------------------------------------------------------------------
     def normalize(self, x: ArrayLike) -> ArrayLike:
         """Normalize ``x`` of shape ``[..., D]``; returns the same type, dtype and device."""
         return self._apply(x, inverse=False)
@@ -113,14 +117,18 @@ class Normalizer:
     def _torch_stats(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         key = (str(device), dtype)
         if key not in self._cache:
-            self._cache[key] = {k: torch.as_tensor(v, device=device, dtype=dtype if v.dtype.kind == "f" else None)
-                                for k, v in self.stats.items()}
+            self._cache[key] = {
+                k: torch.as_tensor(v, device=device, dtype=dtype if v.dtype.kind == "f" else None)
+                for k, v in self.stats.items()
+            }
         return self._cache[key]
 
     def _require_fit(self) -> None:
         if not self.stats:
-            raise ValueError(f"{type(self).__name__} is not fitted; call .fit(data) or build it with "
-                             "normalizer_from_state(state)")
+            raise ValueError(
+                f"{type(self).__name__} is not fitted; call .fit(data) or build it with "
+                "normalizer_from_state(state)"
+            )
 
     # Arithmetic normalizers share one implementation for numpy and torch.
     def _forward_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
@@ -166,7 +174,7 @@ class GaussianNormalizer(Normalizer):
 
 
 class MinMaxNormalizer(Normalizer):
-    """Maps ``[min, max]`` of each dimension linearly to ``[low, high]`` (a constant dimension to the middle)."""
+    """Maps ``[min, max]`` of each dimension to ``[low, high]`` (a constant dimension to the middle)."""
 
     name = "minmax"
     _stat_names = ("center", "half_range")
@@ -248,28 +256,36 @@ class CDFNormalizer(Normalizer):
         out = np.empty_like(x)
         for d, q, p in self._columns(s):
             col = x[..., d]
-            out[..., d] = col - q[0] if q.size == 1 else 2.0 * np.interp(np.clip(col, q[0], q[-1]), q, p) - 1.0
+            out[..., d] = (
+                col - q[0] if q.size == 1 else 2.0 * np.interp(np.clip(col, q[0], q[-1]), q, p) - 1.0
+            )
         return out
 
     def _inverse_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
         out = np.empty_like(x)
         for d, q, p in self._columns(s):
             col = x[..., d]
-            out[..., d] = col + q[0] if q.size == 1 else np.interp(np.clip((col + 1.0) / 2.0, p[0], p[-1]), p, q)
+            out[..., d] = (
+                col + q[0] if q.size == 1 else np.interp(np.clip((col + 1.0) / 2.0, p[0], p[-1]), p, q)
+            )
         return out
 
     def _forward_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
         cols = []
         for d, q, p in self._columns(s):
             col = x[..., d]
-            cols.append(col - q[0] if q.numel() == 1 else 2.0 * _interp_torch(col.clamp(q[0], q[-1]), q, p) - 1.0)
+            cols.append(
+                col - q[0] if q.numel() == 1 else 2.0 * _interp_torch(col.clamp(q[0], q[-1]), q, p) - 1.0
+            )
         return torch.stack(cols, dim=-1)
 
     def _inverse_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
         cols = []
         for d, q, p in self._columns(s):
             col = x[..., d]
-            cols.append(col + q[0] if q.numel() == 1 else _interp_torch(((col + 1.0) / 2.0).clamp(p[0], p[-1]), p, q))
+            cols.append(
+                col + q[0] if q.numel() == 1 else _interp_torch(((col + 1.0) / 2.0).clamp(p[0], p[-1]), p, q)
+            )
         return torch.stack(cols, dim=-1)
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["returns_to_go", "discounted_values"]
+__all__ = ["discounted_values", "returns_to_go"]
 
 
 def _check(rewards: np.ndarray, episode_ends: np.ndarray, discount: float) -> tuple[np.ndarray, np.ndarray]:
     rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
     ends = np.asarray(episode_ends, dtype=np.int64).reshape(-1)
     if ends.size and ends[-1] != rewards.size:
-        raise ValueError(f"episode_ends[-1] must equal the number of rewards ({rewards.size}), got {ends[-1]}")
+        raise ValueError(
+            f"episode_ends[-1] must equal the number of rewards ({rewards.size}), got {ends[-1]}"
+        )
     if not 0.0 <= discount <= 1.0:
         raise ValueError(f"discount must lie in [0, 1], got {discount}")
     return rewards, ends
@@ -23,7 +25,8 @@ def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, discount: float
     out = rewards.copy()
     starts = np.concatenate([[0], ends[:-1]])
     lengths = ends - starts
-    # Backward recursion G_t = r_t + discount * G_{t+1}, run for all episodes at once, one step offset at a time.
+    # Backward recursion G_t = r_t + discount * G_{t+1}, run for all episodes at once, one step offset at a
+    # time.
     for offset in range(1, int(lengths.max()) if lengths.size else 0):
         alive = lengths > offset
         pos = ends[alive] - 1 - offset

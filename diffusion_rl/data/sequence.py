@@ -2,19 +2,21 @@
 
 Every step of every episode starts a window of ``horizon`` steps. A window never crosses an episode end: steps
 past the end are padding that repeats the episode's last real step, and ``mask`` is 0 there (1 on real steps),
-so a loss weighted by the mask never learns padding as data. With ``pad_to_horizon=False`` only windows that fit
-inside their episode are used (no padding at all).
+so a loss weighted by the mask never learns padding as data. With ``pad_to_horizon=False`` only windows that
+fit inside their episode are used (no padding at all).
 
 A batch is a dict of tensors on ``device``:
 
-- ``<key>`` ``[B, H, D]`` for every key in ``keys`` (e.g. ``observations``, ``actions``), normalized per dimension;
+- ``<key>`` ``[B, H, D]`` for every key in ``keys`` (e.g. ``observations``, ``actions``), normalized per
+  dimension;
 - ``mask`` ``[B, H]`` float, 1 = real step, 0 = padding;
 - ``returns`` ``[B, 1]`` (``returns=True``): discounted return-to-go from the window start to the episode end
-  (Decision Diffuser), min-max normalized to [0, 1] over the dataset's window starts -- 0.9 means 90% of the way
-  from the worst to the best return-to-go in the data, so no per-environment returns scale is needed;
+  (Decision Diffuser), min-max normalized to [0, 1] over the dataset's window starts -- 0.9 means 90% of the
+  way from the worst to the best return-to-go in the data, so no per-environment returns scale is needed;
 - ``values`` ``[B]`` (``values=True``): Diffuser's value targets, the ``value_discount``-discounted sum of
   rewards from the window start to the episode end with ``terminal_penalty`` added to the last reward of
-  episodes that terminated, min-max normalized to [-1, 1] over the window starts (Diffuser's ``normed`` values);
+  episodes that terminated, min-max normalized to [-1, 1] over the window starts (Diffuser's ``normed``
+  values);
 - ``timestep`` ``[B]`` int64: the window start's step index within its episode.
 
 ``normalizers`` holds one fitted normalizer per key, plus ``returns``/``values`` when used; pass
@@ -23,7 +25,7 @@ A batch is a dict of tensors on ``device``:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +37,9 @@ from diffusion_rl.data.store import EpisodeStore
 __all__ = ["SequenceDataset", "window_starts"]
 
 
-def window_starts(episode_ends: np.ndarray, horizon: int, pad_to_horizon: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def window_starts(
+    episode_ends: np.ndarray, horizon: int, pad_to_horizon: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Flat start index of every window and the (exclusive) end of its episode."""
     ends = np.asarray(episode_ends, dtype=np.int64)
     starts_of_episodes = np.concatenate([[0], ends[:-1]]).astype(np.int64)
@@ -72,15 +76,19 @@ class SequenceDataset:
         if missing:
             raise ValueError(f"keys {missing} are not in the store; available keys: {store.keys()}")
         if (returns or values) and "rewards" not in store:
-            raise ValueError("returns=True / values=True need 'rewards' in the store "
-                             f"(keys: {store.keys()}); pass returns=False, values=False")
+            raise ValueError(
+                "returns=True / values=True need 'rewards' in the store "
+                f"(keys: {store.keys()}); pass returns=False, values=False"
+            )
         self.store, self.horizon, self.keys = store, int(horizon), keys
         self.device = torch.device(device)
         self.normalizers: dict[str, Normalizer] = dict(normalizers or {})
 
         starts, ends = window_starts(store.episode_ends, self.horizon, pad_to_horizon)
         if starts.size == 0:
-            raise ValueError(f"no windows: every episode is shorter than horizon={horizon} and pad_to_horizon=False")
+            raise ValueError(
+                f"no windows: every episode is shorter than horizon={horizon} and pad_to_horizon=False"
+            )
         episode_of_start = np.searchsorted(store.episode_ends, starts, side="right")
         self._starts = torch.as_tensor(starts, device=self.device)
         self._ends = torch.as_tensor(ends, device=self.device)
@@ -99,8 +107,13 @@ class SequenceDataset:
             rtg = returns_to_go(rewards, store.episode_ends, discount)
             self._scalars["returns"] = self._scalar("returns", rtg, starts, MinMaxNormalizer(0.0, 1.0))
         if values:
-            vals = discounted_values(rewards, store.episode_ends, value_discount,
-                                     terminals=store.get("terminals"), terminal_penalty=terminal_penalty)
+            vals = discounted_values(
+                rewards,
+                store.episode_ends,
+                value_discount,
+                terminals=store.get("terminals"),
+                terminal_penalty=terminal_penalty,
+            )
             self._scalars["values"] = self._scalar("values", vals, starts, MinMaxNormalizer(-1.0, 1.0))
 
     def _normalizer_for(self, key: str, spec: str | Mapping[str, str], flat: np.ndarray) -> Normalizer:
@@ -109,13 +122,15 @@ class SequenceDataset:
             self.normalizers[key] = make_normalizer(name).fit(flat)
         return self.normalizers[key]
 
-    def _scalar(self, key: str, per_step: np.ndarray, starts: np.ndarray, default: Normalizer) -> torch.Tensor:
+    def _scalar(
+        self, key: str, per_step: np.ndarray, starts: np.ndarray, default: Normalizer
+    ) -> torch.Tensor:
         if key not in self.normalizers:
             self.normalizers[key] = default.fit(per_step[starts][:, None])
         normed = self.normalizers[key].normalize(per_step[:, None])[:, 0]
         return torch.as_tensor(normed, dtype=torch.float32, device=self.device)
 
-    # --- access ------------------------------------------------------------------------------------------------
+    # --- access ---------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self._starts.numel())
 
@@ -140,7 +155,9 @@ class SequenceDataset:
         batch["timestep"] = self._timestep[index]
         return batch
 
-    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample_batch(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """``batch_size`` windows drawn uniformly with replacement."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

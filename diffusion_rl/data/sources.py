@@ -10,18 +10,18 @@ that makes the dataset. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from envs import CATALOGUE, EnvSpec
+from typing import Any
 
 from diffusion_rl.data.d4rl_hdf5 import load_d4rl_hdf5
 from diffusion_rl.data.errors import DatasetNotFoundError, make_command
 from diffusion_rl.data.minari_io import load_minari, minari_dataset_exists, resolve_minari_root
 from diffusion_rl.data.store import EpisodeStore
 from diffusion_rl.data.zarr_store import is_zarr_store, load_zarr
+from envs import CATALOGUE, EnvSpec
 
-__all__ = ["load_episodes", "source_kind", "SOURCE_LOADERS", "catalogue_entry"]
+__all__ = ["SOURCE_LOADERS", "catalogue_entry", "load_episodes", "source_kind"]
 
 _SUFFIX_KINDS = {".hdf5": "d4rl_hdf5", ".h5": "d4rl_hdf5", ".zarr": "zarr"}
 
@@ -46,8 +46,9 @@ def source_kind(source: str | os.PathLike) -> str:
     return "minari"
 
 
-def _load_catalogue(name: str, *, minari_root: str | os.PathLike | None = None,
-                    progress: bool | None = None) -> EpisodeStore:
+def _load_catalogue(
+    name: str, *, minari_root: str | os.PathLike | None = None, progress: bool | None = None
+) -> EpisodeStore:
     spec = catalogue_entry(name)
     assert spec is not None
     root = resolve_minari_root(minari_root)
@@ -59,26 +60,30 @@ def _load_catalogue(name: str, *, minari_root: str | os.PathLike | None = None,
             store.metadata.setdefault("ref_max_score", spec.ref_max_score)
             return store
     raise DatasetNotFoundError(
-        f"no dataset for catalogue entry {spec.name!r}: looked in the Minari store {root} for the official id "
-        f"{spec.minari_id!r} and the local id {spec.local_id!r}, found neither. Make it locally with: "
-        f"{make_command(spec.name)}  (or pass a D4RL file: load_episodes('/path/to/{spec.d4rl_name}.hdf5'))"
+        f"no dataset for catalogue entry {spec.name!r}: looked in the Minari store {root} for the "
+        f"official id {spec.minari_id!r} and the local id {spec.local_id!r}, found neither. Make it locally "
+        f"with: {make_command(spec.name)}  (or pass a D4RL file: "
+        f"load_episodes('/path/to/{spec.d4rl_name}.hdf5'))"
     )
 
 
-def _load_minari(source: str, *, minari_root: str | os.PathLike | None = None,
-                 progress: bool | None = None) -> EpisodeStore:
+def _load_minari(
+    source: str, *, minari_root: str | os.PathLike | None = None, progress: bool | None = None
+) -> EpisodeStore:
     return load_minari(source, minari_root=minari_root, progress=progress)
 
 
-def _load_hdf5(source: str | os.PathLike, *, minari_root: Any = None, progress: bool | None = None,
-               **options: Any) -> EpisodeStore:
+def _load_hdf5(
+    source: str | os.PathLike, *, minari_root: Any = None, progress: bool | None = None, **options: Any
+) -> EpisodeStore:
     if not Path(source).is_file():
         raise DatasetNotFoundError(f"no D4RL HDF5 file at {source}")
     return load_d4rl_hdf5(source, progress=progress, **options)
 
 
-def _load_zarr(source: str | os.PathLike, *, minari_root: Any = None, progress: bool | None = None,
-               **options: Any) -> EpisodeStore:
+def _load_zarr(
+    source: str | os.PathLike, *, minari_root: Any = None, progress: bool | None = None, **options: Any
+) -> EpisodeStore:
     if not Path(source).exists():
         raise DatasetNotFoundError(f"no zarr store at {source}")
     return load_zarr(source, progress=progress, **options)

@@ -8,11 +8,12 @@ is rows ``episode_ends[i-1]:episode_ends[i]``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["EpisodeStore", "PROVENANCE_KEYS"]
+__all__ = ["PROVENANCE_KEYS", "EpisodeStore"]
 
 PROVENANCE_KEYS = ("format", "path", "dataset_id")
 """Metadata keys a loader sets to say where a store came from; writers do not copy them into new files."""
@@ -31,11 +32,15 @@ class EpisodeStore:
     ) -> None:
         ends = np.asarray(episode_ends)
         if ends.ndim != 1 or (ends.size and not np.issubdtype(ends.dtype, np.integer)):
-            raise ValueError(f"episode_ends must be a 1-D integer array, got shape {ends.shape} dtype {ends.dtype}")
+            raise ValueError(
+                f"episode_ends must be a 1-D integer array, got shape {ends.shape} dtype {ends.dtype}"
+            )
         ends = ends.astype(np.int64)
         if ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
-            raise ValueError("episode_ends must be strictly increasing cumulative end indices starting above 0 "
-                             f"(every episode has at least one step), got {ends[:10].tolist()}...")
+            raise ValueError(
+                "episode_ends must be strictly increasing cumulative end indices starting above 0 "
+                f"(every episode has at least one step), got {ends[:10].tolist()}..."
+            )
         if not data:
             raise ValueError("an EpisodeStore needs at least one data array (e.g. 'observations')")
         num_steps = int(ends[-1]) if ends.size else 0
@@ -43,8 +48,10 @@ class EpisodeStore:
         for key, value in data.items():
             arr = np.asarray(value)
             if arr.ndim == 0 or arr.shape[0] != num_steps:
-                raise ValueError(f"array {key!r} has shape {arr.shape}; expected {num_steps} rows "
-                                 f"(episode_ends[-1]) in its first dimension")
+                raise ValueError(
+                    f"array {key!r} has shape {arr.shape}; expected {num_steps} rows "
+                    f"(episode_ends[-1]) in its first dimension"
+                )
             if key in _FLAG_KEYS:
                 arr = arr.reshape(num_steps).astype(bool)
             elif key == "rewards":
@@ -55,7 +62,7 @@ class EpisodeStore:
         self._ends.setflags(write=False)
         self.metadata: dict[str, Any] = dict(metadata or {})
 
-    # --- mapping-like access ---------------------------------------------------------------------------------
+    # --- mapping-like access --------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._data:
             raise KeyError(f"no key {key!r} in this EpisodeStore; available keys: {sorted(self._data)}")
@@ -76,7 +83,7 @@ class EpisodeStore:
         """The array for ``key`` or ``default``."""
         return self._data.get(key, default)
 
-    # --- episodes ----------------------------------------------------------------------------------------------
+    # --- episodes -------------------------------------------------------------------------------------------
     @property
     def episode_ends(self) -> np.ndarray:
         """int64 cumulative (exclusive) end index of every episode (read-only)."""
@@ -124,12 +131,17 @@ class EpisodeStore:
             raise IndexError(f"episode indices must lie in [-{self.num_episodes}, {self.num_episodes})")
         idx %= max(self.num_episodes, 1)
         starts, lengths = self.episode_starts[idx], self.episode_lengths()[idx]
-        rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)]) if idx.size else np.zeros(0, int)
+        rows = (
+            np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
+            if idx.size
+            else np.zeros(0, int)
+        )
         return EpisodeStore({k: v[rows] for k, v in self._data.items()}, np.cumsum(lengths), self.metadata)
 
     @classmethod
-    def from_episodes(cls, episodes: Iterable[Mapping[str, np.ndarray]],
-                      metadata: Mapping[str, Any] | None = None) -> EpisodeStore:
+    def from_episodes(
+        cls, episodes: Iterable[Mapping[str, np.ndarray]], metadata: Mapping[str, Any] | None = None
+    ) -> EpisodeStore:
         """Build a store from per-episode dicts of arrays (all with the same keys)."""
         episodes = list(episodes)
         if not episodes:
@@ -137,13 +149,17 @@ class EpisodeStore:
         keys = list(episodes[0])
         for n, ep in enumerate(episodes):
             if list(ep) != keys and set(ep) != set(keys):
-                raise ValueError(f"episode {n} has keys {sorted(ep)}; expected the keys of episode 0: {sorted(keys)}")
+                raise ValueError(
+                    f"episode {n} has keys {sorted(ep)}; expected the keys of episode 0: {sorted(keys)}"
+                )
         lengths = [len(np.asarray(ep[keys[0]])) for ep in episodes]
         data = {k: np.concatenate([np.asarray(ep[k]) for ep in episodes]) for k in keys}
         return cls(data, np.cumsum(lengths), metadata)
 
     @classmethod
-    def concatenate(cls, stores: Iterable[EpisodeStore], metadata: Mapping[str, Any] | None = None) -> EpisodeStore:
+    def concatenate(
+        cls, stores: Iterable[EpisodeStore], metadata: Mapping[str, Any] | None = None
+    ) -> EpisodeStore:
         """Episodes of several stores one after another (e.g. medium-expert = medium + expert)."""
         stores = list(stores)
         if not stores:
@@ -181,21 +197,29 @@ class EpisodeStore:
         lines = [f"EpisodeStore {name}".rstrip() + (f" ({origin})" if origin else "")]
         lengths = self.episode_lengths()
         if self.num_episodes:
-            lines.append(f"  episodes: {self.num_episodes:,}  steps: {self.num_steps:,}  "
-                         f"length mean {lengths.mean():.1f} min {lengths.min()} max {lengths.max()}")
+            lines.append(
+                f"  episodes: {self.num_episodes:,}  steps: {self.num_steps:,}  "
+                f"length mean {lengths.mean():.1f} min {lengths.min()} max {lengths.max()}"
+            )
         else:
             lines.append("  empty")
-        lines.append("  keys: " + ", ".join(f"{k} {list(v.shape[1:])} {v.dtype}" for k, v in self._data.items()))
+        lines.append(
+            "  keys: " + ", ".join(f"{k} {list(v.shape[1:])} {v.dtype}" for k, v in self._data.items())
+        )
         if "rewards" in self and self.num_episodes:
             ret = self.episode_returns()
             lines.append(f"  return: mean {ret.mean():.2f} min {ret.min():.2f} max {ret.max():.2f}")
             ref = self.reference_scores()
             if ref is not None:
                 score = 100.0 * (ret - ref[0]) / (ref[1] - ref[0])
-                lines.append(f"  normalized score: mean {score.mean():.1f} min {score.min():.1f} max {score.max():.1f}")
+                lines.append(
+                    f"  normalized score: mean {score.mean():.1f} min {score.min():.1f} max {score.max():.1f}"
+                )
         if "terminals" in self:
-            lines.append(f"  terminals: {int(self['terminals'].sum()):,}  timeouts: "
-                         f"{int(self['timeouts'].sum()) if 'timeouts' in self else 0:,}")
+            lines.append(
+                f"  terminals: {int(self['terminals'].sum()):,}  timeouts: "
+                f"{int(self['timeouts'].sum()) if 'timeouts' in self else 0:,}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import zarr
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from diffusion_rl.data._atomic import atomic_path
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
 
-__all__ = ["load_zarr", "save_zarr", "is_zarr_store"]
+__all__ = ["is_zarr_store", "load_zarr", "save_zarr"]
 
 
 def is_zarr_store(path: str | os.PathLike) -> bool:
@@ -42,19 +43,30 @@ def load_zarr(
     members = dict(root.members(max_depth=None))
     for needed in ("data", "meta/episode_ends"):
         if needed not in members:
-            raise ValueError(f"{path} is not a replay-buffer zarr: missing {needed!r} "
-                             f"(expected 'data/<key>' arrays and 'meta/episode_ends'; found {sorted(members)})")
+            raise ValueError(
+                f"{path} is not a replay-buffer zarr: missing {needed!r} "
+                f"(expected 'data/<key>' arrays and 'meta/episode_ends'; found {sorted(members)})"
+            )
     ends = np.asarray(members["meta/episode_ends"][:], dtype=np.int64)
-    arrays = {k.removeprefix("data/"): v for k, v in members.items()
-              if k.startswith("data/") and isinstance(v, zarr.Array)}
+    arrays = {
+        k.removeprefix("data/"): v
+        for k, v in members.items()
+        if k.startswith("data/") and isinstance(v, zarr.Array)
+    }
     rename = dict(rename or {})
     unknown = set(rename) - set(arrays)
     if unknown:
-        raise ValueError(f"rename names keys {sorted(unknown)} that are not in {path}; stored keys: {sorted(arrays)}")
+        raise ValueError(
+            f"rename names keys {sorted(unknown)} that are not in {path}; stored keys: {sorted(arrays)}"
+        )
     n = int(ends[-1]) if ends.size else 0
     data = {}
-    for key in tqdm(arrays, desc=f"reading {path.name}", unit="key", disable=(not progress) if progress is not None
-                    else n < 200_000):
+    for key in tqdm(
+        arrays,
+        desc=f"reading {path.name}",
+        unit="key",
+        disable=(not progress) if progress is not None else n < 200_000,
+    ):
         data[rename.get(key, key)] = np.asarray(arrays[key][:n])
     metadata: dict[str, Any] = dict(root.attrs)
     metadata.update(format="zarr", path=str(path))
@@ -67,7 +79,9 @@ def _json_safe(metadata: Mapping[str, Any]) -> dict[str, Any]:
         if key in PROVENANCE_KEYS:
             continue
         try:
-            out[key] = json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
+            out[key] = json.loads(
+                json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+            )
         except (TypeError, ValueError):
             continue
     return out
@@ -84,8 +98,12 @@ def save_zarr(
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        for key, array in tqdm(list(store.items()), desc=f"writing {path.name}", unit="key",
-                               disable=(not progress) if progress is not None else store.num_steps < 200_000):
+        for key, array in tqdm(
+            list(store.items()),
+            desc=f"writing {path.name}",
+            unit="key",
+            disable=(not progress) if progress is not None else store.num_steps < 200_000,
+        ):
             _write_array(root, f"data/{key}", array)
         _write_array(root, "meta/episode_ends", store.episode_ends.astype(np.int64))
         root.attrs.update(_json_safe(store.metadata))

@@ -13,8 +13,16 @@ from envs.maze2d.controller import WaypointController
 from envs.maze2d.env import GOAL_RADIUS, REWARD_FUNCTIONS, Maze2DEnv
 from envs.maze2d.layouts import LAYOUTS, parse_maze
 
-__all__ = ["Maze2DEnv", "WaypointController", "LAYOUTS", "parse_maze", "GOAL_RADIUS", "REWARD_FUNCTIONS",
-           "MAZE2D_IDS", "register_maze2d"]
+__all__ = [
+    "GOAL_RADIUS",
+    "LAYOUTS",
+    "MAZE2D_IDS",
+    "REWARD_FUNCTIONS",
+    "Maze2DEnv",
+    "WaypointController",
+    "parse_maze",
+    "register_maze2d",
+]
 
 MAZE2D_IDS: dict[str, tuple[str, int]] = {
     # gymnasium id: (layout, max_episode_steps)

@@ -1,13 +1,13 @@
 """``WaypointController``: the scripted expert that made D4RL's maze2d datasets.
 
-Re-implements D4RL's ``waypoint_controller.py``: plan a shortest path over maze cells from the (rounded) current
-position to the (rounded) target, place a waypoint in every cell on the way (jittered by U(0, 0.2) towards
-negative coordinates, as D4RL did, except the target cell itself), and steer to the current waypoint with a PD law
-``a = clip(p_gain * (waypoint - position) + d_gain * velocity, -1, 1)``. A waypoint counts as reached within
-``solve_thresh``; at the target the controller keeps holding the target position.
+Re-implements D4RL's ``waypoint_controller.py``: plan a shortest path over maze cells from the (rounded)
+current position to the (rounded) target, place a waypoint in every cell on the way (jittered by U(0, 0.2)
+towards negative coordinates, as D4RL did, except the target cell itself), and steer to the current waypoint
+with a PD law ``a = clip(p_gain * (waypoint - position) + d_gain * velocity, -1, 1)``. A waypoint counts as
+reached within ``solve_thresh``; at the target the controller keeps holding the target position.
 
-D4RL computed the path with 50 sweeps of tabular Q-iteration; a breadth-first search gives the same greedy path,
-with ties broken in D4RL's action order (-y, +y, -x, +x).
+D4RL computed the path with 50 sweeps of tabular Q-iteration; a breadth-first search gives the same greedy
+path, with ties broken in D4RL's action order (-y, +y, -x, +x).
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ def _distances(grid: np.ndarray, target: tuple[int, int]) -> np.ndarray:
         i, j = queue.popleft()
         for di, dj in _MOVES:
             n = (i + di, j + dj)
-            if 0 <= n[0] < grid.shape[0] and 0 <= n[1] < grid.shape[1] and grid[n] != WALL and np.isinf(dist[n]):
+            if (
+                0 <= n[0] < grid.shape[0]
+                and 0 <= n[1] < grid.shape[1]
+                and grid[n] != WALL
+                and np.isinf(dist[n])
+            ):
                 dist[n] = dist[i, j] + 1
                 queue.append(n)
     return dist
@@ -108,7 +113,8 @@ class WaypointController:
         target_cell = self._cell(target)
         cells = shortest_path(self.grid, self._cell(location), target_cell)
         self._waypoints = [
-            np.array(c, dtype=np.float64) - (0.0 if c == target_cell else self.rng.uniform(size=2) * self.waypoint_noise)
+            np.array(c, dtype=np.float64)
+            - (0.0 if c == target_cell else self.rng.uniform(size=2) * self.waypoint_noise)
             for c in cells
         ]
         self._index = 0
@@ -135,8 +141,12 @@ class WaypointController:
         solved = np.linalg.norm(location - self._target) < self.solve_thresh and moved < self.vel_thresh
         waypoint = self._target if solved else self._waypoints[self._index]
         action = self.p_gain * (waypoint - location) + self.d_gain * velocity
-        if (not solved and np.linalg.norm(location - waypoint) < self.solve_thresh and moved < self.vel_thresh
-                and self._index < len(self._waypoints) - 1):
+        if (
+            not solved
+            and np.linalg.norm(location - waypoint) < self.solve_thresh
+            and moved < self.vel_thresh
+            and self._index < len(self._waypoints) - 1
+        ):
             self._index += 1
         self._prev_location = location.copy()
         self.solved = bool(solved)

@@ -1,11 +1,12 @@
 """``Maze2DEnv``: D4RL's maze2d point-mass navigation task on gymnasium + MuJoCo.
 
 Faithful to D4RL's ``MazeEnv`` (d4rl/pointmaze/maze_model.py) as used by the ``maze2d-*-v1`` datasets and
-evaluation: observation ``[x, y, vx, vy]`` (float64, joint positions and velocities), action ``Box(-1, 1, (2,))``
-(clipped), velocities clipped to [-5, 5] before every step, one MuJoCo step of 0.01 s per env step, sparse reward
-1 within 0.5 of the goal (``dense``: ``exp(-distance)``), no termination (the time limit of the registered ids
-truncates). ``reset`` puts the point mass in a uniformly chosen empty or goal cell plus U(-0.1, 0.1) position
-noise and N(0, 0.1) velocity noise; the goal stays fixed at the layout's ``G`` cell unless ``reset_target``.
+evaluation: observation ``[x, y, vx, vy]`` (float64, joint positions and velocities), action
+``Box(-1, 1, (2,))`` (clipped), velocities clipped to [-5, 5] before every step, one MuJoCo step of 0.01 s
+per env step, sparse reward 1 within 0.5 of the goal (``dense``: ``exp(-distance)``), no termination (the
+time limit of the registered ids truncates). ``reset`` puts the point mass in a uniformly chosen empty or goal
+cell plus U(-0.1, 0.1) position noise and N(0, 0.1) velocity noise; the goal stays fixed at the layout's
+``G`` cell unless ``reset_target``.
 
 The goal is in ``info["goal"]`` at reset and every step and in ``env.unwrapped.goal``. ``reset`` accepts
 ``options={"start": (x, y)}`` (start near that cell) and ``options={"goal": (x, y)}`` (move the goal).
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces, utils
@@ -24,7 +26,7 @@ from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from envs.maze2d.layouts import EMPTY, GOAL, parse_maze, resolve_layout
 from envs.maze2d.model import BODY_OFFSET, maze_xml
 
-__all__ = ["Maze2DEnv", "REWARD_FUNCTIONS", "GOAL_RADIUS"]
+__all__ = ["GOAL_RADIUS", "REWARD_FUNCTIONS", "Maze2DEnv"]
 
 GOAL_RADIUS = 0.5
 """Distance to the goal within which the sparse reward is 1 (D4RL)."""
@@ -58,7 +60,9 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
     ) -> None:
         if reward_type not in REWARD_FUNCTIONS:
             raise ValueError(f"reward_type must be one of {sorted(REWARD_FUNCTIONS)}, got {reward_type!r}")
-        utils.EzPickle.__init__(self, maze_spec, reward_type, reset_target, render_mode, width, height, **kwargs)
+        utils.EzPickle.__init__(
+            self, maze_spec, reward_type, reset_target, render_mode, width, height, **kwargs
+        )
         self.maze_spec = resolve_layout(maze_spec)
         self.maze_arr = parse_maze(self.maze_spec)
         self.reward_type = reward_type
@@ -116,8 +120,9 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         self._set_marker()
 
     def _set_marker(self) -> None:
-        # As D4RL: MuJoCo does not recompute world-body sites, so the marker is written into the data after every
-        # step and reset. Drawn where the reward is measured: the point mass's world position at the goal.
+        # As D4RL: MuJoCo does not recompute world-body sites, so the marker is written into the data after
+        # every step and reset. Drawn where the reward is measured: the point mass's world position at the
+        # goal.
         self.data.site_xpos[self._target_site, :2] = self._goal + BODY_OFFSET
 
     # --- dynamics -----------------------------------------------------------------------------------------
@@ -150,7 +155,9 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         if "start" in options:
             start = np.asarray(options["start"], dtype=np.float64)
             if start.shape != (2,):
-                raise ValueError(f"reset option 'start' must have shape (2,) = [x, y], got shape {start.shape}")
+                raise ValueError(
+                    f"reset option 'start' must have shape (2,) = [x, y], got shape {start.shape}"
+                )
         else:
             start = self.reset_locations[self.np_random.integers(len(self.reset_locations))]
         qpos = start + self.np_random.uniform(-0.1, 0.1, size=self.model.nq)

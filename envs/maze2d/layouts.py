@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "WALL",
     "EMPTY",
     "GOAL",
-    "LAYOUTS",
-    "U_MAZE",
-    "MEDIUM_MAZE",
     "LARGE_MAZE",
+    "LAYOUTS",
+    "MEDIUM_MAZE",
+    "U_MAZE",
+    "WALL",
     "parse_maze",
     "resolve_layout",
 ]
@@ -75,8 +75,10 @@ def resolve_layout(maze: str) -> str:
     if maze in LAYOUTS:
         return LAYOUTS[maze]
     if "\\" not in maze:
-        raise ValueError(f"unknown maze layout {maze!r}; expected one of {sorted(LAYOUTS)} or a layout string "
-                         "with rows separated by backslashes")
+        raise ValueError(
+            f"unknown maze layout {maze!r}; expected one of {sorted(LAYOUTS)} or a layout string "
+            "with rows separated by backslashes"
+        )
     return maze
 
 
@@ -89,7 +91,9 @@ def parse_maze(maze: str) -> np.ndarray:
     for i, row in enumerate(rows):
         for j, tile in enumerate(row):
             if tile not in _TILES:
-                raise ValueError(f"unknown maze tile {tile!r} at row {i}, column {j}; expected one of {sorted(_TILES)}")
+                raise ValueError(
+                    f"unknown maze tile {tile!r} at row {i}, column {j}; expected one of {sorted(_TILES)}"
+                )
             grid[i, j] = _TILES[tile]
     if (grid == GOAL).sum() > 1:
         raise ValueError("a maze layout may mark at most one goal cell 'G'")

@@ -1,10 +1,10 @@
 """The MuJoCo model of D4RL's point maze, built from a layout.
 
 Same physics as D4RL's ``point_maze`` (d4rl/pointmaze/maze_model.py): a sphere of radius 0.1 and density 1000
-on two slide joints (damping 1) in a plane without gravity, timestep 0.01, Euler integrator, motors with gear 100
-and control range [-1, 1], and a 1x1x0.4 box per wall cell centred at ``(i + 1, j + 1)``. The point mass's body
-sits at ``(1.2, 1.2)``, so a joint position ``(x, y)`` is the world point ``(x + 1.2, y + 1.2)`` -- D4RL's offset,
-kept so that positions, rewards and reference scores match its datasets.
+on two slide joints (damping 1) in a plane without gravity, timestep 0.01, Euler integrator, motors with gear
+100 and control range [-1, 1], and a 1x1x0.4 box per wall cell centred at ``(i + 1, j + 1)``. The point mass's
+body sits at ``(1.2, 1.2)``, so a joint position ``(x, y)`` is the world point ``(x + 1.2, y + 1.2)`` --
+D4RL's offset, kept so that positions, rewards and reference scores match its datasets.
 """
 
 from __future__ import annotations

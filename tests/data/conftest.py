@@ -13,8 +13,9 @@ from diffusion_rl.data import EpisodeStore
 torch.set_num_threads(1)
 
 
-def make_store(lengths: list[int], *, seed: int = 0, terminal_last: tuple[int, ...] = (0,),
-               infos: bool = True) -> EpisodeStore:
+def make_store(
+    lengths: list[int], *, seed: int = 0, terminal_last: tuple[int, ...] = (0,), infos: bool = True
+) -> EpisodeStore:
     """Episodes of the given lengths; observations encode (episode, step) in their first two columns so
     tests can check where every window row came from. Episodes in ``terminal_last`` end in a terminal,
     the others in a timeout."""
@@ -22,7 +23,9 @@ def make_store(lengths: list[int], *, seed: int = 0, terminal_last: tuple[int, .
     n = sum(lengths)
     episode = np.repeat(np.arange(len(lengths)), lengths)
     step = np.concatenate([np.arange(length) for length in lengths])
-    obs = np.concatenate([episode[:, None], step[:, None], rng.normal(size=(n, 2))], axis=1).astype(np.float32)
+    obs = np.concatenate([episode[:, None], step[:, None], rng.normal(size=(n, 2))], axis=1).astype(
+        np.float32
+    )
     ends = np.cumsum(lengths)
     terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
     for i, end in enumerate(ends):

@@ -18,9 +18,9 @@ def _write_d4rl_file(path: Path, n: int = 12) -> None:
     rng = np.random.default_rng(0)
     terminals = np.zeros(n, bool)
     timeouts = np.zeros(n, bool)
-    terminals[2] = True   # episode [0, 3) terminates
-    timeouts[6] = True    # episode [3, 7) is cut by the time limit
-    terminals[9] = True   # episode [7, 10) terminates; steps 10, 11 are an unfinished episode
+    terminals[2] = True  # episode [0, 3) terminates
+    timeouts[6] = True  # episode [3, 7) is cut by the time limit
+    terminals[9] = True  # episode [7, 10) terminates; steps 10, 11 are an unfinished episode
     with h5py.File(path, "w") as f:
         f["observations"] = rng.normal(size=(n, 3)).astype(np.float32)
         f["next_observations"] = rng.normal(size=(n, 3)).astype(np.float32)
@@ -48,7 +48,9 @@ def test_d4rl_layout_gives_exact_episode_boundaries(tmp_path: Path) -> None:
     assert store["infos/qpos"].shape == (10, 4) and store["next_observations"].shape == (10, 3)
     assert store.metadata["algorithm"] == "SAC" and store.metadata["iteration"] == 42
     assert store.metadata["policy/nonlinearity"] == "relu"
-    assert "policy/fc0/weight" not in store.metadata  # arrays under metadata/ are skipped, never break loading
+    assert (
+        "policy/fc0/weight" not in store.metadata
+    )  # arrays under metadata/ are skipped, never break loading
     assert store.metadata["dropped_partial_steps"] == 2 and store.metadata["format"] == "d4rl_hdf5"
     kept = load_d4rl_hdf5(path, keep_partial=True)
     np.testing.assert_array_equal(kept.episode_ends, [3, 7, 10, 12])
@@ -73,7 +75,9 @@ def test_files_without_timeouts_split_on_terminals_and_time_limit() -> None:
     terminals[1] = True
     np.testing.assert_array_equal(d4rl_episode_ends(terminals), [2])
     np.testing.assert_array_equal(d4rl_episode_ends(terminals, max_episode_steps=3), [2, 5, 8])
-    np.testing.assert_array_equal(d4rl_episode_ends(terminals, max_episode_steps=3, keep_partial=True), [2, 5, 8, 10])
+    np.testing.assert_array_equal(
+        d4rl_episode_ends(terminals, max_episode_steps=3, keep_partial=True), [2, 5, 8, 10]
+    )
 
 
 def test_missing_required_keys_are_named(tmp_path: Path) -> None:

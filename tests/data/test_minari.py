@@ -15,34 +15,44 @@ from minari.data_collector import EpisodeBuffer
 from diffusion_rl.data import (
     DatasetNotFoundError,
     load_episodes,
+    minari_io,
     save_d4rl_hdf5,
     save_minari,
 )
-from diffusion_rl.data import minari_io
 from tests.data.conftest import make_store
+
+# Datasets written here with Minari's own API leave out its optional descriptive fields on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:minari.*")
 
 
 def _minari_buffers() -> list[EpisodeBuffer]:
     rng = np.random.default_rng(0)
     buffers = []
     for length, terminated in ((4, True), (6, False)):
-        buffers.append(EpisodeBuffer(
-            observations=rng.normal(size=(length + 1, 3)),
-            actions=rng.uniform(-1, 1, size=(length, 2)).astype(np.float32),
-            rewards=rng.normal(size=length),
-            terminations=np.array([False] * (length - 1) + [terminated]),
-            truncations=np.array([False] * (length - 1) + [not terminated]),
-            infos={"success": np.arange(length + 1) % 2 == 0},
-        ))
+        buffers.append(
+            EpisodeBuffer(
+                observations=rng.normal(size=(length + 1, 3)),
+                actions=rng.uniform(-1, 1, size=(length, 2)).astype(np.float32),
+                rewards=rng.normal(size=length),
+                terminations=np.array([False] * (length - 1) + [terminated]),
+                truncations=np.array([False] * (length - 1) + [not terminated]),
+                infos={"success": np.arange(length + 1) % 2 == 0},
+            )
+        )
     return buffers
 
 
 def test_minari_files_become_a_store(minari_root: Path) -> None:
     buffers = _minari_buffers()
     minari.create_dataset_from_buffers(
-        "test/point/tiny-v0", buffers,
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,)), action_space=gym.spaces.Box(-1, 1, (2,)),
-        algorithm_name="random", author="tests", author_email="t@example.org", code_permalink="none",
+        "test/point/tiny-v0",
+        buffers,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (3,)),
+        action_space=gym.spaces.Box(-1, 1, (2,)),
+        algorithm_name="random",
+        author="tests",
+        author_email="t@example.org",
+        code_permalink="none",
         description="tiny",
     )
     store = load_episodes("test/point/tiny-v0")
@@ -55,14 +65,20 @@ def test_minari_files_become_a_store(minari_root: Path) -> None:
         np.testing.assert_array_equal(ep["rewards"], buf.rewards)
         np.testing.assert_array_equal(ep["terminals"], buf.terminations)
         np.testing.assert_array_equal(ep["timeouts"], buf.truncations)
-        np.testing.assert_array_equal(ep["infos/success"], buf.infos["success"][:-1])  # aligned with observations
+        np.testing.assert_array_equal(
+            ep["infos/success"], buf.infos["success"][:-1]
+        )  # aligned with observations
     assert store.metadata["algorithm_name"] == "random" and store.metadata["format"] == "minari"
 
 
 def test_written_dataset_reads_in_minari_with_reference_scores(minari_root: Path) -> None:
     store = make_store([5, 3, 4])
-    path = save_minari(store, "local/maze2d/umaze-v0", spec_name="maze2d-umaze",
-                       metadata={"locally_made": True, "algorithm_name": "waypoint controller"})
+    path = save_minari(
+        store,
+        "local/maze2d/umaze-v0",
+        spec_name="maze2d-umaze",
+        metadata={"locally_made": True, "algorithm_name": "waypoint controller"},
+    )
     assert path == minari_root / "local/maze2d/umaze-v0"
     dataset = minari.load_dataset("local/maze2d/umaze-v0")  # Minari's own reader, from $MINARI_DATASETS_PATH
     assert dataset.total_episodes == 3 and dataset.total_steps == 12
@@ -92,7 +108,9 @@ def test_minari_d4rl_round_trips(minari_root: Path, tmp_path: Path) -> None:
         assert result.metadata["note"] == "made in a test"
 
 
-def test_interrupted_minari_write_leaves_nothing_loadable(minari_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_minari_write_leaves_nothing_loadable(
+    minari_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = minari_io._episode_buffers
 
     def interrupted(store, info_keys):
@@ -124,8 +142,13 @@ def test_missing_catalogue_dataset_names_entry_ids_and_command(minari_root: Path
         load_episodes("hopper-medium")
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for part in ("'hopper-medium'", "mujoco/hopper/medium-v0", "local/hopper/medium-v0",
-                 "python scripts/make_dataset.py env=hopper-medium", str(minari_root)):
+    for part in (
+        "'hopper-medium'",
+        "mujoco/hopper/medium-v0",
+        "local/hopper/medium-v0",
+        "python scripts/make_dataset.py env=hopper-medium",
+        str(minari_root),
+    ):
         assert part in message
     with pytest.raises(DatasetNotFoundError, match="make_dataset.py env=walker2d-expert"):
         load_episodes("local/walker2d/expert-v0")
@@ -143,3 +166,34 @@ def test_catalogue_prefers_the_official_dataset(minari_root: Path, tmp_path: Pat
     save_minari(make_store([7]), "local/maze2d/umaze-v0", minari_root=other)
     os.environ.pop("MINARI_DATASETS_PATH")
     assert load_episodes("local/maze2d/umaze-v0", minari_root=other).num_steps == 7
+
+
+def test_dict_observations_are_flattened(minari_root: Path) -> None:
+    """Minari's pointmaze datasets observe dicts; the store keeps every part and aliases 'observation'."""
+    space = gym.spaces.Dict(
+        {
+            "observation": gym.spaces.Box(-np.inf, np.inf, (4,)),
+            "desired_goal": gym.spaces.Box(-np.inf, np.inf, (2,)),
+        }
+    )
+    obs = {"observation": np.arange(24.0).reshape(6, 4), "desired_goal": np.ones((6, 2))}
+    buffer = EpisodeBuffer(
+        observations=obs,
+        actions=np.zeros((5, 2)),
+        rewards=np.ones(5),
+        terminations=np.zeros(5, bool),
+        truncations=np.array([0, 0, 0, 0, 1], bool),
+    )
+    minari.create_dataset_from_buffers(
+        "test/dict/x-v0", [buffer], observation_space=space, action_space=gym.spaces.Box(-1, 1, (2,))
+    )
+    store = load_episodes("test/dict/x-v0")
+    np.testing.assert_array_equal(store["observations"], obs["observation"][:5])
+    np.testing.assert_array_equal(store["next_observations"], obs["observation"][1:])
+    np.testing.assert_array_equal(store["observations/desired_goal"], np.ones((5, 2)))
+
+
+def test_env_shape_mismatch_is_reported(minari_root: Path) -> None:
+    with pytest.raises(ValueError, match=r"Hopper-v5 has observation shape \(11,\).*\(4,\)"):
+        save_minari(make_store([3]), "local/hopper/medium-v0", spec_name="hopper-medium")
+    assert minari.list_local_datasets() == {}

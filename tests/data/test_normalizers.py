@@ -22,8 +22,9 @@ torch.set_num_threads(1)
 
 def _data(n: int = 500) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return np.stack([rng.normal(3.0, 2.0, n), rng.exponential(1.0, n), rng.uniform(-5, 5, n),
-                     np.full(n, 7.0)], axis=1)  # the last dimension is constant
+    return np.stack(
+        [rng.normal(3.0, 2.0, n), rng.exponential(1.0, n), rng.uniform(-5, 5, n), np.full(n, 7.0)], axis=1
+    )  # the last dimension is constant
 
 
 def test_gaussian_statistics() -> None:
@@ -75,10 +76,16 @@ def test_round_trip_numpy_and_torch(name: str) -> None:
         t = torch.as_tensor(x, dtype=dtype).reshape(10, 50, 4)  # any leading shape, features last
         z = norm.normalize(t)
         assert z.dtype == dtype and z.device == t.device and z.shape == t.shape
-        np.testing.assert_allclose(z.double().numpy().reshape(-1, 4), norm.normalize(x),
-                                   atol=1e-5 if dtype == torch.float32 else 1e-9)
-        np.testing.assert_allclose(norm.unnormalize(z).double().numpy(), t.double().numpy(),
-                                   atol=1e-3 if dtype == torch.float32 else 1e-9)
+        np.testing.assert_allclose(
+            z.double().numpy().reshape(-1, 4),
+            norm.normalize(x),
+            atol=1e-5 if dtype == torch.float32 else 1e-9,
+        )
+        np.testing.assert_allclose(
+            norm.unnormalize(z).double().numpy(),
+            t.double().numpy(),
+            atol=1e-3 if dtype == torch.float32 else 1e-9,
+        )
     assert norm.normalize(x.astype(np.float32)).dtype == np.float32
 
 
@@ -93,7 +100,9 @@ def test_state_dict_serializes_and_restores(name: str) -> None:
     as_json = json.loads(json.dumps({k: v if isinstance(v, str) else v.tolist() for k, v in state.items()}))
     restored = normalizer_from_state({k: v if k == "name" else np.asarray(v) for k, v in as_json.items()})
     np.testing.assert_allclose(restored.normalize(x), norm.normalize(x), atol=1e-12)
-    from_tensors = normalizer_from_state({k: v if k == "name" else torch.as_tensor(v) for k, v in state.items()})
+    from_tensors = normalizer_from_state(
+        {k: v if k == "name" else torch.as_tensor(v) for k, v in state.items()}
+    )
     np.testing.assert_allclose(from_tensors.unnormalize(norm.normalize(x)), x, atol=1e-9)
 
 

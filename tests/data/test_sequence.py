@@ -60,20 +60,32 @@ def test_returns_are_discounted_rtg_min_max_normalized_over_window_starts() -> N
 
 def test_values_include_the_terminal_penalty() -> None:
     # Two episodes of constant reward 1; only the first ends in a terminal.
-    store = EpisodeStore({"observations": np.zeros((5, 1)), "actions": np.zeros((5, 1)), "rewards": np.ones(5),
-                          "terminals": np.array([0, 1, 0, 0, 0], bool), "timeouts": np.array([0, 0, 0, 0, 1], bool)},
-                         [2, 5])
-    ds = SequenceDataset(store, horizon=2, returns=False, values=True, value_discount=0.5, terminal_penalty=-10.0)
+    store = EpisodeStore(
+        {
+            "observations": np.zeros((5, 1)),
+            "actions": np.zeros((5, 1)),
+            "rewards": np.ones(5),
+            "terminals": np.array([0, 1, 0, 0, 0], bool),
+            "timeouts": np.array([0, 0, 0, 0, 1], bool),
+        },
+        [2, 5],
+    )
+    ds = SequenceDataset(
+        store, horizon=2, returns=False, values=True, value_discount=0.5, terminal_penalty=-10.0
+    )
     raw = np.array([1 + 0.5 * (1 - 10), 1 - 10, 1 + 0.5 + 0.25, 1 + 0.5, 1])
     batch = ds.gather(torch.arange(5))
     assert "returns" not in batch
-    np.testing.assert_allclose(ds.normalizers["values"].unnormalize(batch["values"].double().numpy()[:, None])[:, 0],
-                               raw, rtol=1e-6)
+    np.testing.assert_allclose(
+        ds.normalizers["values"].unnormalize(batch["values"].double().numpy()[:, None])[:, 0], raw, rtol=1e-6
+    )
     assert batch["values"].min() == -1 and batch["values"].max() == 1  # min-max over window starts
 
 
 def test_sample_batch_is_seeded_and_indexing_matches_gather() -> None:
-    ds = SequenceDataset(make_store(LENGTHS), horizon=4, keys=("observations", "actions"), normalizer="minmax")
+    ds = SequenceDataset(
+        make_store(LENGTHS), horizon=4, keys=("observations", "actions"), normalizer="minmax"
+    )
     a = ds.sample_batch(16, generator=torch.Generator().manual_seed(3))
     b = ds.sample_batch(16, generator=torch.Generator().manual_seed(3))
     for key in ("observations", "actions", "mask", "returns", "timestep"):
@@ -94,8 +106,9 @@ def test_reusing_normalizers_keeps_statistics() -> None:
     assert other.normalizers["observations"] is train.normalizers["observations"]
     raw = make_store(LENGTHS, seed=1)["observations"]
     expected = train.normalizers["observations"].normalize(raw.astype(np.float64))
-    np.testing.assert_allclose(other.gather(torch.arange(len(other)))["observations"][:, 0].numpy(), expected,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        other.gather(torch.arange(len(other)))["observations"][:, 0].numpy(), expected, atol=1e-6
+    )
 
 
 def test_bad_arguments() -> None:

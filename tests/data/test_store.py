@@ -34,8 +34,12 @@ def test_episode_returns_sum_rewards_per_episode() -> None:
 
 @pytest.mark.parametrize(
     "ends, message",
-    [([3, 3, 5], "strictly increasing"), ([0, 5], "strictly increasing"), ([2.0, 5.0], "integer"),
-     ([2, 4], "expected 4 rows")],
+    [
+        ([3, 3, 5], "strictly increasing"),
+        ([0, 5], "strictly increasing"),
+        ([2.0, 5.0], "integer"),
+        ([2, 4], "expected 4 rows"),
+    ],
 )
 def test_validation_errors(ends: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -62,7 +66,9 @@ def test_select_and_concatenate_keep_episodes_intact() -> None:
 
 
 def test_summary_reports_counts_and_normalized_returns() -> None:
-    store = EpisodeStore({"rewards": np.array([1000.0, 2000.0, 3234.3])}, [2, 3], {"spec_name": "hopper-medium"})
+    store = EpisodeStore(
+        {"rewards": np.array([1000.0, 2000.0, 3234.3])}, [2, 3], {"spec_name": "hopper-medium"}
+    )
     text = store.summary()
     assert "episodes: 2" in text and "steps: 3" in text
     assert "return: mean 3117.15 min 3000.00 max 3234.30" in text

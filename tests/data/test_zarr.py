@@ -1,4 +1,4 @@
-"""Zarr replay buffers (Diffusion Policy's layout): write -> read equality, reading v2 files, atomic writes."""
+"""Zarr replay buffers (Diffusion Policy's layout): write/read equality, v2 files, atomic writes."""
 
 from __future__ import annotations
 

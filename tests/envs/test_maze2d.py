@@ -20,8 +20,10 @@ GOALS = {"Maze2D-UMaze-v1": (1, 1), "Maze2D-Medium-v1": (6, 6), "Maze2D-Large-v1
 @pytest.mark.parametrize("env_id", sorted(MAZE2D_IDS))
 def test_registered_spaces_limits_and_goal(env_id: str) -> None:
     env = gym.make(env_id)
-    assert env.spec.max_episode_steps == {"Maze2D-UMaze-v1": 300, "Maze2D-Medium-v1": 600,
-                                          "Maze2D-Large-v1": 800}[env_id]
+    assert (
+        env.spec.max_episode_steps
+        == {"Maze2D-UMaze-v1": 300, "Maze2D-Medium-v1": 600, "Maze2D-Large-v1": 800}[env_id]
+    )
     assert env.action_space.shape == (2,)
     np.testing.assert_array_equal(env.action_space.low, [-1, -1])
     np.testing.assert_array_equal(env.action_space.high, [1, 1])
@@ -54,7 +56,7 @@ def test_sparse_reward_radius_and_no_termination() -> None:
     obs, info = env.reset(seed=1, options={"start": (1, 1)})
     _, reward, terminated, _, _ = env.step(np.zeros(2))
     assert reward == 1.0 and not terminated
-    obs, info = env.reset(seed=1, options={"start": (3, 3)})
+    env.reset(seed=1, options={"start": (3, 3)})
     _, reward, _, _, _ = env.step(np.zeros(2))
     assert reward == 0.0
     # The time limit truncates after exactly 300 steps; nothing terminates.
@@ -75,7 +77,8 @@ def test_walls_block_and_velocity_is_clipped() -> None:
         obs, *_ = env.step(np.array([-1.0, 0.0]))
     # The wall box spans world x in [2.5, 3.5]; the sphere (radius 0.1, world x = qpos x + 1.2) stops at 3.6.
     assert obs[0] > 2.35
-    # Free flight along the bottom corridor: speed is clipped to 5 before every step (<= 5 + one step of 0.24).
+    # Free flight along the bottom corridor: speed is clipped to 5 before every step (<= 5 + one step of
+    # 0.24).
     env.reset(seed=0, options={"start": (3, 1)})
     speeds = [abs(env.step(np.array([0.0, 1.0]))[0][3]) for _ in range(40)]
     assert max(speeds) <= 5.0 + 100 / env.unwrapped.model.body("particle").mass[0] * 0.01 + 1e-9
@@ -110,14 +113,16 @@ def test_controller_reaches_the_goal_from_every_cell() -> None:
         assert np.linalg.norm(obs[:2] - goal) < 0.5, f"controller from {start} ended at {obs[:2]}"
         assert controller.solved and truncated
         returns.append(total)
-    # Starts are listed from the farthest (6 cells) to the nearest (1 cell): returns rise as the path shortens.
+    # Starts are listed from the farthest (6 cells) to the nearest (1 cell): returns rise as the path
+    # shortens.
     assert all(a < b for a, b in zip(returns, returns[1:])), returns
     assert min(returns) > 120  # even the farthest start arrives within 180 of 300 steps and then stays
 
 
 def test_d4rl_reference_protocol_reproduces_reference_scores() -> None:
-    """D4RL's reference scripts: 100 episodes; the expert keeps one controller across episodes (never re-planning
-    for the fixed goal), the random policy samples the action space. Our env reproduces both references."""
+    """D4RL's reference scripts: 100 episodes; the expert keeps one controller across episodes (never
+    re-planning for the fixed goal), the random policy samples the action space. Our env reproduces both
+    references."""
     spec = get_spec("maze2d-umaze")
     env = gym.make(spec.gym_id)
     controller = WaypointController("umaze", seed=0)
@@ -136,7 +141,9 @@ def test_d4rl_reference_protocol_reproduces_reference_scores() -> None:
     random_returns = []
     for _ in range(100):
         env.reset()
-        random_returns.append(sum(env.step(env.action_space.sample())[1] for _ in range(spec.max_episode_steps)))
+        random_returns.append(
+            sum(env.step(env.action_space.sample())[1] for _ in range(spec.max_episode_steps))
+        )
     expert_score = spec.normalized_score(np.mean(expert))
     random_score = spec.normalized_score(np.mean(random_returns))
     assert 75 <= expert_score <= 125, (np.mean(expert), expert_score)
@@ -162,3 +169,21 @@ def test_rgb_array_render() -> None:
         env.step(np.array([0.0, 1.0]))
     assert np.abs(env.render().astype(int) - first.astype(int)).sum() > 0  # the point mass moved on screen
     env.close()
+
+
+@pytest.mark.filterwarnings(
+    "ignore:.*Box observation space m:UserWarning"
+)  # D4RL's unbounded observation box
+def test_passes_gymnasium_checker_and_vectorizes() -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make("Maze2D-Medium-v1")
+    check_env(env.unwrapped, skip_render_check=True)
+    first, _ = env.reset(seed=5)
+    again, _ = env.reset(seed=5)
+    np.testing.assert_array_equal(first, again)  # seeded resets are reproducible
+    vec = gym.make_vec("Maze2D-UMaze-v1", num_envs=2, vectorization_mode="sync")
+    obs, info = vec.reset(seed=0)
+    assert obs.shape == (2, 4)
+    np.testing.assert_array_equal(info["goal"], [[1, 1], [1, 1]])
+    vec.close()
