@@ -68,9 +68,9 @@ def _load_catalogue(
 
 
 def _load_minari(
-    source: str, *, minari_root: str | os.PathLike | None = None, progress: bool | None = None
+    source: str | os.PathLike, *, minari_root: str | os.PathLike | None = None, progress: bool | None = None
 ) -> EpisodeStore:
-    return load_minari(source, minari_root=minari_root, progress=progress)
+    return load_minari(os.fspath(source), minari_root=minari_root, progress=progress)
 
 
 def _load_hdf5(

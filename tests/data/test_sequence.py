@@ -123,3 +123,21 @@ def test_bad_arguments() -> None:
     assert len(SequenceDataset(no_rewards, 2, returns=False)) == 3
     with pytest.raises(IndexError):
         SequenceDataset(store, 4)[len(store)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_are_built_on_the_gpu() -> None:
+    store = make_store(LENGTHS)
+    cpu = SequenceDataset(store, horizon=4, values=True)
+    gpu = SequenceDataset(store, horizon=4, values=True, device="cuda")
+    index = torch.arange(len(cpu))
+    on_gpu = gpu.gather(index.cuda())
+    for key, value in cpu.gather(index).items():
+        assert on_gpu[key].device.type == "cuda"
+        torch.testing.assert_close(on_gpu[key].cpu(), value)
+    batch = gpu.sample_batch(8, generator=torch.Generator(device="cuda").manual_seed(0))
+    assert batch["observations"].device.type == "cuda"
+    norm = gpu.normalizers["observations"]
+    x = batch["observations"]
+    torch.testing.assert_close(norm.normalize(norm.unnormalize(x)), x, atol=1e-4, rtol=1e-4)
