@@ -1,0 +1,123 @@
+"""Steering hooks for samplers: classifier-free guidance on the model output and gradient guidance on x_t."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["ClassifierFreeGuidance", "GradientGuidance", "make_model_fn", "repeat_cond"]
+
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def repeat_cond(cond: Any) -> Any:
+    """Concatenate a condition with itself along dim 0 (tensors, or dicts / lists / tuples of tensors)."""
+    if isinstance(cond, Tensor):
+        return torch.cat([cond, cond], dim=0)
+    if isinstance(cond, dict):
+        return {k: repeat_cond(v) for k, v in cond.items()}
+    if isinstance(cond, (list, tuple)):
+        return type(cond)(repeat_cond(v) for v in cond)
+    raise ValueError(
+        f"classifier-free guidance needs cond as a tensor or a dict/list/tuple of tensors, got {type(cond).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class ClassifierFreeGuidance:
+    """Classifier-free guidance (Ho & Salimans 2022): out = c + weight * (c - u), where c is the conditional and
+    u the unconditional (condition dropped) model output. weight = 0 is the purely conditional model; Decision
+    Diffuser's "w = 1.2" (out = u + 1.2 (c - u)) is weight = 0.2 here. Both outputs come from ONE forward pass on
+    the doubled batch with ``drop_mask = [False] * B + [True] * B``."""
+
+    weight: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool):
+            raise ValueError(f"ClassifierFreeGuidance weight must be a float, got {self.weight!r}")
+
+    def model_fn(self, denoiser: Callable[..., Tensor], cond: Any, batch: int, device: torch.device) -> ModelFn:
+        """The guided model (x, t) -> output for a batch of ``batch`` rows."""
+        if cond is None:
+            raise ValueError("ClassifierFreeGuidance needs cond (the condition to guide towards), got None")
+        if self.weight == 0:  # exactly the conditional model: skip the unconditional half
+            return lambda x, t: denoiser(x, t, cond)
+        cond2 = repeat_cond(cond)
+        drop = torch.zeros(2 * batch, dtype=torch.bool, device=device)
+        drop[batch:] = True
+        w = float(self.weight)
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            out = denoiser(torch.cat([x, x], dim=0), torch.cat([t, t], dim=0), cond2, drop_mask=drop)
+            c, u = out.chunk(2, dim=0)
+            return c + w * (c - u)
+
+        return guided
+
+
+def make_model_fn(
+    denoiser: Callable[..., Tensor],
+    cond: Any,
+    guidance: ClassifierFreeGuidance | None,
+    batch: int,
+    device: torch.device,
+) -> ModelFn:
+    """(x, t) -> model output, with classifier-free guidance when ``guidance`` is given."""
+    if guidance is None:
+        return lambda x, t: denoiser(x, t, cond)
+    if not hasattr(guidance, "model_fn"):
+        raise ValueError(f"guidance must be a ClassifierFreeGuidance, got {type(guidance).__name__}")
+    return guidance.model_fn(denoiser, cond, batch, device)
+
+
+@dataclass
+class GradientGuidance:
+    """Gradient guidance on x_t (Diffuser's value guidance, ``n_step_guided_p_sample``).
+
+    Before each denoising step at timestep t >= ``t_stopgrad``, x_t is moved ``n_steps`` times by
+    ``scale * grad_x fn(x_t, t)`` (times the posterior variance of that step when ``scale_by_variance``), and the
+    constraints are re-applied after each move. ``fn(x, t)`` returns a tensor [B] to be maximized. For t below
+    ``t_stopgrad`` fn is only evaluated (no move), so ``sample(..., return_info=True)`` can still report it: the
+    info's ``guide_values`` are fn's values from the last denoising step, as Diffuser uses them to rank plans.
+    """
+
+    fn: Callable[[Tensor, Tensor], Tensor]
+    scale: float = 0.1
+    n_steps: int = 2
+    t_stopgrad: int = 2
+    scale_by_variance: bool = True
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ValueError(f"GradientGuidance fn must be callable fn(x, t) -> Tensor [B], got {self.fn!r}")
+        if self.n_steps < 0 or self.t_stopgrad < 0:
+            raise ValueError(f"n_steps and t_stopgrad must be >= 0, got {self.n_steps} and {self.t_stopgrad}")
+
+    def _values(self, x: Tensor, t: Tensor) -> Tensor:
+        y = self.fn(x, t)
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"GradientGuidance fn must return shape [{x.shape[0]}], got {tuple(y.shape)}")
+        return y
+
+    def apply(
+        self, x: Tensor, t: Tensor, step_t: int, variance: Tensor, constrain: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Move x_t along the guide's gradient; returns (new x, fn values at the last evaluated x)."""
+        if step_t < self.t_stopgrad or self.n_steps == 0:
+            with torch.no_grad():
+                return x, self._values(x, t).detach()
+        values = x.new_zeros(x.shape[0])
+        for _ in range(self.n_steps):
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                y = self._values(xg, t)
+                (grad,) = torch.autograd.grad(y.sum(), xg)
+            step = self.scale * grad
+            if self.scale_by_variance:
+                step = step * variance
+            x = constrain(x.detach() + step)
+            values = y.detach()
+        return x, values

@@ -1,0 +1,77 @@
+"""The denoising training loss: draw t and noise, form x_t, regress the chosen target with per-element weights."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from diffusion_rl.diffusion.prediction import get_prediction
+from diffusion_rl.diffusion.schedules import NoiseSchedule
+
+__all__ = ["diffusion_loss", "sample_timesteps"]
+
+
+def sample_timesteps(
+    batch: int, schedule: NoiseSchedule, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """Uniform integer timesteps in [0, num_steps) of shape [batch], drawn with ``generator`` if given."""
+    gen_device = generator.device if generator is not None else device
+    t = torch.randint(0, schedule.num_steps, (batch,), generator=generator, device=gen_device)
+    return t.to(device)
+
+
+def diffusion_loss(
+    denoiser: Callable[..., Tensor],
+    x0: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    prediction: str = "epsilon",
+    cond: Any = None,
+    weights: Tensor | None = None,
+    drop_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """Weighted MSE between ``denoiser(x_t, t, cond)`` and the target of ``prediction`` for clean data ``x0``.
+
+    ``weights`` (broadcastable to x0, e.g. Diffuser's x10 weight on the first action, or a padding mask) multiply
+    the squared error before the mean over all elements, as Diffuser's WeightedLoss does. ``drop_mask`` [B] bool
+    (True = condition dropped) is passed to the denoiser for classifier-free guidance training. ``t`` [B] and
+    ``noise`` (x0's shape) default to uniform timesteps and standard normal noise from ``generator``.
+    """
+    pred = get_prediction(prediction)
+    if x0.ndim < 1:
+        raise ValueError(f"x0 must have a batch dimension, got shape {tuple(x0.shape)}")
+    batch = x0.shape[0]
+    if t is None:
+        t = sample_timesteps(batch, schedule, x0.device, generator)
+    if noise is None:
+        gen_device = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
+    if weights is not None:
+        try:
+            out_shape = torch.broadcast_shapes(weights.shape, x0.shape)
+        except RuntimeError:
+            out_shape = None
+        if out_shape != x0.shape:
+            raise ValueError(
+                f"weights must broadcast to the data shape {tuple(x0.shape)}, got shape {tuple(weights.shape)}"
+            )
+    if drop_mask is not None and tuple(drop_mask.shape) != (batch,):
+        raise ValueError(f"drop_mask must be a bool tensor of shape [{batch}], got {tuple(drop_mask.shape)}")
+
+    x_t = schedule.q_sample(x0, t, noise)
+    a, s = schedule.coefficients(t, x0)
+    if drop_mask is None:
+        out = denoiser(x_t, t, cond)
+    else:
+        out = denoiser(x_t, t, cond, drop_mask=drop_mask)
+    if out.shape != x0.shape:
+        raise ValueError(f"denoiser output must have the data shape {tuple(x0.shape)}, got {tuple(out.shape)}")
+    sq_err = (out - pred.target(x0, noise, a, s)) ** 2
+    if weights is not None:
+        sq_err = sq_err * weights.to(device=sq_err.device, dtype=sq_err.dtype)
+    return sq_err.mean()

@@ -1,0 +1,54 @@
+"""What the denoiser predicts: noise ("epsilon"), the clean sample ("sample") or velocity ("v_prediction").
+
+Each prediction type converts between the model output and the pair (x0, eps) given the step's coefficients
+a = sqrt(alpha_bar_t) and s = sqrt(1 - alpha_bar_t), with x_t = a x0 + s eps and v = a eps - s x0
+(Salimans & Ho 2022). Coefficients may be scalars or tensors that broadcast against x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor
+
+__all__ = ["Prediction", "PREDICTIONS", "get_prediction"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Conversions for one prediction type.
+
+    ``to_x0_eps(out, x_t, a, s)`` -> (x0, eps) recovered from the model output;
+    ``target(x0, eps, a, s)`` -> the regression target of the training loss.
+    """
+
+    name: str
+    to_x0_eps: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+    target: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def _eps_to_x0_eps(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    return (x_t - s * out) / a, out
+
+
+def _sample_to_x0_eps(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    return out, (x_t - a * out) / s
+
+
+def _v_to_x0_eps(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    return a * x_t - s * out, a * out + s * x_t
+
+
+PREDICTIONS: dict[str, Prediction] = {
+    "epsilon": Prediction("epsilon", _eps_to_x0_eps, lambda x0, eps, a, s: eps),
+    "sample": Prediction("sample", _sample_to_x0_eps, lambda x0, eps, a, s: x0),
+    "v_prediction": Prediction("v_prediction", _v_to_x0_eps, lambda x0, eps, a, s: a * eps - s * x0),
+}
+
+
+def get_prediction(name: str) -> Prediction:
+    """The ``Prediction`` registered under ``name``; a ValueError lists the allowed names otherwise."""
+    if name not in PREDICTIONS:
+        raise ValueError(f"unknown prediction type {name!r}; expected one of {sorted(PREDICTIONS)}")
+    return PREDICTIONS[name]

@@ -1,0 +1,49 @@
+"""Samplers and the one registry that builds them by name."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from diffusion_rl.diffusion.samplers.base import Sampler
+from diffusion_rl.diffusion.samplers.ddim import DDIMSampler
+from diffusion_rl.diffusion.samplers.ddpm import DDPMSampler
+from diffusion_rl.diffusion.samplers.dpmsolver import DPMSolverPlusPlusSampler
+from diffusion_rl.diffusion.schedules import NoiseSchedule
+
+__all__ = [
+    "SAMPLERS",
+    "Sampler",
+    "DDPMSampler",
+    "DDIMSampler",
+    "DPMSolverPlusPlusSampler",
+    "make_sampler",
+    "sampler_options",
+]
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "ddpm": DDPMSampler,
+    "ddim": DDIMSampler,
+    "dpmsolver++": DPMSolverPlusPlusSampler,
+}
+
+
+def sampler_options(name: str) -> list[str]:
+    """The keyword options that ``make_sampler(name, schedule, **options)`` accepts."""
+    params = inspect.signature(SAMPLERS[name].__init__).parameters
+    return [p for p in params if p not in ("self", "schedule")]
+
+
+def make_sampler(name: str, schedule: NoiseSchedule, **options: Any) -> Sampler:
+    """Build the sampler registered as ``name`` ("ddpm", "ddim", "dpmsolver++") for ``schedule``.
+
+    Options: ddim -- steps, eta, timestep_spacing, steps_offset, set_alpha_to_one; dpmsolver++ -- steps, order,
+    timestep_spacing, steps_offset; ddpm -- none (it runs all of the schedule's steps).
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
+    allowed = sampler_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; expected some of {allowed}")
+    return SAMPLERS[name](schedule, **options)

@@ -1,0 +1,243 @@
+"""The shared sampling loop: initial noise or warm start, guidance hooks, constraints, and per-step tables.
+
+A concrete sampler supplies its descending timestep list, its per-step coefficient tables (float64 on the host,
+cast once to the sampling dtype and device and cached), and ``_update``: how x moves from one timestep to the next
+given the predicted x0 and eps. Everything else (the hooks) lives here, so every sampler gets all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from diffusion_rl.diffusion.constraints import Constraint, bind_constraints
+from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, GradientGuidance, make_model_fn
+from diffusion_rl.diffusion.prediction import get_prediction
+from diffusion_rl.diffusion.schedules import NoiseSchedule
+
+__all__ = ["Sampler", "randn"]
+
+Tables = dict[str, Tensor]
+NoiseFn = Callable[[], Tensor]
+
+
+def randn(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Standard normal noise drawn on the generator's device (then moved), so a CPU generator gives the same numbers
+    whatever the sampling device, as diffusers' ``randn_tensor`` does."""
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    try:
+        out = tuple(int(d) for d in shape)
+    except TypeError:
+        raise ValueError(f"shape must be a sequence of positive ints like (B, H, D), got {shape!r}") from None
+    if len(out) < 1 or any(d < 1 for d in out):
+        raise ValueError(f"shape must be a sequence of positive ints like (B, H, D), got {shape!r}")
+    return out
+
+
+def _resolve_device(device: Any, x_init: Tensor | None, denoiser: Any) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if x_init is not None:
+        return x_init.device
+    if isinstance(denoiser, nn.Module):
+        for p in denoiser.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+class Sampler(ABC):
+    """Base class of all samplers; build them with ``make_sampler(name, schedule, **options)``."""
+
+    def __init__(self, schedule: NoiseSchedule) -> None:
+        if not isinstance(schedule, NoiseSchedule):
+            raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self._table_cache: dict[tuple[torch.device, torch.dtype], Tables] = {}
+
+    # ------------------------------------------------------------------------------------------ to implement
+    @property
+    @abstractmethod
+    def timesteps(self) -> list[int]:
+        """The descending training timesteps this sampler visits."""
+
+    @abstractmethod
+    def _host_tables(self) -> dict[str, list[float]]:
+        """Per-step coefficients (one float per entry of ``timesteps``), computed in float64 on the host."""
+
+    @abstractmethod
+    def _update(self, i: int, x: Tensor, x0: Tensor, eps: Tensor, tab: Tables, state: dict, noise: NoiseFn) -> Tensor:
+        """x at the next timestep from x at step index ``i`` and the (clipped) predictions x0 and eps."""
+
+    def _final_alpha_bar(self) -> float:
+        """alpha_bar after the last step (1.0 = the clean sample)."""
+        return 1.0
+
+    # ------------------------------------------------------------------------------------------ shared
+    def _prev_alpha_bars(self) -> list[float]:
+        ts = self.timesteps
+        return [self.schedule.alpha_bar(p) for p in ts[1:]] + [self._final_alpha_bar()]
+
+    def _common_host_tables(self) -> dict[str, list[float]]:
+        """sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t), and the posterior variance of each step for gradient guidance
+        (a final zero variance is replaced by the step before's, like DDPM's clipped log variance)."""
+        ts = self.timesteps
+        ab = [self.schedule.alpha_bar(t) for t in ts]
+        ab_prev = self._prev_alpha_bars()
+        var = [(1.0 - p) / (1.0 - a) * (1.0 - a / p) for a, p in zip(ab, ab_prev)]
+        if len(var) > 1 and var[-1] <= 0.0:
+            var[-1] = var[-2]
+        return {"a": [math.sqrt(a) for a in ab], "s": [math.sqrt(1.0 - a) for a in ab], "guide_var": var}
+
+    def tables(self, device: torch.device | str, dtype: torch.dtype) -> Tables:
+        """All per-step coefficient tables as 1-D tensors on ``device`` in ``dtype`` (computed in float64 once and
+        cached per device and dtype, so a sampling loop never converts or syncs)."""
+        key = (torch.device(device), dtype)
+        if key not in self._table_cache:
+            host = {**self._common_host_tables(), **self._host_tables()}
+            self._table_cache[key] = {
+                k: torch.tensor(v, dtype=torch.float64).to(dtype=dtype).to(device) for k, v in host.items()
+            }
+            self._table_cache[key]["t"] = torch.tensor(self.timesteps, dtype=torch.long, device=device)
+        return self._table_cache[key]
+
+    def _index(self, t: int) -> int:
+        try:
+            return self.timesteps.index(int(t))
+        except ValueError:
+            raise ValueError(f"timestep {t} is not one of this sampler's timesteps {self.timesteps}") from None
+
+    def step(
+        self,
+        model_output: Tensor,
+        t: int,
+        x: Tensor,
+        *,
+        prediction: str = "epsilon",
+        noise: Tensor | None = None,
+        clip_sample: float | None = None,
+        state: dict | None = None,
+    ) -> Tensor:
+        """One step from timestep ``t`` (one of ``self.timesteps``) to the next, for custom loops and tests.
+
+        ``noise`` is used by stochastic steps (drawn with ``torch.randn_like`` if None). Multistep samplers keep
+        their history in ``state``: pass the same dict to every step of one trajectory.
+        """
+        pred = get_prediction(prediction)
+        i = self._index(t)
+        tab = self.tables(x.device, x.dtype)
+        x0, eps = pred.to_x0_eps(model_output, x, tab["a"][i], tab["s"][i])
+        if clip_sample is not None:
+            x0 = x0.clamp(-clip_sample, clip_sample)
+        draw = (lambda: noise) if noise is not None else (lambda: torch.randn_like(x))
+        return self._update(i, x, x0, eps, tab, state if state is not None else {}, draw)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        denoiser: Callable[..., Tensor],
+        shape: Sequence[int],
+        *,
+        prediction: str = "epsilon",
+        generator: torch.Generator | None = None,
+        cond: Any = None,
+        guidance: ClassifierFreeGuidance | None = None,
+        grad_guidance: GradientGuidance | None = None,
+        constraints: Constraint | Sequence[Constraint] | None = None,
+        temperature: float = 1.0,
+        x_init: Tensor | None = None,
+        t_start: int | None = None,
+        clip_sample: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        return_info: bool = False,
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        """Draw samples of ``shape`` (batch first) from ``denoiser(x_t, t, cond) -> output``, t an integer tensor [B].
+
+        prediction: what the denoiser outputs ("epsilon", "sample", "v_prediction").
+        guidance: ``ClassifierFreeGuidance(w)``; the denoiser is then called once per step on the doubled batch as
+            ``denoiser(x2, t2, cond2, drop_mask=[False]*B + [True]*B)``.
+        grad_guidance: ``GradientGuidance(fn, ...)`` moving x_t towards higher fn(x_t, t) before each step.
+        constraints: e.g. ``Inpaint(mask, values)``; applied to the initial x, after every guidance move and after
+            every step, so the output satisfies them exactly.
+        temperature: factor on the noise injected by stochastic steps (DDPM, DDIM with eta > 0).
+        x_init, t_start: warm start. x_init (clean, ``shape``) is re-noised with q_sample to the largest sampler
+            timestep <= t_start, and only the timesteps from there on are run (x_init is returned, constrained, if
+            there are none).
+        clip_sample: clip each predicted x0 to [-clip_sample, clip_sample] (None = off).
+        dtype, device: of the sample and of the precomputed coefficients (float64 keeps all math in float64).
+        return_info: also return {"timesteps": the timesteps run, "guide_values": fn values of the last step's
+            gradient guidance, or None}.
+        """
+        pred = get_prediction(prediction)
+        shape = _check_shape(shape)
+        if not (isinstance(temperature, (int, float)) and temperature >= 0):
+            raise ValueError(f"temperature must be a float >= 0, got {temperature!r}")
+        if clip_sample is not None and not clip_sample > 0:
+            raise ValueError(f"clip_sample must be None or a float > 0, got {clip_sample!r}")
+        if grad_guidance is not None and not isinstance(grad_guidance, GradientGuidance):
+            raise ValueError(f"grad_guidance must be a GradientGuidance, got {type(grad_guidance).__name__}")
+        device = _resolve_device(device, x_init, denoiser)
+        all_ts = self.timesteps
+        start = 0
+        if x_init is not None:
+            if tuple(x_init.shape) != shape:
+                raise ValueError(f"x_init must have the sample shape {shape}, got {tuple(x_init.shape)}")
+            if t_start is None or not 0 <= int(t_start) < self.schedule.num_steps:
+                raise ValueError(
+                    f"warm start needs t_start in [0, {self.schedule.num_steps - 1}] with x_init, got {t_start!r}"
+                )
+            start = next((k for k, t in enumerate(all_ts) if t <= int(t_start)), len(all_ts))
+        elif t_start is not None:
+            raise ValueError("t_start is only meaningful with x_init (warm start); got t_start without x_init")
+
+        tab = self.tables(device, dtype)
+        constrain = bind_constraints(constraints, shape, device, dtype)
+        model = make_model_fn(denoiser, cond, guidance, shape[0], device)
+        temp = float(temperature)
+
+        def noise() -> Tensor:
+            z = randn(shape, generator, device, dtype)
+            return z if temp == 1.0 else z * temp
+
+        if x_init is None:
+            x = randn(shape, generator, device, dtype)
+        elif start < len(all_ts):
+            x0_init = x_init.to(device=device, dtype=dtype)
+            x = tab["a"][start] * x0_init + tab["s"][start] * randn(shape, generator, device, dtype)
+        else:
+            x = x_init.to(device=device, dtype=dtype)
+        x = constrain(x)
+
+        t_rows = tab["t"][:, None].expand(len(all_ts), shape[0]).contiguous()
+        state: dict = {}
+        values: Tensor | None = None
+        for i in range(start, len(all_ts)):
+            t = t_rows[i]
+            if grad_guidance is not None:
+                x, values = grad_guidance.apply(x, t, all_ts[i], tab["guide_var"][i], constrain)
+            out = model(x, t)
+            if out.shape != x.shape:
+                raise ValueError(f"denoiser output must have the sample shape {tuple(x.shape)}, got {tuple(out.shape)}")
+            if out.dtype != x.dtype:  # e.g. a bf16 autocast model: keep the sampler's math in its own dtype
+                out = out.to(x.dtype)
+            x0, eps = pred.to_x0_eps(out, x, tab["a"][i], tab["s"][i])
+            if clip_sample is not None:
+                x0 = x0.clamp(-clip_sample, clip_sample)
+            x = constrain(self._update(i, x, x0, eps, tab, state, noise))
+        if return_info:
+            return x, {"timesteps": all_ts[start:], "guide_values": values}
+        return x
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(steps={len(self.timesteps)}, schedule={self.schedule!r})"

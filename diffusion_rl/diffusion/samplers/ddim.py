@@ -1,0 +1,70 @@
+"""DDIM sampling (Song et al. 2021) on a strided timestep subsequence, with stochasticity eta in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
+from diffusion_rl.diffusion.schedules import NoiseSchedule
+from diffusion_rl.diffusion.timesteps import spaced_timesteps
+
+__all__ = ["DDIMSampler"]
+
+
+class DDIMSampler(Sampler):
+    """x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - std^2) eps + std z, std = eta * sqrt(posterior variance).
+
+    Options and defaults follow diffusers' ``DDIMScheduler``: ``timestep_spacing`` "leading" | "trailing" |
+    "linspace" (default "leading"), ``steps_offset=0``, ``set_alpha_to_one=True`` (the last step lands on the
+    clean sample; False lands on alpha_bar_0). eps is not recomputed from a clipped x0
+    (diffusers' ``use_clipped_model_output=False``), and noise is drawn at every step when eta > 0.
+
+    One deliberate difference: each step goes to the NEXT timestep of this sampler's own list. diffusers'
+    ``DDIMScheduler.step`` instead goes to ``t - num_train_timesteps // steps``, which disagrees with its own list
+    for "linspace" and for "trailing" when steps does not divide num_train_timesteps (diffusers issues #12633,
+    #11347); for "leading" and for evenly divisible "trailing" both rules coincide.
+    """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        steps: int = 50,
+        eta: float = 0.0,
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        set_alpha_to_one: bool = True,
+    ) -> None:
+        super().__init__(schedule)
+        if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+            raise ValueError(f"DDIM eta must be a float in [0, 1], got {eta!r}")
+        self.eta = float(eta)
+        self.set_alpha_to_one = bool(set_alpha_to_one)
+        self._timesteps = spaced_timesteps(schedule.num_steps, steps, timestep_spacing, steps_offset)
+        self.steps = len(self._timesteps)
+        self.timestep_spacing = timestep_spacing
+
+    @property
+    def timesteps(self) -> list[int]:
+        return list(self._timesteps)
+
+    def _final_alpha_bar(self) -> float:
+        return 1.0 if self.set_alpha_to_one else self.schedule.alpha_bar(0)
+
+    def _host_tables(self) -> dict[str, list[float]]:
+        sqrt_a_prev, c_eps, std = [], [], []
+        for t, a_prev in zip(self._timesteps, self._prev_alpha_bars()):
+            a_t = self.schedule.alpha_bar(t)
+            var = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
+            sd = self.eta * math.sqrt(var)
+            sqrt_a_prev.append(math.sqrt(a_prev))
+            c_eps.append(math.sqrt(max(1.0 - a_prev - sd * sd, 0.0)))
+            std.append(sd)
+        return {"sqrt_a_prev": sqrt_a_prev, "c_eps": c_eps, "std": std}
+
+    def _update(self, i: int, x: Tensor, x0: Tensor, eps: Tensor, tab: Tables, state: dict, noise: NoiseFn) -> Tensor:
+        out = tab["sqrt_a_prev"][i] * x0 + tab["c_eps"][i] * eps
+        if self.eta > 0:
+            out = out + tab["std"][i] * noise()
+        return out

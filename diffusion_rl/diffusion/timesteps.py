@@ -1,0 +1,69 @@
+"""Which training timesteps a few-step sampler visits, as diffusers' ``timestep_spacing`` defines them.
+
+Spacings follow Lin et al. 2023, Table 2 ("Common diffusion noise schedules and sample steps are flawed"):
+``leading`` (DDIM's default), ``trailing`` and ``linspace``. Lists are descending Python ints.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["TIMESTEP_SPACINGS", "spaced_timesteps", "check_steps"]
+
+
+def _leading(num_train: int, n: int, offset: int) -> np.ndarray:
+    ratio = num_train // n
+    return (np.arange(0, n) * ratio).round()[::-1].astype(np.int64) + offset
+
+
+def _linspace(num_train: int, n: int, offset: int) -> np.ndarray:
+    return np.linspace(0, num_train - 1, n).round()[::-1].astype(np.int64)
+
+
+def _trailing(num_train: int, n: int, offset: int) -> np.ndarray:
+    ratio = num_train / n
+    # np.arange with a float step can return one extra (last) element through rounding (e.g. 50 train steps,
+    # 29 sampling steps); diffusers keeps it (a timestep of -1). Taking the first n entries drops exactly it.
+    return (np.round(np.arange(num_train, 0, -ratio)).astype(np.int64) - 1)[:n]
+
+
+TIMESTEP_SPACINGS: dict[str, Callable[[int, int, int], np.ndarray]] = {
+    "leading": _leading,
+    "linspace": _linspace,
+    "trailing": _trailing,
+}
+
+
+def check_steps(steps: int, num_train: int) -> None:
+    """ValueError unless 1 <= steps <= num_train."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_train:
+        raise ValueError(f"steps must be an int in [1, num_steps={num_train}], got {steps!r}")
+
+
+def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, *, final_to_zero: bool = False) -> list[int]:
+    """The descending timesteps of a ``steps``-step sampler over ``num_train`` training timesteps.
+
+    ``final_to_zero=False`` is DDIMScheduler's rule (``steps`` points; the last step then jumps to the clean
+    sample). ``final_to_zero=True`` is DPMSolverMultistepScheduler's rule for "leading" and "linspace": place
+    ``steps + 1`` points and drop the last one (timestep 0), because its final step goes to sigma = 0 anyway;
+    "trailing" is the same under both rules. Duplicates (possible only when steps is close to num_train under
+    the DPM rule) are removed, keeping the order.
+    """
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"unknown timestep_spacing {spacing!r}; expected one of {sorted(TIMESTEP_SPACINGS)}")
+    check_steps(steps, num_train)
+    if final_to_zero and spacing != "trailing":
+        ts = TIMESTEP_SPACINGS[spacing](num_train, steps + 1, offset)[:-1]
+    else:
+        ts = TIMESTEP_SPACINGS[spacing](num_train, steps, offset)
+    out: list[int] = []
+    for t in ts.tolist():
+        if not 0 <= t < num_train:
+            raise ValueError(
+                f"timestep {t} out of range [0, {num_train - 1}] (steps_offset={offset} too large for steps={steps})"
+            )
+        if not out or t < out[-1]:
+            out.append(int(t))
+    return out

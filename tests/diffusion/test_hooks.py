@@ -1,0 +1,248 @@
+"""Sampler hooks: inpainting, classifier-free guidance, gradient guidance, temperature, warm start."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion_rl.diffusion import (
+    ClassifierFreeGuidance,
+    GradientGuidance,
+    Inpaint,
+    NoiseSchedule,
+    make_sampler,
+)
+from tests.diffusion.helpers import FixedDenoiser, GaussianOracle
+
+SCHEDULE = NoiseSchedule.squaredcos_cap_v2(100)
+SAMPLERS = [("ddpm", {}), ("ddim", {"steps": 10, "eta": 0.5}), ("dpmsolver++", {"steps": 8})]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class CountingOracle(GaussianOracle):
+    """Gaussian-data denoiser that also records the timesteps it was called with."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, x, t, cond=None):
+        self.seen.append(t.clone())
+        return super().__call__(x, t, cond)
+
+
+# ------------------------------------------------------------------------------------------------ inpainting
+@pytest.mark.parametrize("name,options", SAMPLERS)
+def test_inpainted_entries_equal_values_exactly(name: str, options: dict) -> None:
+    B, H, D = 6, 8, 5
+    mask = torch.zeros(1, H, D, dtype=torch.bool)
+    mask[:, 0, :3] = True  # current state (first 3 dims) at the first step
+    mask[:, -1, :2] = True  # a goal at the last step
+    values = torch.randn(B, H, D, generator=_gen(1))
+    den = FixedDenoiser(D, 100)
+    x = make_sampler(name, SCHEDULE, **options).sample(
+        den, (B, H, D), constraints=Inpaint(mask, values), generator=_gen(), clip_sample=3.0
+    )
+    m = mask.expand(B, H, D)
+    assert torch.equal(x[m], values[m])
+    free = make_sampler(name, SCHEDULE, **options).sample(den, (B, H, D), generator=_gen(), clip_sample=3.0)
+    assert not torch.allclose(free[m], values[m])  # without the constraint they would not be there
+    # the conditioning propagates: unmasked entries change too (the denoiser mixes dims)
+    assert (x[~m] - free[~m]).abs().max().item() > 1e-3
+
+
+def test_inpaint_values_broadcast_and_several_constraints() -> None:
+    B, H, D = 3, 4, 2
+    m1 = torch.zeros(H, D, dtype=torch.bool)
+    m1[0] = True
+    m2 = torch.zeros(B, 1, 1, dtype=torch.bool)
+    m2[1] = True  # a whole sample fixed
+    x = make_sampler("ddim", SCHEDULE, steps=5).sample(
+        FixedDenoiser(D, 100), (B, H, D), constraints=[Inpaint(m1, 0.25), Inpaint(m2, torch.tensor(-2.0))],
+        generator=_gen(),
+    )
+    assert (x[0, 0] == 0.25).all() and (x[2, 0] == 0.25).all()
+    assert (x[1] == -2.0).all()  # the later constraint wins where both apply
+
+
+# ------------------------------------------------------------------------------------------------ classifier-free guidance
+class CondNet:
+    """out = 0.5 tanh(x) + cond (broadcast), or + null (= -0.3) where drop_mask is True. Records call shapes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, torch.Tensor | None]] = []
+
+    def __call__(self, x, t, cond=None, drop_mask=None):
+        self.calls.append((x.shape[0], None if drop_mask is None else drop_mask.clone()))
+        c = cond["goal"] if isinstance(cond, dict) else cond
+        c = c.view(c.shape[0], *([1] * (x.ndim - 1)))
+        if drop_mask is not None:
+            c = torch.where(drop_mask.view_as(c), torch.full_like(c, -0.3), c)
+        return 0.5 * torch.tanh(x) + c
+
+
+@pytest.mark.parametrize("name,options", SAMPLERS)
+def test_guidance_weight_zero_is_the_conditional_model(name: str, options: dict) -> None:
+    cond = torch.tensor([0.2, -0.1, 0.4, 0.0])
+    sampler = make_sampler(name, SCHEDULE, **options)
+    plain = sampler.sample(CondNet(), (4, 3), cond=cond, generator=_gen(), clip_sample=2.0)
+    guided = sampler.sample(CondNet(), (4, 3), cond=cond, guidance=ClassifierFreeGuidance(0.0), generator=_gen(),
+                            clip_sample=2.0)
+    assert torch.equal(plain, guided)
+
+
+@pytest.mark.parametrize("name,options", SAMPLERS)
+def test_guidance_is_one_batched_forward_and_combines_correctly(name: str, options: dict) -> None:
+    B, w = 4, 0.7
+    cond = {"goal": torch.tensor([0.2, -0.1, 0.4, 0.0])}
+    sampler = make_sampler(name, SCHEDULE, **options)
+    net = CondNet()
+    guided = sampler.sample(net, (B, 3), cond=cond, guidance=ClassifierFreeGuidance(w), generator=_gen(),
+                            clip_sample=2.0)
+    assert len(net.calls) == len(sampler.timesteps)  # one forward per step
+    for batch, drop in net.calls:
+        assert batch == 2 * B
+        assert torch.equal(drop, torch.tensor([False] * B + [True] * B))
+
+    ref_net = CondNet()
+
+    def manual(x, t, c):  # two separate passes combined by hand: c + w (c - u)
+        cond_out = ref_net(x, t, c, drop_mask=torch.zeros(B, dtype=torch.bool))
+        uncond_out = ref_net(x, t, c, drop_mask=torch.ones(B, dtype=torch.bool))
+        return cond_out + w * (cond_out - uncond_out)
+
+    expected = sampler.sample(manual, (B, 3), cond=cond, generator=_gen(), clip_sample=2.0)
+    assert torch.allclose(guided, expected, atol=1e-6)
+    unguided = sampler.sample(CondNet(), (B, 3), cond=cond, generator=_gen(), clip_sample=2.0)
+    assert (guided - unguided).abs().max().item() > 1e-2
+
+
+# ------------------------------------------------------------------------------------------------ gradient guidance
+@pytest.mark.parametrize("name,options", SAMPLERS)
+def test_gradient_guidance_moves_samples_towards_higher_values(name: str, options: dict) -> None:
+    target = 1.5
+    fn = lambda x, t: -((x - target) ** 2).sum(dim=tuple(range(1, x.ndim)))  # noqa: E731
+    oracle = GaussianOracle(torch.zeros(2), torch.ones(2), SCHEDULE)
+    sampler = make_sampler(name, SCHEDULE, **options)
+    free = sampler.sample(oracle, (512, 2), generator=_gen())
+    guided, info = sampler.sample(oracle, (512, 2), generator=_gen(), return_info=True,
+                                  grad_guidance=GradientGuidance(fn, scale=0.1, n_steps=2, t_stopgrad=2))
+    assert fn(guided, None).mean() > fn(free, None).mean() + 0.5
+    assert guided.mean().item() > free.mean().item() + 0.2
+    assert info["guide_values"].shape == (512,)
+    assert info["timesteps"] == sampler.timesteps
+    # values reported for ranking plans track the final samples' values
+    final = fn(guided, None)
+    assert torch.corrcoef(torch.stack([info["guide_values"], final]))[0, 1] > 0.5
+
+
+def test_gradient_guidance_cutoff_and_constraints() -> None:
+    fn = lambda x, t: x.sum(dim=(1, 2))  # noqa: E731
+    den = FixedDenoiser(3, 100)
+    sampler = make_sampler("ddpm", SCHEDULE)
+    free = sampler.sample(den, (4, 5, 3), generator=_gen())
+    # no guidance at or below t_stopgrad: a cutoff above every timestep changes nothing (fn is only evaluated)
+    off = sampler.sample(den, (4, 5, 3), generator=_gen(), grad_guidance=GradientGuidance(fn, t_stopgrad=100))
+    assert torch.equal(free, off)
+    on = sampler.sample(den, (4, 5, 3), generator=_gen(), grad_guidance=GradientGuidance(fn, scale=1.0))
+    assert on.sum() > free.sum()
+    # constraints are re-applied after each guidance move and after each step
+    mask = torch.zeros(1, 5, 3, dtype=torch.bool)
+    mask[:, 0] = True
+    inp = sampler.sample(den, (4, 5, 3), generator=_gen(), constraints=Inpaint(mask, -1.0),
+                         grad_guidance=GradientGuidance(fn, scale=1.0))
+    assert (inp[:, 0] == -1.0).all()
+
+
+def test_gradient_guidance_scales_by_posterior_variance() -> None:
+    """With scale_by_variance the move is scale * var * grad: a linear fn and a zero model make it checkable."""
+    seen = []
+
+    def fn(x, t):
+        seen.append(x.detach().clone())
+        return x.sum(dim=1)
+
+    sch = NoiseSchedule.linear(3, beta_start=0.1, beta_end=0.3)
+    sampler = make_sampler("ddpm", sch)
+    x = sampler.sample(lambda x, t, c: torch.zeros_like(x), (1, 2), generator=_gen(), dtype=torch.float64,
+                       grad_guidance=GradientGuidance(fn, scale=0.5, n_steps=2, t_stopgrad=2))
+    # at t = 2 (the only step >= t_stopgrad) fn is called twice; the second x is the first moved by 0.5 * var
+    var = sch.posterior_variance(2, 1)
+    assert torch.allclose(seen[1] - seen[0], torch.full((1, 2), 0.5 * var, dtype=torch.float64))
+    assert x.shape == (1, 2)
+
+
+# ------------------------------------------------------------------------------------------------ temperature, warm start
+def test_temperature_scales_injected_noise_only() -> None:
+    oracle = GaussianOracle(torch.zeros(1), torch.ones(1), SCHEDULE)
+    ddpm = make_sampler("ddpm", SCHEDULE)
+    full = ddpm.sample(oracle, (4000, 1), generator=_gen())
+    cold = ddpm.sample(oracle, (4000, 1), generator=_gen(), temperature=0.5)
+    assert cold.std().item() < 0.9 * full.std().item()
+    ddim = make_sampler("ddim", SCHEDULE, steps=10)  # eta = 0 injects no noise
+    assert torch.equal(ddim.sample(oracle, (50, 1), generator=_gen()),
+                       ddim.sample(oracle, (50, 1), generator=_gen(), temperature=0.3))
+
+
+@pytest.mark.parametrize("name,options,t_start", [("ddpm", {}, 5), ("ddim", {"steps": 20}, 12),
+                                                    ("dpmsolver++", {"steps": 20}, 10)])
+def test_warm_start_from_clean_sample_stays_close(name: str, options: dict, t_start: int) -> None:
+    mu, sigma = torch.tensor([0.5, -0.5, 1.0]), torch.tensor([1.0, 0.5, 0.8])
+    clean = mu + sigma * torch.randn(256, 3, generator=_gen(5))
+    other = mu + sigma * torch.randn(256, 3, generator=_gen(6))
+    oracle = CountingOracle(mu, sigma, SCHEDULE)
+    sampler = make_sampler(name, SCHEDULE, **options)
+    x, info = sampler.sample(oracle, (256, 3), x_init=clean, t_start=t_start, generator=_gen(), return_info=True)
+    run = [t for t in sampler.timesteps if t <= t_start]
+    assert info["timesteps"] == run and len(oracle.seen) == len(run)
+    assert all(int(t[0]) <= t_start and t.dtype == torch.long for t in oracle.seen)
+    dist = (x - clean).abs().mean().item()
+    assert dist < 0.15 and dist < 0.25 * (other - clean).abs().mean().item()
+
+
+def test_warm_start_details() -> None:
+    sampler = make_sampler("ddim", SCHEDULE, steps=10, timestep_spacing="trailing")  # 99, 89, ..., 9
+    clean = torch.randn(4, 2, generator=_gen())
+    oracle = CountingOracle(torch.zeros(2), torch.ones(2), SCHEDULE)
+    _, info = sampler.sample(oracle, (4, 2), x_init=clean, t_start=35, return_info=True, generator=_gen())
+    assert info["timesteps"] == [29, 19, 9]  # re-noised to the largest listed timestep <= t_start
+    # no listed timestep <= t_start: x_init comes back (constrained)
+    mask = torch.tensor([True, False])
+    out = sampler.sample(oracle, (4, 2), x_init=clean, t_start=3, constraints=Inpaint(mask, 7.0))
+    assert torch.equal(out[:, 1], clean[:, 1]) and (out[:, 0] == 7.0).all()
+
+
+# ------------------------------------------------------------------------------------------------ misc behaviour
+def test_ddim_eta_one_over_all_steps_is_ddpm() -> None:
+    den = FixedDenoiser(3, 100)
+    a = make_sampler("ddpm", SCHEDULE).sample(den, (8, 3), generator=_gen(), dtype=torch.float64)
+    b = make_sampler("ddim", SCHEDULE, steps=100, eta=1.0, timestep_spacing="trailing").sample(
+        den, (8, 3), generator=_gen(), dtype=torch.float64
+    )
+    # the same ancestral update; the only generator difference is DDIM's unused noise draw at the final step
+    assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_dtype_device_and_timestep_tensor() -> None:
+    net = torch.nn.Linear(3, 3).double()
+    seen = []
+
+    def den(x, t, cond):
+        seen.append((t.dtype, tuple(t.shape), x.dtype))
+        return net(x)
+
+    x = make_sampler("ddim", SCHEDULE, steps=3).sample(den, (2, 3), dtype=torch.float64)
+    assert x.dtype == torch.float64 and x.device.type == "cpu"
+    assert seen == [(torch.long, (2,), torch.float64)] * 3
+    y = make_sampler("ddim", SCHEDULE, steps=3).sample(lambda x, t, c: torch.zeros_like(x), (2, 3))
+    assert y.dtype == torch.float32
+
+
+def test_generator_reproducibility() -> None:
+    den = FixedDenoiser(4, 100)
+    s = make_sampler("ddim", SCHEDULE, steps=10, eta=1.0)
+    assert torch.equal(s.sample(den, (3, 4), generator=_gen(3)), s.sample(den, (3, 4), generator=_gen(3)))
+    assert not torch.equal(s.sample(den, (3, 4), generator=_gen(3)), s.sample(den, (3, 4), generator=_gen(4)))

@@ -1,0 +1,102 @@
+"""Noise schedules and timestep spacings: values, registry, serialization, and parity with diffusers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl.diffusion import SCHEDULES, NoiseSchedule, spaced_timesteps
+
+diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.mark.parametrize("name,num_steps", [("linear", 1000), ("linear", 20), ("squaredcos_cap_v2", 100), ("squaredcos_cap_v2", 7)])
+def test_schedule_betas_parity_with_diffusers(name: str, num_steps: int) -> None:
+    ours = NoiseSchedule.from_name(name, num_steps)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=num_steps, beta_schedule=name)
+    assert ours.betas.dtype == torch.float64
+    # diffusers stores float32 betas: agreement up to float32 rounding
+    assert torch.allclose(ours.betas, ref.betas.double(), rtol=1e-6, atol=1e-9)
+
+
+def test_cosine_matches_diffuser_reference_formula() -> None:
+    """Diffuser / Decision Diffuser: alpha_bar on a linspace grid, normalized by its first value, betas clipped."""
+    T, s = 20, 0.008
+    steps = T + 1
+    grid = np.linspace(0, steps, steps)
+    ac = np.cos(((grid / steps) + s) / (1 + s) * np.pi * 0.5) ** 2
+    ac = ac / ac[0]
+    betas = np.clip(1 - ac[1:] / ac[:-1], 0, 0.999)
+    ours = NoiseSchedule.cosine(T)
+    assert np.allclose(ours.betas.numpy(), betas, rtol=1e-12, atol=1e-15)
+    # the same curve as squaredcos_cap_v2 (the normalization cancels in the ratios)
+    assert torch.allclose(ours.betas, NoiseSchedule.squaredcos_cap_v2(T).betas, rtol=1e-12)
+    assert ours.betas[-1].item() == pytest.approx(0.999)  # the cap binds at the last step
+
+
+def test_tables_and_q_sample_numbers() -> None:
+    sch = NoiseSchedule.linear(4, beta_start=0.1, beta_end=0.4)
+    assert sch.num_steps == 4
+    assert torch.allclose(sch.betas, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
+    assert torch.allclose(sch.alphas_cumprod, torch.tensor([0.9, 0.72, 0.504, 0.3024], dtype=torch.float64))
+    x0 = torch.full((2, 3), 2.0)
+    noise = torch.full((2, 3), -1.0)
+    t = torch.tensor([0, 3])
+    xt = sch.q_sample(x0, t, noise)
+    assert xt.dtype == torch.float32
+    expected0 = 2 * math.sqrt(0.9) - math.sqrt(0.1)
+    expected3 = 2 * math.sqrt(0.3024) - math.sqrt(1 - 0.3024)
+    assert torch.allclose(xt[0], torch.full((3,), expected0))
+    assert torch.allclose(xt[1], torch.full((3,), expected3))
+    assert sch.posterior_variance(1, 0) == pytest.approx((1 - 0.9) / (1 - 0.72) * 0.2)
+    assert sch.posterior_variance(0, -1) == 0.0
+
+
+def test_schedule_registry_and_config_round_trip() -> None:
+    assert sorted(SCHEDULES) == ["cosine", "linear", "squaredcos_cap_v2"]
+    for sch in (
+        NoiseSchedule.from_name("linear", 10, beta_start=1e-3),
+        NoiseSchedule.cosine(13, s=0.01),
+        NoiseSchedule.squaredcos_cap_v2(5),
+        NoiseSchedule.from_betas([0.1, 0.2, 0.5]),
+    ):
+        back = NoiseSchedule.from_config(sch.to_config())
+        assert torch.equal(back.betas, sch.betas)
+        assert back.to_config() == sch.to_config()
+
+
+def test_to_moves_in_place_and_returns_self() -> None:
+    sch = NoiseSchedule.cosine(10)
+    assert sch.to("cpu") is sch
+    assert sch.device == torch.device("cpu")
+    assert sch.alphas_cumprod.dtype == torch.float64
+
+
+def test_diffuser_betas_are_monotone_and_in_range() -> None:
+    for name in SCHEDULES:
+        ac = NoiseSchedule.from_name(name, 100).alphas_cumprod
+        assert (ac[1:] < ac[:-1]).all() and ac[0] < 1 and ac[-1] > 0
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_timestep_spacing_parity_with_diffusers(spacing: str) -> None:
+    """Our lists equal DDIMScheduler's and DPMSolverMultistepScheduler's, except that we drop the spurious
+    negative timestep diffusers' "trailing" rule appends for some (num_train, steps) pairs."""
+    for num_train in (10, 50, 100, 1000):
+        for steps in sorted({1, 2, 3, 7, 10, 29, 31, num_train // 2, num_train}):
+            if steps > num_train:
+                continue
+            ddim = diffusers.DDIMScheduler(num_train_timesteps=num_train, timestep_spacing=spacing)
+            ddim.set_timesteps(steps)
+            ref = [t for t in ddim.timesteps.tolist() if t >= 0]
+            assert spaced_timesteps(num_train, steps, spacing) == ref, (num_train, steps)
+            if steps < num_train:  # at steps == num_train the DPM rule repeats timesteps (we de-duplicate)
+                dpm = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=num_train, timestep_spacing=spacing)
+                dpm.set_timesteps(steps)
+                ref = [t for t in dpm.timesteps.tolist() if t >= 0]
+                if len(set(ref)) == len(ref):
+                    assert spaced_timesteps(num_train, steps, spacing, final_to_zero=True) == ref, (num_train, steps)
