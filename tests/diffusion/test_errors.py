@@ -1,0 +1,99 @@
+"""Bad input gets a ValueError that names the allowed values or the expected shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion_rl.diffusion import (
+    ClassifierFreeGuidance,
+    GradientGuidance,
+    Inpaint,
+    NoiseSchedule,
+    diffusion_loss,
+    make_sampler,
+)
+
+SCH = NoiseSchedule.cosine(20)
+zero = lambda x, t, c=None: torch.zeros_like(x)  # noqa: E731
+
+
+def test_unknown_sampler_and_schedule_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown sampler 'ddim2'.*\['ddim', 'ddpm', 'dpmsolver\+\+'\]"):
+        make_sampler("ddim2", SCH)
+    with pytest.raises(ValueError, match=r"unknown noise schedule 'cosin'.*\['cosine', 'linear', 'squaredcos_cap_v2'\]"):
+        NoiseSchedule.from_name("cosin", 10)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['step'\] for sampler 'ddim'.*'steps'"):
+        make_sampler("ddim", SCH, step=5)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['steps'\] for sampler 'ddpm'"):
+        make_sampler("ddpm", SCH, steps=5)
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
+def test_steps_out_of_range(name: str) -> None:
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, num_steps=20\], got 21"):
+        make_sampler(name, SCH, steps=21)
+    with pytest.raises(ValueError, match=r"got 0"):
+        make_sampler(name, SCH, steps=0)
+
+
+def test_unknown_prediction_type() -> None:
+    msg = r"unknown prediction type 'eps'.*\['epsilon', 'sample', 'v_prediction'\]"
+    with pytest.raises(ValueError, match=msg):
+        make_sampler("ddim", SCH, steps=5).sample(zero, (2, 3), prediction="eps")
+    with pytest.raises(ValueError, match=msg):
+        diffusion_loss(zero, torch.zeros(2, 3), SCH, prediction="eps")
+    with pytest.raises(ValueError, match=msg):
+        make_sampler("ddpm", SCH).step(torch.zeros(2), 5, torch.zeros(2), prediction="eps")
+
+
+def test_inpaint_mask_that_does_not_broadcast() -> None:
+    sampler = make_sampler("ddim", SCH, steps=5)
+    bad = Inpaint(torch.zeros(4, 3, dtype=torch.bool), 0.0)  # H=4 but the sample has H=8
+    with pytest.raises(ValueError, match=r"mask of shape \(4, 3\) does not broadcast to the sample shape \(2, 8, 3\)"):
+        sampler.sample(zero, (2, 8, 3), constraints=bad)
+    bad_values = Inpaint(torch.zeros(1, 8, 3, dtype=torch.bool), torch.zeros(5, 8, 3))
+    with pytest.raises(ValueError, match=r"values of shape \(5, 8, 3\) does not broadcast to the sample shape"):
+        sampler.sample(zero, (2, 8, 3), constraints=bad_values)
+    with pytest.raises(ValueError, match="bool"):
+        Inpaint(torch.zeros(8, 3), 0.0)
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.5])
+def test_ddim_eta_outside_unit_interval(eta: float) -> None:
+    with pytest.raises(ValueError, match=r"eta must be a float in \[0, 1\]"):
+        make_sampler("ddim", SCH, steps=5, eta=eta)
+
+
+def test_other_bad_options_and_inputs() -> None:
+    with pytest.raises(ValueError, match=r"unknown timestep_spacing 'even'.*\['leading', 'linspace', 'trailing'\]"):
+        make_sampler("ddim", SCH, steps=5, timestep_spacing="even")
+    with pytest.raises(ValueError, match=r"order must be one of \[1, 2\]"):
+        make_sampler("dpmsolver++", SCH, steps=5, order=3)
+    with pytest.raises(ValueError, match="out of range"):
+        make_sampler("ddim", SCH, steps=5, steps_offset=10)
+    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+        NoiseSchedule.linear(0)
+    with pytest.raises(ValueError, match="betas must be"):
+        NoiseSchedule.from_betas([0.1, 0.0])
+    sampler = make_sampler("ddim", SCH, steps=5)
+    with pytest.raises(ValueError, match=r"x_init must have the sample shape \(2, 3\), got \(2, 4\)"):
+        sampler.sample(zero, (2, 3), x_init=torch.zeros(2, 4), t_start=5)
+    with pytest.raises(ValueError, match="t_start is only meaningful with x_init"):
+        sampler.sample(zero, (2, 3), t_start=5)
+    with pytest.raises(ValueError, match=r"warm start needs t_start in \[0, 19\]"):
+        sampler.sample(zero, (2, 3), x_init=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="ClassifierFreeGuidance needs cond"):
+        sampler.sample(zero, (2, 3), guidance=ClassifierFreeGuidance(1.0))
+    with pytest.raises(ValueError, match=r"denoiser output must have the sample shape \(2, 3\)"):
+        sampler.sample(lambda x, t, c: x[:, :2], (2, 3))
+    with pytest.raises(ValueError, match=r"GradientGuidance fn must return shape \[2\]"):
+        sampler.sample(zero, (2, 3), grad_guidance=GradientGuidance(lambda x, t: x, t_stopgrad=0))
+    with pytest.raises(ValueError, match="shape must be a sequence of positive ints"):
+        sampler.sample(zero, (0, 3))
+    with pytest.raises(ValueError, match="not one of this sampler's timesteps"):
+        sampler.step(torch.zeros(2), 7, torch.zeros(2))
+    with pytest.raises(ValueError, match=r"weights must broadcast to the data shape \(2, 3\)"):
+        diffusion_loss(zero, torch.zeros(2, 3), SCH, weights=torch.ones(4))
+    with pytest.raises(ValueError, match=r"t must have shape \[2\]"):
+        diffusion_loss(zero, torch.zeros(2, 3), SCH, t=torch.zeros(3, dtype=torch.long))
