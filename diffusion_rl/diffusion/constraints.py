@@ -6,7 +6,8 @@ the sample shape and casts its tensors once per ``sample()`` call, so the inner 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,7 +38,7 @@ class ClassifierFreeGuidance:
 
     def __post_init__(self) -> None:
         if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool):
-            raise ValueError(f"ClassifierFreeGuidance weight must be a float, got {self.weight!r}")
+            raise ValueError(f"ClassifierFreeGuidance weight must be a float, got {self.weight!r}")  # noqa: TRY004 (house rule: ValueError)
 
     def model_fn(self, denoiser: Callable[..., Tensor], cond: Any, batch: int, device: torch.device) -> ModelFn:
         """The guided model (x, t) -> output for a batch of ``batch`` rows."""
@@ -92,7 +93,7 @@ class GradientGuidance:
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
-            raise ValueError(f"GradientGuidance fn must be callable fn(x, t) -> Tensor [B], got {self.fn!r}")
+            raise ValueError(f"GradientGuidance fn must be callable fn(x, t) -> Tensor [B], got {self.fn!r}")  # noqa: TRY004 (house rule: ValueError)
         if self.n_steps < 0 or self.t_stopgrad < 0:
             raise ValueError(f"n_steps and t_stopgrad must be >= 0, got {self.n_steps} and {self.t_stopgrad}")
 

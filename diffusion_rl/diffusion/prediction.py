@@ -7,12 +7,12 @@ a = sqrt(alpha_bar_t) and s = sqrt(1 - alpha_bar_t), with x_t = a x0 + s eps and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor
 
-__all__ = ["Prediction", "PREDICTIONS", "get_prediction"]
+__all__ = ["PREDICTIONS", "Prediction", "get_prediction"]
 
 
 @dataclass(frozen=True)

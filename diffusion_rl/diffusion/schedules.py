@@ -7,12 +7,13 @@ the sampling dtype. Timesteps are integers ``0..num_steps-1``; timestep 0 is the
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseSchedule", "SCHEDULES"]
+__all__ = ["SCHEDULES", "NoiseSchedule"]
 
 
 def _alpha_bar_betas(num_steps: int, s: float, max_beta: float) -> Tensor:
@@ -52,7 +53,7 @@ class NoiseSchedule:
 
     # ----------------------------------------------------------------------------------------------- builders
     @classmethod
-    def linear(cls, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> "NoiseSchedule":
+    def linear(cls, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> NoiseSchedule:
         """Betas evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020; diffusers' "linear")."""
         _check_num_steps(num_steps)
         if not 0.0 < beta_start <= beta_end <= 1.0:
@@ -62,7 +63,7 @@ class NoiseSchedule:
         return cls(betas, config=cfg)
 
     @classmethod
-    def cosine(cls, num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+    def cosine(cls, num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
         """Cosine schedule of Nichol & Dhariwal (2021), as Diffuser and Decision Diffuser use it."""
         _check_num_steps(num_steps)
         if not (s >= 0.0 and 0.0 < max_beta <= 1.0):
@@ -71,26 +72,26 @@ class NoiseSchedule:
         return cls(_alpha_bar_betas(num_steps, s, max_beta), config=cfg)
 
     @classmethod
-    def squaredcos_cap_v2(cls, num_steps: int) -> "NoiseSchedule":
+    def squaredcos_cap_v2(cls, num_steps: int) -> NoiseSchedule:
         """diffusers' "squaredcos_cap_v2" (what Diffusion Policy uses): the cosine schedule with s=0.008 and betas
         capped at 0.999, so it equals ``cosine(num_steps)`` up to float rounding."""
         _check_num_steps(num_steps)
         return cls(_alpha_bar_betas(num_steps, 0.008, 0.999), config={"name": "squaredcos_cap_v2", "num_steps": num_steps})
 
     @classmethod
-    def from_betas(cls, betas: Tensor | list[float]) -> "NoiseSchedule":
+    def from_betas(cls, betas: Tensor | list[float]) -> NoiseSchedule:
         """A schedule from explicit betas (e.g. those of a checkpoint trained elsewhere)."""
         return cls(torch.as_tensor(betas, dtype=torch.float64))
 
     @classmethod
-    def from_name(cls, name: str, num_steps: int, **kwargs: Any) -> "NoiseSchedule":
+    def from_name(cls, name: str, num_steps: int, **kwargs: Any) -> NoiseSchedule:
         """A schedule by registry name: one of ``SCHEDULES`` ("linear", "cosine", "squaredcos_cap_v2")."""
         if name not in SCHEDULES:
             raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted(SCHEDULES)}")
         return SCHEDULES[name](num_steps, **kwargs)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "NoiseSchedule":
+    def from_config(cls, config: dict[str, Any]) -> NoiseSchedule:
         """Inverse of ``to_config`` (for artifacts saved as JSON)."""
         cfg = dict(config)
         name = cfg.pop("name", None)
@@ -113,7 +114,7 @@ class NoiseSchedule:
     def device(self) -> torch.device:
         return self.betas.device
 
-    def to(self, device: torch.device | str) -> "NoiseSchedule":
+    def to(self, device: torch.device | str) -> NoiseSchedule:
         """Move the float64 tables to ``device`` in place; returns ``self``."""
         self.betas = self.betas.to(device)
         self.alphas = self.alphas.to(device)

@@ -6,11 +6,11 @@ Spacings follow Lin et al. 2023, Table 2 ("Common diffusion noise schedules and 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["TIMESTEP_SPACINGS", "spaced_timesteps", "check_steps"]
+__all__ = ["TIMESTEP_SPACINGS", "check_steps", "spaced_timesteps"]
 
 
 def _leading(num_train: int, n: int, offset: int) -> np.ndarray:

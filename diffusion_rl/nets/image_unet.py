@@ -7,7 +7,7 @@ condition embedding with a learned null embedding where ``drop_mask`` is True (c
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

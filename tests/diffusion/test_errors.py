@@ -15,7 +15,7 @@ from diffusion_rl.diffusion import (
 )
 
 SCH = NoiseSchedule.cosine(20)
-zero = lambda x, t, c=None: torch.zeros_like(x)  # noqa: E731
+zero = lambda x, t, c=None: torch.zeros_like(x)
 
 
 def test_unknown_sampler_and_schedule_names() -> None:

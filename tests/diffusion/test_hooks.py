@@ -124,7 +124,7 @@ def test_guidance_is_one_batched_forward_and_combines_correctly(name: str, optio
 @pytest.mark.parametrize("name,options", SAMPLERS)
 def test_gradient_guidance_moves_samples_towards_higher_values(name: str, options: dict) -> None:
     target = 1.5
-    fn = lambda x, t: -((x - target) ** 2).sum(dim=tuple(range(1, x.ndim)))  # noqa: E731
+    fn = lambda x, t: -((x - target) ** 2).sum(dim=tuple(range(1, x.ndim)))
     oracle = GaussianOracle(torch.zeros(2), torch.ones(2), SCHEDULE)
     sampler = make_sampler(name, SCHEDULE, **options)
     free = sampler.sample(oracle, (512, 2), generator=_gen())
@@ -140,7 +140,7 @@ def test_gradient_guidance_moves_samples_towards_higher_values(name: str, option
 
 
 def test_gradient_guidance_cutoff_and_constraints() -> None:
-    fn = lambda x, t: x.sum(dim=(1, 2))  # noqa: E731
+    fn = lambda x, t: x.sum(dim=(1, 2))
     den = FixedDenoiser(3, 100)
     sampler = make_sampler("ddpm", SCHEDULE)
     free = sampler.sample(den, (4, 5, 3), generator=_gen())

@@ -65,7 +65,7 @@ def test_generator_makes_the_loss_reproducible() -> None:
     sch = NoiseSchedule.cosine(50)
     net = torch.nn.Linear(4, 4)
     x0 = torch.randn(8, 4)
-    den = lambda x, t, c=None: net(x)  # noqa: E731
+    den = lambda x, t, c=None: net(x)
     l1 = diffusion_loss(den, x0, sch, generator=torch.Generator().manual_seed(3))
     l2 = diffusion_loss(den, x0, sch, generator=torch.Generator().manual_seed(3))
     l3 = diffusion_loss(den, x0, sch, generator=torch.Generator().manual_seed(4))
@@ -82,7 +82,7 @@ def test_loss_trains_a_denoiser() -> None:
     centers = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
     net = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.SiLU(), torch.nn.Linear(64, 64), torch.nn.SiLU(),
                               torch.nn.Linear(64, 2))
-    den = lambda x, t, c=None: net(torch.cat([x, t[:, None].float() / 20], dim=1))  # noqa: E731
+    den = lambda x, t, c=None: net(torch.cat([x, t[:, None].float() / 20], dim=1))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(300):

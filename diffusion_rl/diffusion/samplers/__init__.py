@@ -13,10 +13,10 @@ from diffusion_rl.diffusion.schedules import NoiseSchedule
 
 __all__ = [
     "SAMPLERS",
-    "Sampler",
-    "DDPMSampler",
     "DDIMSampler",
+    "DDPMSampler",
     "DPMSolverPlusPlusSampler",
+    "Sampler",
     "make_sampler",
     "sampler_options",
 ]

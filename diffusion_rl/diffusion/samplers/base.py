@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,7 @@ class Sampler(ABC):
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         if not isinstance(schedule, NoiseSchedule):
-            raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+            raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")  # noqa: TRY004 (house rule: ValueError)
         self.schedule = schedule
         self._table_cache: dict[tuple[torch.device, torch.dtype], Tables] = {}
 
