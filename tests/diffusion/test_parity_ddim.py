@@ -17,6 +17,7 @@ from diffusion_rl.diffusion import NoiseSchedule, make_sampler
 from tests.diffusion.helpers import FixedDenoiser, float64_dpm_sigmas, float64_tables
 
 diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 F64 = torch.float64
 
