@@ -71,8 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"ARS on {config.env_id}: {dataclasses.asdict(config)}")
 
-        def record(snap) -> None:
+        seen = []
+
+        def record(snap) -> None:  # keep the run on disk as it goes: a stopped run can still be selected from
             snap.policy.info["score"] = spec.normalized_score(snap.eval_return)
+            seen.append(snap.policy)
+            save_policy_sequence(seen, run_path)
 
         result = train_ars(config, callback=record)
         snapshots = [s.policy for s in result.snapshots]
