@@ -47,6 +47,9 @@ class ARSConfig:
     eval_episodes: int = 6
     eval_noise_std: float = 0.1
     """Gaussian action noise during evaluation: the same noise the data collection uses."""
+    train_noise_std: float = 0.0
+    """Gaussian action noise in the training rollouts too (0 = the paper's deterministic rollouts). Optimizing
+    the return under the collection noise gives policies that do not fall apart when collected with noise."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_directions <= self.num_directions:
@@ -65,7 +68,7 @@ ARS_PRESETS: dict[str, dict[str, Any]] = {
     "hopper": dict(env_id="Hopper-v5", step_size=0.01, num_directions=8, top_directions=4, delta_std=0.025,
                    reward_shift=1.0),
     "walker2d": dict(env_id="Walker2d-v5", step_size=0.03, num_directions=40, top_directions=30,
-                     delta_std=0.025, reward_shift=1.0),
+                     delta_std=0.025, reward_shift=1.0, train_noise_std=0.1),
     "halfcheetah": dict(env_id="HalfCheetah-v5", step_size=0.02, num_directions=32, top_directions=4,
                         delta_std=0.03, reward_shift=0.0),
 }
@@ -217,7 +220,7 @@ def train_ars(
             tasks = []
             for i in range(n):
                 for sign in (1.0, -1.0):
-                    tasks.append((weights + sign * nu * deltas[i], mean, std, low, high, 0.0,
+                    tasks.append((weights + sign * nu * deltas[i], mean, std, low, high, config.train_noise_std,
                                   int(seeds[len(tasks)]), config.horizon, config.reward_shift))
             out = pool.map(tasks)
             r = np.array([o[0] for o in out]).reshape(n, 2)

@@ -174,3 +174,15 @@ def test_hopper_medium_quality_in_band():
     data = collect(recipe.segments, seed=3, num_workers=2, progress=False)
     scores = get_spec("hopper-medium").normalized_score(data.episode_returns[data.episode_complete])
     assert 30.0 <= scores.mean() <= 60.0
+
+
+@pytest.mark.skipif(not (recipes_mod.WEIGHTS_DIR / "hopper-expert.npz").exists(), reason="no hopper weights")
+def test_hopper_expert_and_replay_quality():
+    spec = get_spec("hopper-medium")
+
+    def score(name: str, steps: int) -> float:
+        data = collect(recipe_for(name, steps).segments, seed=0, num_workers=2, progress=False)
+        return float(spec.normalized_score(data.episode_returns[data.episode_complete]).mean())
+
+    assert score("hopper-expert", 6000) >= 90.0
+    assert score("hopper-medium-replay", 6000) < 30.0  # mostly early, falling policies: below medium
