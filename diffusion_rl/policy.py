@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
-from diffusion_rl.artifact import load_artifact, save_artifact
+from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 
 __all__ = ["Policy", "EXECUTIONS", "resolve_device"]
@@ -192,7 +192,8 @@ class Policy:
         as_numpy = not torch.is_tensor(obs)
         if as_numpy:
             arr = np.asarray(obs)
-            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            real = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
+            if arr.dtype == object or not (real or arr.dtype == bool):
                 raise ValueError(
                     f"observation must be numeric with shape [{self.obs_dim}] or [B, {self.obs_dim}]; "
                     f"got dtype {arr.dtype}"
@@ -245,11 +246,20 @@ class Policy:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Policy":
         """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles."""
         state_dict, config = load_artifact(path)
+        absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
+        if absent:
+            raise ArtifactError(f"{path}: config.json lacks {absent} (expected keys written by Policy.save)")
         name = config.get("algorithm")
         if name not in ALGORITHMS:
             raise ValueError(f"{path}: unknown algorithm {name!r}; this library knows {sorted(ALGORITHMS)}")
-        algo = algorithm_from_config(name, config["algo_config"])
-        missing, unexpected = algo.load_state_dict(state_dict, strict=False)
+        try:
+            algo = algorithm_from_config(name, config["algo_config"])
+        except TypeError as err:
+            raise ArtifactError(f"{path}: algo_config does not fit the {name} constructor ({err})") from None
+        try:
+            missing, unexpected = algo.load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:  # shape mismatches raise even with strict=False
+            raise ValueError(f"{path}: weights do not match the {name} network in config.json ({err})") from None
         if missing or unexpected:
             raise ValueError(
                 f"{path}: weights do not match the {name} network in config.json "

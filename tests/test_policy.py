@@ -1,0 +1,316 @@
+"""``Policy``: numpy/torch in and out, one observation or a batch, seeds, sampler settings, plans, bad input.
+
+Small untrained planners are enough here: these tests check the deployable face (shapes, units, determinism,
+settings, errors), not what a trained planner has learned (tests/algos does that on a toy problem).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl import Policy
+from diffusion_rl.algos import DecisionDiffuser, Diffuser
+from diffusion_rl.data import GaussianNormalizer
+
+torch.set_num_threads(1)
+
+OBS_DIM, ACT_DIM, HORIZON = 11, 3, 8
+# Raw units far from the normalized ones, so a missing (un)normalization shows up in the numbers.
+OBS_MEAN, OBS_STD, ACT_MEAN, ACT_STD = 5.0, 3.0, 100.0, 0.01
+
+
+def make_normalizers(obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, seed: int = 0) -> dict[str, GaussianNormalizer]:
+    """Gaussian normalizers fitted on random data with known means and scales."""
+    rng = np.random.default_rng(seed)
+    return {
+        "observations": GaussianNormalizer().fit(OBS_MEAN + OBS_STD * rng.normal(size=(500, obs_dim))),
+        "actions": GaussianNormalizer().fit(ACT_MEAN + ACT_STD * rng.normal(size=(500, act_dim))),
+    }
+
+
+def make_dd(seed: int = 0) -> DecisionDiffuser:
+    torch.manual_seed(seed)
+    return DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16,
+                            dim_mults=(1, 2), inv_hidden_dim=32)
+
+
+def make_diffuser(seed: int = 0, **kwargs) -> Diffuser:
+    torch.manual_seed(seed)
+    options = {"obs_dim": OBS_DIM, "act_dim": ACT_DIM, "horizon": HORIZON, "num_steps": 20, "dim": 16,
+               "dim_mults": (1, 2), "value_dim": 16, "value_dim_mults": (1, 2), **kwargs}
+    return Diffuser(**options)
+
+
+# Few sampler steps and plans keep every act() in the tens of milliseconds on one CPU thread.
+FAST = {"decision_diffuser": {"steps": 4}, "diffuser": {"sampler": "ddim", "steps": 4, "num_plans": 4}}
+BUILDERS = {"decision_diffuser": make_dd, "diffuser": make_diffuser}
+
+
+def make_policy(algo: str = "decision_diffuser", seed: int = 0, **kwargs) -> Policy:
+    """An untrained small planner of kind ``algo`` behind a Policy with fast sampler settings."""
+    return Policy(BUILDERS[algo](), make_normalizers(), env_name="hopper-medium", sampling=dict(FAST[algo]),
+                  seed=seed, **kwargs)
+
+
+def raw_obs(batch: int | None = None, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = (OBS_DIM,) if batch is None else (batch, OBS_DIM)
+    return (OBS_MEAN + OBS_STD * rng.normal(size=shape)).astype(np.float32)
+
+
+def differs(a, b) -> bool:
+    """Actions differ by more than 1% of the action scale (raw actions sit near 100, where allclose is blind)."""
+    return bool(np.abs((np.asarray(a, np.float64) - np.asarray(b, np.float64)) / ACT_STD).max() > 1e-2)
+
+
+class NetCalls:
+    """Counts forward passes of a module (the denoiser) while in a ``with`` block."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module, self.count = module, 0
+
+    def __enter__(self) -> "NetCalls":  # noqa: PYI034, UP037
+        self.handle = self.module.register_forward_hook(lambda *_: setattr(self, "count", self.count + 1))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+ALGOS = ["decision_diffuser", "diffuser"]
+
+
+@pytest.fixture(params=ALGOS)
+def policy(request) -> Policy:
+    return make_policy(request.param)
+
+
+# --- inputs and outputs ---------------------------------------------------------------------------------------
+
+
+def test_one_numpy_observation_gives_one_raw_numpy_action(policy):
+    action = policy.act(raw_obs())
+    assert isinstance(action, np.ndarray) and action.shape == (ACT_DIM,) and action.dtype == np.float32
+    assert np.all(np.isfinite(action))
+    # raw units: the action normalizer's mean 100 and scale 0.01 put untrained outputs within ~0.1 of 100
+    assert np.all(np.abs(action - ACT_MEAN) < 0.2), action
+
+
+def test_batch_of_numpy_observations_gives_batch_of_actions(policy):
+    actions = policy.act(raw_obs(batch=5))
+    assert isinstance(actions, np.ndarray) and actions.shape == (5, ACT_DIM)
+    assert np.all(np.isfinite(actions)) and np.all(np.abs(actions - ACT_MEAN) < 0.2)
+    # the plans of a batch are sampled independently: rows differ
+    assert differs(actions[0], actions[1])
+    # plain lists and float64 arrays are accepted too
+    assert policy.act(raw_obs().astype(np.float64).tolist()).shape == (ACT_DIM,)
+
+
+def test_torch_in_gives_torch_out(policy):
+    single = policy.act(torch.from_numpy(raw_obs()))
+    batch = policy.act(torch.from_numpy(raw_obs(batch=3)).double())
+    assert torch.is_tensor(single) and single.shape == (ACT_DIM,) and single.dtype == torch.float32
+    assert torch.is_tensor(batch) and batch.shape == (3, ACT_DIM) and torch.isfinite(batch).all()
+    plan = policy.plan(torch.from_numpy(raw_obs()))
+    assert all(torch.is_tensor(v) for v in plan.values())
+
+
+def test_numpy_and_torch_inputs_give_the_same_actions(policy):
+    obs = raw_obs(batch=2)
+    policy.reset()
+    from_numpy = policy.act(obs)
+    policy.reset()
+    from_torch = policy.act(torch.from_numpy(obs)).numpy()
+    np.testing.assert_array_equal(from_numpy, from_torch)
+
+
+# --- seeds ----------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_actions_after_reset(policy):
+    obs = raw_obs(batch=2)
+    first = [policy.act(obs), policy.act(obs)]
+    assert differs(first[0], first[1])  # the random stream moves on between calls
+    policy.reset()
+    again = [policy.act(obs), policy.act(obs)]
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_different_seed_different_actions(policy):
+    obs = raw_obs(batch=2)
+    policy.reset(seed=0)
+    a0 = policy.act(obs)
+    policy.reset(seed=1)
+    a1 = policy.act(obs)
+    assert policy.seed == 1
+    assert differs(a0, a1)
+    # a fresh Policy built with seed=1 follows the same stream as reset(seed=1)
+    other = make_policy(policy.algo.name, seed=1)
+    np.testing.assert_array_equal(other.act(obs), a1)
+
+
+# --- sampler settings -----------------------------------------------------------------------------------------
+
+
+def test_settings_are_attributes_and_change_the_sampler():
+    policy = make_policy("decision_diffuser")
+    assert policy.steps == FAST["decision_diffuser"]["steps"] and policy.guidance_weight == 0.2
+    policy.steps = 5
+    assert policy.sampling["steps"] == 5
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs())
+    # DDIM with 5 steps, classifier-free guidance batched into one forward per step
+    assert calls.count == 5
+
+
+def test_per_call_settings_apply_to_that_call_only():
+    policy = make_policy("decision_diffuser")
+    policy.steps = 5
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs(), steps=3)
+    assert calls.count == 3
+    assert policy.steps == 5
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs())
+    assert calls.count == 5
+
+
+def test_diffuser_sampler_setting_switches_ddpm_to_ddim():
+    policy = make_policy("diffuser")
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs(), sampler="ddpm", num_plans=2)
+    assert calls.count == 20  # DDPM walks all num_steps
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs(), sampler="ddim", steps=3)
+    assert calls.count == 3
+
+
+def test_guidance_weight_changes_the_plan():
+    policy = make_policy("decision_diffuser")
+    obs = raw_obs()
+    plans = {}
+    for w in (0.0, 3.0, 0.0):
+        policy.reset()
+        plans.setdefault(w, []).append(policy.plan(obs, guidance_weight=w)["observations"])
+    np.testing.assert_array_equal(plans[0.0][0], plans[0.0][1])
+    # same noise, different weight: the planned states move by a sizeable fraction of the state scale
+    assert np.abs(plans[3.0][0] - plans[0.0][0]).max() > 0.05 * OBS_STD
+
+
+def test_unknown_setting_lists_the_valid_ones(policy):
+    with pytest.raises(ValueError, match="unknown setting") as err:
+        policy.act(raw_obs(), stepz=3)
+    message = str(err.value)
+    assert "stepz" in message
+    for name in policy.sampling:
+        assert name in message
+    with pytest.raises(ValueError, match="stepz"):
+        policy.plan(raw_obs(), stepz=3)
+
+
+def test_unknown_execution_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="first_action.*follow_plan"):
+        make_policy("diffuser", execution="replan_sometimes")
+
+
+# --- plans ----------------------------------------------------------------------------------------------------
+
+
+def test_decision_diffuser_plan_starts_at_the_observation_in_raw_units():
+    policy = make_policy("decision_diffuser")
+    obs = raw_obs()
+    plan = policy.plan(obs)
+    assert plan["observations"].shape == (HORIZON, OBS_DIM) and plan["actions"].shape == (ACT_DIM,)
+    np.testing.assert_allclose(plan["observations"][0], obs, rtol=0, atol=1e-4)
+    assert np.all(np.isfinite(plan["observations"]))
+    # the plan's action is what act() executes for the same seed
+    policy.reset()
+    planned = policy.plan(obs)["actions"]
+    policy.reset()
+    np.testing.assert_array_equal(policy.act(obs), planned)
+
+
+def test_diffuser_plan_returns_states_and_actions_of_the_best_plan():
+    policy = make_policy("diffuser")
+    obs = raw_obs(batch=2)
+    plan = policy.plan(obs)
+    assert plan["observations"].shape == (2, HORIZON, OBS_DIM)
+    assert plan["plan_actions"].shape == (2, HORIZON, ACT_DIM)
+    np.testing.assert_allclose(plan["observations"][:, 0], obs, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(plan["actions"], plan["plan_actions"][:, 0])
+    # later states are sampled, not copies of the start
+    assert not np.allclose(plan["observations"][:, 1], obs, atol=1e-3)
+
+
+def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
+    torch.manual_seed(0)
+    algo = Diffuser(obs_dim=4, act_dim=2, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),
+                    value_guided=False, goal_conditioned=True)
+    policy = Policy(algo, make_normalizers(obs_dim=4, act_dim=2), sampling={"sampler": "ddim", "steps": 4})
+    obs = np.array([[1.0, 2.0, 0.1, -0.1], [3.0, 1.0, 0.0, 0.2]], dtype=np.float32)
+    goal = np.array([[6.0, 7.0], [0.5, 4.0]])
+    plan = policy.plan(obs, goal=goal)["observations"]
+    assert plan.shape == (2, HORIZON, 4)
+    np.testing.assert_allclose(plan[:, 0], obs, atol=1e-4)
+    np.testing.assert_allclose(plan[:, -1, :2], goal, atol=1e-4)  # goal position
+    np.testing.assert_allclose(plan[:, -1, 2:], 0.0, atol=1e-4)  # at rest there
+    # one goal [2] is shared by every observation of the batch
+    shared = policy.plan(obs, goal=goal[0])["observations"]
+    np.testing.assert_allclose(shared[:, -1, :2], np.broadcast_to(goal[0], (2, 2)), atol=1e-4)
+    with pytest.raises(ValueError, match=r"goal must have shape"):
+        policy.plan(obs, goal=np.zeros((3, 2)))
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(OBS_DIM + 1,), (4, OBS_DIM - 1), (2, 3, OBS_DIM), ()])
+def test_wrong_shape_names_the_expected_shape(shape):
+    policy = make_policy("decision_diffuser")
+    with pytest.raises(ValueError) as err:
+        policy.act(np.zeros(shape, dtype=np.float32))
+    message = str(err.value)
+    assert f"[{OBS_DIM}]" in message and f"[B, {OBS_DIM}]" in message and str(tuple(shape)) in message
+    with pytest.raises(ValueError, match=rf"\[B, {OBS_DIM}\]"):
+        policy.act(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_observations_are_refused(bad):
+    policy = make_policy("decision_diffuser")
+    obs = raw_obs(batch=2)
+    obs[1, 4] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        policy.act(obs)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        policy.act(torch.from_numpy(obs))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        policy.plan(obs)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "0.1 0.2",
+        np.array(["1.0"] * OBS_DIM),
+        np.array([1.0] * (OBS_DIM - 1) + [None], dtype=object),
+        np.array([1.0] * OBS_DIM, dtype=object),
+        {"observation": [0.0] * OBS_DIM},
+        np.ones(OBS_DIM, dtype=np.complex64),
+        None,
+    ],
+    ids=["string", "string-array", "object-with-none", "object-of-floats", "dict", "complex", "none"],
+)
+def test_non_numeric_observations_are_refused(bad):
+    policy = make_policy("decision_diffuser")
+    with pytest.raises(ValueError, match=rf"numeric with shape \[{OBS_DIM}\]"):
+        policy.act(bad)
+
+
+def test_non_real_tensor_is_refused():
+    policy = make_policy("decision_diffuser")
+    with pytest.raises(ValueError, match="real-valued"):
+        policy.act(torch.ones(OBS_DIM, dtype=torch.complex64))
