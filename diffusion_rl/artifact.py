@@ -57,6 +57,16 @@ def from_jsonable(value: Any) -> Any:
     return value
 
 
+def _ordinary_permissions(path: Path) -> None:
+    """Give a finished temporary file/folder what ``open``/``mkdir`` would (mkstemp/mkdtemp make them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    if path.is_dir():
+        for child in path.iterdir():
+            os.chmod(child, 0o666 & ~umask)
+
+
 def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Write weights and config atomically to a folder, or to one file when ``path`` ends in ``.safetensors``."""
     path = Path(path)
@@ -69,6 +79,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"config": text})
+            _ordinary_permissions(Path(tmp))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -78,6 +89,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
     try:
         save_file(tensors, str(tmp_dir / WEIGHTS_NAME))
         (tmp_dir / CONFIG_NAME).write_text(text)
+        _ordinary_permissions(tmp_dir)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():

@@ -1,0 +1,304 @@
+"""The policy artifact: ``model.safetensors`` + ``config.json`` (a folder) or one ``.safetensors`` file.
+
+Round trips give the same actions; the config says what it holds; loading uses no pickle; foreign, damaged and
+newer files are refused with clear messages; saving replaces an old artifact atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from diffusion_rl import Policy, artifact
+from diffusion_rl.artifact import FORMAT_VERSION, ArtifactError
+from tests.test_policy import ACT_DIM, HORIZON, OBS_DIM, make_policy, raw_obs
+
+torch.set_num_threads(1)
+
+ALGOS = ["decision_diffuser", "diffuser"]
+LAYOUTS = {"folder": "policy", "file": "policy.safetensors"}
+
+
+def actions_after_reset(policy: Policy, obs: np.ndarray, calls: int = 2) -> list[np.ndarray]:
+    policy.reset()
+    return [policy.act(obs) for _ in range(calls)]
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """A decision-diffuser artifact folder shared by the read-only tests (each copies it before damaging it)."""
+    root = tmp_path_factory.mktemp("artifact")
+    return make_policy("decision_diffuser").save(root / "policy")
+
+
+def copy_artifact(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+# --- round trips ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_round_trip_gives_identical_actions(tmp_path, algo, layout):
+    policy = make_policy(algo, seed=7)
+    policy.steps = 3  # a changed setting travels with the artifact
+    path = policy.save(tmp_path / LAYOUTS[layout])
+    assert path == tmp_path / LAYOUTS[layout]
+    assert path.is_dir() == (layout == "folder")
+    loaded = Policy.load(path, device="cpu")
+    assert type(loaded.algo) is type(policy.algo)
+    assert loaded.sampling == policy.sampling and loaded.steps == 3
+    assert loaded.env_name == "hopper-medium" and loaded.seed == 7 and loaded.execution == policy.execution
+    assert (loaded.obs_dim, loaded.act_dim) == (OBS_DIM, ACT_DIM)
+    for key, norm in policy.normalizers.items():
+        for stat_name, value in norm.state_dict().items():
+            np.testing.assert_array_equal(loaded.normalizers[key].state_dict()[stat_name], value)
+    for name, tensor in policy.algo.state_dict().items():
+        assert torch.equal(loaded.algo.state_dict()[name], tensor), name
+    obs = raw_obs(batch=2)
+    for a, b in zip(actions_after_reset(policy, obs), actions_after_reset(loaded, obs)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_folder_config_says_what_the_artifact_holds(saved):
+    assert listing(saved) == ["config.json", "model.safetensors"]
+    assert not list(saved.glob("*.pt")) and not list(saved.glob("*.pkl")) and not list(saved.glob("*.pth"))
+    config = json.loads((saved / "config.json").read_text())  # plain JSON, readable without this library
+    for key in ("algorithm", "obs_dim", "act_dim", "horizon", "normalizers", "sampling", "env_name",
+                "format_version"):
+        assert key in config, key
+    assert config["algorithm"] == "decision_diffuser"
+    assert (config["obs_dim"], config["act_dim"], config["horizon"]) == (OBS_DIM, ACT_DIM, HORIZON)
+    assert config["env_name"] == "hopper-medium" and config["format_version"] == FORMAT_VERSION
+    assert config["sampling"]["steps"] == 4 and config["sampling"]["sampler"] == "ddim"
+    assert set(config["normalizers"]) == {"observations", "actions"}
+    obs_norm = config["normalizers"]["observations"]
+    assert obs_norm["name"] == "gaussian" and len(obs_norm["mean"]["__ndarray__"]) == OBS_DIM
+    with safe_open(str(saved / "model.safetensors"), framework="pt") as f:
+        assert len(list(f.keys())) == len(make_policy("decision_diffuser").algo.state_dict())
+
+
+def test_single_file_holds_the_config_in_its_metadata(tmp_path):
+    path = make_policy("diffuser").save(tmp_path / "planner.safetensors")
+    assert listing(tmp_path) == ["planner.safetensors"]
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    assert config["algorithm"] == "diffuser" and config["format_version"] == FORMAT_VERSION
+    assert config["sampling"]["num_plans"] == 4 and config["horizon"] == HORIZON
+
+
+def test_artifact_files_get_ordinary_permissions(tmp_path):
+    """Readable by the robot's controller account, not only by the trainer's (mkstemp/mkdtemp make them private)."""
+    umask = os.umask(0o022)
+    try:
+        folder = make_policy("decision_diffuser").save(tmp_path / "policy")
+        single = make_policy("decision_diffuser").save(tmp_path / "policy.safetensors")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    for path in (folder / "model.safetensors", folder / "config.json", single):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_loading_needs_no_pickle(saved, tmp_path, monkeypatch):
+    single = make_policy("decision_diffuser").save(tmp_path / "p.safetensors")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("artifact loading must not unpickle anything")
+
+    for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")]:
+        monkeypatch.setattr(module, name, forbidden)
+    for path in (saved, single):
+        policy = Policy.load(path, device="cpu")
+        assert policy.act(raw_obs()).shape == (ACT_DIM,)
+
+
+# --- refusing what is not an artifact -------------------------------------------------------------------------
+
+
+def test_missing_path_is_file_not_found_with_the_path(tmp_path):
+    missing = tmp_path / "no" / "such_policy"
+    with pytest.raises(FileNotFoundError) as err:
+        Policy.load(missing)
+    assert str(missing) in str(err.value)
+
+
+def test_foreign_config_is_refused(saved, tmp_path):
+    foreign = copy_artifact(saved, tmp_path / "foreign")
+    (foreign / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 768}))
+    with pytest.raises(ArtifactError, match="not a diffusion_rl artifact") as err:
+        Policy.load(foreign)
+    assert isinstance(err.value, ValueError) and str(foreign) in str(err.value)
+    (foreign / "config.json").write_text("[1, 2, 3]")
+    with pytest.raises(ArtifactError, match="not a diffusion_rl artifact"):
+        Policy.load(foreign)
+
+
+def test_folder_without_weights_is_refused(tmp_path):
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"anything": 1}))
+    with pytest.raises(ArtifactError, match="missing model.safetensors"):
+        Policy.load(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="missing model.safetensors, config.json"):
+        Policy.load(empty)
+
+
+def test_damaged_config_json_is_refused(saved, tmp_path):
+    damaged = copy_artifact(saved, tmp_path / "damaged")
+    text = (saved / "config.json").read_text()
+    (damaged / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        Policy.load(damaged)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".safetensors", ""])
+def test_random_text_file_is_refused(tmp_path, suffix):
+    path = tmp_path / f"notes{suffix}"
+    path.write_text("these are my notes about the hopper, not a model\n" * 20)
+    with pytest.raises(ArtifactError, match="not a readable .safetensors artifact") as err:
+        Policy.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_safetensors_file_without_our_config_is_refused(tmp_path):
+    path = tmp_path / "other_model.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(ArtifactError, match="without a diffusion_rl config"):
+        Policy.load(path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_weights_are_refused(saved, tmp_path, keep):
+    damaged = copy_artifact(saved, tmp_path / "truncated")
+    data = (saved / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ArtifactError, match="damaged") as err:
+        Policy.load(damaged)
+    assert "model.safetensors" in str(err.value)
+
+
+def test_truncated_single_file_is_refused(tmp_path):
+    path = make_policy("diffuser").save(tmp_path / "p.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ArtifactError, match=str(path)):
+        Policy.load(path)
+    path.write_bytes(data[:5])
+    with pytest.raises(ArtifactError):
+        Policy.load(path)
+
+
+def test_newer_format_version_is_refused(saved, tmp_path):
+    newer = copy_artifact(saved, tmp_path / "newer")
+    config = json.loads((saved / "config.json").read_text())
+    config["format_version"] = FORMAT_VERSION + 1
+    (newer / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=rf"format_version={FORMAT_VERSION + 1}.*up to {FORMAT_VERSION}"):
+        Policy.load(newer)
+    config["format_version"] = "1"  # not an integer
+    (newer / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="format_version"):
+        Policy.load(newer)
+
+
+def test_config_without_required_keys_is_refused(saved, tmp_path):
+    broken = copy_artifact(saved, tmp_path / "broken")
+    config = json.loads((saved / "config.json").read_text())
+    del config["algo_config"]
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="algo_config"):
+        Policy.load(broken)
+
+
+def test_unknown_algorithm_lists_the_known_ones(saved, tmp_path):
+    other = copy_artifact(saved, tmp_path / "other")
+    config = json.loads((saved / "config.json").read_text())
+    config["algorithm"] = "diffusion_transformer_xl"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"diffusion_transformer_xl.*decision_diffuser.*diffuser"):
+        Policy.load(other)
+
+
+def test_weights_that_do_not_match_the_config_are_refused(saved, tmp_path):
+    wider = copy_artifact(saved, tmp_path / "wider")
+    config = json.loads((saved / "config.json").read_text())
+    config["algo_config"]["dim"] = 32  # a wider network than the weights were trained for
+    (wider / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="weights do not match") as err:
+        Policy.load(wider)
+    assert not isinstance(err.value, RuntimeError)
+
+    partial = copy_artifact(saved, tmp_path / "partial")
+    with safe_open(str(saved / "model.safetensors"), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("inv.")}  # noqa: SIM118
+    save_file(tensors, str(partial / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"weights do not match.*missing \['inv\."):
+        Policy.load(partial)
+
+    foreign_kwargs = copy_artifact(saved, tmp_path / "kwargs")
+    config = json.loads((saved / "config.json").read_text())
+    config["algo_config"]["num_heads"] = 8  # DecisionDiffuser has no such argument
+    (foreign_kwargs / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="num_heads"):
+        Policy.load(foreign_kwargs)
+
+
+# --- atomic replacement ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_saving_over_an_artifact_replaces_it_without_leftovers(tmp_path, layout):
+    path = tmp_path / LAYOUTS[layout]
+    obs = raw_obs()
+    first = make_policy("decision_diffuser")
+    first.save(path)
+    torch.manual_seed(123)
+    second = make_policy("decision_diffuser")
+    for p in second.algo.parameters():  # different weights than `first`
+        p.data.add_(0.5 * torch.randn_like(p))
+    second.steps = 2
+    second.save(path)
+    assert listing(tmp_path) == [LAYOUTS[layout]]  # no temporary or old copies next to it
+    loaded = Policy.load(path)
+    assert loaded.steps == 2
+    np.testing.assert_array_equal(actions_after_reset(loaded, obs), actions_after_reset(second, obs))
+    assert not np.array_equal(actions_after_reset(loaded, obs), actions_after_reset(first, obs))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_failed_save_leaves_the_old_artifact_intact(tmp_path, layout, monkeypatch):
+    path = tmp_path / LAYOUTS[layout]
+    obs = raw_obs()
+    old = make_policy("decision_diffuser")
+    old.save(path)
+    expected = actions_after_reset(Policy.load(path), obs)
+
+    def crash_midway(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifact, "save_file", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        make_policy("diffuser").save(path)
+    assert listing(tmp_path) == [LAYOUTS[layout]]
+    np.testing.assert_array_equal(actions_after_reset(Policy.load(path), obs), expected)
