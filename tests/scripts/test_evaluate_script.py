@@ -1,0 +1,136 @@
+"""scripts/evaluate.py end to end (subprocess) on a tiny untrained artifact saved in the test, in real Hopper-v5."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl import Policy
+from diffusion_rl.algos import DecisionDiffuser
+from diffusion_rl.data import GaussianNormalizer
+from envs import get_spec
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "evaluate.py"
+
+
+def _env() -> dict[str, str]:
+    # one torch thread: on a shared, oversubscribed CPU two spinning threads make each tiny forward ~100x slower
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_script(cwd: Path, *overrides: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, str(SCRIPT), *overrides], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def hopper_artifact(path: Path) -> Path:
+    """An untrained Decision Diffuser for Hopper (11 states, 3 actions), saved as ``path``."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    algo = DecisionDiffuser(obs_dim=11, act_dim=3, horizon=8, num_steps=20, dim=16, dim_mults=(1, 2),
+                            inv_hidden_dim=32)
+    normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 11))),
+                   "actions": GaussianNormalizer().fit(0.3 * rng.normal(size=(200, 3)))}
+    return Policy(algo, normalizers, env_name="hopper-medium", sampling={"steps": 4}).save(path)
+
+
+@pytest.fixture(scope="module")
+def script_module():
+    """The script imported as a module, for its two small helpers."""
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluates_an_artifact_and_writes_json_and_video_beside_it(tmp_path):
+    policy = hopper_artifact(tmp_path / "run" / "policy")
+    cwd = tmp_path / "cwd"
+    proc = run_script(cwd, f"policy={policy}", "episodes=2", "num_envs=2", "max_episode_steps=20", "seed=3",
+                      "video=true", "sampling.steps=2", "progress=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = tmp_path / "run" / "eval_hopper-medium.json"  # <policy>/../eval_<env>.json
+    result = json.loads(out.read_text())
+    assert result["env_name"] == "hopper-medium" and result["gym_id"] == "Hopper-v5"
+    assert result["episodes"] == 2 and result["seed"] == 3 and result["num_envs"] == 2
+    assert all(1 <= n <= 20 for n in result["lengths"])
+    expected = get_spec("hopper-medium").normalized_score(np.asarray(result["returns"]))
+    np.testing.assert_allclose(result["normalized_scores"], expected)
+    assert math.isfinite(result["normalized_score_mean"])
+    assert result["normalized_score_mean"] == pytest.approx(float(np.mean(expected)))
+    assert result["extra"]["sampling"]["steps"] == 2  # the override, not the artifact's 4
+    assert result["extra"]["algorithm"] == "decision_diffuser"
+    assert result["extra"]["policy"] == str(policy.resolve())
+    video = tmp_path / "run" / "eval_hopper-medium.mp4"
+    assert video.is_file() and video.stat().st_size > 1000 and result["video_path"] == str(video)
+    assert f"{result['normalized_score_mean']:.1f} ±" in proc.stdout and "D4RL-normalized" in proc.stdout
+    assert str(out) in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "eval_hopper-medium.json", "eval_hopper-medium.mp4", "policy"]
+    assert list(cwd.iterdir()) == []  # no Hydra output folder or log in the working directory
+
+
+def test_single_file_artifact_with_env_and_out(tmp_path):
+    policy = hopper_artifact(tmp_path / "model.safetensors")
+    out = tmp_path / "scores" / "hopper.json"
+    proc = run_script(tmp_path / "cwd", f"policy={policy}", "env=hopper-medium", "episodes=1", "num_envs=1",
+                      "max_episode_steps=5", f"out={out}", "+sampling.guidance_weight=0.0", "progress=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["episodes"] == 1 and result["lengths"][0] <= 5 and result["video_path"] is None
+    assert result["extra"]["sampling"]["guidance_weight"] == 0.0 and result["extra"]["sampling"]["steps"] == 4
+    assert not (tmp_path / "eval_hopper-medium.json").exists()
+
+
+def test_unknown_key_lists_the_valid_ones(tmp_path):
+    proc = run_script(tmp_path, "policy=whatever", "episodez=2")
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "episodez" in text
+    for key in ("episodes", "num_envs", "seed", "video", "max_episode_steps", "out", "sampling", "policy"):
+        assert key in text, key
+    bad_env = run_script(tmp_path, "policy=whatever", "env=hopper-mediocre")
+    assert bad_env.returncode != 0
+    assert "hopper-medium" in bad_env.stderr and "walker2d-expert" in bad_env.stderr
+
+
+def test_missing_policy_is_a_clear_error(tmp_path):
+    missing = tmp_path / "no_such_run" / "policy"
+    proc = run_script(tmp_path, f"policy={missing}", "episodes=1")
+    assert proc.returncode != 0
+    assert f"error: cannot load policy={missing}" in proc.stderr and "no artifact at" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    unset = run_script(tmp_path, "episodes=1")
+    assert unset.returncode != 0 and "policy=<path> is required" in unset.stderr
+
+
+def test_unknown_sampling_setting_lists_the_policy_settings(tmp_path):
+    policy = hopper_artifact(tmp_path / "policy")
+    proc = run_script(tmp_path, f"policy={policy}", "sampling.stepz=3")
+    assert proc.returncode != 0
+    assert "stepz" in proc.stderr and "guidance_weight" in proc.stderr and "steps" in proc.stderr
+    assert not list(tmp_path.glob("eval_*.json"))
+
+
+def test_helpers(script_module):
+    assert script_module.sampling_overrides_as_additions(
+        ["policy=p", "sampling.steps=5", "+sampling.eta=0.1", "seed=1"]
+    ) == ["policy=p", "++sampling.steps=5", "+sampling.eta=0.1", "seed=1"]
+    assert script_module.default_out("/runs/x/policy", "hopper-medium") == Path("/runs/x/eval_hopper-medium.json")
+    assert script_module.default_out("/runs/x/m.safetensors", "envs.maze2d:Maze2D-UMaze-v1") == Path(
+        "/runs/x/eval_envs.maze2d_Maze2D-UMaze-v1.json")
