@@ -58,7 +58,7 @@ def from_jsonable(value: Any) -> Any:
 
 
 def _ordinary_permissions(path: Path) -> None:
-    """Give a finished temporary file/folder what ``open``/``mkdir`` would (mkstemp/mkdtemp make them private)."""
+    """Give a finished temporary file/folder the permissions ``open``/``mkdir`` would (mkstemp's are 0600)."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)

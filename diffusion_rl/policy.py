@@ -259,7 +259,9 @@ class Policy:
         try:
             missing, unexpected = algo.load_state_dict(state_dict, strict=False)
         except RuntimeError as err:  # shape mismatches raise even with strict=False
-            raise ValueError(f"{path}: weights do not match the {name} network in config.json ({err})") from None
+            raise ValueError(
+                f"{path}: weights do not match the {name} network in config.json ({err})"
+            ) from None
         if missing or unexpected:
             raise ValueError(
                 f"{path}: weights do not match the {name} network in config.json "

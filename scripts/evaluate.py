@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 
 def sampling_overrides_as_additions(argv: list[str]) -> list[str]:
-    """``sampling.k=v`` -> ``++sampling.k=v``: the yaml's ``sampling: {}`` declares no keys, Hydra must add them."""
+    """``sampling.k=v`` -> ``++sampling.k=v``: ``sampling: {}`` declares no keys, so Hydra must add them."""
     return [f"++{a}" if a.startswith("sampling.") and "=" in a else a for a in argv]
 
 
@@ -38,7 +38,8 @@ def default_out(policy_path: str | Path, env_name: str) -> Path:
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     if not cfg.policy:
-        sys.exit("error: policy=<path> is required: an artifact folder or .safetensors file (Policy.save writes one)")
+        sys.exit("error: policy=<path> is required: an artifact folder or .safetensors file "
+                 "(Policy.save writes one)")
     from diffusion_rl.evaluation import evaluate
     from diffusion_rl.policy import Policy
 

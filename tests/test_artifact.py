@@ -39,7 +39,7 @@ def listing(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    """A decision-diffuser artifact folder shared by the read-only tests (each copies it before damaging it)."""
+    """A decision-diffuser artifact folder shared by the tests (each copies it before damaging it)."""
     root = tmp_path_factory.mktemp("artifact")
     return make_policy("decision_diffuser").save(root / "policy")
 
@@ -51,7 +51,7 @@ def copy_artifact(src: Path, dst: Path) -> Path:
     return dst
 
 
-# --- round trips ----------------------------------------------------------------------------------------------
+# --- round trips --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -105,7 +105,7 @@ def test_single_file_holds_the_config_in_its_metadata(tmp_path):
 
 
 def test_artifact_files_get_ordinary_permissions(tmp_path):
-    """Readable by the robot's controller account, not only by the trainer's (mkstemp/mkdtemp make them private)."""
+    """Readable by the robot controller's account too (mkstemp/mkdtemp make files private)."""
     umask = os.umask(0o022)
     try:
         folder = make_policy("decision_diffuser").save(tmp_path / "policy")
@@ -130,7 +130,7 @@ def test_loading_needs_no_pickle(saved, tmp_path, monkeypatch):
         assert policy.act(raw_obs()).shape == (ACT_DIM,)
 
 
-# --- refusing what is not an artifact -------------------------------------------------------------------------
+# --- refusing what is not an artifact -----------------------------------------------------------------------
 
 
 def test_missing_path_is_file_not_found_with_the_path(tmp_path):
@@ -263,7 +263,7 @@ def test_weights_that_do_not_match_the_config_are_refused(saved, tmp_path):
         Policy.load(foreign_kwargs)
 
 
-# --- atomic replacement ---------------------------------------------------------------------------------------
+# --- atomic replacement -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -21,7 +21,8 @@ OBS_DIM, ACT_DIM, HORIZON = 11, 3, 8
 OBS_MEAN, OBS_STD, ACT_MEAN, ACT_STD = 5.0, 3.0, 100.0, 0.01
 
 
-def make_normalizers(obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, seed: int = 0) -> dict[str, GaussianNormalizer]:
+def make_normalizers(obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM,
+                     seed: int = 0) -> dict[str, GaussianNormalizer]:
     """Gaussian normalizers fitted on random data with known means and scales."""
     rng = np.random.default_rng(seed)
     return {
@@ -61,7 +62,7 @@ def raw_obs(batch: int | None = None, seed: int = 1) -> np.ndarray:
 
 
 def differs(a, b) -> bool:
-    """Actions differ by more than 1% of the action scale (raw actions sit near 100, where allclose is blind)."""
+    """Actions differ by over 1% of the action scale (raw actions sit near 100, where allclose is blind)."""
     return bool(np.abs((np.asarray(a, np.float64) - np.asarray(b, np.float64)) / ACT_STD).max() > 1e-2)
 
 
@@ -87,7 +88,7 @@ def policy(request) -> Policy:
     return make_policy(request.param)
 
 
-# --- inputs and outputs ---------------------------------------------------------------------------------------
+# --- inputs and outputs -------------------------------------------------------------------------------------
 
 
 def test_one_numpy_observation_gives_one_raw_numpy_action(policy):
@@ -126,7 +127,7 @@ def test_numpy_and_torch_inputs_give_the_same_actions(policy):
     np.testing.assert_array_equal(from_numpy, from_torch)
 
 
-# --- seeds ----------------------------------------------------------------------------------------------------
+# --- seeds --------------------------------------------------------------------------------------------------
 
 
 def test_same_seed_same_actions_after_reset(policy):
@@ -152,7 +153,7 @@ def test_different_seed_different_actions(policy):
     np.testing.assert_array_equal(other.act(obs), a1)
 
 
-# --- sampler settings -----------------------------------------------------------------------------------------
+# --- sampler settings ---------------------------------------------------------------------------------------
 
 
 def test_settings_are_attributes_and_change_the_sampler():
@@ -216,7 +217,7 @@ def test_unknown_execution_lists_the_valid_ones():
         make_policy("diffuser", execution="replan_sometimes")
 
 
-# --- plans ----------------------------------------------------------------------------------------------------
+# --- plans --------------------------------------------------------------------------------------------------
 
 
 def test_decision_diffuser_plan_starts_at_the_observation_in_raw_units():
@@ -264,7 +265,7 @@ def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
         policy.plan(obs, goal=np.zeros((3, 2)))
 
 
-# --- bad input ------------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", [(OBS_DIM + 1,), (4, OBS_DIM - 1), (2, 3, OBS_DIM), ()])
