@@ -49,6 +49,7 @@ class PlannerRunConfig:
     eval_num_envs: int = 5
     eval_every: int = 0
     eval_seed: int = 0
+    eval_max_episode_steps: int | None = None
     video: bool = False
     plot: bool = True
     dataset: str | None = None
@@ -165,7 +166,8 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     eval_fn = None
     if cfg.eval_every > 0:
         eval_fn = rollout_eval_fn(make_policy, spec.name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
-                                  seed=cfg.eval_seed, results_dir=run_dir / "evals")
+                                  seed=cfg.eval_seed, max_episode_steps=cfg.eval_max_episode_steps,
+                                  results_dir=run_dir / "evals")
     trainer_cfg = TrainerConfig(**{"seed": cfg.seed, "device": str(device), "run_dir": str(run_dir),
                                    "eval_every": cfg.eval_every, **cfg.trainer})
     trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn)
@@ -176,7 +178,7 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     log(f"evaluating {cfg.eval_episodes} episodes in {spec.gym_id} ({cfg.eval_num_envs} envs)")
     video = str(run_dir / "eval.mp4") if cfg.video else None
     result = evaluate(policy, spec.name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
-                      seed=cfg.eval_seed, video_path=video)
+                      seed=cfg.eval_seed, video_path=video, max_episode_steps=cfg.eval_max_episode_steps)
     payload = {**result.to_dict(), "train_steps": summary["step"], "algo": cfg.algo, "seed": cfg.seed,
                "dataset": cfg.dataset or cfg.env, "dataset_mean_normalized_return":
                float(np.mean(spec.normalized_score(store.episode_returns()))), "policy": str(policy_path)}

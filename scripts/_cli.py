@@ -36,14 +36,14 @@ def check_overrides(config_name: str, argv: list[str] | None = None, config_dir:
         return  # Hydra will report a bad group choice itself, with the list of available options
     for arg in plain:
         key = arg.split("=", 1)[0]
-        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
-            parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(cfg, parent) if parent else cfg
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=_MISSING) if parent else cfg
+        if not (isinstance(node, DictConfig) and leaf in node):  # `in` also holds for mandatory (???) values
             valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
             where = f"under '{parent}'" if parent else "at the top level"
             sys.exit(
                 f"error: unknown config key '{key}'. Valid keys {where}: {', '.join(map(str, valid)) or '(none)'}"
-                + (f"; valid config groups: {', '.join(sorted(groups))}" if not parent else "")
+                + (f"; valid config groups: {', '.join(sorted(groups & set(cfg.keys())))}" if not parent else "")
             )
 
 

@@ -77,6 +77,7 @@ def main(cfg: DictConfig) -> None:
         eval_num_envs=cfg.eval.num_envs,
         eval_every=cfg.eval.every,
         eval_seed=cfg.eval.seed,
+        eval_max_episode_steps=cfg.eval.max_episode_steps,
         video=cfg.eval.video,
         plot=cfg.eval.plot,
         dataset=cfg.dataset,
