@@ -21,14 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from envs import get_spec  # noqa: E402
-from envs.recipes.ars import ARS_PRESETS, ARSConfig, evaluate_policy, train_ars  # noqa: E402
-from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies  # noqa: E402
+from envs import get_spec
+from envs.recipes.ars import ARS_PRESETS, ARSConfig, evaluate_policy, train_ars
+from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies
 
 SCRIPT_KEYS = {"env": None, "out_dir": "outputs/behavior", "weights_dir": "envs/recipes/weights", "select": "true",
                "select_episodes": "20", "from_run": None, "write": "medium,expert,medium-replay"}

@@ -23,7 +23,7 @@ from envs import get_spec
 from envs.catalogue import EnvSpec, catalogue_names
 from envs.recipes import Collected, Recipe, run_recipe
 
-__all__ = ["make_local_dataset", "MakeSummary", "summarize"]
+__all__ = ["MakeSummary", "make_local_dataset", "summarize"]
 
 
 @dataclass
@@ -45,8 +45,8 @@ class MakeSummary:
         lines = [
             f"{self.dataset_id} ({self.name}, locally made): {self.steps} steps, {self.episodes} episodes"
             + (f" ({cut} cut at the end of a collection chunk, left out of the scores)" if cut else ""),
-            f"normalized return (D4RL): mean {self.mean_score:.1f}, min {self.min_score:.1f}, "
-            f"max {self.max_score:.1f}",
+            (f"normalized return (D4RL): mean {self.mean_score:.1f}, min {self.min_score:.1f}, "
+             f"max {self.max_score:.1f}"),
             f"collected in {self.seconds:.0f}s; written to {self.path}",
         ]
         if self.hdf5_path is not None:

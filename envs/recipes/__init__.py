@@ -15,5 +15,18 @@ from envs.recipes.recipes import (
     run_recipe,
 )
 
-__all__ = ["COLLECTORS", "Collected", "Segment", "collect", "split_steps", "LinearPolicy", "RECIPES", "WEIGHTS_DIR",
-           "Recipe", "load_behavior", "load_behavior_sequence", "recipe_for", "run_recipe"]
+__all__ = [
+    "COLLECTORS",
+    "RECIPES",
+    "WEIGHTS_DIR",
+    "Collected",
+    "LinearPolicy",
+    "Recipe",
+    "Segment",
+    "collect",
+    "load_behavior",
+    "load_behavior_sequence",
+    "recipe_for",
+    "run_recipe",
+    "split_steps",
+]

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from envs.recipes.policies import LinearPolicy
 
-__all__ = ["ARSConfig", "ARSSnapshot", "ARSResult", "ARS_PRESETS", "train_ars", "evaluate_policy"]
+__all__ = ["ARS_PRESETS", "ARSConfig", "ARSResult", "ARSSnapshot", "evaluate_policy", "train_ars"]
 
 
 @dataclass

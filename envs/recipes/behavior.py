@@ -13,15 +13,15 @@ are noisy.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from envs.recipes.policies import LinearPolicy, atomic_savez
 
-__all__ = ["save_policy_sequence", "load_policy_sequence", "Selection", "select_policies"]
+__all__ = ["Selection", "load_policy_sequence", "save_policy_sequence", "select_policies"]
 
 MEDIUM_TARGET = 45.0
 """Normalized return aimed at for medium policies (middle of the 30-60 band)."""

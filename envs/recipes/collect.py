@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from envs.recipes.policies import LinearPolicy
 
-__all__ = ["Segment", "Collected", "COLLECTORS", "collect", "split_steps"]
+__all__ = ["COLLECTORS", "Collected", "Segment", "collect", "split_steps"]
 
 
 @dataclass

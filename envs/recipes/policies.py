@@ -110,7 +110,7 @@ class LinearPolicy:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: Any, prefix: str = "") -> "LinearPolicy":
+    def from_arrays(cls, arrays: Any, prefix: str = "") -> LinearPolicy:
         """Inverse of :meth:`to_arrays` (``arrays`` is a dict or an open ``np.load`` file)."""
         missing = [k for k in ("weights", "obs_mean", "obs_std", "action_low", "action_high")
                    if f"{prefix}{k}" not in arrays]
@@ -132,7 +132,7 @@ class LinearPolicy:
         return atomic_savez(path, **self.to_arrays())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LinearPolicy":
+    def load(cls, path: str | os.PathLike) -> LinearPolicy:
         """Read a policy written by :meth:`save`."""
         path = Path(path)
         if not path.is_file():

@@ -17,17 +17,25 @@ Recipes are looked up in :data:`RECIPES` by quality (locomotion) or by ``"maze2d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from envs.catalogue import EnvSpec, get_spec
 from envs.recipes.behavior import load_policy_sequence
 from envs.recipes.collect import Collected, Segment, collect, split_steps
 from envs.recipes.policies import LinearPolicy
 
-__all__ = ["WEIGHTS_DIR", "Recipe", "RECIPES", "recipe_for", "load_behavior", "load_behavior_sequence",
-           "run_recipe", "MAZE2D_NOISE_STD"]
+__all__ = [
+    "MAZE2D_NOISE_STD",
+    "RECIPES",
+    "WEIGHTS_DIR",
+    "Recipe",
+    "load_behavior",
+    "load_behavior_sequence",
+    "recipe_for",
+    "run_recipe",
+]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MAZE2D_NOISE_STD = 0.5

@@ -75,7 +75,7 @@ def test_interrupted_collection_leaves_no_dataset(tmp_path, monkeypatch):
     assert calls == [1200]
     assert not (root / "local/maze2d/umaze-v0").exists()
     assert not (tmp_path / "x.hdf5").exists()
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError):
         _load(root, "local/maze2d/umaze-v0")
 
 

@@ -91,7 +91,7 @@ def test_ars_learns_inverted_pendulum():
     result = train_ars(cfg, log=None)
     assert result.snapshots[0].eval_return < 40
     assert result.best().eval_return == pytest.approx(100.0)  # balances for the whole horizon
-    returns, lengths = evaluate_policy(result.best().policy, "InvertedPendulum-v5", episodes=2, noise_std=0.0,
+    _, lengths = evaluate_policy(result.best().policy, "InvertedPendulum-v5", episodes=2, noise_std=0.0,
                                        horizon=100)
     assert np.all(lengths == 100)
 
