@@ -51,9 +51,12 @@ def user_override_keys() -> set[str]:
     """Keys the user set on the command line (from Hydra's record of the task overrides)."""
     from hydra.core.hydra_config import HydraConfig
 
+    groups = _group_names(CONFIG_DIR)  # `algo=diffuser` picks a group option; it sets no key under algo.
     keys = set()
     for override in HydraConfig.get().overrides.task:
-        keys.add(override.split("=", 1)[0].lstrip("+~"))
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in groups:
+            keys.add(key)
     return keys
 
 

@@ -1,0 +1,106 @@
+"""scripts/train_planner.py end to end with tiny budgets (subprocess), on small real datasets made in the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffusion_rl import Policy
+from diffusion_rl.data import load_episodes
+from diffusion_rl.data.make import make_local_dataset
+from diffusion_rl.evaluation import evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "train_planner.py"
+TINY_DD = ["preset=cpu", "algo.model.dim=8", "algo.model.horizon=8", "algo.model.num_steps=20",
+           "algo.sampling.steps=3", "trainer.batch_size=8", "trainer.checkpoint_every=10", "trainer.log_every=5"]
+
+
+def _env(store: Path) -> dict[str, str]:
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(store), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run(args: list[str], store: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(store), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def hopper_hdf5(tmp_path_factory) -> Path:
+    """A small D4RL-layout file of real Hopper-v5 data (the hopper-medium recipe, 3000 steps)."""
+    tmp = tmp_path_factory.mktemp("hopper")
+    path = tmp / "hopper-small.hdf5"
+    make_local_dataset("hopper-medium", num_steps=3000, hdf5_path=path, minari_root=tmp / "store", progress=False,
+                       num_workers=1)
+    return path
+
+
+def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, hopper_hdf5):
+    run_dir = tmp_path / "run"
+    proc = _run(["env=hopper-medium", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "trainer.max_steps=20",
+                 "eval.episodes=2", "eval.num_envs=2", "eval.max_episode_steps=30", *TINY_DD], tmp_path / "empty")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "preset: cpu" in proc.stdout and "artifact:" in proc.stdout and "score:" in proc.stdout
+    result = json.loads((run_dir / "eval.json").read_text())
+    for key in ("normalized_score_mean", "normalized_score_stderr", "return_mean", "episodes"):
+        assert key in result
+    assert result["episodes"] == 2 and result["train_steps"] == 20
+    assert (run_dir / "policy" / "model.safetensors").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "plan.png").stat().st_size > 1000
+    assert any((run_dir / "tb").iterdir())
+    config = json.loads((run_dir / "policy" / "config.json").read_text())
+    assert config["algorithm"] == "decision_diffuser" and config["obs_dim"] == 11 and config["act_dim"] == 3
+    assert config["sampling"]["steps"] == 3 and config["algo_config"]["dim"] == 8  # command line beat the preset
+
+    # the loaded artifact acts on Hopper observations and reproduces the trainer's own evaluation
+    policy = Policy.load(run_dir / "policy", device="cpu")
+    obs = load_episodes(str(hopper_hdf5))["observations"][:4]
+    assert policy.act(obs[0]).shape == (3,) and policy.act(obs).shape == (4, 3)
+    again = evaluate(policy, "hopper-medium", episodes=2, num_envs=2, seed=0, max_episode_steps=30, progress=False)
+    assert np.allclose(again.returns, result["returns"])
+
+    # resume=true continues from the last checkpoint to a larger budget
+    more = _run(["env=hopper-medium", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "trainer.max_steps=30",
+                 "trainer.resume=true", "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=5",
+                 "eval.plot=false", *TINY_DD], tmp_path / "empty")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.loads((run_dir / "eval.json").read_text())["train_steps"] == 30
+
+
+def test_diffuser_on_hopper_and_maze2d(tmp_path, hopper_hdf5):
+    proc = _run(["env=hopper-medium", "algo=diffuser", f"dataset={hopper_hdf5}", f"run_dir={tmp_path / 'h'}",
+                 "trainer.max_steps=10", "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=10",
+                 "preset=cpu", "algo.model.dim=8", "algo.model.horizon=8", "algo.model.value_dim=8",
+                 "algo.sampling.num_plans=2", "trainer.batch_size=8"], tmp_path / "empty")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    store = tmp_path / "store"
+    make_local_dataset("maze2d-umaze", num_steps=2000, minari_root=store, progress=False, num_workers=1)
+    run_dir = tmp_path / "m"
+    proc = _run(["env=maze2d-umaze", "algo=diffuser", f"run_dir={run_dir}", "trainer.max_steps=10",
+                 "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=20", "preset=cpu",
+                 "algo.model.dim=8", "algo.model.horizon=16", "trainer.batch_size=8"], store)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((run_dir / "policy" / "config.json").read_text())
+    # the env's Diffuser overrides: goal inpainting, no value net, plan once and follow it
+    assert config["execution"] == "follow_plan" and config["algo_config"]["goal_conditioned"] is True
+    assert config["algo_config"]["value_guided"] is False and config["algo_config"]["horizon"] == 16
+    assert (run_dir / "plan.png").is_file()
+
+
+def test_bad_keys_and_names_list_valid_choices(tmp_path):
+    proc = _run(["trainer.max_step=5"], tmp_path)
+    assert proc.returncode != 0 and "max_steps" in proc.stderr and "unknown config key" in proc.stderr
+    proc = _run(["env=hopper-mediocre"], tmp_path)
+    assert proc.returncode != 0 and "hopper-medium" in proc.stdout + proc.stderr
+    proc = _run(["algo=difuser"], tmp_path)
+    assert proc.returncode != 0 and "decision_diffuser" in proc.stdout + proc.stderr
