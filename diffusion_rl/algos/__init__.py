@@ -8,12 +8,14 @@ from diffusion_rl.algos.base import (
     make_algorithm,
     register_algorithm,
 )
+from diffusion_rl.algos.bc import BehaviorCloning
 from diffusion_rl.algos.decision_diffuser import DecisionDiffuser
 from diffusion_rl.algos.diffuser import Diffuser
 
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "BehaviorCloning",
     "DecisionDiffuser",
     "Diffuser",
     "PlanOutput",

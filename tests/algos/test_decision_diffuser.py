@@ -59,3 +59,16 @@ def test_asking_for_a_high_return_achieves_more_than_asking_for_a_low_one():
     # the data's per-step rewards are about +-0.5 or +-0.9: 12 steps give returns of about +-6 to +-11
     assert high.mean() > 4.0, high
     assert low.mean() < -4.0, low
+
+
+def test_behavior_cloning_fits_the_toy_actions():
+    from diffusion_rl.algos import BehaviorCloning
+
+    torch.manual_seed(0)
+    data = toy_dataset(1, returns=False)
+    algo = BehaviorCloning(OBS_DIM, ACT_DIM, hidden_dim=64)
+    first = float(algo.loss(data.sample_batch(256, torch.Generator().manual_seed(1)))["loss"])
+    Trainer(algo, data, TrainerConfig(max_steps=300, batch_size=128, lr=3e-3, progress=False, log_every=100)).fit()
+    last = float(algo.loss(data.sample_batch(256, torch.Generator().manual_seed(1)))["loss"])
+    # the toy's action is its last action (obs[1]) plus small noise, except at each episode's first step
+    assert last < 0.25 * first, (first, last)

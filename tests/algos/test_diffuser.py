@@ -70,7 +70,7 @@ def test_value_guidance_raises_the_value_of_chosen_plans():
         out = algo.plan(obs, generator=torch.Generator().manual_seed(0), **settings)
         actions = data.normalizers["actions"].unnormalize(out.extras["plan_actions"])
         value = algo.value(out.trajectory, torch.zeros(len(obs), dtype=torch.long))
-        return float(actions.clamp(-1, 1).sum(dim=(1, 2)).mean()), float(value.mean())
+        return float(actions.clamp(-1, 1).sum(dim=(1, 2)).mean()), float(value.detach().mean())
 
     unguided = planned_return(num_plans=1, guide_scale=0.0)
     guided = planned_return(num_plans=1, guide_scale=10.0, t_stopgrad=0)
