@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_rl.nets.checks import check_positive
+from diffusion_rl.nets.checks import check_cond, check_positive
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -153,3 +153,30 @@ def null_where_dropped(
     if drop_mask is None:
         return embedding
     return torch.where(drop_mask[:, None], null.to(embedding.dtype), embedding)
+
+
+def condition_embedding(
+    owner: str,
+    cond_mlp: nn.Module | None,
+    cond_dim: int | None,
+    cond: torch.Tensor | None,
+    drop_mask: torch.Tensor | None,
+    batch: int,
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """The embedded condition with dropped rows set to the null (zero) embedding; None when no cond is given.
+
+    Shared by the denoisers that join a condition to their time embedding (concatenated by the temporal U-Net,
+    added by the transformer). A net built without a condition (``cond_mlp is None``) refuses one.
+    """
+    if cond_mlp is None:
+        if cond is not None:
+            raise ValueError(
+                f"this {owner} was built with cond_dim=None and takes no cond; got cond of shape {tuple(cond.shape)}"
+            )
+        return None
+    if cond is None:
+        return None
+    check_cond(cond, batch, cond_dim)
+    embedding = cond_mlp(cond.to(dtype))
+    return null_where_dropped(embedding, embedding.new_zeros(()), drop_mask)

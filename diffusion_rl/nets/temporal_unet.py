@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from diffusion_rl.nets.checks import (
-    check_cond,
     check_drop_mask,
     check_group_divisible,
     check_positive,
@@ -33,7 +32,7 @@ from diffusion_rl.nets.layers import (
     Downsample1d,
     LinearAttention1d,
     Upsample1d,
-    null_where_dropped,
+    condition_embedding,
     pad_length,
     time_mlp,
 )
@@ -165,18 +164,11 @@ class TemporalUnet(nn.Module):
     ) -> torch.Tensor:
         """Time embedding, joined with the (possibly dropped) condition embedding when the net has one."""
         emb = self.time_mlp(t)
+        cond_emb = condition_embedding("TemporalUnet", self.cond_mlp, self.cond_dim, cond, drop_mask, batch, dtype)
         if self.cond_mlp is None:
-            if cond is not None:
-                raise ValueError(
-                    "this TemporalUnet was built with cond_dim=None and takes no cond; "
-                    f"got cond of shape {tuple(cond.shape)}"
-                )
             return emb
-        if cond is None:
+        if cond_emb is None:  # no condition given: the null embedding for every sample
             cond_emb = emb.new_zeros(batch, emb.shape[-1])
-        else:
-            check_cond(cond, batch, self.cond_dim)
-            cond_emb = null_where_dropped(self.cond_mlp(cond.to(dtype)), emb.new_zeros(()), drop_mask)
         return torch.cat([emb, cond_emb.to(emb.dtype)], dim=-1)
 
     def forward(

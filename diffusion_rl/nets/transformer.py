@@ -17,13 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion_rl.nets.checks import (
-    check_cond,
     check_drop_mask,
     check_positive,
     check_sequence,
     check_timesteps,
 )
-from diffusion_rl.nets.layers import null_where_dropped, time_mlp
+from diffusion_rl.nets.layers import condition_embedding, time_mlp
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -139,17 +138,10 @@ class TransformerDenoiser1D(nn.Module):
     ) -> torch.Tensor:
         """The adaLN conditioning vector: time embedding plus the (possibly dropped) condition embedding."""
         c = self.time_mlp(t)
-        if self.cond_mlp is None:
-            if cond is not None:
-                raise ValueError(
-                    "this TransformerDenoiser1D was built with cond_dim=None and takes no cond; "
-                    f"got cond of shape {tuple(cond.shape)}"
-                )
-            return c
-        if cond is None:
-            return c
-        check_cond(cond, batch, self.cond_dim)
-        return c + null_where_dropped(self.cond_mlp(cond.to(dtype)), c.new_zeros(()), drop_mask).to(c.dtype)
+        cond_emb = condition_embedding(
+            "TransformerDenoiser1D", self.cond_mlp, self.cond_dim, cond, drop_mask, batch, dtype
+        )
+        return c if cond_emb is None else c + cond_emb.to(c.dtype)
 
     def forward(
         self,
