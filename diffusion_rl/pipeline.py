@@ -83,9 +83,9 @@ def load_or_make_dataset(source: str, log: Callable[[str], None] = print) -> Epi
     return load_episodes(source)
 
 
-def _sequence_dataset(algo_cls: type[Algorithm], store: EpisodeStore, horizon: int, data: dict[str, Any],
+def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: dict[str, Any],
                       device: torch.device) -> SequenceDataset:
-    keys = algo_cls.batch_keys
+    keys = algo.batch_keys  # the instance's: e.g. a Diffuser without a value net needs no value targets
     return SequenceDataset(
         store,
         horizon,
@@ -151,10 +151,9 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     log(store.summary())
     obs_dim = int(np.prod(store["observations"].shape[1:]))
     act_dim = int(np.prod(store["actions"].shape[1:]))
-    algo_cls = ALGORITHMS[cfg.algo]
     algo = make_algorithm(cfg.algo, obs_dim=obs_dim, act_dim=act_dim, **cfg.model)
     horizon = int(algo.config()["horizon"])
-    data = _sequence_dataset(algo_cls, store, horizon, cfg.data, device)
+    data = _sequence_dataset(algo, store, horizon, cfg.data, device)
     normalizers = {k: data.normalizers[k] for k in ("observations", "actions")}
     n_params = sum(p.numel() for p in algo.parameters())
     log(f"{cfg.algo}: {n_params:,} parameters, horizon {horizon}, {len(data):,} training windows, device {device}")

@@ -75,9 +75,7 @@ class Diffuser(Algorithm):
             if value_guided
             else None
         )
-        if value_guided:
-            self.batch_keys = ("observations", "actions", "mask", "values")
-        else:
+        if not value_guided:  # no value net: the data layer need not build value targets
             self.batch_keys = ("observations", "actions", "mask")
 
     def _inpainting(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

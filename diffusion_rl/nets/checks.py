@@ -6,6 +6,8 @@ They compare shapes (known at trace time), never values, so they add no host syn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -62,3 +64,11 @@ def check_group_divisible(name: str, channels: int, n_groups: int) -> None:
     """Constructor check: GroupNorm needs every channel count to be a multiple of the group count."""
     if channels % n_groups != 0:
         raise ValueError(f"{name}={channels} must be divisible by n_groups={n_groups} (GroupNorm)")
+
+
+def check_dim_mults(dim_mults: Sequence[int]) -> tuple[int, ...]:
+    """Constructor check: U-Net width multipliers are a non-empty sequence of positive integers."""
+    mults = tuple(int(m) for m in dim_mults)
+    if not mults or min(mults) < 1:
+        raise ValueError(f"dim_mults must be a non-empty sequence of positive integers, got {mults}")
+    return mults

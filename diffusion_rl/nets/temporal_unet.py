@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from diffusion_rl.nets.checks import (
+    check_dim_mults,
     check_drop_mask,
     check_group_divisible,
     check_positive,
@@ -84,9 +85,7 @@ class TemporalUnet(nn.Module):
         check_positive("dim", dim)
         if cond_dim is not None:
             check_positive("cond_dim", cond_dim)
-        dim_mults = tuple(int(m) for m in dim_mults)
-        if not dim_mults or min(dim_mults) < 1:
-            raise ValueError(f"dim_mults must be a non-empty sequence of positive integers, got {dim_mults}")
+        dim_mults = check_dim_mults(dim_mults)
         channels = [dim * m for m in dim_mults]
         for c in channels:
             check_group_divisible("dim * mult", c, n_groups)

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from diffusion_rl.nets.checks import check_group_divisible, check_positive, check_sequence, check_timesteps
+from diffusion_rl.nets.checks import (
+    check_dim_mults,
+    check_group_divisible,
+    check_positive,
+    check_sequence,
+    check_timesteps,
+)
 from diffusion_rl.nets.layers import Downsample1d, downsampled_length, time_mlp
 from diffusion_rl.nets.temporal_unet import ResidualTemporalBlock
 
@@ -36,9 +42,7 @@ class ValueNet(nn.Module):
         check_positive("transition_dim", transition_dim)
         check_positive("horizon", horizon)
         check_positive("dim", dim)
-        dim_mults = tuple(int(m) for m in dim_mults)
-        if not dim_mults or min(dim_mults) < 1:
-            raise ValueError(f"dim_mults must be a non-empty sequence of positive integers, got {dim_mults}")
+        dim_mults = check_dim_mults(dim_mults)
         channels = [dim * m for m in dim_mults]
         mid = channels[-1]
         for name, c in [("dim * mult", c) for c in channels] + [
