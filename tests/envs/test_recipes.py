@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs import get_spec
-from envs.recipes import RECIPES, LinearPolicy, Segment, collect, recipe_for, split_steps
+from envs.recipes import RECIPES, Collected, LinearPolicy, Segment, collect, recipe_for, split_steps
 from envs.recipes import recipes as recipes_mod
 from envs.recipes.ars import ARSConfig, evaluate_policy, train_ars
 from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies
@@ -168,42 +168,37 @@ def test_recipe_registry_and_shares(monkeypatch, tmp_path):
     assert recipe_for("walker2d-medium").segments[0].steps == get_spec("walker2d-medium").dataset_steps
 
 
+def _made(name: str, steps: int, seed: int) -> Collected:
+    """A short collection of catalogue entry ``name``'s recipe with the committed weights."""
+    return collect(recipe_for(name, steps).segments, seed=seed, num_workers=2, progress=False)
+
+
+def _mean_score(name: str, data: Collected) -> float:
+    """Mean D4RL-normalized return of the episodes that ended in the environment."""
+    assert data.episode_complete.any()
+    return float(get_spec(name).normalized_score(data.episode_returns[data.episode_complete]).mean())
+
+
 @pytest.mark.skipif(not (recipes_mod.WEIGHTS_DIR / "hopper-medium.npz").exists(), reason="no hopper weights")
 def test_hopper_medium_quality_in_band():
-    recipe = recipe_for("hopper-medium", 8000)
-    data = collect(recipe.segments, seed=3, num_workers=2, progress=False)
-    scores = get_spec("hopper-medium").normalized_score(data.episode_returns[data.episode_complete])
-    assert 30.0 <= scores.mean() <= 60.0
+    assert 30.0 <= _mean_score("hopper-medium", _made("hopper-medium", 8000, seed=3)) <= 60.0
 
 
 @pytest.mark.skipif(not (recipes_mod.WEIGHTS_DIR / "hopper-expert.npz").exists(), reason="no hopper weights")
 def test_hopper_expert_and_replay_quality():
-    spec = get_spec("hopper-medium")
-
-    def score(name: str, steps: int) -> float:
-        data = collect(recipe_for(name, steps).segments, seed=0, num_workers=2, progress=False)
-        return float(spec.normalized_score(data.episode_returns[data.episode_complete]).mean())
-
-    assert score("hopper-expert", 6000) >= 90.0
-    assert score("hopper-medium-replay", 6000) < 30.0  # mostly early, falling policies: below medium
+    assert _mean_score("hopper-expert", _made("hopper-expert", 6000, seed=0)) >= 90.0
+    # mostly early, falling policies: below medium
+    assert _mean_score("hopper-medium-replay", _made("hopper-medium-replay", 6000, seed=0)) < 30.0
 
 
 @pytest.mark.parametrize("env", ["walker2d", "halfcheetah"])
 def test_committed_policies_quality(env: str):
-    """The committed walker2d / halfcheetah policies: medium inside the band and expert well above it (normalized
-    returns of whole episodes); medium-replay data earn less reward per step than medium data (its many snapshots
-    get a few hundred steps each here, too few for whole 1000-step halfcheetah episodes)."""
-    spec = get_spec(f"{env}-medium")
-
-    def collected(name: str, steps: int):
-        return collect(recipe_for(name, steps).segments, seed=1, num_workers=2, progress=False)
-
-    def score(data) -> float:
-        assert data.episode_complete.any()
-        return float(spec.normalized_score(data.episode_returns[data.episode_complete]).mean())
-
-    medium = collected(f"{env}-medium", 12000)
-    assert 30.0 <= score(medium) <= 60.0
-    assert score(collected(f"{env}-expert", 8000)) > score(medium) + 5.0
-    replay = collected(f"{env}-medium-replay", 8000)
+    """The committed walker2d / halfcheetah policies: medium inside the band and expert well above it
+    (normalized returns of whole episodes); medium-replay data earn less reward per step than medium data (its
+    many snapshots get a few hundred steps each here, too few for whole 1000-step halfcheetah episodes)."""
+    medium = _made(f"{env}-medium", 12000, seed=1)
+    medium_score = _mean_score(f"{env}-medium", medium)
+    assert 30.0 <= medium_score <= 60.0
+    assert _mean_score(f"{env}-expert", _made(f"{env}-expert", 8000, seed=1)) > medium_score + 5.0
+    replay = _made(f"{env}-medium-replay", 8000, seed=1)
     assert replay.arrays["rewards"].mean() < medium.arrays["rewards"].mean()
