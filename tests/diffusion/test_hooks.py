@@ -176,15 +176,55 @@ def test_gradient_guidance_scales_by_posterior_variance() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ temperature, warm start
-def test_temperature_scales_injected_noise_only() -> None:
-    oracle = GaussianOracle(torch.zeros(1), torch.ones(1), SCHEDULE)
-    ddpm = make_sampler("ddpm", SCHEDULE)
-    full = ddpm.sample(oracle, (4000, 1), generator=_gen())
-    cold = ddpm.sample(oracle, (4000, 1), generator=_gen(), temperature=0.5)
-    assert cold.std().item() < 0.9 * full.std().item()
-    ddim = make_sampler("ddim", SCHEDULE, steps=10)  # eta = 0 injects no noise
-    assert torch.equal(ddim.sample(oracle, (50, 1), generator=_gen()),
-                       ddim.sample(oracle, (50, 1), generator=_gen(), temperature=0.3))
+@pytest.mark.parametrize("name,options", [("ddpm", {}), ("ddim", {"steps": 10, "timestep_spacing": "trailing"}),
+                                          ("ddim", {"steps": 10, "eta": 1.0, "timestep_spacing": "trailing"}),
+                                          ("dpmsolver++", {"steps": 10})])
+@pytest.mark.parametrize("temperature", [0.5, 0.25])
+def test_temperature_shrinks_spread_by_its_factor(name: str, options: dict, temperature: float) -> None:
+    """Exact Gaussian denoiser of N(mu, sigma^2): the sampler is affine in its noises, so scaling every noise it
+    draws (initial, injected) by the temperature scales the samples' spread around their centre by exactly it."""
+    mu, sigma = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.6])
+    oracle = GaussianOracle(mu, sigma, SCHEDULE)
+    sampler = make_sampler(name, SCHEDULE, **options)
+    full = sampler.sample(oracle, (20000, 2), generator=_gen(), dtype=torch.float64)
+    cold = sampler.sample(oracle, (20000, 2), generator=_gen(), dtype=torch.float64, temperature=temperature)
+    assert torch.allclose(full.std(0), sigma.double(), rtol=0.25)  # coarse DDIM grids under-disperse a little
+    assert torch.allclose(cold.std(0) / full.std(0), torch.full((2,), temperature, dtype=torch.float64), rtol=0.02)
+    assert torch.allclose(cold.mean(0), mu.double(), atol=0.03)
+    # zero temperature: one deterministic sample, the same for every row
+    zero = sampler.sample(oracle, (8, 2), generator=_gen(), dtype=torch.float64, temperature=0.0)
+    assert torch.allclose(zero, zero[:1].expand(8, 2)) and torch.allclose(zero[0], mu.double(), atol=0.05)
+
+
+@pytest.mark.parametrize("name,options", [("ddpm", {}), ("ddim", {"steps": 10, "eta": 0.5}),
+                                          ("dpmsolver++", {"steps": 10})])
+def test_temperature_one_is_the_plain_loop(name: str, options: dict) -> None:
+    """temperature=1.0 draws exactly what a hand-written loop over ``step`` draws from the same generator."""
+    oracle = GaussianOracle(torch.zeros(3), torch.ones(3), SCHEDULE, perturb=lambda x, t: 0.1 * torch.sin(x))
+    sampler = make_sampler(name, SCHEDULE, **options)
+    out = sampler.sample(oracle, (16, 3), generator=_gen(), temperature=1.0)
+    g = _gen()
+    x = torch.randn(16, 3, generator=g)
+    state: dict = {}
+    for t in sampler.timesteps:
+        x = sampler.step(oracle(x, torch.full((16,), t)), t, x, noise=torch.randn(16, 3, generator=g), state=state)
+    assert torch.equal(out, x)
+
+
+def test_temperature_scales_warm_start_renoising() -> None:
+    oracle = GaussianOracle(torch.zeros(2), torch.ones(2), SCHEDULE)
+    sampler = make_sampler("ddim", SCHEDULE, steps=20)
+    clean = torch.zeros(4000, 2)
+    warm = [sampler.sample(oracle, (4000, 2), x_init=clean, t_start=60, generator=_gen(), temperature=tau,
+                           dtype=torch.float64) for tau in (1.0, 0.5)]
+    assert torch.allclose(warm[1].std(0) / warm[0].std(0), torch.full((2,), 0.5, dtype=torch.float64), rtol=0.02)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.5", True])
+def test_temperature_refuses_bad_values(bad) -> None:
+    with pytest.raises(ValueError, match="temperature must be a finite float >= 0"):
+        make_sampler("ddim", SCHEDULE, steps=5).sample(GaussianOracle(torch.zeros(1), torch.ones(1), SCHEDULE),
+                                                       (2, 1), temperature=bad)
 
 
 @pytest.mark.parametrize("name,options,t_start", [("ddpm", {}, 5), ("ddim", {"steps": 20}, 12),

@@ -171,7 +171,10 @@ class Sampler(ABC):
         grad_guidance: ``GradientGuidance(fn, ...)`` moving x_t towards higher fn(x_t, t) before each step.
         constraints: e.g. ``Inpaint(mask, values)``; applied to the initial x, after every guidance move and after
             every step, so the output satisfies them exactly.
-        temperature: factor on the noise injected by stochastic steps (DDPM, DDIM with eta > 0).
+        temperature: factor on every noise the sampler draws: the initial noise, a warm start's re-noising and
+            the noise injected by stochastic steps (DDPM, DDIM with eta > 0). Below 1 the samples concentrate
+            near the modes (the Decision Diffuser's low-temperature sampling, 0.5); 1.0 is plain sampling, 0
+            is the deterministic path from x_T = 0.
         x_init, t_start: warm start. x_init (clean, ``shape``) is re-noised with q_sample to the largest sampler
             timestep <= t_start, and only the timesteps from there on are run (x_init is returned, constrained, if
             there are none).
@@ -182,8 +185,8 @@ class Sampler(ABC):
         """
         pred = get_prediction(prediction)
         shape = _check_shape(shape)
-        if not (isinstance(temperature, (int, float)) and temperature >= 0):
-            raise ValueError(f"temperature must be a float >= 0, got {temperature!r}")
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
+            raise ValueError(f"temperature must be a finite float >= 0 (1.0 = plain sampling), got {temperature!r}")
         if clip_sample is not None and not clip_sample > 0:
             raise ValueError(f"clip_sample must be None or a float > 0, got {clip_sample!r}")
         if grad_guidance is not None and not isinstance(grad_guidance, GradientGuidance):
@@ -212,10 +215,10 @@ class Sampler(ABC):
             return z if temp == 1.0 else z * temp
 
         if x_init is None:
-            x = randn(shape, generator, device, dtype)
+            x = noise()
         elif start < len(all_ts):
             x0_init = x_init.to(device=device, dtype=dtype)
-            x = tab["a"][start] * x0_init + tab["s"][start] * randn(shape, generator, device, dtype)
+            x = tab["a"][start] * x0_init + tab["s"][start] * noise()
         else:
             x = x_init.to(device=device, dtype=dtype)
         x = constrain(x)
