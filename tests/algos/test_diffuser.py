@@ -64,7 +64,9 @@ def test_value_guidance_raises_the_value_of_chosen_plans():
                         progress=False, log_every=300)
     Trainer(algo, data, cfg).fit()
     algo.eval()
-    obs = data.normalizers["observations"].normalize(torch.tensor([[0.0, 0.0]]).repeat(32, 1))
+    # Start right after a step to the left (last action -0.5): the model's prior continues left, so unguided
+    # plans earn a negative return and guidance has to turn them around.
+    obs = data.normalizers["observations"].normalize(torch.tensor([[0.0, -0.5]]).repeat(32, 1))
 
     def planned_return(**settings) -> tuple[float, float]:
         out = algo.plan(obs, generator=torch.Generator().manual_seed(0), **settings)
@@ -73,12 +75,13 @@ def test_value_guidance_raises_the_value_of_chosen_plans():
         return float(actions.clamp(-1, 1).sum(dim=(1, 2)).mean()), float(value.detach().mean())
 
     unguided = planned_return(num_plans=1, guide_scale=0.0)
+    light = planned_return(num_plans=1, guide_scale=5.0, t_stopgrad=0)
     guided = planned_return(num_plans=1, guide_scale=10.0, t_stopgrad=0)
-    light = planned_return(num_plans=1, guide_scale=1.0, t_stopgrad=0)
-    best_of_8 = planned_return(num_plans=8, guide_scale=1.0, t_stopgrad=0)
-    # the toy pays +a per step (8 planned steps): guidance moves plans towards higher value and higher return
-    # (measured: unguided 4.7 / value 0.84, guided 6.1 / 1.00, best of 8 6.1 / 1.01)
-    assert guided[1] > unguided[1] + 0.1 and guided[0] > unguided[0] + 0.8, (guided, unguided)
-    assert light[1] > unguided[1], (light, unguided)
+    best_of_8 = planned_return(num_plans=8, guide_scale=10.0, t_stopgrad=0)
+    # the toy pays +a per step (8 planned steps): guidance moves plans towards higher value and higher return,
+    # more with a larger scale (measured: unguided -4.0 / value -0.51, scale 5 -2.9 / -0.41, scale 10
+    # 0.3 / -0.10, best of 8 at scale 10 5.5 / 0.42)
+    assert light[1] > unguided[1] + 0.05, (light, unguided)
+    assert guided[1] > light[1] + 0.15 and guided[0] > unguided[0] + 2.5, (guided, light, unguided)
     # choosing the best of N plans by value raises the chosen plan's value further
-    assert best_of_8[1] > light[1] + 0.05 and best_of_8[0] > unguided[0] + 0.8, (best_of_8, light)
+    assert best_of_8[1] > guided[1] + 0.25 and best_of_8[0] > guided[0] + 2.5, (best_of_8, guided)
