@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,6 +34,21 @@ def make_backbone(name: str, transition_dim: int, dim: int, dim_mults: Any, cond
         raise ValueError(f"unknown backbone {name!r}; expected one of: {', '.join(_BACKBONE_ARGS)}")
     return build_network(name, transition_dim=transition_dim, cond_dim=cond_dim, **_BACKBONE_ARGS[name](dim, dim_mults),
                          **extra)
+
+
+def check_finite(name: str, value: Any) -> float:
+    """``value`` as a float, or a ValueError when it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1], or a ValueError naming the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1] (a quantile level of the data's return labels), "
+                         f"got {value!r}")
+    return float(value)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -25,14 +25,24 @@ class PlanOutput:
     """What a planner returns, in normalized units.
 
     ``actions`` are the actions to execute now ``[B, act_dim]``; ``trajectory`` is the whole chosen plan
-    ``[B, H, D]``; ``observations`` its state part ``[B, H, obs_dim]``; ``extras`` holds per-algorithm
-    diagnostics (e.g. plan values).
+    ``[B, H, D]``; ``observations`` its state part ``[B, H, obs_dim]``; ``now`` the index of the current state
+    in ``observations`` (0, or K - 1 for a planner conditioned on K past states), so ``observations[:, now + 1]``
+    is the state the plan expects after executing ``actions``; ``extras`` holds per-algorithm diagnostics (e.g.
+    plan values).
     """
 
     actions: torch.Tensor
     trajectory: torch.Tensor
     observations: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    now: int = 0
+
+    @property
+    def next_observations(self) -> torch.Tensor | None:
+        """The planned next state ``[B, obs_dim]`` (``ŝ1``), or None when the plan holds no future state."""
+        if self.observations.shape[1] <= self.now + 1:
+            return None
+        return self.observations[:, self.now + 1]
 
 
 class Algorithm(nn.Module):

@@ -9,11 +9,12 @@ from diffusion_rl.data.normalizers import (
     GaussianNormalizer,
     MinMaxNormalizer,
     Normalizer,
+    QuantileNormalizer,
     make_normalizer,
     normalizer_from_state,
 )
 from diffusion_rl.data.returns import discounted_values, returns_to_go
-from diffusion_rl.data.sequence import SequenceDataset, window_starts
+from diffusion_rl.data.sequence import RETURN_LABELS, SequenceDataset, window_starts
 from diffusion_rl.data.sources import SOURCE_LOADERS, load_episodes, source_kind
 from diffusion_rl.data.store import EpisodeStore
 from diffusion_rl.data.zarr_store import load_zarr, save_zarr
@@ -21,6 +22,7 @@ from diffusion_rl.data.zarr_store import load_zarr, save_zarr
 __all__ = [
     "NORMALIZERS",
     "REQUIRED_D4RL_KEYS",
+    "RETURN_LABELS",
     "SOURCE_LOADERS",
     "CDFNormalizer",
     "DatasetNotFoundError",
@@ -28,6 +30,7 @@ __all__ = [
     "GaussianNormalizer",
     "MinMaxNormalizer",
     "Normalizer",
+    "QuantileNormalizer",
     "SequenceDataset",
     "d4rl_episode_ends",
     "discounted_values",

@@ -6,6 +6,8 @@
   piecewise-linear empirical CDF of each dimension (inputs clipped to the data range, inverse clipped to the
   CDF's range). ``max_knots`` thins the CDF to that many of its points so the statistics an artifact carries
   stay small; ``max_knots=None`` keeps every distinct value, exactly as Diffuser does.
+- ``QuantileNormalizer``: the empirical CDF ``F(x)`` in ``[0, 1]`` (a value's quantile level in the data); the
+  Decision Diffuser's return labels.
 
 Zero-variance dimensions are guarded: they map to the centre of the output range (CDF: ``x - c``) and back.
 ``state_dict()`` gives ``{"name": str, <stat>: np.ndarray}`` (safetensors/json friendly);
@@ -25,6 +27,7 @@ __all__ = [
     "GaussianNormalizer",
     "MinMaxNormalizer",
     "Normalizer",
+    "QuantileNormalizer",
     "make_normalizer",
     "normalizer_from_state",
 ]
@@ -302,10 +305,32 @@ class CDFNormalizer(Normalizer):
         return torch.stack(cols, dim=-1)
 
 
+class QuantileNormalizer(CDFNormalizer):
+    """The empirical CDF itself, ``F(x)`` in [0, 1]: a value's quantile level among the fitted data.
+
+    Used for return labels: a label of 0.9 is "a return higher than 90% of the data's", whatever the dataset's
+    returns scale or shape, so a target return means the same on every dataset."""
+
+    name = "quantile"
+
+    def _forward_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+        return (super()._forward_numpy(x, s) + 1.0) / 2.0
+
+    def _inverse_numpy(self, x: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+        return super()._inverse_numpy(2.0 * x - 1.0, s)
+
+    def _forward_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (super()._forward_torch(x, s) + 1.0) / 2.0
+
+    def _inverse_torch(self, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+        return super()._inverse_torch(2.0 * x - 1.0, s)
+
+
 NORMALIZERS: dict[str, type[Normalizer]] = {
     GaussianNormalizer.name: GaussianNormalizer,
     MinMaxNormalizer.name: MinMaxNormalizer,
     CDFNormalizer.name: CDFNormalizer,
+    QuantileNormalizer.name: QuantileNormalizer,
 }
 
 

@@ -42,12 +42,17 @@ def discounted_values(
     terminals: np.ndarray | None = None,
     terminal_penalty: float | None = None,
 ) -> np.ndarray:
-    """Diffuser's value targets: returns-to-go with ``terminal_penalty`` added to the last reward of every
-    episode that ended in a terminal state (``terminals`` set at its last step)."""
+    """Return labels of both planners (Diffuser's values, Decision Diffuser's returns): returns-to-go with
+    ``terminal_penalty`` added to the last reward of every episode that ended in a terminal state (``terminals``
+    set at its last step), as the papers' code does for locomotion falls (-100). None or 0 adds nothing."""
     rewards, ends = _check(rewards, episode_ends, discount)
-    if terminal_penalty is not None and ends.size:
+    if terminal_penalty is not None and not np.isfinite(terminal_penalty):
+        raise ValueError(f"terminal_penalty must be a finite number or None, got {terminal_penalty!r}")
+    if terminal_penalty and ends.size:
         if terminals is None:
-            raise ValueError("terminal_penalty needs the terminals array")
+            raise ValueError(
+                "terminal_penalty needs the terminals array (this dataset has none); set terminal_penalty=0"
+            )
         terminals = np.asarray(terminals, dtype=bool).reshape(-1)
         if terminals.size != rewards.size:
             raise ValueError(f"terminals has {terminals.size} entries; expected {rewards.size}")

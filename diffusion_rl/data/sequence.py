@@ -11,8 +11,10 @@ A batch is a dict of tensors on ``device``:
   dimension;
 - ``mask`` ``[B, H]`` float, 1 = real step, 0 = padding;
 - ``returns`` ``[B, 1]`` (``returns=True``): discounted return-to-go from the window start to the episode end
-  (Decision Diffuser), min-max normalized to [0, 1] over the dataset's window starts -- 0.9 means 90% of the
-  way from the worst to the best return-to-go in the data, so no per-environment returns scale is needed;
+  (Decision Diffuser), with ``terminal_penalty`` on the last reward of episodes that terminated, labelled in
+  [0, 1] over the dataset's window starts by ``return_label``: ``"quantile"`` (the fraction of window starts
+  with a lower return: 0.9 = "better than 90% of the data") or ``"minmax"`` (90% of the way from the worst to
+  the best return-to-go). Neither needs a per-environment returns scale;
 - ``values`` ``[B]`` (``values=True``): Diffuser's value targets, the ``value_discount``-discounted sum of
   rewards from the window start to the episode end with ``terminal_penalty`` added to the last reward of
   episodes that terminated, min-max normalized to [-1, 1] over the window starts (Diffuser's ``normed``
@@ -30,11 +32,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from diffusion_rl.data.normalizers import MinMaxNormalizer, Normalizer, make_normalizer
-from diffusion_rl.data.returns import discounted_values, returns_to_go
+from diffusion_rl.data.normalizers import MinMaxNormalizer, Normalizer, QuantileNormalizer, make_normalizer
+from diffusion_rl.data.returns import discounted_values
 from diffusion_rl.data.store import EpisodeStore
 
-__all__ = ["SequenceDataset", "window_starts"]
+__all__ = ["RETURN_LABELS", "SequenceDataset", "window_starts"]
+
+#: How return-to-go values become the Decision Diffuser's [0, 1] condition (see the module docstring).
+RETURN_LABELS = {
+    "minmax": lambda: MinMaxNormalizer(0.0, 1.0),
+    "quantile": lambda: QuantileNormalizer(),
+}
 
 
 def window_starts(
@@ -65,12 +73,15 @@ class SequenceDataset:
         values: bool = False,
         value_discount: float = 0.997,
         terminal_penalty: float | None = None,
+        return_label: str = "minmax",
         pad_to_horizon: bool = True,
         device: str | torch.device = "cpu",
         normalizers: Mapping[str, Normalizer] | None = None,
     ) -> None:
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        if return_label not in RETURN_LABELS:
+            raise ValueError(f"return_label must be one of {sorted(RETURN_LABELS)}, got {return_label!r}")
         keys = list(keys)
         missing = [k for k in keys if k not in store]
         if missing:
@@ -103,15 +114,18 @@ class SequenceDataset:
 
         self._scalars: dict[str, torch.Tensor] = {}
         rewards = store["rewards"] if (returns or values) else None
+        terminals = store.get("terminals")
         if returns:
-            rtg = returns_to_go(rewards, store.episode_ends, discount)
-            self._scalars["returns"] = self._scalar("returns", rtg, starts, MinMaxNormalizer(0.0, 1.0))
+            rtg = discounted_values(
+                rewards, store.episode_ends, discount, terminals=terminals, terminal_penalty=terminal_penalty
+            )
+            self._scalars["returns"] = self._scalar("returns", rtg, starts, RETURN_LABELS[return_label]())
         if values:
             vals = discounted_values(
                 rewards,
                 store.episode_ends,
                 value_discount,
-                terminals=store.get("terminals"),
+                terminals=terminals,
                 terminal_penalty=terminal_penalty,
             )
             self._scalars["values"] = self._scalar("values", vals, starts, MinMaxNormalizer(-1.0, 1.0))

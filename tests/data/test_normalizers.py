@@ -13,6 +13,7 @@ from diffusion_rl.data import (
     CDFNormalizer,
     GaussianNormalizer,
     MinMaxNormalizer,
+    QuantileNormalizer,
     make_normalizer,
     normalizer_from_state,
 )
@@ -64,6 +65,19 @@ def test_cdf_knot_thinning_keeps_the_cdf_close() -> None:
     z = thin.normalize(x)
     assert z[:, :3].min() >= -1 and z[:, :3].max() <= 1
     assert abs(np.median(z[:, 0])) < 0.05  # the CDF maps the median to 0
+
+
+def test_quantile_is_the_fraction_of_the_data_below() -> None:
+    # Column [0, 1, 1, 2, 5]: empirical CDF [0.2, 0.6, 0.8, 1.0] at [0, 1, 2, 5], linear in between.
+    norm = QuantileNormalizer(max_knots=None).fit(np.array([0.0, 1.0, 1.0, 2.0, 5.0]))
+    np.testing.assert_allclose(norm.normalize(np.array([[1.5], [-3.0], [5.0], [3.5]]))[:, 0], [0.7, 0.2, 1.0, 0.9])
+    np.testing.assert_allclose(norm.unnormalize(np.array([[0.7], [0.2], [1.0]]))[:, 0], [1.5, 0.0, 5.0])
+    # on any scale, the label of the data's q-quantile is q (returns of 1e4 or 1e-2 get the same labels)
+    x = np.random.default_rng(0).exponential(1.0, size=(20001, 1))
+    for scale in (1e-2, 1e4):
+        z = QuantileNormalizer().fit(scale * x).normalize(scale * np.quantile(x, [0.1, 0.5, 0.9])[:, None])
+        np.testing.assert_allclose(z[:, 0], [0.1, 0.5, 0.9], atol=2e-3)
+    assert make_normalizer("quantile").name == "quantile"
 
 
 @pytest.mark.parametrize("name", sorted(NORMALIZERS))

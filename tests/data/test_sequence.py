@@ -58,6 +58,37 @@ def test_returns_are_discounted_rtg_min_max_normalized_over_window_starts() -> N
     np.testing.assert_allclose(raw, rtg, rtol=1e-5)
 
 
+def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels() -> None:
+    store = EpisodeStore(
+        {
+            "observations": np.zeros((5, 1)),
+            "actions": np.zeros((5, 1)),
+            "rewards": np.ones(5),
+            "terminals": np.array([0, 1, 0, 0, 0], bool),
+            "timeouts": np.array([0, 0, 0, 0, 1], bool),
+        },
+        [2, 5],
+    )
+    ds = SequenceDataset(store, horizon=2, discount=0.5, terminal_penalty=-10.0)
+    raw = np.array([1 + 0.5 * (1 - 10), 1 - 10, 1 + 0.5 + 0.25, 1 + 0.5, 1])  # the fall costs -10
+    labels = ds.gather(torch.arange(5))["returns"][:, 0].double().numpy()
+    np.testing.assert_allclose(ds.normalizers["returns"].unnormalize(labels[:, None])[:, 0], raw, rtol=1e-6)
+    no_penalty = SequenceDataset(store, horizon=2, discount=0.5, terminal_penalty=0)
+    plain = np.array([1.5, 1.0, 1.75, 1.5, 1.0])  # 0 turns the penalty off: the plain discounted returns
+    np.testing.assert_allclose(no_penalty.gather(torch.arange(5))["returns"][:, 0].numpy(),
+                               (plain - 1.0) / 0.75, atol=1e-6)
+    # quantile labels: each window start's rank among the five, on a [0, 1] scale ([0.2, 0.4, ..., 1.0])
+    q = SequenceDataset(store, horizon=2, discount=0.5, terminal_penalty=-10.0, return_label="quantile")
+    got = q.gather(torch.arange(5))["returns"][:, 0].numpy()
+    ranks = np.argsort(np.argsort(raw))
+    np.testing.assert_allclose(got, (ranks + 1) / 5, atol=1e-6)
+    assert q.normalizers["returns"].name == "quantile"
+    with pytest.raises(ValueError, match="return_label must be one of"):
+        SequenceDataset(store, horizon=2, return_label="percent")
+    with pytest.raises(ValueError, match="terminal_penalty must be a finite"):
+        SequenceDataset(store, horizon=2, terminal_penalty=float("nan"))
+
+
 def test_values_include_the_terminal_penalty() -> None:
     # Two episodes of constant reward 1; only the first ends in a terminal.
     store = EpisodeStore(
