@@ -39,7 +39,8 @@ class PlannerRunConfig:
     model: dict[str, Any] = field(default_factory=dict)
     """Algorithm constructor arguments (horizon, network width, diffusion steps...)."""
     data: dict[str, Any] = field(default_factory=dict)
-    """SequenceDataset options: ``normalizer``, ``discount``, ``value_discount``, ``terminal_penalty``."""
+    """SequenceDataset options: ``normalizer``, ``discount``, ``value_discount``, ``terminal_penalty``,
+    ``return_label``."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampler settings stored in the artifact (sampler, steps, guidance weight...)."""
     execution: str = "first_action"
@@ -96,18 +97,27 @@ def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: 
         values="values" in keys,
         value_discount=data.get("value_discount", 0.997),
         terminal_penalty=data.get("terminal_penalty"),
+        return_label=data.get("return_label", "minmax"),
         device=device,
     )
 
 
-def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One plan from the first observation and the states actually visited over the plan's horizon."""
+def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None = None,
+                     one_step: int = 0) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                              np.ndarray]:
+    """One plan from the first observation and the states actually visited over the plan's horizon.
+
+    With ``one_step > 0`` the episode goes on for up to that many steps and two more arrays come back: the state
+    each executed plan expected next (``ŝ1`` of every ``act``) and the state the simulator returned, step by
+    step (the dynamic consistency of the plans over an episode)."""
     import gymnasium as gym
 
     import envs.maze2d  # noqa: F401  (registers the maze ids)
 
     spec = get_spec(env_name)
     env = gym.make(spec.gym_id)
+    expected: list[np.ndarray] = []
+    reached: list[np.ndarray] = []
     try:
         obs, info = env.reset(seed=seed)
         policy.reset()
@@ -115,14 +125,20 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
         planned = policy.plan(obs, **context)["observations"]
         policy.reset()
         executed = [obs]
-        for _ in range((steps or planned.shape[0]) - 1):
+        for t in range(max((steps or planned.shape[0]) - 1, one_step)):
             obs, _, terminated, truncated, info = env.step(policy.act(obs, **context))
-            executed.append(obs)
+            if t < (steps or planned.shape[0]) - 1:
+                executed.append(obs)
+            if policy.expected_next is not None and t < one_step:
+                expected.append(policy.expected_next[0].cpu().numpy())
+                reached.append(obs)
             if terminated or truncated:
                 break
     finally:
         env.close()
-    return np.asarray(planned), np.asarray(executed)
+    if one_step <= 0:
+        return np.asarray(planned), np.asarray(executed)
+    return np.asarray(planned), np.asarray(executed), np.asarray(expected), np.asarray(reached)
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -154,7 +170,8 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     algo = make_algorithm(cfg.algo, obs_dim=obs_dim, act_dim=act_dim, **cfg.model)
     horizon = int(algo.config()["horizon"])
     data = _sequence_dataset(algo, store, horizon, cfg.data, device)
-    normalizers = {k: data.normalizers[k] for k in ("observations", "actions")}
+    # the return labels' normalizer travels too: it says what a target_return means in returns
+    normalizers = {k: data.normalizers[k] for k in ("observations", "actions", "returns") if k in data.normalizers}
     n_params = sum(p.numel() for p in algo.parameters())
     log(f"{cfg.algo}: {n_params:,} parameters, horizon {horizon}, {len(data):,} training windows, device {device}")
 
@@ -183,10 +200,16 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
                float(np.mean(spec.normalized_score(store.episode_returns()))), "policy": str(policy_path)}
     _write_json(run_dir / "eval.json", payload)
     if cfg.plot:
-        planned, executed = rollout_for_plot(Policy.load(policy_path, device=device), spec.name, cfg.eval_seed)
+        planned, executed, expected, reached = rollout_for_plot(
+            Policy.load(policy_path, device=device), spec.name, cfg.eval_seed, one_step=min(200, cfg.eval_max_episode_steps or 200)
+        )
         maze = spec.env == "maze2d"
         plot_plan(planned, executed, run_dir / "plan.png", dims=(0, 1) if maze else None, xy=maze,
                   title=f"{cfg.algo} on {spec.name}: plan vs executed")
+        if len(expected) > 1:  # planners only: each step's planned next state against the simulator's
+            plot_plan(expected, reached, run_dir / "plan_consistency.png", labels=("planned next state",
+                      "simulator's next state"), title=f"{cfg.algo} on {spec.name}: one-step plan vs executed "
+                      f"(plan error {result.plan_error_mean:.4f} RMS, normalized)")
     return PlannerRunResult(policy_path, result, summary, store.summary())
 
 

@@ -33,7 +33,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def _first_action(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
     """Replan at every step and execute the plan's first action (Diffuser, Decision Diffuser)."""
-    return policy._plan_normalized(obs_n, context).actions
+    out = policy._plan_normalized(obs_n, context)
+    policy._expected_next = out.next_observations
+    return out.actions
 
 
 def _follow_plan(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
@@ -48,6 +50,7 @@ def _follow_plan(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any])
         policy._plan_step = 0
     plan = policy._plan_cache
     k = min(policy._plan_step + 1, plan.shape[1] - 1)
+    policy._expected_next = policy._normalize("observations", plan[:, k])
     target = plan[:, k].clone()
     if k == plan.shape[1] - 1:
         target[:, policy.obs_dim // 2 :] = 0.0
@@ -133,6 +136,7 @@ class Policy:
         self._plan_cache: torch.Tensor | None = None
         self._plan_step = 0
         self._history: torch.Tensor | None = None
+        self._expected_next: torch.Tensor | None = None
 
     @property
     def history_length(self) -> int:
@@ -170,6 +174,31 @@ class Policy:
         action_n = EXECUTIONS[self.execution](self, obs_n, context)
         action = self._unnormalize("actions", action_n)
         return self._output(action, single, as_numpy)
+
+    @property
+    def expected_next(self) -> torch.Tensor | None:
+        """The state ``[B, obs_dim]`` (raw units) that the plan executed by the last :meth:`act` expects next."""
+        if self._expected_next is None:
+            return None
+        return self._unnormalize("observations", self._expected_next)
+
+    def plan_error(self, next_obs: np.ndarray | torch.Tensor) -> np.ndarray | None:
+        """Dynamic consistency of the last :meth:`act`: per environment, the RMS over state dimensions of
+        ``normalize(next_obs) - ŝ1`` (the state the executed plan expected next), in normalized units.
+
+        ``next_obs`` is what the simulator returned after the action ``[B, obs_dim]`` (or ``[obs_dim]``). None when
+        the last call made no state prediction (behaviour cloning, or no :meth:`act` since :meth:`reset`)."""
+        expected = self._expected_next
+        if expected is None:
+            return None
+        obs_t, _, _ = self._check_obs(next_obs)
+        if obs_t.shape[0] != expected.shape[0]:
+            raise ValueError(
+                f"next_obs: expected {expected.shape[0]} observation(s), one per environment of the last act(); "
+                f"got {obs_t.shape[0]}"
+            )
+        err = self._normalize("observations", obs_t) - expected
+        return err.pow(2).mean(dim=-1).sqrt().detach().cpu().numpy().astype(np.float64)
 
     def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> dict[str, np.ndarray | torch.Tensor]:
         """The whole predicted plan: ``observations [B?, H, obs_dim]``, ``actions`` (first actions), in raw units."""

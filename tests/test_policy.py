@@ -295,6 +295,39 @@ def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
         policy.plan(obs, goal=np.zeros((3, 2)))
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_plan_error_measures_the_next_state_against_the_executed_plan(algo):
+    policy = make_policy(algo)
+    obs = raw_obs(batch=2)
+    assert policy.plan_error(obs) is None  # nothing executed yet
+    expected = policy.plan(obs)["observations"][:, 1]  # the plan act() executes, for the same seed
+    policy.reset()
+    policy.act(obs)
+    np.testing.assert_allclose(policy.plan_error(expected), 0.0, atol=1e-4)
+    # Gaussian-normalized states: an offset of d raw standard deviations in every dimension is an RMS error of d
+    offset = np.array([[0.5], [2.0]]) * policy.normalizers["observations"].stats["std"]
+    np.testing.assert_allclose(policy.plan_error(expected + offset), [0.5, 2.0], rtol=1e-3)
+    with pytest.raises(ValueError, match=r"one per environment"):
+        policy.plan_error(expected[:1])
+    policy.reset()
+    assert policy.plan_error(obs) is None
+
+
+def test_plan_error_of_a_history_planner_uses_the_state_after_the_current_one():
+    torch.manual_seed(0)
+    algo = DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16,
+                            dim_mults=(1, 2), inv_hidden_dim=32, history=3)
+    policy = Policy(algo, make_normalizers(), sampling={"steps": 4})
+    seen = [raw_obs(seed=5) + i for i in range(3)]
+    for o in seen[:2]:
+        policy.act(o)
+    planned = policy.plan(seen[2])["observations"]
+    policy.reset()
+    for o in seen:
+        policy.act(o)
+    np.testing.assert_allclose(policy.plan_error(planned[3]), [0.0], atol=1e-4)  # index K, not 1
+
+
 # --- bad input ----------------------------------------------------------------------------------------------
 
 

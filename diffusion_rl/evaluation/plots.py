@@ -31,12 +31,13 @@ def plot_plan(
     title: str | None = None,
     xy: bool = False,
     dim_names: Sequence[str] | None = None,
+    labels: tuple[str, str] = ("planned", "executed"),
 ) -> Path:
     """Plot ``planned [H, S]`` and ``executed [T, S]`` per state dimension; returns the PNG's path.
 
     ``dims`` picks the state dimensions (default: all; ``(0, 1)`` when ``xy``). ``xy=True`` adds a panel of
-    ``dims[0]`` against ``dims[1]`` (the maze2d position), which needs exactly two dims. The file is written
-    under a temporary name and renamed into place.
+    ``dims[0]`` against ``dims[1]`` (the maze2d position), which needs exactly two dims. ``labels`` name the
+    two curves. The file is written under a temporary name and renamed into place.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -66,8 +67,8 @@ def plot_plan(
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, d in zip(axes, dims):
-        ax.plot(np.arange(len(planned)), planned[:, d], "-", color="tab:blue", label="planned", alpha=0.85)
-        ax.plot(np.arange(len(executed)), executed[:, d], "--", color="tab:orange", label="executed")
+        ax.plot(np.arange(len(planned)), planned[:, d], "-", color="tab:blue", label=labels[0], alpha=0.85)
+        ax.plot(np.arange(len(executed)), executed[:, d], "--", color="tab:orange", label=labels[1])
         ax.set_title(names[d])
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -46,6 +46,9 @@ class EvalResult:
     """Episode ``i`` was reset with seed ``seed + i``."""
     num_envs: int = 1
     video_path: str | None = None
+    plan_errors: np.ndarray | None = None
+    """Per episode, the mean over its steps of the planner's dynamic-consistency error (RMS over state
+    dimensions of the simulator's next state minus the planned one, normalized units); None for non-planners."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata the caller wants kept with the result (sampler settings, checkpoint step...)."""
 
@@ -54,6 +57,13 @@ class EvalResult:
         self.lengths = np.asarray(self.lengths, dtype=np.int64)
         if self.normalized_scores is not None:
             self.normalized_scores = np.asarray(self.normalized_scores, dtype=np.float64)
+        if self.plan_errors is not None:
+            self.plan_errors = np.asarray(self.plan_errors, dtype=np.float64)
+            if self.plan_errors.shape != self.returns.shape:
+                raise ValueError(
+                    f"EvalResult: plan_errors must hold one value per episode ({self.returns.shape}), "
+                    f"got shape {self.plan_errors.shape}"
+                )
         if self.returns.shape != self.lengths.shape or self.returns.ndim != 1:
             raise ValueError(
                 f"EvalResult: returns and lengths must be 1-D of equal length, got shapes "
@@ -81,6 +91,10 @@ class EvalResult:
         return None if self.normalized_scores is None else mean_and_stderr(self.normalized_scores)[1]
 
     @property
+    def plan_error_mean(self) -> float | None:
+        return None if self.plan_errors is None else mean_and_stderr(self.plan_errors)[0]
+
+    @property
     def length_mean(self) -> float:
         return mean_and_stderr(self.lengths)[0]
 
@@ -103,6 +117,14 @@ class EvalResult:
             if self.normalized_scores is None
             else [float(s) for s in self.normalized_scores],
             "video_path": self.video_path,
+            **(
+                {}
+                if self.plan_errors is None
+                else {
+                    "plan_error_mean": _json_float(self.plan_error_mean),
+                    "plan_errors": [float(e) for e in self.plan_errors],
+                }
+            ),
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
@@ -130,6 +152,7 @@ class EvalResult:
             "return": self.return_mean,
             "return_stderr": self.return_stderr,
             "length": self.length_mean,
+            "plan_error": self.plan_error_mean,
         }
         return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
@@ -142,4 +165,6 @@ class EvalResult:
             parts.append(f"normalized score {pm(self.normalized_score_mean, self.normalized_score_stderr, '.1f')},")
         parts.append(f"return {pm(self.return_mean, self.return_stderr, '.1f')},")
         parts.append(f"length {self.length_mean:.0f}" + (" (mean ± standard error)" if self.episodes > 1 else ""))
+        if self.plan_errors is not None:
+            parts[-1] += f"; plan error {self.plan_error_mean:.4f} (RMS, normalized units)"
         return " ".join(parts)

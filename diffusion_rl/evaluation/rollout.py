@@ -34,6 +34,15 @@ class ActingPolicy(Protocol):
     def act(self, obs: np.ndarray, **context: Any) -> np.ndarray: ...
 
 
+def _plan_errors(policy: Any, next_obs: np.ndarray) -> np.ndarray | None:
+    """The policy's per-env error between ``next_obs`` and its planned next state, if it reports one."""
+    fn = getattr(policy, "plan_error", None)
+    if not callable(fn):
+        return None
+    err = fn(next_obs)
+    return None if err is None else np.asarray(err, dtype=np.float64).reshape(-1)
+
+
 def _register_custom_envs() -> None:
     """Import the catalogue's own env packages so their gymnasium ids exist (maze2d)."""
     try:
@@ -124,7 +133,8 @@ def evaluate(
 
     ``env_name``: a catalogue name (``hopper-medium`` -> ``Hopper-v5``, scored with D4RL's references) or a
     gymnasium id (returns only). ``max_episode_steps`` overrides the time limit (default: the catalogue's).
-    ``video_path``: record env 0's episodes into one mp4 file.
+    ``video_path``: record env 0's episodes into one mp4 file. For policies with ``plan_error(next_obs)``
+    (planners: see :meth:`diffusion_rl.Policy.plan_error`) each episode's mean plan error is recorded too.
     """
     if not callable(getattr(policy, "act", None)):
         raise ValueError(f"policy: expected an object with .act(obs_batch, **context), got {type(policy)!r}")
@@ -145,6 +155,7 @@ def evaluate(
         writer = AtomicVideoWriter(video_path, fps=vec.envs[0].metadata.get("render_fps", 30))
     returns: list[float] = []
     lengths: list[int] = []
+    plan_errors: list[float] = []  # per episode: mean over its steps of the policy's plan error
     written: str | None = None
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
     try:
@@ -156,6 +167,8 @@ def evaluate(
             last_obs = np.array(obs, copy=True)
             ret = np.zeros(n, dtype=np.float64)
             length = np.zeros(n, dtype=np.int64)
+            err_sum = np.zeros(n, dtype=np.float64)
+            err_count = np.zeros(n, dtype=np.int64)
             if hasattr(policy, "reset"):
                 policy.reset()
             if writer is not None and active[0]:
@@ -166,6 +179,10 @@ def evaluate(
                 obs, reward, terminated, truncated, info = vec.step(actions.astype(action_dtype, copy=False))
                 ret[active] += reward[active]
                 length[active] += 1
+                err = _plan_errors(policy, obs)  # obs: the true next states (final ones on termination)
+                if err is not None:
+                    err_sum[active] += err[active]
+                    err_count[active] += 1
                 if writer is not None and active[0]:
                     writer.append(vec.envs[0].render())
                 done = (terminated | truncated) & active
@@ -175,6 +192,8 @@ def evaluate(
                 bar.update(int(done.sum()))
             returns.extend(ret[:in_wave].tolist())
             lengths.extend(length[:in_wave].tolist())
+            if err_count[:in_wave].any():
+                plan_errors.extend((err_sum[:in_wave] / np.maximum(err_count[:in_wave], 1)).tolist())
         if writer is not None:
             path = writer.close()
             writer = None
@@ -194,4 +213,5 @@ def evaluate(
         seed=seed,
         num_envs=n,
         video_path=written,
+        plan_errors=np.asarray(plan_errors) if len(plan_errors) == len(returns) else None,
     )

@@ -75,6 +75,42 @@ def test_returns_equal_a_manual_loop_and_scores_follow_the_formula():
     assert "hopper-medium" in text and f"{result.normalized_score_mean:.1f}" in text and "±" in text
 
 
+class Predicting(Feedback):
+    """Feedback that also "plans": it predicts the next state as the current one, so its plan error is the
+    RMS one-step change of the state (a number the manual loop can compute too)."""
+
+    def act(self, obs, **context):
+        self.last = np.array(obs, copy=True)
+        return super().act(obs, **context)
+
+    def plan_error(self, next_obs):
+        return np.sqrt(((next_obs - self.last) ** 2).mean(axis=-1))
+
+
+def test_plan_errors_are_averaged_per_episode_over_its_steps():
+    result = evaluate(Predicting(), "hopper-medium", episodes=3, num_envs=2, seed=7, progress=False)
+    env = gym.make("Hopper-v5")
+    expected = []
+    for s in (7, 8, 9):
+        obs, _ = env.reset(seed=s)
+        errors, done = [], False
+        while not done:
+            nxt, _, term, trunc, _ = env.step(Feedback.single(obs).astype(np.float32))
+            errors.append(np.sqrt(((nxt - obs) ** 2).mean()))
+            obs, done = nxt, term or trunc
+        expected.append(np.mean(errors))
+    env.close()
+    np.testing.assert_allclose(result.plan_errors, expected, rtol=1e-9)
+    d = result.to_dict()
+    assert d["plan_error_mean"] == pytest.approx(np.mean(expected)) and len(d["plan_errors"]) == 3
+    assert result.scalars()["plan_error"] == pytest.approx(np.mean(expected))
+    assert "plan error" in str(result)
+    plain = evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, seed=7, progress=False)
+    assert plain.plan_errors is None and "plan_error_mean" not in plain.to_dict()
+    with pytest.raises(ValueError, match="one value per episode"):
+        EvalResult(env_name="x", gym_id="x", returns=[1.0, 2.0], lengths=[1, 2], plan_errors=[0.1])
+
+
 def test_results_do_not_depend_on_num_envs():
     a = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=1, seed=3, progress=False)
     b = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=3, seed=3, progress=False)

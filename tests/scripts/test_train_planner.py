@@ -56,6 +56,9 @@ def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, ho
     assert result["episodes"] == 2 and result["train_steps"] == 20
     assert (run_dir / "policy" / "model.safetensors").is_file() and (run_dir / "config.yaml").is_file()
     assert (run_dir / "plan.png").stat().st_size > 1000
+    # plan diagnostics: per-episode dynamic-consistency error and its plot over the episode
+    assert len(result["plan_errors"]) == 2 and 0 < result["plan_error_mean"] < 10
+    assert (run_dir / "plan_consistency.png").stat().st_size > 1000
     assert any((run_dir / "tb").iterdir())
     config = json.loads((run_dir / "policy" / "config.json").read_text())
     assert config["algorithm"] == "decision_diffuser" and config["obs_dim"] == 11 and config["act_dim"] == 3
