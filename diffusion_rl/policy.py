@@ -201,7 +201,8 @@ class Policy:
         return err.pow(2).mean(dim=-1).sqrt().detach().cpu().numpy().astype(np.float64)
 
     def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> dict[str, np.ndarray | torch.Tensor]:
-        """The whole predicted plan: ``observations [B?, H, obs_dim]``, ``actions`` (first actions), in raw units."""
+        """The whole predicted plan in raw units: ``observations [B?, H, obs_dim]``, ``actions`` (the actions to
+        execute now), and for planners ``next_observations [B?, obs_dim]`` (the state the plan expects next)."""
         obs_t, single, as_numpy = self._check_obs(obs)
         context = self._context(kwargs, obs_t.shape[0])
         obs_n = self._normalize("observations", obs_t)
@@ -213,6 +214,8 @@ class Policy:
         }
         if "plan_actions" in out.extras:
             result["plan_actions"] = self._unnormalize("actions", out.extras["plan_actions"])
+        if out.next_observations is not None:
+            result["next_observations"] = self._unnormalize("observations", out.next_observations)
         return {k: self._output(v, single, as_numpy) for k, v in result.items()}
 
     # -- internals ------------------------------------------------------------------------------------------

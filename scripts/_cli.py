@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,41 @@ def to_plain(cfg: Any) -> Any:
     if isinstance(cfg, (DictConfig,)) or OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+def sampling_overrides_as_additions(argv: list[str], prefixes: tuple[str, ...] = ("sampling.",)) -> list[str]:
+    """``sampling.k=v`` -> ``++sampling.k=v``: ``sampling: {}`` declares no keys, so Hydra must add them (the same
+    for any other open-ended section named in ``prefixes``)."""
+    return [f"++{a}" if a.startswith(prefixes) and "=" in a else a for a in argv]
+
+
+def default_out(policy_path: str | Path, env_name: str, kind: str = "eval") -> Path:
+    """``<policy>/../<kind>_<env>.json``: beside the artifact folder or file (env ids made file-name safe)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", env_name)
+    return Path(policy_path).resolve().parent / f"{kind}_{safe}.json"
+
+
+def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
+    """``Policy.load(cfg.policy)`` with ``cfg.sampling`` overrides applied and the env resolved (``cfg.env`` or
+    the artifact's); exits with one clear message on a missing path, a bad artifact or an unknown setting."""
+    if not cfg.policy:
+        sys.exit("error: policy=<path> is required: an artifact folder or .safetensors file "
+                 "(Policy.save writes one)")
+    from diffusion_rl.policy import Policy
+
+    policy_path = str(cfg.policy)
+    try:
+        policy = Policy.load(policy_path, device=cfg.device)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: cannot load policy={policy_path}: {err}")
+    overrides = to_plain(cfg.sampling) or {}
+    unknown = sorted(set(overrides) - set(policy.sampling))
+    if unknown:
+        sys.exit(f"error: unknown sampling setting(s) {unknown}; this policy's settings are: "
+                 f"{', '.join(sorted(policy.sampling))}")
+    for key, value in overrides.items():
+        setattr(policy, key, value)
+    env_name = cfg.env.name if cfg.get("env") else policy.env_name
+    if not env_name:
+        sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>")
+    return policy, policy_path, env_name

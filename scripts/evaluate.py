@@ -13,54 +13,30 @@ artifact's sampler settings. The work is done by ``Policy.load`` and ``diffusion
 from __future__ import annotations
 
 import math
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra
-from _cli import CONFIG_DIR, check_overrides, to_plain
+from _cli import (  # noqa: F401  (default_out, sampling_overrides_as_additions: part of this script's API)
+    CONFIG_DIR,
+    check_overrides,
+    default_out,
+    load_policy_for_cli,
+    sampling_overrides_as_additions,
+)
 from omegaconf import DictConfig
-
-
-def sampling_overrides_as_additions(argv: list[str]) -> list[str]:
-    """``sampling.k=v`` -> ``++sampling.k=v``: ``sampling: {}`` declares no keys, so Hydra must add them."""
-    return [f"++{a}" if a.startswith("sampling.") and "=" in a else a for a in argv]
-
-
-def default_out(policy_path: str | Path, env_name: str) -> Path:
-    """``<policy>/../eval_<env>.json``: beside the artifact folder or file (env ids made file-name safe)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", env_name)
-    return Path(policy_path).resolve().parent / f"eval_{safe}.json"
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if not cfg.policy:
-        sys.exit("error: policy=<path> is required: an artifact folder or .safetensors file "
-                 "(Policy.save writes one)")
     from diffusion_rl.evaluation import evaluate
-    from diffusion_rl.policy import Policy
 
-    policy_path = str(cfg.policy)
-    try:
-        policy = Policy.load(policy_path, device=cfg.device)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: cannot load policy={policy_path}: {err}")
-    overrides = to_plain(cfg.sampling) or {}
-    unknown = sorted(set(overrides) - set(policy.sampling))
-    if unknown:
-        sys.exit(f"error: unknown sampling setting(s) {unknown}; this policy's settings are: "
-                 f"{', '.join(sorted(policy.sampling))}")
-    for key, value in overrides.items():
-        setattr(policy, key, value)
-    env_name = cfg.env.name if cfg.get("env") else policy.env_name
-    if not env_name:
-        sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>")
+    policy, policy_path, env_name = load_policy_for_cli(cfg)
     policy.reset(seed=int(cfg.seed))
 
-    out = Path(cfg.out) if cfg.out else default_out(policy_path, env_name)
+    out = Path(cfg.out) if cfg.out else default_out(policy_path, env_name, "eval")
     video = str(out.with_suffix(".mp4")) if cfg.video else None
     print(f"policy: {policy_path} ({policy.algo.name}); env: {env_name}; sampling: {policy.sampling}")
     result = evaluate(policy, env_name, episodes=int(cfg.episodes), num_envs=int(cfg.num_envs),

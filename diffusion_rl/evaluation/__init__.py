@@ -1,5 +1,7 @@
-"""Evaluation: vector-env rollouts with D4RL-normalized scores, mp4 videos, and plan-vs-executed plots."""
+"""Evaluation: vector-env rollouts with D4RL-normalized scores, mp4 videos, plan-vs-executed plots and plan
+diagnostics."""
 
+from diffusion_rl.evaluation.diagnostics import DiagnosticRow, diagnose, plan_spread
 from diffusion_rl.evaluation.hooks import rollout_eval_fn
 from diffusion_rl.evaluation.plots import plot_plan
 from diffusion_rl.evaluation.result import EvalResult, mean_and_stderr
@@ -9,9 +11,12 @@ from diffusion_rl.evaluation.video import AtomicVideoWriter
 __all__ = [
     "VIDEO_SIZE",
     "AtomicVideoWriter",
+    "DiagnosticRow",
     "EvalResult",
+    "diagnose",
     "evaluate",
     "mean_and_stderr",
+    "plan_spread",
     "plot_plan",
     "resolve_env",
     "rollout_eval_fn",

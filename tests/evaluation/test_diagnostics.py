@@ -1,0 +1,77 @@
+"""Plan diagnostics: spread of plans from one state, one-step consistency against the simulator, sweeps."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl import Policy
+from diffusion_rl.algos import BehaviorCloning, DecisionDiffuser
+from diffusion_rl.data import GaussianNormalizer
+from diffusion_rl.evaluation import diagnose, plan_spread
+from diffusion_rl.evaluation.diagnostics import _one_step_errors
+
+torch.set_num_threads(1)
+
+
+def _normalizers(rng: np.random.Generator) -> dict[str, GaussianNormalizer]:
+    return {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 11))),
+            "actions": GaussianNormalizer().fit(0.3 * rng.normal(size=(200, 3)))}
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    torch.manual_seed(0)
+    algo = DecisionDiffuser(obs_dim=11, act_dim=3, horizon=8, num_steps=20, dim=16, dim_mults=(1, 2),
+                            inv_hidden_dim=32)
+    return Policy(algo, _normalizers(np.random.default_rng(0)), env_name="hopper-medium", sampling={"steps": 4})
+
+
+def test_plan_spread_follows_the_temperature(policy):
+    obs = np.random.default_rng(1).normal(size=11)
+    wide = plan_spread(policy, obs, num_plans=32, temperature=1.0)
+    narrow = plan_spread(policy, obs, num_plans=32, temperature=0.25)
+    none = plan_spread(policy, obs, num_plans=32, temperature=0.0)
+    assert wide["actions"].shape == (32, 3) and wide["next_observations"].shape == (32, 11)
+    assert narrow["next_observations"].std(0).mean() < 0.5 * wide["next_observations"].std(0).mean()
+    assert none["actions"].std(0).max() < 1e-5  # DDIM eta=0 from zero noise: every plan the same
+
+
+def test_one_step_error_is_zero_for_the_true_next_state(policy):
+    env = gym.make("Hopper-v5")
+    env.reset(seed=3)
+    actions = np.array([[0.5, -0.2, 0.1], [-1.0, 1.0, 0.0]])
+    true_next = []
+    for a in actions:
+        env.reset(seed=3)
+        true_next.append(env.step(a.astype(np.float32))[0])
+    env.close()
+    true_next = np.asarray(true_next)
+    np.testing.assert_allclose(_one_step_errors(policy, "Hopper-v5", 3, actions, true_next), 0.0, atol=1e-6)
+    # an offset of d raw standard deviations in every state dimension is an error of d (Gaussian normalizer)
+    std = policy.normalizers["observations"].stats["std"]
+    np.testing.assert_allclose(_one_step_errors(policy, "Hopper-v5", 3, actions, true_next + 0.5 * std), 0.5,
+                               rtol=1e-6)
+
+
+def test_diagnose_sweeps_one_setting_at_a_time_and_restores_the_policy(policy):
+    before = dict(policy.sampling)
+    rows, notes = diagnose(policy, "hopper-medium", seed=0, num_plans=8, rollout_steps=5, progress=False,
+                           sweep={"temperature": [1.0, 0.0], "num_plans": [4]})
+    assert [r.setting for r in rows] == ["default", "temperature=1.0", "temperature=0.0"]
+    assert notes and "num_plans" in notes[0]  # a Decision Diffuser has no num_plans setting
+    assert policy.sampling == before
+    by = {r.setting: r for r in rows}
+    assert by["temperature=0.0"].action_spread < 1e-5 < by["temperature=1.0"].action_spread
+    for r in rows:
+        assert r.rollout_length <= 5 and np.isfinite(r.one_step_error) and np.isfinite(r.rollout_error)
+    with pytest.raises(ValueError, match="num_plans"):
+        diagnose(policy, "hopper-medium", num_plans=1)
+
+
+def test_policies_without_state_plans_are_refused():
+    bc = Policy(BehaviorCloning(obs_dim=11, act_dim=3, hidden_dim=16), _normalizers(np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="predicts states"):
+        plan_spread(bc, np.zeros(11), num_plans=4)

@@ -1,0 +1,47 @@
+"""scripts/diagnose.py end to end (subprocess) on a tiny untrained artifact, in the real Hopper-v5."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.scripts.test_evaluate_script import ROOT, _env, hopper_artifact
+
+SCRIPT = ROOT / "scripts" / "diagnose.py"
+
+
+def _run(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, str(SCRIPT), *overrides], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_prints_and_writes_the_diagnostics_of_each_setting(tmp_path):
+    policy = hopper_artifact(tmp_path / "run" / "policy")
+    proc = _run(tmp_path / "cwd", f"policy={policy}", "num_plans=8", "rollout_steps=5", "progress=false",
+                "sampling.steps=2", "only=[temperature,num_plans]", "sweep.temperature=[1.0,0.0]",
+                "sweep.num_plans=[3]")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = tmp_path / "run" / "diagnose_hopper-medium.json"
+    result = json.loads(out.read_text())
+    assert [r["setting"] for r in result["rows"]] == ["default", "temperature=1.0", "temperature=0.0"]
+    assert result["sampling"]["steps"] == 2 and result["num_plans"] == 8
+    rows = {r["setting"]: r for r in result["rows"]}
+    assert rows["temperature=0.0"]["action_spread"] < 1e-5 < rows["temperature=1.0"]["action_spread"]
+    for title in ("action std", "1-step error", "rollout error", "temperature=0.0"):
+        assert title in proc.stdout
+    assert "note: num_plans: not a setting of this policy" in proc.stdout
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_bad_input_is_one_clear_message(tmp_path):
+    policy = hopper_artifact(tmp_path / "policy")
+    proc = _run(tmp_path, f"policy={policy}", "num_plans=1", "rollout_steps=2")
+    assert proc.returncode != 0 and "num_plans: expected an integer >= 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    unknown = _run(tmp_path, f"policy={policy}", "only=[temprature]")
+    assert unknown.returncode != 0 and "temprature" in unknown.stderr and "temperature" in unknown.stderr
+    missing = _run(tmp_path, "rollout_steps=2")
+    assert missing.returncode != 0 and "policy=<path> is required" in missing.stderr
