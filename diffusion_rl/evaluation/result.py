@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from diffusion_rl.evaluation._files import publish
+from diffusion_rl.evaluation._files import write_atomic
 
 __all__ = ["EvalResult", "mean_and_stderr"]
 
@@ -130,19 +129,8 @@ class EvalResult:
 
     def save_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as indented JSON, atomically (temporary file, then ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2, allow_nan=False)
-                f.write("\n")
-            publish(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
     def scalars(self) -> dict[str, float]:
         """Finite summary numbers for logs (TensorBoard, the trainer's ``eval_fn``); undefined ones are left out."""

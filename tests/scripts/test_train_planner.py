@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from diffusion_rl import Policy
 from diffusion_rl.data import load_episodes
@@ -32,16 +31,6 @@ def _env(store: Path) -> dict[str, str]:
 def _run(args: list[str], store: Path, timeout: int = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(store), cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def hopper_hdf5(tmp_path_factory) -> Path:
-    """A small D4RL-layout file of real Hopper-v5 data (the hopper-medium recipe, 3000 steps)."""
-    tmp = tmp_path_factory.mktemp("hopper")
-    path = tmp / "hopper-small.hdf5"
-    make_local_dataset("hopper-medium", num_steps=3000, hdf5_path=path, minari_root=tmp / "store", progress=False,
-                       num_workers=1)
-    return path
 
 
 def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, hopper_hdf5):

@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Reproduce the score table: ``python scripts/reproduce.py [envs=[...]] [algos=[...]] [seeds=3] [key=value ...]``.
+
+    python scripts/reproduce.py                                       # 3 envs x 3 algorithms x 3 seeds
+    python scripts/reproduce.py envs=[hopper-medium] algos=[decision_diffuser,bc] seeds=3 jobs=2
+    python scripts/reproduce.py preset=paper                          # on a GPU
+
+Every (env, algorithm, seed) cell is one ``scripts/train_planner.py`` run (the command a user would type), in
+``<root>/<env>/<algo>/seed<k>`` with its log in ``train.log`` there; finished cells (with ``eval.json``) are
+skipped, interrupted ones resume from their last checkpoint. The table (mean ± standard error over training
+seeds, each seed's score the mean over its evaluation episodes; the dataset's mean normalized return beside it)
+goes into ``results`` between ``<!-- reproduce:begin -->`` and ``<!-- reproduce:end -->`` with the command, the
+hardware and the wall times, and a bar chart to ``chart``. Keys: configs/reproduce.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hydra
+from _cli import CONFIG_DIR, check_overrides, sampling_overrides_as_additions, to_plain
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / "scripts" / "train_planner.py"
+
+
+def _names(kind: str, values: list[str], valid: set[str]) -> list[str]:
+    unknown = [v for v in values if v not in valid]
+    if not values or unknown:
+        sys.exit(f"error: {kind}={values}: expected a non-empty list of {', '.join(sorted(valid))}"
+                 + (f" (unknown: {unknown})" if unknown else ""))
+    return list(values)
+
+
+def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig) -> list[str]:
+    """The ``train_planner.py`` command of one cell (resuming when the run folder holds checkpoints)."""
+    args = [f"env={env}", f"algo={algo}", f"seed={seed}", f"preset={cfg.preset}", f"device={cfg.device}",
+            f"run_dir={run_dir}", f"eval.episodes={int(cfg.eval_episodes)}", "trainer.progress=false"]
+    if any((run_dir / "checkpoints").glob("step_*")):
+        args.append("trainer.resume=true")
+    args += list(to_plain(cfg.overrides) or [])
+    args += list((to_plain(cfg.algo_overrides) or {}).get(algo, []))
+    return [sys.executable, str(TRAIN), *args]
+
+
+def run_cell(command: list[str], run_dir: Path, threads: int | None) -> tuple[int, float]:
+    """Run one cell's training; its output goes to ``<run_dir>/train.log``. Returns (exit code, wall seconds)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    with open(run_dir / "train.log", "a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              check=False).returncode
+    wall = time.perf_counter() - start
+    if code == 0:
+        record = {"command": shlex.join(command), "wall_s": wall, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        from diffusion_rl.evaluation.table import write_text_atomic
+
+        write_text_atomic(run_dir / "reproduce.json", json.dumps(record, indent=2) + "\n")
+    return code, wall
+
+
+def hardware() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores{gpu}; Python {platform.python_version()}, " \
+           f"torch {torch.__version__}"
+
+
+def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int], argv: list[str]) -> str:
+    from diffusion_rl.evaluation.table import collect_scores, plot_score_chart, score_table_markdown
+
+    cells = collect_scores(cfg.root, envs, algos, seeds)
+    table = score_table_markdown(cells, envs, algos)
+    walls = [f"{e}/{a}: {sum(c.wall_s) / len(c.wall_s) / 60:.0f} min per seed"
+             for (e, a), c in cells.items() if c.wall_s]
+    lines = [
+        f"Command: `{' '.join(['python scripts/reproduce.py', *(a.removeprefix('++') for a in argv)])}`",
+        "",
+        f"Hardware: {hardware()}. Preset `{cfg.preset}`; each seed scored on {cfg.eval_episodes} evaluation "
+        "episodes; a cell is the mean ± standard error over training seeds; best of a row in bold.",
+        "",
+        table,
+    ]
+    if walls:
+        lines += ["", "Wall time (train + evaluation, one cell): " + "; ".join(walls) + "."]
+    text = "\n".join(lines)
+    if cfg.chart:
+        plot_score_chart(cells, envs, algos, cfg.chart, title=f"preset {cfg.preset}: mean ± s.e. over seeds")
+        where = Path(cfg.results).resolve().parent if cfg.results else Path.cwd()
+        text += f"\n\n![score chart]({os.path.relpath(Path(cfg.chart).resolve(), where)})"
+    return text
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="reproduce", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from diffusion_rl.algos import ALGORITHMS
+    from diffusion_rl.evaluation.table import cell_dir, replace_section, write_text_atomic
+    from envs.catalogue import CATALOGUE
+
+    envs = _names("envs", list(cfg.envs), set(CATALOGUE))
+    algos = _names("algos", list(cfg.algos), set(ALGORITHMS))
+    if isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1:
+        sys.exit(f"error: seeds={cfg.seeds!r}: expected the number of training seeds, an integer >= 1")
+    if isinstance(cfg.jobs, bool) or not isinstance(cfg.jobs, int) or cfg.jobs < 1:
+        sys.exit(f"error: jobs={cfg.jobs!r}: expected an integer >= 1")
+    if isinstance(cfg.eval_episodes, bool) or not isinstance(cfg.eval_episodes, int) or cfg.eval_episodes < 1:
+        sys.exit(f"error: eval_episodes={cfg.eval_episodes!r}: expected an integer >= 1")
+    seeds = list(range(int(cfg.seeds)))
+    todo, done = [], 0
+    for env in envs:
+        for algo in algos:
+            for seed in seeds:
+                run_dir = cell_dir(cfg.root, env, algo, seed).resolve()
+                if (run_dir / "eval.json").is_file():
+                    done += 1
+                else:
+                    todo.append((env, algo, seed, run_dir, cell_command(env, algo, seed, run_dir, cfg)))
+    print(f"{len(todo) + done} cells: {done} done, {len(todo)} to run ({cfg.jobs} at a time)")
+    if cfg.dry_run:
+        for *_, command in todo:
+            print(shlex.join(command))
+        return
+    threads = 1 if cfg.jobs > 1 else None
+    failed = []
+
+    def work(item):
+        env, algo, seed, run_dir, command = item
+        print(f"start  {env} / {algo} / seed {seed}: log {run_dir / 'train.log'}", flush=True)
+        code, wall = run_cell(command, run_dir, threads)
+        status = "done" if code == 0 else f"FAILED (exit {code})"
+        print(f"{status:6s} {env} / {algo} / seed {seed} in {wall / 60:.1f} min", flush=True)
+        if code != 0:
+            failed.append((env, algo, seed, run_dir))
+
+    with ThreadPoolExecutor(max_workers=int(cfg.jobs)) as pool:
+        list(pool.map(work, todo))
+    text = report(cfg, envs, algos, seeds, sys.argv[1:])
+    print("\n" + text)
+    if cfg.results:
+        path = Path(cfg.results)
+        old = path.read_text() if path.is_file() else "# Results\n"
+        write_text_atomic(path, replace_section(old, "reproduce", text))
+        print(f"\nwrote: {path}" + (f" and {cfg.chart}" if cfg.chart else ""))
+    if failed:
+        sys.exit("error: cells failed (see their train.log): "
+                 + "; ".join(f"{e}/{a}/seed{s}: {d / 'train.log'}" for e, a, s, d in failed))
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:], ("algo_overrides",))]
+    check_overrides("reproduce")
+    main()

@@ -1,0 +1,72 @@
+"""scripts/reproduce.py end to end with tiny budgets: cells trained by train_planner.py, skipped when done,
+the table and chart written into a results file between its markers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "reproduce.py"
+
+
+def _run(tmp: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "store"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=tmp, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5):
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nintro kept\n\n<!-- reproduce:begin -->\nold table\n<!-- reproduce:end -->\n"
+                       "\ntail kept\n")
+    args = [
+        "envs=[hopper-medium]", "algos=[decision_diffuser,bc]", "seeds=2", "jobs=2", "preset=cpu",
+        f"root={tmp_path / 'runs'}", f"results={results}", f"chart={tmp_path / 'chart.png'}", "eval_episodes=2",
+        f'overrides=["dataset={hopper_hdf5}","trainer.max_steps=4","eval.max_episode_steps=5","eval.plot=false",'
+        '"eval.num_envs=2"]',
+        'algo_overrides={decision_diffuser:["algo.model.dim=8","algo.model.horizon=8","algo.model.num_steps=10",'
+        '"algo.sampling.steps=2","trainer.batch_size=8"]}',
+    ]
+    proc = _run(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 cells: 0 done, 4 to run" in proc.stdout
+    scores = {}
+    for algo in ("decision_diffuser", "bc"):
+        for seed in (0, 1):
+            run = tmp_path / "runs" / "hopper-medium" / algo / f"seed{seed}"
+            result = json.loads((run / "eval.json").read_text())
+            assert result["seed"] == seed and result["algo"] == algo and result["episodes"] == 2
+            assert "$ " in (run / "train.log").read_text() and (run / "reproduce.json").is_file()
+            scores.setdefault(algo, []).append(result["normalized_score_mean"])
+    text = results.read_text()
+    assert text.startswith("# Results\n\nintro kept") and text.rstrip().endswith("tail kept")
+    assert "old table" not in text and text.count("<!-- reproduce:begin -->") == 1
+    row = next(line for line in text.splitlines() if line.startswith("| hopper-medium"))
+    dd = np.asarray(scores["decision_diffuser"])
+    assert f"{dd.mean():.1f} ± {dd.std(ddof=1) / np.sqrt(2):.1f} (2 seeds)" in row
+    assert "(2 seeds)" in row.split("|")[4]  # the BC column
+    assert "Hardware:" in text and "python scripts/reproduce.py envs=[hopper-medium]" in text
+    assert (tmp_path / "chart.png").stat().st_size > 1000 and "![score chart](chart.png)" in text
+
+    again = _run(tmp_path, *args)  # every cell is done: nothing is trained again
+    assert again.returncode == 0 and "4 cells: 4 done, 0 to run" in again.stdout, again.stderr[-2000:]
+    assert results.read_text().count("| hopper-medium") == 1
+
+
+def test_bad_lists_are_clear_errors(tmp_path):
+    proc = _run(tmp_path, "envs=[hopper-mediocre]", "dry_run=true")
+    assert proc.returncode != 0 and "hopper-mediocre" in proc.stderr and "walker2d-medium" in proc.stderr
+    proc = _run(tmp_path, "algos=[dd]", "dry_run=true")
+    assert proc.returncode != 0 and "decision_diffuser" in proc.stderr
+    proc = _run(tmp_path, "seeds=0", "dry_run=true")
+    assert proc.returncode != 0 and "integer >= 1" in proc.stderr and "Traceback" not in proc.stderr
+    dry = _run(tmp_path, "envs=[hopper-medium]", "algos=[bc]", "seeds=2", "dry_run=true", f"root={tmp_path}")
+    assert dry.returncode == 0 and dry.stdout.count("train_planner.py") == 2 and "seed=1" in dry.stdout
+    assert not (tmp_path / "hopper-medium").exists()
