@@ -10,8 +10,6 @@ This is what ``scripts/train_planner.py`` runs, callable from Python without Hyd
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +20,7 @@ import torch
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.evaluation import EvalResult, evaluate, plot_plan, rollout_eval_fn
+from diffusion_rl.evaluation._files import write_atomic
 from diffusion_rl.policy import Policy, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
 from envs import get_spec
@@ -142,10 +141,8 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, sort_keys=True)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> PlannerRunResult:

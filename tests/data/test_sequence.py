@@ -58,8 +58,10 @@ def test_returns_are_discounted_rtg_min_max_normalized_over_window_starts() -> N
     np.testing.assert_allclose(raw, rtg, rtol=1e-5)
 
 
-def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels() -> None:
-    store = EpisodeStore(
+def _fall_and_timeout_store() -> EpisodeStore:
+    """Two episodes of constant reward 1: the first (2 steps) ends in a terminal (a fall), the second in a
+    timeout."""
+    return EpisodeStore(
         {
             "observations": np.zeros((5, 1)),
             "actions": np.zeros((5, 1)),
@@ -69,6 +71,10 @@ def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels(
         },
         [2, 5],
     )
+
+
+def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels() -> None:
+    store = _fall_and_timeout_store()
     ds = SequenceDataset(store, horizon=2, discount=0.5, terminal_penalty=-10.0)
     raw = np.array([1 + 0.5 * (1 - 10), 1 - 10, 1 + 0.5 + 0.25, 1 + 0.5, 1])  # the fall costs -10
     labels = ds.gather(torch.arange(5))["returns"][:, 0].double().numpy()
@@ -90,17 +96,7 @@ def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels(
 
 
 def test_values_include_the_terminal_penalty() -> None:
-    # Two episodes of constant reward 1; only the first ends in a terminal.
-    store = EpisodeStore(
-        {
-            "observations": np.zeros((5, 1)),
-            "actions": np.zeros((5, 1)),
-            "rewards": np.ones(5),
-            "terminals": np.array([0, 1, 0, 0, 0], bool),
-            "timeouts": np.array([0, 0, 0, 0, 1], bool),
-        },
-        [2, 5],
-    )
+    store = _fall_and_timeout_store()
     ds = SequenceDataset(
         store, horizon=2, returns=False, values=True, value_discount=0.5, terminal_penalty=-10.0
     )
