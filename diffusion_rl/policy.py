@@ -1,15 +1,16 @@
 """``Policy``: the deployable face of a trained planner.
 
 Raw observations in (numpy or torch, one ``[obs_dim]`` or a batch ``[B, obs_dim]``), raw actions out. The policy
-owns the normalizers, the sampler settings (sampler, steps, guidance weight, seed, ...), the executed plan for
-plan-following controllers, and the artifact it was loaded from or saves to.
+owns the normalizers, the sampler settings (sampler, steps, guidance weight, seed, ...), the observation history,
+the execution (first action, plan following or an action queue: :mod:`diffusion_rl.execution`), and the artifact
+it was loaded from or saves to.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +18,9 @@ import torch
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
 from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
+from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
 
-__all__ = ["Policy", "EXECUTIONS", "resolve_device"]
+__all__ = ["EXECUTIONS", "Policy", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -26,45 +28,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-# --- execution modes: how a plan becomes the action of this control step --------------------------------------
-
-
-def _first_action(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
-    """Replan at every step and execute the plan's first action (Diffuser, Decision Diffuser)."""
-    out = policy._plan_normalized(obs_n, context)
-    policy._expected_next = out.next_observations
-    return out.actions
-
-
-def _follow_plan(policy: "Policy", obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
-    """Plan once after ``reset()`` and track the planned states with a PD-style controller (Diffuser, Maze2D).
-
-    As in the Diffuser paper's maze2d experiments: the action is ``(s*_{k+1} - s_k)`` on positions plus
-    ``(v*_{k+1} - v_k)`` on velocities, computed in raw units; after the plan's end the last waypoint is held.
-    """
-    if policy._plan_cache is None or policy._plan_cache.shape[0] != obs_n.shape[0]:
-        plan = policy._plan_normalized(obs_n, context)
-        policy._plan_cache = policy._unnormalize("observations", plan.observations)
-        policy._plan_step = 0
-    plan = policy._plan_cache
-    k = min(policy._plan_step + 1, plan.shape[1] - 1)
-    policy._expected_next = policy._normalize("observations", plan[:, k])
-    target = plan[:, k].clone()
-    if k == plan.shape[1] - 1:
-        target[:, policy.obs_dim // 2 :] = 0.0
-    policy._plan_step += 1
-    obs = policy._unnormalize("observations", obs_n)
-    half = policy.obs_dim // 2
-    action = (target[:, :half] - obs[:, :half]) + (target[:, half:] - obs[:, half:])
-    return policy._normalize("actions", action[:, : policy.act_dim])
-
-
-EXECUTIONS: dict[str, Callable[["Policy", torch.Tensor, dict[str, Any]], torch.Tensor]] = {
-    "first_action": _first_action,
-    "follow_plan": _follow_plan,
-}
 
 
 class Policy:
@@ -83,11 +46,11 @@ class Policy:
         env_name: str | None = None,
         sampling: dict[str, Any] | None = None,
         execution: str = "first_action",
+        execution_options: dict[str, Any] | None = None,
         seed: int = 0,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        if execution not in EXECUTIONS:
-            raise ValueError(f"unknown execution {execution!r}; expected one of: {', '.join(EXECUTIONS)}")
+        self._execution: Execution = make_execution(execution, execution_options)
         missing = [k for k in ("observations", "actions") if k not in normalizers]
         if missing:
             raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")
@@ -95,7 +58,6 @@ class Policy:
         self.algo = algo.eval()
         self.normalizers = dict(normalizers)
         self.env_name = env_name
-        self.execution = execution
         self.metadata = dict(metadata or {})
         self.obs_dim = int(algo.config()["obs_dim"])
         self.act_dim = int(algo.config()["act_dim"])
@@ -119,7 +81,7 @@ class Policy:
     def device(self) -> torch.device:
         return self.algo.device
 
-    def to(self, device: str | torch.device) -> "Policy":
+    def to(self, device: str | torch.device) -> Policy:
         """Move the model to ``device`` (``"auto"`` allowed) and restart the random stream there."""
         self.algo.to(resolve_device(device))
         self.reset()
@@ -127,16 +89,24 @@ class Policy:
 
     # -- control loop ---------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:
-        """Start a new episode: forget the executed plan and the observation history, and restart the sampler's
-        random stream from the seed."""
+        """Start a new episode: forget the executed plan (and queued actions) and the observation history, and
+        restart the sampler's random stream from the seed."""
         if seed is not None:
             self.seed = seed
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(int(self.seed))
-        self._plan_cache: torch.Tensor | None = None
-        self._plan_step = 0
         self._history: torch.Tensor | None = None
-        self._expected_next: torch.Tensor | None = None
+        self._execution.reset()
+
+    @property
+    def execution(self) -> str:
+        """The name of the execution (see :mod:`diffusion_rl.execution`)."""
+        return self._execution.name
+
+    @property
+    def execution_options(self) -> dict[str, Any]:
+        """The execution's options (e.g. ``{"action_steps": 8}`` for ``action_queue``)."""
+        return self._execution.options()
 
     @property
     def history_length(self) -> int:
@@ -171,16 +141,16 @@ class Policy:
         context = self._context(kwargs, obs_t.shape[0])
         obs_n = self._normalize("observations", obs_t)
         context["history"] = self._history_with(obs_n, store=True)
-        action_n = EXECUTIONS[self.execution](self, obs_n, context)
+        action_n = self._execution.step(self, obs_n, context)
         action = self._unnormalize("actions", action_n)
         return self._output(action, single, as_numpy)
 
     @property
     def expected_next(self) -> torch.Tensor | None:
         """The state ``[B, obs_dim]`` (raw units) that the plan executed by the last :meth:`act` expects next."""
-        if self._expected_next is None:
+        if self._execution.expected_next is None:
             return None
-        return self._unnormalize("observations", self._expected_next)
+        return self._unnormalize("observations", self._execution.expected_next)
 
     def plan_error(self, next_obs: np.ndarray | torch.Tensor) -> np.ndarray | None:
         """Dynamic consistency of the last :meth:`act`: per environment, the RMS over state dimensions of
@@ -188,7 +158,7 @@ class Policy:
 
         ``next_obs`` is what the simulator returned after the action ``[B, obs_dim]`` (or ``[obs_dim]``). None when
         the last call made no state prediction (behaviour cloning, or no :meth:`act` since :meth:`reset`)."""
-        expected = self._expected_next
+        expected = self._execution.expected_next
         if expected is None:
             return None
         obs_t, _, _ = self._check_obs(next_obs)
@@ -202,7 +172,8 @@ class Policy:
 
     def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> dict[str, np.ndarray | torch.Tensor]:
         """The whole predicted plan in raw units: ``observations [B?, H, obs_dim]``, ``actions`` (the actions to
-        execute now), and for planners ``next_observations [B?, obs_dim]`` (the state the plan expects next)."""
+        execute now), ``action_chunk [B?, n, act_dim]`` (the actions of the coming steps, when the plan has them)
+        and for planners ``next_observations [B?, obs_dim]`` (the state the plan expects next)."""
         obs_t, single, as_numpy = self._check_obs(obs)
         context = self._context(kwargs, obs_t.shape[0])
         obs_n = self._normalize("observations", obs_t)
@@ -214,6 +185,8 @@ class Policy:
         }
         if "plan_actions" in out.extras:
             result["plan_actions"] = self._unnormalize("actions", out.extras["plan_actions"])
+        if out.action_chunk is not None:
+            result["action_chunk"] = self._unnormalize("actions", out.action_chunk)
         if out.next_observations is not None:
             result["next_observations"] = self._unnormalize("observations", out.next_observations)
         return {k: self._output(v, single, as_numpy) for k, v in result.items()}
@@ -301,6 +274,7 @@ class Policy:
             "normalizers": {k: n.state_dict() for k, n in self.normalizers.items()},
             "sampling": self.sampling,
             "execution": self.execution,
+            "execution_options": self.execution_options,
             "seed": self.seed,
             "env_name": self.env_name,
             "metadata": self.metadata,
@@ -308,7 +282,7 @@ class Policy:
         return save_artifact(path, self.algo.state_dict(), config)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Policy":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Policy:
         """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles."""
         state_dict, config = load_artifact(path)
         absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
@@ -340,6 +314,7 @@ class Policy:
             env_name=config.get("env_name"),
             sampling=config.get("sampling"),
             execution=config.get("execution", "first_action"),
+            execution_options=config.get("execution_options"),
             seed=int(config.get("seed", 0)),
             metadata=config.get("metadata"),
         )

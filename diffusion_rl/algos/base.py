@@ -27,8 +27,9 @@ class PlanOutput:
     ``actions`` are the actions to execute now ``[B, act_dim]``; ``trajectory`` is the whole chosen plan
     ``[B, H, D]``; ``observations`` its state part ``[B, H, obs_dim]``; ``now`` the index of the current state
     in ``observations`` (0, or K - 1 for a planner conditioned on K past states), so ``observations[:, now + 1]``
-    is the state the plan expects after executing ``actions``; ``extras`` holds per-algorithm diagnostics (e.g.
-    plan values).
+    is the state the plan expects after executing ``actions``; ``action_chunk [B, n, act_dim]`` (when the plan
+    has one) the actions of the coming steps, ``action_chunk[:, 0]`` being ``actions``; ``extras`` holds
+    per-algorithm diagnostics (e.g. plan values).
     """
 
     actions: torch.Tensor
@@ -36,6 +37,7 @@ class PlanOutput:
     observations: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     now: int = 0
+    action_chunk: torch.Tensor | None = None
 
     @property
     def next_observations(self) -> torch.Tensor | None:

@@ -144,5 +144,6 @@ class DecisionDiffuser(Algorithm):
             temperature=temperature, clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
         )
         now = k - 1
-        actions = self.inv(x[:, now], x[:, now + 1])
-        return PlanOutput(actions=actions, trajectory=x, observations=x, now=now)
+        # the action of every planned step by inverse dynamics between consecutive planned states
+        chunk = self.inv(x[:, now:-1], x[:, now + 1 :])
+        return PlanOutput(actions=chunk[:, 0], trajectory=x, observations=x, now=now, action_chunk=chunk)

@@ -157,5 +157,6 @@ class Diffuser(Algorithm):
             extras["values"] = plan_values.gather(1, best[:, None])[:, 0]
         extras["plan_actions"] = x[:, :, : self.act_dim]
         return PlanOutput(
-            actions=x[:, 0, : self.act_dim], trajectory=x, observations=x[:, :, self.act_dim :], extras=extras
+            actions=x[:, 0, : self.act_dim], trajectory=x, observations=x[:, :, self.act_dim :], extras=extras,
+            action_chunk=extras["plan_actions"],
         )

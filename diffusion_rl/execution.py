@@ -1,0 +1,154 @@
+"""Executions: what happens between an observation and an action, as small stateful objects with ``reset()``.
+
+A planner returns a whole plan; an execution decides which action of which plan the robot gets now:
+
+- ``first_action``: replan at every control step and execute the plan's first action (Diffuser, Decision
+  Diffuser: receding-horizon control);
+- ``follow_plan``: plan once after ``reset()`` and track the planned states with a PD-style controller (Diffuser's
+  maze2d experiments);
+- ``action_queue``: plan a chunk, execute its next ``action_steps`` actions open-loop from a queue, replan when the
+  queue is empty (Diffusion Policy's Ta of Tp; any planner whose plan has an action chunk).
+
+Each is chosen by name from :data:`EXECUTIONS` (``Policy(..., execution="action_queue",
+execution_options={"action_steps": 8})``); ``Policy`` only wires normalization, history, execution and the
+algorithm together. Every execution records ``expected_next``: the (normalized) state the executed plan expects
+after this action, or None, for plan diagnostics.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffusion_rl.policy import Policy
+
+__all__ = ["EXECUTIONS", "ActionQueue", "Execution", "FirstAction", "FollowPlan", "make_execution",
+           "register_execution"]
+
+
+class Execution:
+    """Base class: ``step(policy, obs_n, context) -> normalized actions [B, act_dim]``; ``reset()`` forgets every
+    plan. Constructor keyword arguments are the execution's options (saved in the artifact)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def options(self) -> dict[str, Any]:
+        """The constructor options, JSON-ready (``type(self)(**options())`` rebuilds it)."""
+        return {}
+
+    def reset(self) -> None:
+        self.expected_next: torch.Tensor | None = None
+
+    def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+EXECUTIONS: dict[str, type[Execution]] = {}
+
+
+def register_execution(cls: type[Execution]) -> type[Execution]:
+    """Class decorator: add an execution to :data:`EXECUTIONS` under ``cls.name``."""
+    EXECUTIONS[cls.name] = cls
+    return cls
+
+
+def make_execution(name: str, options: dict[str, Any] | None = None) -> Execution:
+    """Build the execution registered as ``name``; unknown names and options are refused with the valid ones."""
+    if name not in EXECUTIONS:
+        raise ValueError(f"unknown execution {name!r}; expected one of: {', '.join(EXECUTIONS)}")
+    try:
+        return EXECUTIONS[name](**(options or {}))
+    except TypeError:
+        import inspect
+
+        valid = [p for p in inspect.signature(EXECUTIONS[name].__init__).parameters if p != "self"]
+        raise ValueError(
+            f"execution {name!r} does not take options {sorted(options or {})}; its options: {valid or 'none'}"
+        ) from None
+
+
+@register_execution
+class FirstAction(Execution):
+    """Replan at every step and execute the plan's first action."""
+
+    name = "first_action"
+
+    def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        out = policy._plan_normalized(obs_n, context)
+        self.expected_next = out.next_observations
+        return out.actions
+
+
+@register_execution
+class FollowPlan(Execution):
+    """Plan once after ``reset()`` and track the planned states with a PD-style controller (Diffuser, Maze2D).
+
+    As in the Diffuser paper's maze2d experiments: the action is ``(s*_{k+1} - s_k)`` on positions plus
+    ``(v*_{k+1} - v_k)`` on velocities, computed in raw units; after the plan's end the last waypoint is held.
+    """
+
+    name = "follow_plan"
+
+    def reset(self) -> None:
+        super().reset()
+        self.plan: torch.Tensor | None = None  # raw units [B, H, S]
+        self.k = 0
+
+    def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        if self.plan is None or self.plan.shape[0] != obs_n.shape[0]:
+            out = policy._plan_normalized(obs_n, context)
+            self.plan = policy._unnormalize("observations", out.observations)
+            self.k = 0
+        k = min(self.k + 1, self.plan.shape[1] - 1)
+        self.expected_next = policy._normalize("observations", self.plan[:, k])
+        target = self.plan[:, k].clone()
+        if k == self.plan.shape[1] - 1:
+            target[:, policy.obs_dim // 2 :] = 0.0
+        self.k += 1
+        obs = policy._unnormalize("observations", obs_n)
+        half = policy.obs_dim // 2
+        action = (target[:, :half] - obs[:, :half]) + (target[:, half:] - obs[:, half:])
+        return policy._normalize("actions", action[:, : policy.act_dim])
+
+
+@register_execution
+class ActionQueue(Execution):
+    """Plan a chunk, queue its next ``action_steps`` actions (from the current step on), pop one per control
+    step and replan when the queue is empty (Diffusion Policy's Ta of Tp). A new batch size starts afresh."""
+
+    name = "action_queue"
+
+    def __init__(self, action_steps: int = 8) -> None:
+        if isinstance(action_steps, bool) or not isinstance(action_steps, int) or action_steps < 1:
+            raise ValueError(f"action_steps must be an integer >= 1, got {action_steps!r}")
+        self.action_steps = action_steps
+        super().__init__()
+
+    def options(self) -> dict[str, Any]:
+        return {"action_steps": self.action_steps}
+
+    def reset(self) -> None:
+        super().reset()
+        self.actions: torch.Tensor | None = None  # normalized [B, n, A], the queue
+        self.states: torch.Tensor | None = None  # normalized [B, n, S]: the state expected after each action
+        self.k = 0
+
+    def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
+        if self.actions is None or self.k >= self.actions.shape[1] or self.actions.shape[0] != obs_n.shape[0]:
+            out = policy._plan_normalized(obs_n, context)
+            if out.action_chunk is None:
+                raise ValueError(f"execution 'action_queue' needs a plan with an action chunk; {policy.algo.name} "
+                                 "plans give only the next action (use execution='first_action')")
+            self.actions = out.action_chunk[:, : self.action_steps]
+            future = out.observations[:, out.now + 1 : out.now + 1 + self.actions.shape[1]]
+            self.states = future if future.shape[1] == self.actions.shape[1] else None
+            self.k = 0
+        action = self.actions[:, self.k]
+        self.expected_next = None if self.states is None else self.states[:, self.k]
+        self.k += 1
+        return action

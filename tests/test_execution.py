@@ -1,0 +1,85 @@
+"""Executions: first action, plan following, action queue; options, reset, artifacts, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl import Policy
+from diffusion_rl.algos import BehaviorCloning
+from diffusion_rl.execution import EXECUTIONS, make_execution
+from tests.test_policy import ACT_DIM, OBS_DIM, make_normalizers, make_policy, raw_obs
+
+torch.set_num_threads(1)
+
+
+class PlanCalls:
+    """Counts the algorithm's plan() calls."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.count = 0
+        plan = policy.algo.plan
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return plan(*args, **kwargs)
+
+        policy.algo.plan = counted
+
+
+@pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser"])
+def test_action_queue_executes_the_chunk_then_replans(algo):
+    policy = make_policy(algo, execution="action_queue", execution_options={"action_steps": 3})
+    assert policy.execution == "action_queue" and policy.execution_options == {"action_steps": 3}
+    obs = raw_obs(batch=2)
+    chunk = policy.plan(obs)["action_chunk"]  # what the first act() plans, for the same seed
+    assert chunk.shape[:2] == (2, 7 if algo == "decision_diffuser" else 8) and chunk.shape[2] == ACT_DIM
+    policy.reset()
+    calls = PlanCalls(policy)
+    acted = [policy.act(obs + i) for i in range(3)]  # later observations do not change queued actions
+    assert calls.count == 1
+    np.testing.assert_allclose(np.stack(acted, axis=1), chunk[:, :3], rtol=1e-5, atol=1e-4)
+    policy.act(obs)
+    assert calls.count == 2  # the queue ran empty: replanned
+    policy.act(obs[:1])
+    assert calls.count == 3  # a new batch size starts afresh
+    policy.reset()
+    policy.act(obs)
+    assert calls.count == 4  # reset drops the queue
+
+
+def test_first_action_replans_every_step_and_matches_plan():
+    policy = make_policy("decision_diffuser")
+    calls = PlanCalls(policy)
+    obs = raw_obs()
+    for _ in range(3):
+        policy.act(obs)
+    assert calls.count == 3
+    policy.reset()
+    plan = policy.plan(obs)
+    np.testing.assert_allclose(plan["action_chunk"][0], plan["actions"], rtol=1e-6)
+
+
+def test_execution_options_survive_the_artifact(tmp_path):
+    policy = make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 5})
+    loaded = Policy.load(policy.save(tmp_path / "p"))
+    assert loaded.execution == "action_queue" and loaded.execution_options == {"action_steps": 5}
+    plain = Policy.load(make_policy("decision_diffuser").save(tmp_path / "q"))
+    assert plain.execution == "first_action" and plain.execution_options == {}
+
+
+def test_bad_executions_are_clear_errors():
+    assert set(EXECUTIONS) >= {"first_action", "follow_plan", "action_queue"}
+    with pytest.raises(ValueError, match="expected one of: first_action, follow_plan, action_queue"):
+        make_execution("replan_sometimes")
+    with pytest.raises(ValueError, match=r"does not take options \['steps'\]; its options: \['action_steps'\]"):
+        make_execution("action_queue", {"steps": 3})
+    with pytest.raises(ValueError, match="action_steps must be an integer >= 1"):
+        make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 0})
+    with pytest.raises(ValueError, match="its options: none"):
+        make_execution("first_action", {"action_steps": 2})
+    bc = Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(),
+                execution="action_queue")
+    with pytest.raises(ValueError, match="needs a plan with an action chunk"):
+        bc.act(raw_obs())
