@@ -3,7 +3,9 @@
 Every step of every episode starts a window of ``horizon`` steps. A window never crosses an episode end: steps
 past the end are padding that repeats the episode's last real step, and ``mask`` is 0 there (1 on real steps),
 so a loss weighted by the mask never learns padding as data. With ``pad_to_horizon=False`` only windows that
-fit inside their episode are used (no padding at all).
+fit inside their episode are used (no padding at all). ``pad_before=p`` adds windows that start up to p steps
+before their episode, padded with its first step (mask 0): Diffusion Policy's observation history at an
+episode's first steps.
 
 A batch is a dict of tensors on ``device``:
 
@@ -19,7 +21,8 @@ A batch is a dict of tensors on ``device``:
   rewards from the window start to the episode end with ``terminal_penalty`` added to the last reward of
   episodes that terminated, min-max normalized to [-1, 1] over the window starts (Diffuser's ``normed``
   values);
-- ``timestep`` ``[B]`` int64: the window start's step index within its episode.
+- ``timestep`` ``[B]`` int64: the window start's step index within its episode (negative for windows that start
+  in ``pad_before`` padding).
 
 ``normalizers`` holds one fitted normalizer per key, plus ``returns``/``values`` when used; pass
 ``normalizers=`` (e.g. from a trained artifact) to reuse statistics instead of fitting them.
@@ -46,16 +49,19 @@ RETURN_LABELS = {
 
 
 def window_starts(
-    episode_ends: np.ndarray, horizon: int, pad_to_horizon: bool = True
+    episode_ends: np.ndarray, horizon: int, pad_to_horizon: bool = True, pad_before: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flat start index of every window and the (exclusive) end of its episode."""
+    """Flat start index of every window and the (exclusive) end of its episode.
+
+    ``pad_before = p`` adds the p windows that start up to p steps before their episode (Diffusion Policy's
+    observation history at an episode's first steps); their starts lie before the episode's first step."""
     ends = np.asarray(episode_ends, dtype=np.int64)
     starts_of_episodes = np.concatenate([[0], ends[:-1]]).astype(np.int64)
     lengths = ends - starts_of_episodes
-    counts = lengths if pad_to_horizon else np.maximum(lengths - horizon + 1, 0)
+    counts = lengths + pad_before if pad_to_horizon else np.maximum(lengths - horizon + 1 + pad_before, 0)
     episode = np.repeat(np.arange(ends.size), counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return starts_of_episodes[episode] + offsets, ends[episode]
+    return starts_of_episodes[episode] - pad_before + offsets, ends[episode]
 
 
 class SequenceDataset:
@@ -75,11 +81,15 @@ class SequenceDataset:
         terminal_penalty: float | None = None,
         return_label: str = "minmax",
         pad_to_horizon: bool = True,
+        pad_before: int = 0,
         device: str | torch.device = "cpu",
         normalizers: Mapping[str, Normalizer] | None = None,
     ) -> None:
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        if isinstance(pad_before, bool) or not isinstance(pad_before, (int, np.integer)) or not \
+                0 <= pad_before < horizon:
+            raise ValueError(f"pad_before must be an integer in [0, horizon={horizon}), got {pad_before!r}")
         if return_label not in RETURN_LABELS:
             raise ValueError(f"return_label must be one of {sorted(RETURN_LABELS)}, got {return_label!r}")
         keys = list(keys)
@@ -95,15 +105,17 @@ class SequenceDataset:
         self.device = torch.device(device)
         self.normalizers: dict[str, Normalizer] = dict(normalizers or {})
 
-        starts, ends = window_starts(store.episode_ends, self.horizon, pad_to_horizon)
+        starts, ends = window_starts(store.episode_ends, self.horizon, pad_to_horizon, int(pad_before))
         if starts.size == 0:
             raise ValueError(
                 f"no windows: every episode is shorter than horizon={horizon} and pad_to_horizon=False"
             )
-        episode_of_start = np.searchsorted(store.episode_ends, starts, side="right")
+        episode_start = store.episode_starts[np.searchsorted(store.episode_ends, ends, side="left")]
         self._starts = torch.as_tensor(starts, device=self.device)
         self._ends = torch.as_tensor(ends, device=self.device)
-        self._timestep = torch.as_tensor(starts - store.episode_starts[episode_of_start], device=self.device)
+        self._episode_starts = torch.as_tensor(episode_start, device=self.device)
+        self._timestep = torch.as_tensor(starts - episode_start, device=self.device)
+        starts = np.maximum(starts, episode_start)  # scalar labels: from the first real step of the window
         self._arange = torch.arange(self.horizon, device=self.device)
 
         self._data: dict[str, torch.Tensor] = {}
@@ -157,15 +169,18 @@ class SequenceDataset:
         """The windows with the given indices (a long tensor ``[B]``) as a batch."""
         index = index.to(self.device)
         start, end = self._starts[index], self._ends[index]
+        first = self._episode_starts[index]
         steps = start[:, None] + self._arange[None, :]
-        real = steps < end[:, None]
-        rows = torch.minimum(steps, end[:, None] - 1)  # padding repeats the last real step
+        real = (steps < end[:, None]) & (steps >= first[:, None])
+        # padding repeats the episode's first step before it and its last step after it
+        rows = torch.minimum(torch.maximum(steps, first[:, None]), end[:, None] - 1)
         batch = {k: v[rows] for k, v in self._data.items()}
         batch["mask"] = real.to(torch.float32)
+        anchor = torch.maximum(start, first)
         if "returns" in self._scalars:
-            batch["returns"] = self._scalars["returns"][start][:, None]
+            batch["returns"] = self._scalars["returns"][anchor][:, None]
         if "values" in self._scalars:
-            batch["values"] = self._scalars["values"][start]
+            batch["values"] = self._scalars["values"][anchor]
         batch["timestep"] = self._timestep[index]
         return batch
 

@@ -37,6 +37,34 @@ def test_every_window_stays_in_its_episode_and_padding_is_masked() -> None:
     assert batch["timestep"].tolist() == [s for n in LENGTHS for s in range(n)]
 
 
+def test_pad_before_repeats_the_first_step_and_masks_it() -> None:
+    # Diffusion Policy's windows: To - 1 = 2 steps of history before an episode's first step
+    store = make_store(LENGTHS)
+    ds = SequenceDataset(store, horizon=5, pad_before=2, returns=True)
+    assert len(ds) == sum(LENGTHS) + 2 * len(LENGTHS)
+    batch = ds.gather(torch.arange(len(ds)))
+    obs = np.round(_raw(ds, batch)[..., :2]).astype(int)
+    mask = batch["mask"].numpy()
+    expected_t = [s for n in LENGTHS for s in range(-2, n)]
+    assert batch["timestep"].tolist() == expected_t
+    for w, t0 in enumerate(expected_t):
+        episode = obs[w, -1, 0] if t0 < 0 else obs[w, 0, 0]
+        np.testing.assert_array_equal(obs[w, :, 0], episode)  # never another episode's data
+        steps = t0 + np.arange(5)
+        real = (steps >= 0) & (steps < LENGTHS[episode])
+        np.testing.assert_array_equal(mask[w] == 1, real)
+        np.testing.assert_array_equal(obs[w, :, 1], np.clip(steps, 0, LENGTHS[episode] - 1))
+    # a window's return label is its first real step's
+    plain = SequenceDataset(store, horizon=5)
+    first_windows = [i for i, t in enumerate(expected_t) if t == -2]
+    np.testing.assert_allclose(batch["returns"][first_windows], plain.gather(torch.tensor(
+        np.cumsum([0, *LENGTHS[:-1]])))["returns"])
+    full = SequenceDataset(store, horizon=5, pad_before=2, pad_to_horizon=False)
+    assert len(full) == (6 - 4 + 2) + (2 - 4 + 2) + (9 - 4 + 2) + (4 - 4 + 2)
+    with pytest.raises(ValueError, match=r"pad_before must be an integer in \[0, horizon=5\)"):
+        SequenceDataset(store, horizon=5, pad_before=5)
+
+
 def test_no_padding_mode_uses_only_full_windows() -> None:
     ds = SequenceDataset(make_store(LENGTHS), horizon=5, pad_to_horizon=False)
     assert len(ds) == (6 - 4) + 0 + (9 - 4) + 0
