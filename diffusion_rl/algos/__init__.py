@@ -11,6 +11,7 @@ from diffusion_rl.algos.base import (
 from diffusion_rl.algos.bc import BehaviorCloning
 from diffusion_rl.algos.decision_diffuser import DecisionDiffuser
 from diffusion_rl.algos.diffuser import Diffuser
+from diffusion_rl.algos.diffusion_policy import DiffusionPolicy
 
 __all__ = [
     "ALGORITHMS",
@@ -18,6 +19,7 @@ __all__ = [
     "BehaviorCloning",
     "DecisionDiffuser",
     "Diffuser",
+    "DiffusionPolicy",
     "PlanOutput",
     "algorithm_from_config",
     "make_algorithm",

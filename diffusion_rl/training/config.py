@@ -40,6 +40,8 @@ class TrainerConfig:
     """Update the EMA every this many steps (Diffuser / Decision Diffuser style)."""
     ema_start: int = 0
     """Before this step the EMA copies the weights instead of averaging them."""
+    ema_power: float | None = None
+    """Diffusion Policy's EMA warm-up: decay ``1 - (1 + k)^-ema_power`` capped at ``ema_decay``; None = fixed."""
     mixed_precision: str = "auto"
     log_every: int = 100
     checkpoint_every: int = 1000
@@ -91,6 +93,8 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"TrainerConfig.ema_decay: expected a float in [0, 1], got {self.ema_decay!r}")
+        if self.ema_power is not None and not (isinstance(self.ema_power, (int, float)) and self.ema_power > 0):
+            raise ValueError(f"TrainerConfig.ema_power: expected a float > 0 or None, got {self.ema_power!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"TrainerConfig.min_lr_ratio: expected a float in [0, 1], got {self.min_lr_ratio!r}")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -1,4 +1,5 @@
-"""Exponential moving average of a model's weights, updated every few steps (Diffuser / Decision Diffuser)."""
+"""Exponential moving average of a model's weights: a fixed decay updated every few steps (Diffuser / Decision
+Diffuser), or the warm-up "power" schedule of Diffusion Policy (``decay_k = 1 - (1 + k)^-power``, capped)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,31 @@ class EMA:
     ``update(source, step)``: before ``start`` the copy takes the weights as they are (the reference code's
     ``reset_parameters``); afterwards ``ema = decay * ema + (1 - decay) * weights``. Non-float buffers
     (counters, masks) and float buffers (normalizer statistics) are copied, not averaged.
+
+    With ``power`` set (Diffusion Policy: 0.75), the decay of the k-th averaging step (counted from ``start``) is
+    ``min(decay, max(0, 1 - (1 + k)^-power))``: early weights are forgotten fast, and ``decay`` (0.9999 there) is
+    the cap.
     """
 
-    def __init__(self, source: nn.Module, *, decay: float = 0.995, start: int = 0) -> None:
+    def __init__(self, source: nn.Module, *, decay: float = 0.995, start: int = 0,
+                 power: float | None = None) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay: expected a float in [0, 1], got {decay!r}")
+        if power is not None and not power > 0:
+            raise ValueError(f"EMA power: expected a float > 0 or None, got {power!r}")
         self.decay = float(decay)
+        self.power = None if power is None else float(power)
         self.start = int(start)
         self.model = copy.deepcopy(source)
         self.model.requires_grad_(False)
         self.model.eval()
+
+    def decay_at(self, step: int) -> float:
+        """The decay applied by ``update(source, step)``."""
+        if self.power is None:
+            return self.decay
+        k = max(0, step - self.start)
+        return min(self.decay, max(0.0, 1.0 - (1.0 + k) ** -self.power))
 
     @torch.no_grad()
     def update(self, source: nn.Module, step: int) -> None:
@@ -43,7 +59,7 @@ class EMA:
             floats = [(e, s.detach()) for e, s in zip(ema_params, src_params) if e.is_floating_point()]
             if floats:
                 e_list, s_list = zip(*floats)
-                torch._foreach_lerp_(list(e_list), list(s_list), 1.0 - self.decay)
+                torch._foreach_lerp_(list(e_list), list(s_list), 1.0 - self.decay_at(step))
         for e, s in zip(self.model.buffers(), source.buffers()):
             e.copy_(s)
 

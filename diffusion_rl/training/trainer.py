@@ -179,7 +179,7 @@ class Trainer:
             max_steps=config.max_steps,
             min_ratio=config.min_lr_ratio,
         )
-        self.ema = EMA(self.model, decay=config.ema_decay, start=config.ema_start)
+        self.ema = EMA(self.model, decay=config.ema_decay, start=config.ema_start, power=config.ema_power)
 
         self.run_dir = Path(config.run_dir) if config.run_dir is not None else None
         self.checkpoint_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None

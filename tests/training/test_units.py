@@ -89,6 +89,23 @@ def test_ema_copies_before_start_then_averages():
     assert src.w.requires_grad
 
 
+def test_ema_power_schedule_warms_up_and_is_capped():
+    ema = EMA(nn.Linear(2, 2), decay=0.9999, power=0.75)
+    assert ema.decay_at(0) == 0.0  # the first average takes the weights as they are
+    assert ema.decay_at(1) == pytest.approx(1 - 2**-0.75)
+    assert ema.decay_at(100) == pytest.approx(1 - 101**-0.75)
+    assert ema.decay_at(10**9) == 0.9999  # capped
+    src = nn.Linear(2, 2)
+    with torch.no_grad():
+        src.weight.fill_(3.0)
+    ema.update(src, step=0)
+    assert torch.allclose(ema.model.weight, torch.full((2, 2), 3.0))
+    with pytest.raises(ValueError, match="power"):
+        EMA(nn.Linear(2, 2), power=0.0)
+    with pytest.raises(ValueError, match="ema_power"):
+        TrainerConfig(ema_power=-1.0)
+
+
 def test_ema_rejects_bad_decay():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         EMA(nn.Linear(2, 2), decay=1.5)

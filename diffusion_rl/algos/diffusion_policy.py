@@ -1,0 +1,133 @@
+"""Diffusion Policy (Chi et al. 2023): diffuse a chunk of future actions conditioned on the last observations.
+
+The model denoises action chunks ``[B, Tp, A]`` (``horizon`` = Tp) conditioned on the flattened last ``obs_steps``
+(To) normalized observations, through Chi's FiLM ``ConditionalUnet1D`` (``backbone="conditional_unet1d"``) or a
+1D transformer with a global condition (``"transformer1d"``). Training windows are To observations + Tp actions
+starting To - 1 steps before the current step, padded before an episode's start (first observation repeated)
+and after its end (last action repeated), with padded action steps masked out of the loss. Defaults are the
+paper's for low-dimensional tasks: squared-cosine schedule with 100 steps, epsilon prediction, DDIM 10 steps at
+inference, samples clipped to the min-max normalized range [-1, 1].
+
+``plan`` returns the whole chunk as ``action_chunk`` starting at the current step (index To - 1 of the chunk), so
+``Policy(..., execution="action_queue", execution_options={"action_steps": Ta})`` executes Ta of them and replans;
+unlike MSE behaviour cloning, sampling keeps multimodal demonstrations multimodal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import torch
+
+from diffusion_rl.algos._common import applicable_options
+from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
+from diffusion_rl.diffusion import NoiseSchedule, diffusion_loss
+from diffusion_rl.nets import build_network
+
+__all__ = ["DiffusionPolicy"]
+
+BACKBONES = ("conditional_unet1d", "transformer1d")
+
+
+@register_algorithm
+class DiffusionPolicy(Algorithm):
+    name = "diffusion_policy"
+    batch_keys = ("observations", "actions", "mask")
+    default_sampling = {
+        "sampler": "ddim",
+        "steps": 10,
+        "eta": 0.0,
+        "temperature": 1.0,
+        "clip_sample": 1.0,  # actions are min-max normalized to [-1, 1]
+    }
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        horizon: int = 16,
+        obs_steps: int = 2,
+        num_steps: int = 100,
+        schedule: str = "squaredcos_cap_v2",
+        prediction: str = "epsilon",
+        backbone: str = "conditional_unet1d",
+        down_dims: Sequence[int] = (256, 512, 1024),
+        kernel_size: int = 5,
+        n_groups: int = 8,
+        step_embed_dim: int = 256,
+        d_model: int = 256,
+        depth: int = 8,
+    ) -> None:
+        for name, value in (("obs_dim", obs_dim), ("act_dim", act_dim), ("horizon", horizon),
+                            ("obs_steps", obs_steps), ("num_steps", num_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if obs_steps > horizon:
+            raise ValueError(f"obs_steps (To={obs_steps}) must be <= horizon (Tp={horizon})")
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; expected one of: {', '.join(BACKBONES)}")
+        super().__init__(
+            obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, obs_steps=obs_steps, num_steps=num_steps,
+            schedule=schedule, prediction=prediction, backbone=backbone, down_dims=list(down_dims),
+            kernel_size=kernel_size, n_groups=n_groups, step_embed_dim=step_embed_dim, d_model=d_model, depth=depth,
+        )
+        self.obs_dim, self.act_dim, self.horizon, self.obs_steps = obs_dim, act_dim, horizon, obs_steps
+        self.history = obs_steps  # Policy keeps this many recent observations
+        self.prediction = prediction
+        self.schedule = NoiseSchedule.from_name(schedule, num_steps)
+        cond_dim = obs_steps * obs_dim
+        if backbone == "conditional_unet1d":
+            self.net = build_network(backbone, action_dim=act_dim, global_cond_dim=cond_dim,
+                                     down_dims=tuple(down_dims), kernel_size=kernel_size, n_groups=n_groups,
+                                     diffusion_step_embed_dim=step_embed_dim)
+        else:
+            self.net = build_network(backbone, transition_dim=act_dim, cond_dim=cond_dim, d_model=d_model,
+                                     depth=depth, max_horizon=max(horizon, 16))
+
+    def _cond(self, observations: torch.Tensor) -> torch.Tensor:
+        """The global condition: the last To observations ``[B, To, S]`` flattened to ``[B, To * S]``."""
+        return observations[:, : self.obs_steps].reshape(observations.shape[0], -1)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        actions, mask = batch["actions"], batch["mask"]
+        weights = mask[..., None].to(actions.dtype)  # padding after an episode's end is repeated, not learned
+        weights = weights.expand_as(actions)
+        diffusion = diffusion_loss(self.net, actions, self.schedule, prediction=self.prediction,
+                                   cond=self._cond(batch["observations"]), weights=weights)
+        return {"loss": diffusion, "diffusion_loss": diffusion}
+
+    @torch.no_grad()
+    def plan(
+        self,
+        obs: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddim",
+        steps: int | None = 10,
+        eta: float | None = 0.0,
+        temperature: float = 1.0,
+        clip_sample: float | None = 1.0,
+        history: torch.Tensor | None = None,
+    ) -> PlanOutput:
+        """Sample an action chunk from normalized ``obs [B, S]``, or a history ``[B, k, S]`` of the last k states
+        (as ``obs`` or ``history``)
+        (fewer than To: the oldest is repeated to fill it, as at an episode's start)."""
+        if history is not None:
+            known = history
+        else:
+            known = obs if obs.ndim == 3 else obs[:, None]
+        if known.ndim != 3 or known.shape[-1] != self.obs_dim:
+            raise ValueError(f"history must have shape [B, k, {self.obs_dim}], got {tuple(known.shape)}")
+        known = known[:, -self.obs_steps :]
+        if known.shape[1] < self.obs_steps:
+            fill = known[:, :1].expand(-1, self.obs_steps - known.shape[1], -1)
+            known = torch.cat([fill, known], dim=1)
+        b = known.shape[0]
+        s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))
+        chunk = s.sample(
+            self.net, (b, self.horizon, self.act_dim), prediction=self.prediction, generator=generator,
+            cond=self._cond(known), temperature=temperature, clip_sample=clip_sample, device=known.device,
+            dtype=known.dtype,
+        )
+        now = self.obs_steps - 1
+        return PlanOutput(actions=chunk[:, now], trajectory=chunk, observations=known, now=now,
+                          action_chunk=chunk[:, now:])

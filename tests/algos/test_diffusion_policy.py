@@ -1,0 +1,89 @@
+"""Diffusion Policy: loss on action chunks with masked padding, history padding, action queue, and the point of
+it all: multimodal demonstrations stay multimodal (where MSE behaviour cloning averages the modes)."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl.algos import BehaviorCloning, DiffusionPolicy
+from diffusion_rl.data import SequenceDataset
+from diffusion_rl.policy import Policy
+from diffusion_rl.training import Trainer, TrainerConfig
+
+from .toy import ACT_DIM, OBS_DIM, rollout_return, toy_store
+
+SMALL = dict(horizon=8, obs_steps=2, num_steps=50, down_dims=(32, 64), step_embed_dim=32)
+
+
+def _windows(horizon: int = 8, obs_steps: int = 2) -> SequenceDataset:
+    return SequenceDataset(toy_store(), horizon, pad_before=obs_steps - 1, normalizer="minmax", returns=False)
+
+
+def test_loss_ignores_padded_actions_and_conditions_on_the_first_to_observations():
+    torch.manual_seed(0)
+    algo = DiffusionPolicy(OBS_DIM, ACT_DIM, **SMALL)
+    batch = _windows().sample_batch(16, torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    base = algo.loss(batch)["loss"]
+    assert set(algo.loss(batch)) == {"loss", "diffusion_loss"}
+    # padded steps carry no loss: with every step masked the loss is exactly zero, with half of them about half
+    nothing = dict(batch, mask=torch.zeros_like(batch["mask"]))
+    assert algo.loss(nothing)["loss"] == 0.0
+    half = dict(batch, mask=torch.ones_like(batch["mask"]))
+    half["mask"][:, 4:] = 0
+    torch.manual_seed(1)
+    full_loss = algo.loss(dict(batch, mask=torch.ones_like(batch["mask"])))["loss"]
+    torch.manual_seed(1)
+    assert 0.3 * full_loss < algo.loss(half)["loss"] < 0.7 * full_loss
+    later = dict(batch, observations=batch["observations"].clone())
+    later["observations"][:, 2:] += 3.0  # only the first To = 2 observations condition the model
+    torch.manual_seed(1)
+    assert torch.allclose(base, algo.loss(later)["loss"])
+
+
+def test_plan_fills_a_short_history_and_returns_the_chunk_from_the_current_step():
+    torch.manual_seed(0)
+    algo = DiffusionPolicy(OBS_DIM, ACT_DIM, **{**SMALL, "obs_steps": 3}).eval()
+    obs = torch.randn(4, OBS_DIM)
+    g = torch.Generator().manual_seed(0)
+    one = algo.plan(obs, steps=3, generator=g)
+    g = torch.Generator().manual_seed(0)
+    filled = algo.plan(obs[:, None].expand(-1, 3, -1), steps=3, generator=g)  # the first obs repeated To times
+    assert torch.equal(one.action_chunk, filled.action_chunk)
+    assert one.action_chunk.shape == (4, 8 - 2, ACT_DIM) and torch.equal(one.actions, one.action_chunk[:, 0])
+    assert torch.equal(one.trajectory[:, 2:], one.action_chunk) and one.next_observations is None
+    assert one.action_chunk.abs().max() <= 1.0  # clipped to the min-max range
+    with pytest.raises(ValueError, match=r"obs_steps \(To=9\) must be <= horizon"):
+        DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=9)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        DiffusionPolicy(OBS_DIM, ACT_DIM, backbone="mlp")
+    transformer = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, backbone="transformer1d", d_model=32, depth=2)
+    assert transformer.eval().plan(obs, steps=2).action_chunk.shape == (4, 7, ACT_DIM)
+
+
+def test_multimodal_demonstrations_stay_multimodal_where_bc_averages_them():
+    """Learning test (< 90 s on 2 cores). At an episode's start the toy's demonstrators pick a speed of -0.9,
+    -0.5, +0.5 or +0.9 at random: the first action is multimodal, with nothing in the middle."""
+    torch.manual_seed(0)
+    data = _windows()
+    algo = DiffusionPolicy(OBS_DIM, ACT_DIM, **SMALL)
+    cfg = TrainerConfig(max_steps=1500, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99, ema_every=1,
+                        progress=False, log_every=500)
+    Trainer(algo, data, cfg).fit()
+    policy = Policy(algo, {k: data.normalizers[k] for k in ("observations", "actions")},
+                    execution="action_queue", execution_options={"action_steps": 4})
+    first = policy.plan(np.zeros((256, OBS_DIM)))["actions"][:, 0]
+    # measured: 135 of 256 below -0.3, 119 above 0.3, 2 in between
+    assert (first < -0.3).mean() > 0.25 and (first > 0.3).mean() > 0.25, np.histogram(first, bins=6)
+    assert (np.abs(first) < 0.3).mean() < 0.1, np.histogram(first, bins=6)
+    # BC on the same data regresses to the mean of the modes
+    bc_data = SequenceDataset(toy_store(), 1, returns=False)
+    bc = BehaviorCloning(OBS_DIM, ACT_DIM, hidden_dim=64)
+    Trainer(bc, bc_data, TrainerConfig(max_steps=300, batch_size=128, lr=3e-3, progress=False,
+                                       log_every=100)).fit()
+    bc_policy = Policy(bc, {k: bc_data.normalizers[k] for k in ("observations", "actions")})
+    assert abs(float(bc_policy.act(np.zeros(OBS_DIM))[0])) < 0.3
+    # mid-episode the demonstrators keep their speed: executing chunks of 4 keeps going at +0.9
+    starts = np.stack([np.linspace(-0.4, 0.4, 8), np.full(8, 0.9)], axis=-1)
+    returns = rollout_return(policy, starts, steps=12)
+    assert np.all(returns > 9.0), returns  # 12 steps at +0.9 earn 10.8
