@@ -43,6 +43,8 @@ class PlannerRunConfig:
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampler settings stored in the artifact (sampler, steps, guidance weight...)."""
     execution: str = "first_action"
+    execution_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the execution, e.g. ``{"action_steps": 8}`` for ``action_queue`` (Diffusion Policy's Ta)."""
     trainer: dict[str, Any] = field(default_factory=dict)
     """TrainerConfig fields (max_steps, batch_size, lr, ema...)."""
     eval_episodes: int = 10
@@ -97,6 +99,7 @@ def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: 
         value_discount=data.get("value_discount", 0.997),
         terminal_penalty=data.get("terminal_penalty"),
         return_label=data.get("return_label", "minmax"),
+        pad_before=getattr(algo, "pad_before", 0),
         device=device,
     )
 
@@ -174,6 +177,7 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
 
     def make_policy(model: Algorithm) -> Policy:
         return Policy(model, normalizers, env_name=spec.name, sampling=cfg.sampling, execution=cfg.execution,
+                      execution_options=cfg.execution_options,
                       seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env})
 
     eval_fn = None

@@ -72,6 +72,7 @@ def main(cfg: DictConfig) -> None:
         data=to_plain(cfg.algo.get("data", {})),
         sampling={**to_plain(cfg.algo.sampling), **to_plain(cfg.sampling)},
         execution=cfg.algo.get("execution", "first_action"),
+        execution_options=to_plain(cfg.algo.get("execution_options", {})) or {},
         trainer=trainer,
         eval_episodes=cfg.eval.episodes,
         eval_num_envs=cfg.eval.num_envs,

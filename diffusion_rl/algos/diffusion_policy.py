@@ -72,6 +72,7 @@ class DiffusionPolicy(Algorithm):
         )
         self.obs_dim, self.act_dim, self.horizon, self.obs_steps = obs_dim, act_dim, horizon, obs_steps
         self.history = obs_steps  # Policy keeps this many recent observations
+        self.pad_before = obs_steps - 1  # training windows start up to To - 1 steps before their episode
         self.prediction = prediction
         self.schedule = NoiseSchedule.from_name(schedule, num_steps)
         cond_dim = obs_steps * obs_dim

@@ -89,6 +89,21 @@ def test_diffuser_on_hopper_and_maze2d(tmp_path, hopper_hdf5):
     assert (run_dir / "plan.png").is_file()
 
 
+def test_diffusion_policy_trains_and_acts_from_an_action_queue(tmp_path, hopper_hdf5):
+    run_dir = tmp_path / "dp"
+    proc = _run(["env=hopper-medium", "algo=diffusion_policy", f"dataset={hopper_hdf5}", f"run_dir={run_dir}",
+                 "trainer.max_steps=10", "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=10",
+                 "preset=cpu", "algo.model.down_dims=[16,32]", "algo.model.step_embed_dim=16",
+                 "algo.sampling.steps=2", "trainer.batch_size=8", "trainer.warmup_steps=2"], tmp_path / "empty")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((run_dir / "policy" / "config.json").read_text())
+    assert config["algorithm"] == "diffusion_policy" and config["execution"] == "action_queue"
+    assert config["execution_options"] == {"action_steps": 8} and config["algo_config"]["obs_steps"] == 2
+    policy = Policy.load(run_dir / "policy", device="cpu")
+    obs = load_episodes(str(hopper_hdf5))["observations"][:2]
+    assert policy.plan(obs)["action_chunk"].shape == (2, 15, 3)  # Tp - To + 1 actions from the current step
+
+
 def test_bad_keys_and_names_list_valid_choices(tmp_path):
     proc = _run(["trainer.max_step=5"], tmp_path)
     assert proc.returncode != 0 and "max_steps" in proc.stderr and "unknown config key" in proc.stderr
