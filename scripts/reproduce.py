@@ -43,6 +43,26 @@ def _names(kind: str, values: list[str], valid: set[str]) -> list[str]:
     return list(values)
 
 
+def seed_list(seeds: object) -> list[int]:
+    """``seeds=3`` -> [0, 1, 2]; ``seeds=[1,2]`` -> those seeds (to split the cells between machines)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        return list(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                 for x in seeds) and len(set(seeds)) == len(seeds):
+        return list(seeds)
+    sys.exit(f"error: seeds={seeds!r}: expected the number of training seeds (an integer >= 1) or a list of "
+             "distinct seeds >= 0")
+
+
+def resolved_preset(preset: str) -> str:
+    """``auto`` resolves as train_planner.py does: paper on CUDA, cpu otherwise."""
+    if preset != "auto":
+        return preset
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
 def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig) -> list[str]:
     """The ``train_planner.py`` command of one cell (resuming when the run folder holds checkpoints)."""
     args = [f"env={env}", f"algo={algo}", f"seed={seed}", f"preset={cfg.preset}", f"device={cfg.device}",
@@ -94,7 +114,7 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
     lines = [
         f"Command: `{' '.join(['python scripts/reproduce.py', *(a.removeprefix('++') for a in argv)])}`",
         "",
-        f"Hardware: {hardware()}. Preset `{cfg.preset}`; each seed scored on {cfg.eval_episodes} evaluation "
+        f"Hardware: {hardware()}. Preset `{resolved_preset(cfg.preset)}`; each seed scored on {cfg.eval_episodes} evaluation "
         "episodes; a cell is the mean ± standard error over training seeds; best of a row in bold.",
         "",
         table,
@@ -103,7 +123,8 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
         lines += ["", "Wall time (train + evaluation, one cell): " + "; ".join(walls) + "."]
     text = "\n".join(lines)
     if cfg.chart:
-        plot_score_chart(cells, envs, algos, cfg.chart, title=f"preset {cfg.preset}: mean ± s.e. over seeds")
+        plot_score_chart(cells, envs, algos, cfg.chart,
+                         title=f"preset {resolved_preset(cfg.preset)}: mean ± s.e. over training seeds")
         where = Path(cfg.results).resolve().parent if cfg.results else Path.cwd()
         text += f"\n\n![score chart]({os.path.relpath(Path(cfg.chart).resolve(), where)})"
     return text
@@ -117,13 +138,11 @@ def main(cfg: DictConfig) -> None:
 
     envs = _names("envs", list(cfg.envs), set(CATALOGUE))
     algos = _names("algos", list(cfg.algos), set(ALGORITHMS))
-    if isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1:
-        sys.exit(f"error: seeds={cfg.seeds!r}: expected the number of training seeds, an integer >= 1")
+    seeds = seed_list(to_plain(cfg.seeds))
     if isinstance(cfg.jobs, bool) or not isinstance(cfg.jobs, int) or cfg.jobs < 1:
         sys.exit(f"error: jobs={cfg.jobs!r}: expected an integer >= 1")
     if isinstance(cfg.eval_episodes, bool) or not isinstance(cfg.eval_episodes, int) or cfg.eval_episodes < 1:
         sys.exit(f"error: eval_episodes={cfg.eval_episodes!r}: expected an integer >= 1")
-    seeds = list(range(int(cfg.seeds)))
     todo, done = [], 0
     for env in envs:
         for algo in algos:

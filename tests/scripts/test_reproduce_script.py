@@ -52,7 +52,7 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     dd = np.asarray(scores["decision_diffuser"])
     assert f"{dd.mean():.1f} ± {dd.std(ddof=1) / np.sqrt(2):.1f} (2 seeds)" in row
     assert "(2 seeds)" in row.split("|")[4]  # the BC column
-    assert "Hardware:" in text and "python scripts/reproduce.py envs=[hopper-medium]" in text
+    assert "Hardware:" in text and "Preset `cpu`" in text and "python scripts/reproduce.py envs=[hopper-medium]" in text
     assert (tmp_path / "chart.png").stat().st_size > 1000 and "![score chart](chart.png)" in text
 
     again = _run(tmp_path, *args)  # every cell is done: nothing is trained again
@@ -67,6 +67,10 @@ def test_bad_lists_are_clear_errors(tmp_path):
     assert proc.returncode != 0 and "decision_diffuser" in proc.stderr
     proc = _run(tmp_path, "seeds=0", "dry_run=true")
     assert proc.returncode != 0 and "integer >= 1" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run(tmp_path, "seeds=[1,1]", "dry_run=true")
+    assert proc.returncode != 0 and "distinct seeds" in proc.stderr
+    some = _run(tmp_path, "envs=[hopper-medium]", "algos=[bc]", "seeds=[2,5]", "dry_run=true", f"root={tmp_path}")
+    assert some.returncode == 0 and "seed=2" in some.stdout and "seed=5" in some.stdout and "seed=0" not in some.stdout
     dry = _run(tmp_path, "envs=[hopper-medium]", "algos=[bc]", "seeds=2", "dry_run=true", f"root={tmp_path}")
     assert dry.returncode == 0 and dry.stdout.count("train_planner.py") == 2 and "seed=1" in dry.stdout
     assert not (tmp_path / "hopper-medium").exists()
