@@ -75,7 +75,8 @@ def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig)
 
 
 def run_cell(command: list[str], run_dir: Path, threads: int | None) -> tuple[int, float]:
-    """Run one cell's training; its output goes to ``<run_dir>/train.log``. Returns (exit code, wall seconds)."""
+    """Run one cell's training; its output goes to ``<run_dir>/train.log``. Returns (exit code, wall seconds of
+    this run); ``reproduce.json`` records the cell's total wall time over all its runs."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads is not None:
@@ -88,7 +89,11 @@ def run_cell(command: list[str], run_dir: Path, threads: int | None) -> tuple[in
                               check=False).returncode
     wall = time.perf_counter() - start
     if code == 0:
-        record = {"command": shlex.join(command), "wall_s": wall, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        # a resumed cell adds to the wall time its earlier runs recorded (training + evaluation in all)
+        earlier = run_dir / "reproduce.json"
+        previous = json.loads(earlier.read_text()).get("wall_s", 0.0) if earlier.is_file() else 0.0
+        record = {"command": shlex.join(command), "wall_s": previous + wall,
+                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         from diffusion_rl.evaluation.table import write_text_atomic
 
         write_text_atomic(run_dir / "reproduce.json", json.dumps(record, indent=2) + "\n")

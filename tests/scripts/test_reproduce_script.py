@@ -58,6 +58,15 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     again = _run(tmp_path, *args)  # every cell is done: nothing is trained again
     assert again.returncode == 0 and "4 cells: 4 done, 0 to run" in again.stdout, again.stderr[-2000:]
     assert results.read_text().count("| hopper-medium") == 1
+    # a cell without eval.json runs again (resuming from its checkpoint) and its wall time adds up
+    cell = tmp_path / "runs" / "hopper-medium" / "bc" / "seed1"
+    first_wall = json.loads((cell / "reproduce.json").read_text())["wall_s"]
+    (cell / "eval.json").unlink()
+    third = _run(tmp_path, *args)
+    assert third.returncode == 0 and "4 cells: 3 done, 1 to run" in third.stdout, third.stderr[-2000:]
+    assert "trainer.resume=true" in (cell / "train.log").read_text()
+    assert json.loads((cell / "reproduce.json").read_text())["wall_s"] > first_wall
+    assert (cell / "eval.json").is_file()
 
 
 def test_bad_lists_are_clear_errors(tmp_path):
