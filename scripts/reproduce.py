@@ -162,6 +162,8 @@ def main(cfg: DictConfig) -> None:
         for *_, command in todo:
             print(shlex.join(command))
         return
+    if cfg.report_only:
+        todo = []  # the table of the finished cells; unfinished ones show as missing seeds
     threads = 1 if cfg.jobs > 1 else None
     failed = []
 

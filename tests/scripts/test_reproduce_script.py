@@ -67,6 +67,11 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     assert "trainer.resume=true" in (cell / "train.log").read_text()
     assert json.loads((cell / "reproduce.json").read_text())["wall_s"] > first_wall
     assert (cell / "eval.json").is_file()
+    # report_only: the table of what is finished, nothing trained (seed 2 of each algorithm is missing)
+    report = _run(tmp_path, *[a.replace("seeds=2", "seeds=3") for a in args], "report_only=true")
+    assert report.returncode == 0 and "6 cells: 4 done, 2 to run" in report.stdout, report.stderr[-2000:]
+    assert not (tmp_path / "runs" / "hopper-medium" / "bc" / "seed2").exists()
+    assert "(2 seeds)" in results.read_text()
 
 
 def test_bad_lists_are_clear_errors(tmp_path):
