@@ -2,14 +2,19 @@
 
 from envs.catalogue import CATALOGUE, EnvSpec, catalogue_names, get_spec, normalized_score
 from envs.maze2d import MAZE2D_IDS, Maze2DEnv, WaypointController  # importing registers the Maze2D-* gym ids
+from envs.tasks import TASKS, TaskSpec, get_task, task_names
 
 __all__ = [
     "CATALOGUE",
     "MAZE2D_IDS",
+    "TASKS",
     "EnvSpec",
     "Maze2DEnv",
+    "TaskSpec",
     "WaypointController",
     "catalogue_names",
     "get_spec",
+    "get_task",
     "normalized_score",
+    "task_names",
 ]

@@ -1,0 +1,60 @@
+"""The point-obstacle task: real MuJoCo physics, a scripted expert that succeeds on both sides, and the reason
+the task exists: the average of the two ways around drives into the obstacle."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs.obstacle  # noqa: F401  (registers PointObstacle-v0)
+from envs import get_task
+from envs.obstacle import GOAL, OBSTACLE_RADIUS, ObstacleExpert
+
+
+def _run(expert, seed: int, rng: np.random.Generator) -> tuple[bool, np.ndarray]:
+    env = gym.make("PointObstacle-v0")
+    obs, _ = env.reset(seed=seed)
+    expert.reset(rng)
+    path, info, done = [obs], {"success": False}, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(expert.act(obs))
+        path.append(obs)
+        done = terminated or truncated
+        assert reward == float(info["success"])
+    env.close()
+    return bool(info["success"]), np.asarray(path)
+
+
+def test_expert_succeeds_on_both_sides_and_never_enters_the_obstacle():
+    rng = np.random.default_rng(0)
+    sides = []
+    for seed in range(12):
+        expert = ObstacleExpert()
+        success, path = _run(expert, seed, rng)
+        assert success and len(path) <= 150
+        assert np.linalg.norm(path[-1, :2] - GOAL) <= 0.1
+        assert np.all(np.linalg.norm(path[:, :2], axis=1) > OBSTACLE_RADIUS)  # the sphere's centre stays outside
+        assert np.sign(path[np.abs(path[:, 0]).argmin(), 1]) == expert.side  # passes on its side
+        sides.append(expert.side)
+    assert set(sides) == {-1, 1}
+
+
+def test_the_average_of_the_two_modes_is_stopped_by_the_obstacle():
+    class Straight(ObstacleExpert):  # what MSE cloning of left + right demonstrations amounts to
+        def act(self, obs):
+            return np.clip(2.4 * (GOAL - obs[:2]) - 0.2 * obs[2:4], -1.0, 1.0)
+
+    success, path = _run(Straight(), 0, np.random.default_rng(0))
+    assert not success and len(path) == 151  # truncated at the time limit
+    assert path[-1, 0] < 0  # stuck in front of the obstacle
+
+
+def test_catalogue_entry_and_bad_side():
+    spec = get_task("point-obstacle")
+    assert spec.gym_id == "PointObstacle-v0" and spec.multimodal and spec.max_episode_steps == 150
+    assert isinstance(spec.make_expert(), ObstacleExpert)
+    with pytest.raises(KeyError, match="expected one of: point-obstacle"):
+        get_task("push-t")
+    with pytest.raises(ValueError, match="side must be -1, \\+1 or None"):
+        ObstacleExpert(side=0)
