@@ -19,11 +19,11 @@ import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
-from diffusion_rl.evaluation import EvalResult, evaluate, plot_plan, rollout_eval_fn
+from diffusion_rl.evaluation import EvalResult, evaluate, plot_plan, resolve_env, rollout_eval_fn
 from diffusion_rl.evaluation._files import write_atomic
 from diffusion_rl.policy import Policy, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
-from envs import get_spec
+from envs import TASKS, get_spec
 from envs.catalogue import CATALOGUE
 
 __all__ = ["PlannerRunConfig", "PlannerRunResult", "load_or_make_dataset", "train_planner", "rollout_for_plot"]
@@ -34,6 +34,8 @@ class PlannerRunConfig:
     """Everything one planner run needs, as plain values (the Hydra config is turned into this)."""
 
     env: str = "hopper-medium"
+    """A catalogue name (``hopper-medium``: D4RL-normalized scores) or a robot task (``point-obstacle``: success
+    rate, demonstrations made by its scripted expert on first use)."""
     algo: str = "decision_diffuser"
     model: dict[str, Any] = field(default_factory=dict)
     """Algorithm constructor arguments (horizon, network width, diffusion steps...)."""
@@ -70,7 +72,17 @@ class PlannerRunResult:
 
 
 def load_or_make_dataset(source: str, log: Callable[[str], None] = print) -> EpisodeStore:
-    """Load ``source``; a catalogue name whose dataset is missing is made locally first (and we say so)."""
+    """Load ``source``; a catalogue name whose dataset is missing is made locally first (and we say so); a task
+    name (``envs.tasks``) loads its demonstrations, made by the scripted expert when missing."""
+    if source in TASKS:  # a robot task: its demonstrations, made by the scripted expert on first use
+        from diffusion_rl.data.demos import default_demo_path, make_demos
+
+        path = default_demo_path(source)
+        if not path.exists():
+            log(f"demonstrations of {source!r} not found at {path}: making {TASKS[source].demo_episodes} with "
+                f"its scripted expert in {TASKS[source].gym_id}")
+            log(str(make_demos(source, path=path)))
+        return load_episodes(str(path))
     try:
         return load_episodes(source)
     except DatasetNotFoundError:
@@ -114,10 +126,8 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
     step (the dynamic consistency of the plans over an episode)."""
     import gymnasium as gym
 
-    import envs.maze2d  # noqa: F401  (registers the maze ids)
-
-    spec = get_spec(env_name)
-    env = gym.make(spec.gym_id)
+    gym_id, _ = resolve_env(env_name)
+    env = gym.make(gym_id)
     expected: list[np.ndarray] = []
     reached: list[np.ndarray] = []
     try:
@@ -157,7 +167,10 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     """
     if cfg.algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {cfg.algo!r}; expected one of: {', '.join(sorted(ALGORITHMS))}")
-    spec = get_spec(cfg.env)
+    task = TASKS.get(cfg.env)
+    spec = None if task is not None else get_spec(cfg.env)
+    env_name = cfg.env
+    gym_id = task.gym_id if task is not None else spec.gym_id
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,13 +189,13 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     log(f"{cfg.algo}: {n_params:,} parameters, horizon {horizon}, {len(data):,} training windows, device {device}")
 
     def make_policy(model: Algorithm) -> Policy:
-        return Policy(model, normalizers, env_name=spec.name, sampling=cfg.sampling, execution=cfg.execution,
+        return Policy(model, normalizers, env_name=env_name, sampling=cfg.sampling, execution=cfg.execution,
                       execution_options=cfg.execution_options,
                       seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env})
 
     eval_fn = None
     if cfg.eval_every > 0:
-        eval_fn = rollout_eval_fn(make_policy, spec.name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
+        eval_fn = rollout_eval_fn(make_policy, env_name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
                                   seed=cfg.eval_seed, max_episode_steps=cfg.eval_max_episode_steps,
                                   results_dir=run_dir / "evals")
     trainer_cfg = TrainerConfig(**{"seed": cfg.seed, "device": str(device), "run_dir": str(run_dir),
@@ -192,24 +205,27 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
 
     policy = make_policy(trainer.ema_model)
     policy_path = policy.save(run_dir / "policy")
-    log(f"evaluating {cfg.eval_episodes} episodes in {spec.gym_id} ({cfg.eval_num_envs} envs)")
+    log(f"evaluating {cfg.eval_episodes} episodes in {gym_id} ({cfg.eval_num_envs} envs)")
     video = str(run_dir / "eval.mp4") if cfg.video else None
-    result = evaluate(policy, spec.name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
+    result = evaluate(policy, env_name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
                       seed=cfg.eval_seed, video_path=video, max_episode_steps=cfg.eval_max_episode_steps)
     payload = {**result.to_dict(), "train_steps": summary["step"], "algo": cfg.algo, "seed": cfg.seed,
-               "dataset": cfg.dataset or cfg.env, "dataset_mean_normalized_return":
-               float(np.mean(spec.normalized_score(store.episode_returns()))), "policy": str(policy_path)}
+               "dataset": cfg.dataset or cfg.env, "policy": str(policy_path)}
+    if spec is not None:
+        payload["dataset_mean_normalized_return"] = float(np.mean(spec.normalized_score(store.episode_returns())))
+    if "success" in store:  # demonstrations: how often the demonstrator succeeded
+        payload["demo_success_rate"] = float(np.mean(store["success"][store.episode_ends - 1]))
     _write_json(run_dir / "eval.json", payload)
     if cfg.plot:
         planned, executed, expected, reached = rollout_for_plot(
-            Policy.load(policy_path, device=device), spec.name, cfg.eval_seed, one_step=min(200, cfg.eval_max_episode_steps or 200)
+            Policy.load(policy_path, device=device), env_name, cfg.eval_seed, one_step=min(200, cfg.eval_max_episode_steps or 200)
         )
-        maze = spec.env == "maze2d"
+        maze = spec is not None and spec.env == "maze2d"
         plot_plan(planned, executed, run_dir / "plan.png", dims=(0, 1) if maze else None, xy=maze,
-                  title=f"{cfg.algo} on {spec.name}: plan vs executed")
+                  title=f"{cfg.algo} on {env_name}: plan vs executed")
         if len(expected) > 1:  # planners only: each step's planned next state against the simulator's
             plot_plan(expected, reached, run_dir / "plan_consistency.png", labels=("planned next state",
-                      "simulator's next state"), title=f"{cfg.algo} on {spec.name}: one-step plan vs executed "
+                      "simulator's next state"), title=f"{cfg.algo} on {env_name}: one-step plan vs executed "
                       f"(plan error {result.plan_error_mean:.4f} RMS, normalized)")
     return PlannerRunResult(policy_path, result, summary, store.summary())
 

@@ -34,8 +34,9 @@ def _leaves(tree: dict, prefix: str = ""):
             yield path, value
 
 
-def resolve_config(cfg: DictConfig, user_keys: set[str], cuda: bool) -> tuple[DictConfig, str]:
-    """Apply the preset and the env's per-algorithm overrides under the user's command-line values."""
+def resolve_config(cfg: DictConfig, user_keys: set[str], cuda: bool, target: str = "env") -> tuple[DictConfig, str]:
+    """Apply the preset and the env's (or task's: ``target="task"``) per-algorithm overrides under the user's
+    command-line values."""
     preset = cfg.preset
     if preset not in PRESETS:
         raise SystemExit(f"error: unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
@@ -44,7 +45,7 @@ def resolve_config(cfg: DictConfig, user_keys: set[str], cuda: bool) -> tuple[Di
     layers = []
     if preset != "paper":
         layers.append(("algo.", to_plain(cfg.algo.get("presets", {})).get(preset, {})))
-    env_over = to_plain(cfg.env.get("algo_overrides", {}) or {}).get(cfg.algo.name, {})
+    env_over = to_plain(cfg[target].get("algo_overrides", {}) or {}).get(cfg.algo.name, {})
     layers.append(("algo.", env_over))
     for prefix, tree in layers:
         for path, value in _leaves(tree):
@@ -54,19 +55,19 @@ def resolve_config(cfg: DictConfig, user_keys: set[str], cuda: bool) -> tuple[Di
     return cfg, preset
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="train_planner", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig, target: str = "env") -> None:
+    """Resolve the config, train, score and print (shared by train_planner.py and train_policy.py)."""
     import torch
 
     from diffusion_rl.pipeline import PlannerRunConfig, train_planner
     from diffusion_rl.policy import resolve_device
 
     device = resolve_device(cfg.device)
-    cfg, preset = resolve_config(cfg, user_override_keys(), device.type == "cuda")
+    cfg, preset = resolve_config(cfg, user_override_keys(), device.type == "cuda", target)
     trainer = {k: v for k, v in to_plain(cfg.algo.trainer).items()}
     trainer.update({k: v for k, v in to_plain(cfg.trainer).items() if v is not None})
-    run = PlannerRunConfig(
-        env=cfg.env.name,
+    run_cfg = PlannerRunConfig(
+        env=cfg[target].name,
         algo=cfg.algo.name,
         model=to_plain(cfg.algo.model),
         data=to_plain(cfg.algo.get("data", {})),
@@ -86,16 +87,25 @@ def main(cfg: DictConfig) -> None:
         seed=cfg.seed,
         device=str(device),
     )
-    Path(run.run_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, Path(run.run_dir) / "config.yaml", resolve=True)
+    Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, Path(run_cfg.run_dir) / "config.yaml", resolve=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"preset: {preset}; run_dir: {run.run_dir}")
-    result = train_planner(run)
+    print(f"preset: {preset}; run_dir: {run_cfg.run_dir}")
+    result = train_planner(run_cfg)
     ev = result.evaluation
     print(f"\nartifact: {result.policy_path}")
     print(f"eval:     {ev}")
-    print(f"score:    {ev.normalized_score_mean:.1f} ± {ev.normalized_score_stderr:.1f} "
-          f"(D4RL-normalized, {ev.episodes} episodes)")
+    if ev.normalized_score_mean is not None:
+        print(f"score:    {ev.normalized_score_mean:.1f} ± {ev.normalized_score_stderr:.1f} "
+              f"(D4RL-normalized, {ev.episodes} episodes)")
+    if ev.success_rate_mean is not None:
+        print(f"success:  {100 * ev.success_rate_mean:.1f} ± {100 * ev.success_rate_stderr:.1f}% "
+              f"({ev.episodes} episodes)")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train_planner", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, "env")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class EvalResult:
     plan_errors: np.ndarray | None = None
     """Per episode, the mean over its steps of the planner's dynamic-consistency error (RMS over state
     dimensions of the simulator's next state minus the planned one, normalized units); None for non-planners."""
+    successes: np.ndarray | None = None
+    """Per episode, whether the env reported ``info["success"]`` at its last step; None for envs without it."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata the caller wants kept with the result (sampler settings, checkpoint step...)."""
 
@@ -56,6 +58,13 @@ class EvalResult:
         self.lengths = np.asarray(self.lengths, dtype=np.int64)
         if self.normalized_scores is not None:
             self.normalized_scores = np.asarray(self.normalized_scores, dtype=np.float64)
+        if self.successes is not None:
+            self.successes = np.asarray(self.successes, dtype=bool)
+            if self.successes.shape != self.returns.shape:
+                raise ValueError(
+                    f"EvalResult: successes must hold one value per episode ({self.returns.shape}), "
+                    f"got shape {self.successes.shape}"
+                )
         if self.plan_errors is not None:
             self.plan_errors = np.asarray(self.plan_errors, dtype=np.float64)
             if self.plan_errors.shape != self.returns.shape:
@@ -90,6 +99,14 @@ class EvalResult:
         return None if self.normalized_scores is None else mean_and_stderr(self.normalized_scores)[1]
 
     @property
+    def success_rate_mean(self) -> float | None:
+        return None if self.successes is None else mean_and_stderr(self.successes.astype(np.float64))[0]
+
+    @property
+    def success_rate_stderr(self) -> float | None:
+        return None if self.successes is None else mean_and_stderr(self.successes.astype(np.float64))[1]
+
+    @property
     def plan_error_mean(self) -> float | None:
         return None if self.plan_errors is None else mean_and_stderr(self.plan_errors)[0]
 
@@ -118,6 +135,15 @@ class EvalResult:
             "video_path": self.video_path,
             **(
                 {}
+                if self.successes is None
+                else {
+                    "success_rate_mean": _json_float(self.success_rate_mean),
+                    "success_rate_stderr": _json_float(self.success_rate_stderr),
+                    "successes": [bool(x) for x in self.successes],
+                }
+            ),
+            **(
+                {}
                 if self.plan_errors is None
                 else {
                     "plan_error_mean": _json_float(self.plan_error_mean),
@@ -141,6 +167,8 @@ class EvalResult:
             "return_stderr": self.return_stderr,
             "length": self.length_mean,
             "plan_error": self.plan_error_mean,
+            "success_rate": self.success_rate_mean,
+            "success_rate_stderr": self.success_rate_stderr,
         }
         return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
@@ -151,6 +179,9 @@ class EvalResult:
         parts = [f"{self.env_name} ({self.gym_id}), {self.episodes} episode{'s' if self.episodes != 1 else ''}:"]
         if self.normalized_scores is not None:
             parts.append(f"normalized score {pm(self.normalized_score_mean, self.normalized_score_stderr, '.1f')},")
+        if self.successes is not None:
+            rate = pm(100 * self.success_rate_mean, 100 * self.success_rate_stderr, ".1f")
+            parts.append(f"success rate {rate}%,")
         parts.append(f"return {pm(self.return_mean, self.return_stderr, '.1f')},")
         parts.append(f"length {self.length_mean:.0f}" + (" (mean ± standard error)" if self.episodes > 1 else ""))
         if self.plan_errors is not None:

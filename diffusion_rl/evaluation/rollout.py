@@ -62,11 +62,15 @@ def resolve_env(env_name: str) -> tuple[str, envs.EnvSpec | None]:
         return spec.gym_id, spec
     except KeyError:
         pass
+    if env_name in envs.TASKS:  # a robot task: scored by success rate, no reference returns
+        task = envs.get_task(env_name)
+        task.register()
+        return task.gym_id, None
     if ":" in env_name or env_name in gym.registry:
         return env_name, None
     raise ValueError(
-        f"unknown environment {env_name!r}: expected a catalogue name ({', '.join(envs.catalogue_names())}) "
-        "or a registered gymnasium id such as 'Hopper-v5'"
+        f"unknown environment {env_name!r}: expected a catalogue name ({', '.join(envs.catalogue_names())}), "
+        f"a task ({', '.join(envs.task_names())}) or a registered gymnasium id such as 'Hopper-v5'"
     )
 
 
@@ -156,6 +160,8 @@ def evaluate(
     returns: list[float] = []
     lengths: list[int] = []
     plan_errors: list[float] = []  # per episode: mean over its steps of the policy's plan error
+    successes: list[bool] = []  # per episode, for envs that report info["success"]
+    reports_success = False
     written: str | None = None
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
     try:
@@ -169,6 +175,7 @@ def evaluate(
             length = np.zeros(n, dtype=np.int64)
             err_sum = np.zeros(n, dtype=np.float64)
             err_count = np.zeros(n, dtype=np.int64)
+            success = np.zeros(n, dtype=bool)
             if hasattr(policy, "reset"):
                 policy.reset()
             if writer is not None and active[0]:
@@ -186,12 +193,17 @@ def evaluate(
                 if writer is not None and active[0]:
                     writer.append(vec.envs[0].render())
                 done = (terminated | truncated) & active
+                if "success" in info:  # judged at the episode's last step
+                    reports_success = True
+                    ok = np.asarray(info["success"], dtype=bool) & np.asarray(info.get("_success", True), dtype=bool)
+                    success[done] = ok[done]
                 active &= ~done
                 last_obs[active] = obs[active]
                 goal = _update_goal(goal, info, active)
                 bar.update(int(done.sum()))
             returns.extend(ret[:in_wave].tolist())
             lengths.extend(length[:in_wave].tolist())
+            successes.extend(success[:in_wave].tolist())
             if err_count[:in_wave].any():
                 plan_errors.extend((err_sum[:in_wave] / np.maximum(err_count[:in_wave], 1)).tolist())
         if writer is not None:
@@ -214,4 +226,5 @@ def evaluate(
         num_envs=n,
         video_path=written,
         plan_errors=np.asarray(plan_errors) if len(plan_errors) == len(returns) else None,
+        successes=np.asarray(successes) if reports_success else None,
     )
