@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Make demonstrations of a robot task: ``python scripts/make_demos.py task=point-obstacle episodes=200``.
 
-Keys (configs/make_demos.yaml): ``task`` (a name of envs/tasks.py), ``episodes``, ``out``, ``seed``,
+Keys (configs/make_demos.yaml): ``task`` (a task of configs/task and envs/tasks.py), ``episodes``, ``out``, ``seed``,
 ``overwrite``, ``progress``. The library call is ``diffusion_rl.data.demos.make_demos``.
 """
 
@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     from diffusion_rl.data.demos import make_demos
 
     try:
-        summary = make_demos(str(cfg.task), cfg.episodes, cfg.out, seed=int(cfg.seed),
+        summary = make_demos(str(cfg.task.name), cfg.episodes, cfg.out, seed=int(cfg.seed),
                              overwrite=bool(cfg.overwrite), progress=bool(cfg.progress))
     except KeyError as err:
         sys.exit(f"error: {err.args[0]}")

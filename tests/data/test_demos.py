@@ -61,7 +61,8 @@ def test_make_demos_script(tmp_path):
     assert (tmp_path / "demos" / "point-obstacle.zarr" / "zarr.json").is_file()
     bad = subprocess.run([sys.executable, str(script), "task=push-tee"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
-    assert bad.returncode != 0 and "unknown task 'push-tee'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "push-tee" in bad.stderr and "point-obstacle" in bad.stderr
+    assert "Traceback" not in bad.stderr
     again = subprocess.run([sys.executable, str(script), "task=point-obstacle", "episodes=4"], cwd=tmp_path,
                            env=env, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode != 0 and "overwrite" in again.stderr

@@ -51,6 +51,12 @@ def test_the_average_of_the_two_modes_is_stopped_by_the_obstacle():
 
 
 def test_catalogue_entry_and_bad_side():
+    from pathlib import Path
+
+    from envs import task_names
+
+    configs = Path(__file__).resolve().parents[2] / "configs" / "task"
+    assert sorted(p.stem for p in configs.glob("*.yaml")) == task_names()  # one config per catalogue task
     spec = get_task("point-obstacle")
     assert spec.gym_id == "PointObstacle-v0" and spec.multimodal and spec.max_episode_steps == 150
     assert isinstance(spec.make_expert(), ObstacleExpert)
