@@ -44,6 +44,9 @@ class Execution:
     def reset(self) -> None:
         self.expected_next: torch.Tensor | None = None
 
+    def check(self, algo: Any) -> None:
+        """Refuse, at construction, an algorithm this execution cannot drive (ValueError)."""
+
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
@@ -131,6 +134,15 @@ class ActionQueue(Execution):
 
     def options(self) -> dict[str, Any]:
         return {"action_steps": self.action_steps}
+
+    def check(self, algo: Any) -> None:
+        length = getattr(algo, "action_chunk_length", None)
+        if length is None:
+            raise ValueError(f"execution 'action_queue' needs a plan with an action chunk; {algo.name} plans give "
+                             "only the next action (use execution='first_action')")
+        if self.action_steps > length:
+            raise ValueError(f"action_steps (Ta={self.action_steps}) must be in [1, {length}]: {algo.name}'s chunks "
+                             f"hold {length} actions from the current step")
 
     def reset(self) -> None:
         super().reset()

@@ -51,6 +51,7 @@ class Policy:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._execution: Execution = make_execution(execution, execution_options)
+        self._execution.check(algo)
         missing = [k for k in ("observations", "actions") if k not in normalizers]
         if missing:
             raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")

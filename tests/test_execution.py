@@ -79,7 +79,11 @@ def test_bad_executions_are_clear_errors():
         make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 0})
     with pytest.raises(ValueError, match="its options: none"):
         make_execution("first_action", {"action_steps": 2})
-    bc = Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(),
-                execution="action_queue")
     with pytest.raises(ValueError, match="needs a plan with an action chunk"):
-        bc.act(raw_obs())
+        Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(),
+               execution="action_queue")
+    # Ta > the chunk is refused at construction with the allowed range (Diffuser, horizon 8: 8 actions)
+    with pytest.raises(ValueError, match=r"action_steps \(Ta=9\) must be in \[1, 8\]"):
+        make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 9})
+    with pytest.raises(ValueError, match=r"must be in \[1, 7\]"):  # Decision Diffuser: H - 1 planned steps
+        make_policy("decision_diffuser", execution="action_queue", execution_options={"action_steps": 8})

@@ -83,6 +83,11 @@ class Algorithm(nn.Module):
         """``forward`` is ``loss`` so that DistributedDataParallel all-reduces the gradients of the loss."""
         return self.loss(batch)
 
+    @property
+    def action_chunk_length(self) -> int | None:
+        """How many actions from the current step on a plan's ``action_chunk`` holds (None: no chunk)."""
+        return None
+
     @torch.no_grad()
     def plan(self, obs: torch.Tensor, **settings: Any) -> PlanOutput:  # pragma: no cover - abstract
         raise NotImplementedError

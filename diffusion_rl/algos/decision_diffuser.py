@@ -110,6 +110,10 @@ class DecisionDiffuser(Algorithm):
         total = self.diffusion_weight * diffusion + self.inv_weight * inv
         return {"loss": total, "diffusion_loss": diffusion, "inv_loss": inv}
 
+    @property
+    def action_chunk_length(self) -> int:
+        return self.horizon - self.history
+
     @torch.no_grad()
     def plan(
         self,

@@ -106,6 +106,10 @@ class Diffuser(Algorithm):
         out["loss"] = total
         return out
 
+    @property
+    def action_chunk_length(self) -> int:
+        return self.horizon
+
     @torch.no_grad()
     def plan(
         self,

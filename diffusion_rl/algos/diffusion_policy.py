@@ -96,6 +96,10 @@ class DiffusionPolicy(Algorithm):
                                    cond=self._cond(batch["observations"]), weights=weights)
         return {"loss": diffusion, "diffusion_loss": diffusion}
 
+    @property
+    def action_chunk_length(self) -> int:
+        return self.horizon - self.obs_steps + 1
+
     @torch.no_grad()
     def plan(
         self,

@@ -57,6 +57,10 @@ def test_plan_fills_a_short_history_and_returns_the_chunk_from_the_current_step(
         DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=9)
     with pytest.raises(ValueError, match="unknown backbone"):
         DiffusionPolicy(OBS_DIM, ACT_DIM, backbone="mlp")
+    with pytest.raises(ValueError, match=r"action_steps \(Ta=8\) must be in \[1, 6\]"):  # Tp 8, To 3
+        Policy(algo, {"observations": _windows().normalizers["observations"],
+                      "actions": _windows().normalizers["actions"]},
+               execution="action_queue", execution_options={"action_steps": 8})
     transformer = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, backbone="transformer1d", d_model=32, depth=2)
     assert transformer.eval().plan(obs, steps=2).action_chunk.shape == (4, 7, ACT_DIM)
 
