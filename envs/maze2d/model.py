@@ -13,19 +13,23 @@ import numpy as np
 
 from envs.maze2d.layouts import WALL
 
-__all__ = ["BODY_OFFSET", "maze_xml"]
+__all__ = ["BODY_OFFSET", "POINT_MASS_PHYSICS", "maze_xml"]
 
 BODY_OFFSET = np.array([1.2, 1.2])
 """World position of the point mass when its joint position is ``(0, 0)``."""
 
-_HEADER = """<mujoco model="point_maze">
-  <compiler inertiafromgeom="true" angle="radian"/>
+POINT_MASS_PHYSICS = """  <compiler inertiafromgeom="true" angle="radian"/>
   <option timestep="0.01" gravity="0 0 0" iterations="20" integrator="Euler"/>
   <default>
     <joint damping="1" limited="false"/>
     <geom friction=".5 .1 .1" density="1000" margin="0.002" condim="1" contype="2" conaffinity="1"/>
   </default>
-  <asset>
+"""
+"""D4RL's point-mass physics (compiler, 0.01 s Euler steps without gravity, joint damping, geom defaults), shared
+by every point-mass task of ``envs``."""
+
+_HEADER = """<mujoco model="point_maze">
+""" + POINT_MASS_PHYSICS + """  <asset>
     <texture type="2d" name="groundplane" builtin="checker" rgb1="0.2 0.3 0.4" rgb2="0.1 0.2 0.3"
              width="100" height="100"/>
     <texture name="skybox" type="skybox" builtin="gradient" rgb1=".4 .6 .8" rgb2="0 0 0"

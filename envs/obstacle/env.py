@@ -22,6 +22,8 @@ import numpy as np
 from gymnasium import spaces, utils
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
+from envs.maze2d.model import POINT_MASS_PHYSICS
+
 __all__ = ["GOAL", "GOAL_RADIUS", "OBSTACLE_RADIUS", "START", "ObstacleExpert", "PointObstacleEnv"]
 
 START = np.array([-1.2, 0.0])
@@ -30,13 +32,7 @@ GOAL_RADIUS = 0.1
 OBSTACLE_RADIUS = 0.35
 
 _XML = f"""<mujoco model="point_obstacle">
-  <compiler inertiafromgeom="true" angle="radian"/>
-  <option timestep="0.01" gravity="0 0 0" iterations="20" integrator="Euler"/>
-  <default>
-    <joint damping="1" limited="false"/>
-    <geom friction=".5 .1 .1" density="1000" margin="0.002" condim="1" contype="2" conaffinity="1"/>
-  </default>
-  <asset>
+{POINT_MASS_PHYSICS}  <asset>
     <texture type="2d" name="grid" builtin="checker" rgb1="0.2 0.3 0.4" rgb2="0.1 0.2 0.3" width="100" height="100"/>
     <material name="grid" texture="grid" texrepeat="10 10"/>
   </asset>
