@@ -59,6 +59,7 @@ def test_make_demos_script(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "point-obstacle: 4 demonstrations" in proc.stdout and "expert success rate 100.0%" in proc.stdout
     assert (tmp_path / "demos" / "point-obstacle.zarr" / "zarr.json").is_file()
+    assert not list(tmp_path.glob("*.log"))  # no Hydra log in the working directory
     bad = subprocess.run([sys.executable, str(script), "task=push-tee"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode != 0 and "push-tee" in bad.stderr and "point-obstacle" in bad.stderr

@@ -54,6 +54,7 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     assert "(2 seeds)" in row.split("|")[4]  # the BC column
     assert "Hardware:" in text and "Preset `cpu`" in text and "python scripts/reproduce.py envs=[hopper-medium]" in text
     assert (tmp_path / "chart.png").stat().st_size > 1000 and "![score chart](chart.png)" in text
+    assert not list(tmp_path.glob("*.log"))  # no Hydra log in the working directory
 
     again = _run(tmp_path, *args)  # every cell is done: nothing is trained again
     assert again.returncode == 0 and "4 cells: 4 done, 0 to run" in again.stdout, again.stderr[-2000:]
