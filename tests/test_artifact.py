@@ -77,6 +77,22 @@ def test_round_trip_gives_identical_actions(tmp_path, algo, layout):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_artifacts_of_the_previous_format_load_and_act_the_same(tmp_path, algo):
+    """Artifacts written before executions had options (no ``execution_options`` key, no return normalizer)
+    still load, with the default execution, and act exactly as the policy that wrote them."""
+    policy = make_policy(algo, seed=3)
+    path = policy.save(tmp_path / "policy")
+    config = json.loads((path / "config.json").read_text())
+    del config["execution_options"]
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = Policy.load(path, device="cpu")
+    assert loaded.execution == "first_action" and loaded.execution_options == {}
+    obs = raw_obs(batch=2)
+    for a, b in zip(actions_after_reset(policy, obs), actions_after_reset(loaded, obs)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_folder_config_says_what_the_artifact_holds(saved):
     assert listing(saved) == ["config.json", "model.safetensors"]
     assert not list(saved.glob("*.pt")) and not list(saved.glob("*.pkl")) and not list(saved.glob("*.pth"))
