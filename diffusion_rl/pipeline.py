@@ -20,7 +20,7 @@ import torch
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.evaluation import EvalResult, evaluate, plot_plan, resolve_env, rollout_eval_fn
-from diffusion_rl.evaluation._files import write_atomic
+from diffusion_rl.evaluation._files import write_text_atomic
 from diffusion_rl.policy import Policy, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
 from envs import TASKS, get_spec
@@ -154,8 +154,7 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True)
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> PlannerRunResult:

@@ -32,3 +32,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
             os.unlink(tmp)
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) under a temporary name in the same folder, then rename it into place."""
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion_rl.evaluation.rollout import _make_env, evaluate, resolve_env
+from diffusion_rl.evaluation.rollout import _make_env, _positive_int, evaluate, resolve_env
 from diffusion_rl.progress import progress_bar
 
 __all__ = ["DiagnosticRow", "diagnose", "plan_spread"]
@@ -118,8 +118,7 @@ def diagnose(
     (the others at the policy's values). Returns the rows and notes on settings this policy does not have."""
     if not isinstance(num_plans, int) or num_plans < 2:
         raise ValueError(f"num_plans: expected an integer >= 2 (a spread needs several plans), got {num_plans!r}")
-    if not isinstance(rollout_steps, int) or rollout_steps < 1:
-        raise ValueError(f"rollout_steps: expected an integer >= 1, got {rollout_steps!r}")
+    rollout_steps = _positive_int("rollout_steps", rollout_steps)
     gym_id, _ = resolve_env(env_name)
     env = _make_env(gym_id, None, False)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion_rl.evaluation._files import write_atomic
+from diffusion_rl.evaluation._files import write_text_atomic
 
 __all__ = ["EvalResult", "mean_and_stderr"]
 
@@ -155,8 +155,7 @@ class EvalResult:
 
     def save_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as indented JSON, atomically (temporary file, then ``os.replace``)."""
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def scalars(self) -> dict[str, float]:
         """Finite summary numbers for logs (TensorBoard, the trainer's ``eval_fn``); undefined ones are left out."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion_rl.evaluation._files import write_atomic
+from diffusion_rl.evaluation._files import write_atomic, write_text_atomic
 from diffusion_rl.evaluation.result import mean_and_stderr
 
 __all__ = ["ALGO_TITLES", "ScoreCell", "cell_dir", "collect_scores", "plot_score_chart", "replace_section",
@@ -116,11 +116,6 @@ def replace_section(text: str, name: str, body: str) -> str:
     if begin in text and end in text and text.index(begin) < text.index(end):
         return text[: text.index(begin)] + block + text[text.index(end) + len(end):]
     return text.rstrip() + "\n\n" + block + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` under a temporary name in the same folder, then rename it into place."""
-    return write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str], algos: Sequence[str],
