@@ -28,11 +28,16 @@ class DemoSummary:
     episodes: int
     steps: int
     success_rate: float
+    route_fractions: dict[str, float] | None = None
+    """Share of demonstrations per route (``info["route"]`` at their last step), for tasks that report one."""
 
     def __str__(self) -> str:
         where = f" -> {self.path}" if self.path is not None else ""
+        routes = ""
+        if self.route_fractions:
+            routes = "; routes " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in self.route_fractions.items())
         return (f"{self.task}: {self.episodes} demonstrations, {self.steps:,} steps, expert success rate "
-                f"{100 * self.success_rate:.1f}%{where}")
+                f"{100 * self.success_rate:.1f}%{routes}{where}")
 
 
 def default_demo_path(task: str) -> Path:
@@ -53,6 +58,7 @@ def collect_demos(task: str, episodes: int, seed: int = 0, progress: bool = True
     expert = spec.make_expert()
     rng = np.random.default_rng(seed)
     eps = []
+    routes: dict[str, int] = {}  # demonstrations per route, for tasks whose env reports info["route"]
     try:
         for i in progress_bar(range(episodes), desc=f"demos {task}", disable=not progress):
             obs, _ = env.reset(seed=seed + i)
@@ -68,6 +74,8 @@ def collect_demos(task: str, episodes: int, seed: int = 0, progress: bool = True
                                    ("success", bool(info.get("success", False)))):
                     rows[key].append(value)
                 obs, done = nxt, terminated or truncated
+            if "route" in info:
+                routes[str(info["route"])] = routes.get(str(info["route"]), 0) + 1
             eps.append({
                 "observations": np.asarray(rows["observations"], np.float32),
                 "actions": np.asarray(rows["actions"], np.float32),
@@ -79,7 +87,8 @@ def collect_demos(task: str, episodes: int, seed: int = 0, progress: bool = True
     finally:
         env.close()
     return EpisodeStore.from_episodes(eps, metadata={"task": task, "source": f"scripted expert {spec.expert}",
-                                                     "seed": seed, "locally_made": True})
+                                                     "seed": seed, "locally_made": True,
+                                                     **({"routes": dict(sorted(routes.items()))} if routes else {})})
 
 
 def make_demos(task: str, episodes: int | None = None, path: str | os.PathLike | None = None, *, seed: int = 0,
@@ -94,4 +103,6 @@ def make_demos(task: str, episodes: int | None = None, path: str | os.PathLike |
     save_zarr(store, path, overwrite=overwrite, progress=False)
     ends = store.episode_ends
     success = store["success"][ends - 1]
-    return DemoSummary(task, path, len(ends), store.num_steps, float(np.mean(success)))
+    counts = store.metadata.get("routes")
+    fractions = None if not counts else {k: v / len(ends) for k, v in counts.items()}
+    return DemoSummary(task, path, len(ends), store.num_steps, float(np.mean(success)), fractions)

@@ -50,6 +50,9 @@ class EvalResult:
     dimensions of the simulator's next state minus the planned one, normalized units); None for non-planners."""
     successes: np.ndarray | None = None
     """Per episode, whether the env reported ``info["success"]`` at its last step; None for envs without it."""
+    routes: list[str] | None = None
+    """Per episode, the env's ``info["route"]`` at its last step (which way a multimodal task was done, e.g.
+    ``"left"``/``"right"`` of an obstacle); None for envs without it."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata the caller wants kept with the result (sampler settings, checkpoint step...)."""
 
@@ -64,6 +67,12 @@ class EvalResult:
                 raise ValueError(
                     f"EvalResult: successes must hold one value per episode ({self.returns.shape}), "
                     f"got shape {self.successes.shape}"
+                )
+        if self.routes is not None:
+            self.routes = [str(r) for r in self.routes]
+            if len(self.routes) != self.returns.size:
+                raise ValueError(
+                    f"EvalResult: routes must hold one name per episode ({self.returns.size}), got {len(self.routes)}"
                 )
         if self.plan_errors is not None:
             self.plan_errors = np.asarray(self.plan_errors, dtype=np.float64)
@@ -107,6 +116,14 @@ class EvalResult:
         return None if self.successes is None else mean_and_stderr(self.successes.astype(np.float64))[1]
 
     @property
+    def route_fractions(self) -> dict[str, float] | None:
+        """Fraction of episodes per route name (sorted by name), or None for envs without routes."""
+        if self.routes is None or not self.routes:
+            return None
+        names, counts = np.unique(np.asarray(self.routes, dtype=str), return_counts=True)
+        return {str(k): float(c) / len(self.routes) for k, c in zip(names, counts)}
+
+    @property
     def plan_error_mean(self) -> float | None:
         return None if self.plan_errors is None else mean_and_stderr(self.plan_errors)[0]
 
@@ -142,6 +159,7 @@ class EvalResult:
                     "successes": [bool(x) for x in self.successes],
                 }
             ),
+            **({} if self.routes is None else {"route_fractions": self.route_fractions, "routes": list(self.routes)}),
             **(
                 {}
                 if self.plan_errors is None
@@ -169,6 +187,7 @@ class EvalResult:
             "success_rate": self.success_rate_mean,
             "success_rate_stderr": self.success_rate_stderr,
         }
+        values.update({f"route_{k}": v for k, v in (self.route_fractions or {}).items()})
         return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
     def __str__(self) -> str:
@@ -181,6 +200,9 @@ class EvalResult:
         if self.successes is not None:
             rate = pm(100 * self.success_rate_mean, 100 * self.success_rate_stderr, ".1f")
             parts.append(f"success rate {rate}%,")
+        if self.route_fractions is not None:
+            shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in self.route_fractions.items())
+            parts.append(f"routes ({shares}),")
         parts.append(f"return {pm(self.return_mean, self.return_stderr, '.1f')},")
         parts.append(f"length {self.length_mean:.0f}" + (" (mean ± standard error)" if self.episodes > 1 else ""))
         if self.plan_errors is not None:

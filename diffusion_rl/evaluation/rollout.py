@@ -138,7 +138,8 @@ def evaluate(
     ``env_name``: a catalogue name (``hopper-medium`` -> ``Hopper-v5``, scored with D4RL's references) or a
     gymnasium id (returns only). ``max_episode_steps`` overrides the time limit (default: the catalogue's).
     ``video_path``: record env 0's episodes into one mp4 file. For policies with ``plan_error(next_obs)``
-    (planners: see :meth:`diffusion_rl.Policy.plan_error`) each episode's mean plan error is recorded too.
+    (planners: see :meth:`diffusion_rl.Policy.plan_error`) each episode's mean plan error is recorded too; for
+    envs that report ``info["success"]`` or ``info["route"]`` (robot tasks), the value at each episode's last step.
     """
     if not callable(getattr(policy, "act", None)):
         raise ValueError(f"policy: expected an object with .act(obs_batch, **context), got {type(policy)!r}")
@@ -162,6 +163,8 @@ def evaluate(
     plan_errors: list[float] = []  # per episode: mean over its steps of the policy's plan error
     successes: list[bool] = []  # per episode, for envs that report info["success"]
     reports_success = False
+    routes: list[str] = []  # per episode, for envs that report info["route"] (which way a task was done)
+    reports_route = False
     written: str | None = None
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
     try:
@@ -176,6 +179,7 @@ def evaluate(
             err_sum = np.zeros(n, dtype=np.float64)
             err_count = np.zeros(n, dtype=np.int64)
             success = np.zeros(n, dtype=bool)
+            route = np.full(n, "none", dtype=object)
             if hasattr(policy, "reset"):
                 policy.reset()
             if writer is not None and active[0]:
@@ -197,6 +201,10 @@ def evaluate(
                     reports_success = True
                     ok = np.asarray(info["success"], dtype=bool) & np.asarray(info.get("_success", True), dtype=bool)
                     success[done] = ok[done]
+                if "route" in info:
+                    reports_route = True
+                    given = np.asarray(info.get("_route", np.ones(n, dtype=bool)), dtype=bool) & done
+                    route[given] = [str(r) for r in np.asarray(info["route"], dtype=object)[given]]
                 active &= ~done
                 last_obs[active] = obs[active]
                 goal = _update_goal(goal, info, active)
@@ -204,6 +212,7 @@ def evaluate(
             returns.extend(ret[:in_wave].tolist())
             lengths.extend(length[:in_wave].tolist())
             successes.extend(success[:in_wave].tolist())
+            routes.extend(route[:in_wave].tolist())
             if err_count[:in_wave].any():
                 plan_errors.extend((err_sum[:in_wave] / np.maximum(err_count[:in_wave], 1)).tolist())
         if writer is not None:
@@ -227,4 +236,5 @@ def evaluate(
         video_path=written,
         plan_errors=np.asarray(plan_errors) if len(plan_errors) == len(returns) else None,
         successes=np.asarray(successes) if reports_success else None,
+        routes=routes if reports_route else None,
     )

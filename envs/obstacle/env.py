@@ -10,6 +10,8 @@ motors with gear 100, control in [-1, 1]) in a plane without gravity, 5 MuJoCo s
 starts at ``(-1.2, 0)`` plus U(-0.05, 0.05) noise, the goal is ``(1.2, 0)``, and a fixed cylinder of radius 0.35
 stands at the origin between them. Observation ``[x, y, vx, vy]``; reward 1 and termination when the point is
 within ``GOAL_RADIUS`` of the goal (``info["success"]``), else 0; the registered id truncates at 150 steps.
+``info["route"]`` says which way the point passed the obstacle: ``"left"`` (y > 0 when it first crossed x = 0),
+``"right"``, or ``"none"`` while it has not passed it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class PointObstacleEnv(MujocoEnv, utils.EzPickle):
 
     def __init__(self, render_mode: str | None = None, width: int = 480, height: int = 320, **kwargs: Any) -> None:
         utils.EzPickle.__init__(self, render_mode, width, height, **kwargs)
+        self._route = "none"
         fd, xml_path = tempfile.mkstemp(suffix=".xml", prefix="point_obstacle_")
         try:
             with os.fdopen(fd, "w") as f:
@@ -81,10 +84,12 @@ class PointObstacleEnv(MujocoEnv, utils.EzPickle):
         self.set_state(self.data.qpos.copy(), np.clip(self.data.qvel, -5.0, 5.0))
         self.do_simulation(action, self.frame_skip)
         obs = self._get_obs()
+        if self._route == "none" and obs[0] >= 0.0:  # crossing the obstacle's centre line decides the route
+            self._route = "left" if obs[1] > 0.0 else "right"
         success = bool(np.linalg.norm(obs[:2] - GOAL) <= GOAL_RADIUS)
         if self.render_mode == "human":
             self.render()
-        return obs, float(success), success, False, {"success": success}
+        return obs, float(success), success, False, {"success": success, "route": self._route}
 
     def _get_obs(self) -> np.ndarray:
         return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float64)
@@ -92,10 +97,11 @@ class PointObstacleEnv(MujocoEnv, utils.EzPickle):
     def reset_model(self) -> np.ndarray:
         qpos = START + self.np_random.uniform(-0.05, 0.05, size=2)
         self.set_state(qpos, np.zeros(2))
+        self._route = "none"
         return self._get_obs()
 
     def _get_reset_info(self) -> dict[str, Any]:
-        return {"success": False}
+        return {"success": False, "route": self._route}
 
 
 class ObstacleExpert:

@@ -37,6 +37,9 @@ def test_make_demos_writes_diffusion_policy_layout_and_reports_the_expert(tmp_pa
     mid = [store["observations"][s:e][np.abs(store["observations"][s:e, 0]).argmin(), 1]
            for s, e in zip(store.episode_starts, store.episode_ends)]
     assert min(mid) < -0.3 and max(mid) > 0.3
+    left = sum(m > 0 for m in mid) / len(mid)  # the summary counts the env's info["route"] per demonstration
+    assert summary.route_fractions == pytest.approx({"left": left, "right": 1 - left})
+    assert "routes left" in str(summary)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["po.zarr"]  # no temporary left behind
     with pytest.raises(FileExistsError, match="overwrite"):
         make_demos("point-obstacle", 2, path, progress=False)

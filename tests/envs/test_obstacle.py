@@ -14,16 +14,24 @@ from envs.obstacle import GOAL, OBSTACLE_RADIUS, ObstacleExpert
 
 def _run(expert, seed: int, rng: np.random.Generator) -> tuple[bool, np.ndarray]:
     env = gym.make("PointObstacle-v0")
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     expert.reset(rng)
-    path, info, done = [obs], {"success": False}, False
+    path, done = [obs], False
+    routes = [info["route"]]
     while not done:
         obs, reward, terminated, truncated, info = env.step(expert.act(obs))
         path.append(obs)
+        routes.append(info["route"])
         done = terminated or truncated
         assert reward == float(info["success"])
     env.close()
-    return bool(info["success"]), np.asarray(path)
+    path = np.asarray(path)
+    # info["route"] is "none" until the point first reaches x >= 0, then the side it passed on, for good
+    crossed = int(np.argmax(path[:, 0] >= 0)) if (path[:, 0] >= 0).any() else len(path)
+    assert all(r == "none" for r in routes[:crossed])
+    side = "left" if crossed < len(path) and path[crossed, 1] > 0 else "right"
+    assert all(r == side for r in routes[crossed:])
+    return bool(info["success"]), path
 
 
 def test_expert_succeeds_on_both_sides_and_never_enters_the_obstacle():

@@ -248,3 +248,27 @@ def test_rollout_eval_fn_feeds_the_trainer(tmp_path):
     assert scores["normalized_score"] == pytest.approx(float(np.mean(get_spec("hopper-medium").normalized_score(ref))))
     saved = json.loads((tmp_path / "step_00000030.json").read_text())
     assert saved["extra"] == {"step": 30} and saved["return_mean"] == pytest.approx(ref.mean())
+
+
+def test_task_success_and_routes_are_recorded_per_episode(tmp_path):
+    from envs.obstacle import ObstacleExpert
+
+    class TwoExperts:  # env 0 passes left of the obstacle, env 1 right
+        def reset(self):
+            self.experts = [ObstacleExpert(side=1), ObstacleExpert(side=-1)]
+            for e in self.experts:
+                e.reset(np.random.default_rng(0))
+
+        def act(self, obs, **context):
+            return np.stack([e.act(o) for e, o in zip(self.experts, obs)])
+
+    r = evaluate(TwoExperts(), "point-obstacle", episodes=4, num_envs=2, progress=False)
+    assert r.successes.tolist() == [True] * 4
+    assert r.routes == ["left", "right", "left", "right"]
+    assert r.route_fractions == {"left": 0.5, "right": 0.5}
+    assert "routes (left 50%, right 50%)" in str(r)
+    assert r.scalars()["route_left"] == 0.5
+    saved = json.loads(r.save_json(tmp_path / "eval.json").read_text())
+    assert saved["route_fractions"] == {"left": 0.5, "right": 0.5} and saved["routes"] == r.routes
+    with pytest.raises(ValueError, match="one name per episode"):
+        EvalResult(env_name="x", gym_id="x", returns=[1.0], lengths=[1], routes=["left", "right"])
