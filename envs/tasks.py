@@ -58,6 +58,27 @@ TASKS: dict[str, TaskSpec] = {
             description="point mass passes a round obstacle on the left or right to reach a goal",
             multimodal=True,
         ),
+        TaskSpec(
+            name="metaworld-reach",
+            gym_id="MetaWorldReach-v3",
+            module="envs.arm",
+            expert="ReachExpert",
+            max_episode_steps=150,
+            demo_episodes=100,
+            success="Meta-World's success: the hand within 5 cm of the goal (the episode terminates)",
+            description="Sawyer arm (Meta-World reach-v3) moves its hand to a random goal: the easy arm task",
+        ),
+        TaskSpec(
+            name="metaworld-pick-place",
+            gym_id="MetaWorldPickPlace-v3",
+            module="envs.arm",
+            expert="PickPlaceExpert",
+            max_episode_steps=200,
+            demo_episodes=200,
+            success="Meta-World's success: the puck within 7 cm of the goal (the episode terminates)",
+            description="Sawyer arm (Meta-World pick-place-v3) grasps a puck at a random place and carries it to a "
+                        "random goal in the air: the hard arm task",
+        ),
     )
 }
 

@@ -18,7 +18,11 @@ from diffusion_rl.data.zarr_store import save_zarr
 from diffusion_rl.progress import progress_bar
 from envs.tasks import get_task
 
-__all__ = ["DemoSummary", "collect_demos", "default_demo_path", "make_demos"]
+#: default first env seed of demonstrations: far from evaluation's seeds (0 + training seed ...), so the scenes an
+#: imitation policy is scored on are never ones it was shown
+DEMO_SEED = 100_000
+
+__all__ = ["DEMO_SEED", "DemoSummary", "collect_demos", "default_demo_path", "make_demos"]
 
 
 @dataclass
@@ -46,7 +50,7 @@ def default_demo_path(task: str) -> Path:
     return Path(root) / f"{task}.zarr"
 
 
-def collect_demos(task: str, episodes: int, seed: int = 0, progress: bool = True) -> EpisodeStore:
+def collect_demos(task: str, episodes: int, seed: int = DEMO_SEED, progress: bool = True) -> EpisodeStore:
     """Roll out the task's scripted expert for ``episodes`` episodes (env reset seeds ``seed + i``)."""
     import gymnasium as gym
 
@@ -91,7 +95,7 @@ def collect_demos(task: str, episodes: int, seed: int = 0, progress: bool = True
                                                      **({"routes": dict(sorted(routes.items()))} if routes else {})})
 
 
-def make_demos(task: str, episodes: int | None = None, path: str | os.PathLike | None = None, *, seed: int = 0,
+def make_demos(task: str, episodes: int | None = None, path: str | os.PathLike | None = None, *, seed: int = DEMO_SEED,
                overwrite: bool = False, progress: bool = True) -> DemoSummary:
     """Collect the task's demonstrations and write them as a zarr replay buffer (atomically); returns a summary."""
     spec = get_task(task)
