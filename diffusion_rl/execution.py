@@ -97,6 +97,11 @@ class FollowPlan(Execution):
 
     name = "follow_plan"
 
+    def check(self, algo: Any) -> None:
+        if not algo.plans_states:
+            raise ValueError(f"execution 'follow_plan' tracks planned states; {algo.name} plans hold actions only "
+                             "(use execution='first_action' or 'action_queue')")
+
     def reset(self) -> None:
         super().reset()
         self.plan: torch.Tensor | None = None  # raw units [B, H, S]
@@ -157,8 +162,10 @@ class ActionQueue(Execution):
                 raise ValueError(f"execution 'action_queue' needs a plan with an action chunk; {policy.algo.name} "
                                  "plans give only the next action (use execution='first_action')")
             self.actions = out.action_chunk[:, : self.action_steps]
-            future = out.observations[:, out.now + 1 : out.now + 1 + self.actions.shape[1]]
-            self.states = future if future.shape[1] == self.actions.shape[1] else None
+            future = None
+            if out.observations is not None:
+                future = out.observations[:, out.now + 1 : out.now + 1 + self.actions.shape[1]]
+            self.states = future if future is not None and future.shape[1] == self.actions.shape[1] else None
             self.k = 0
         action = self.actions[:, self.k]
         self.expected_next = None if self.states is None else self.states[:, self.k]

@@ -134,7 +134,7 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
         obs, info = env.reset(seed=seed)
         policy.reset()
         context = {"goal": info["goal"]} if "goal" in info else {}
-        planned = policy.plan(obs, **context)["observations"]
+        planned = policy.plan(obs, **context).observations
         policy.reset()
         executed = [obs]
         for t in range(max((steps or planned.shape[0]) - 1, one_step)):

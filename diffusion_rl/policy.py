@@ -171,26 +171,29 @@ class Policy:
         err = self._normalize("observations", obs_t) - expected
         return err.pow(2).mean(dim=-1).sqrt().detach().cpu().numpy().astype(np.float64)
 
-    def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> dict[str, np.ndarray | torch.Tensor]:
-        """The whole predicted plan in raw units: ``observations [B?, H, obs_dim]``, ``actions`` (the actions to
-        execute now), ``action_chunk [B?, n, act_dim]`` (the actions of the coming steps, when the plan has them)
-        and for planners ``next_observations [B?, obs_dim]`` (the state the plan expects next)."""
+    def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> PlanOutput:
+        """The whole plan from ``obs`` in raw units, as the same :class:`PlanOutput` that ``Algorithm.plan``
+        returns: ``actions`` (to execute now), ``action_chunk [B?, n, act_dim]`` (the coming steps' actions, when
+        the plan has them), ``observations [B?, H, obs_dim]`` and ``next_observations`` (planners only; None for
+        action-only policies), ``extras`` (diagnostics). Arrays are numpy or torch as ``obs`` came in, without the
+        batch axis for one unbatched observation; ``trajectory`` is None (its columns are in mixed units). Looks
+        at the observation history without adding ``obs`` to it."""
         obs_t, single, as_numpy = self._check_obs(obs)
         context = self._context(kwargs, obs_t.shape[0])
         obs_n = self._normalize("observations", obs_t)
         context["history"] = self._history_with(obs_n, store=False)
         out = self._plan_normalized(obs_n, context)
-        result = {
-            "observations": self._unnormalize("observations", out.observations),
-            "actions": self._unnormalize("actions", out.actions),
-        }
-        if "plan_actions" in out.extras:
-            result["plan_actions"] = self._unnormalize("actions", out.extras["plan_actions"])
-        if out.action_chunk is not None:
-            result["action_chunk"] = self._unnormalize("actions", out.action_chunk)
-        if out.next_observations is not None:
-            result["next_observations"] = self._unnormalize("observations", out.next_observations)
-        return {k: self._output(v, single, as_numpy) for k, v in result.items()}
+
+        def raw(key: str, x: torch.Tensor | None) -> Any:
+            return None if x is None else self._output(self._unnormalize(key, x), single, as_numpy)
+
+        return PlanOutput(
+            actions=raw("actions", out.actions),
+            action_chunk=raw("actions", out.action_chunk),
+            observations=raw("observations", out.observations),
+            now=out.now,
+            extras={k: self._output(v, single, as_numpy) for k, v in out.extras.items()},
+        )
 
     # -- internals ------------------------------------------------------------------------------------------
     def _plan_normalized(self, obs_n: torch.Tensor, context: dict[str, Any]) -> PlanOutput:

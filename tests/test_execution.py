@@ -33,7 +33,7 @@ def test_action_queue_executes_the_chunk_then_replans(algo):
     policy = make_policy(algo, execution="action_queue", execution_options={"action_steps": 3})
     assert policy.execution == "action_queue" and policy.execution_options == {"action_steps": 3}
     obs = raw_obs(batch=2)
-    chunk = policy.plan(obs)["action_chunk"]  # what the first act() plans, for the same seed
+    chunk = policy.plan(obs).action_chunk  # what the first act() plans, for the same seed
     assert chunk.shape[:2] == (2, 7 if algo == "decision_diffuser" else 8) and chunk.shape[2] == ACT_DIM
     policy.reset()
     calls = PlanCalls(policy)
@@ -58,7 +58,7 @@ def test_first_action_replans_every_step_and_matches_plan():
     assert calls.count == 3
     policy.reset()
     plan = policy.plan(obs)
-    np.testing.assert_allclose(plan["action_chunk"][0], plan["actions"], rtol=1e-6)
+    np.testing.assert_allclose(plan.action_chunk[0], plan.actions, rtol=1e-6)
 
 
 def test_execution_options_survive_the_artifact(tmp_path):
@@ -79,6 +79,9 @@ def test_bad_executions_are_clear_errors():
         make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 0})
     with pytest.raises(ValueError, match="its options: none"):
         make_execution("first_action", {"action_steps": 2})
+    with pytest.raises(ValueError, match="'follow_plan' tracks planned states; bc plans hold actions only"):
+        Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(),
+               execution="follow_plan")
     with pytest.raises(ValueError, match="needs a plan with an action chunk"):
         Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(),
                execution="action_queue")
@@ -87,3 +90,36 @@ def test_bad_executions_are_clear_errors():
         make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 9})
     with pytest.raises(ValueError, match=r"must be in \[1, 7\]"):  # Decision Diffuser: H - 1 planned steps
         make_policy("decision_diffuser", execution="action_queue", execution_options={"action_steps": 8})
+
+
+@pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser", "diffusion_policy", "bc"])
+def test_algorithm_and_policy_plans_are_the_same_kind_of_object(algo):
+    from diffusion_rl.algos import DiffusionPolicy, PlanOutput
+
+    if algo == "diffusion_policy":
+        torch.manual_seed(0)
+        net = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
+                              step_embed_dim=16)
+        policy = Policy(net, make_normalizers(), sampling={"steps": 2}, seed=0)
+    elif algo == "bc":
+        policy = Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers())
+    else:
+        policy = make_policy(algo)
+    obs = raw_obs(batch=2)
+    inner = policy.algo.plan(policy._normalize("observations", torch.from_numpy(obs)))
+    outer = policy.plan(obs)
+    assert type(inner) is type(outer) is PlanOutput
+    assert isinstance(outer.actions, np.ndarray) and outer.actions.shape == (2, ACT_DIM)
+    assert outer.trajectory is None and inner.trajectory is not None
+    states = policy.algo.plans_states
+    assert (outer.observations is not None) == states == (outer.next_observations is not None)
+    assert (outer.action_chunk is None) == (algo == "bc")
+    if outer.action_chunk is not None:
+        np.testing.assert_array_equal(outer.action_chunk[:, 0], outer.actions)
+    if states:
+        assert outer.next_observations.shape == (2, OBS_DIM)
+        np.testing.assert_array_equal(outer.next_observations, outer.observations[:, outer.now + 1])
+    one = policy.plan(torch.from_numpy(obs[0]))  # one unbatched torch observation: torch out, no batch axis
+    assert isinstance(one.actions, torch.Tensor) and one.actions.shape == (ACT_DIM,)
+    if states:
+        assert one.next_observations.shape == (OBS_DIM,)

@@ -115,7 +115,8 @@ def test_torch_in_gives_torch_out(policy):
     assert torch.is_tensor(single) and single.shape == (ACT_DIM,) and single.dtype == torch.float32
     assert torch.is_tensor(batch) and batch.shape == (3, ACT_DIM) and torch.isfinite(batch).all()
     plan = policy.plan(torch.from_numpy(raw_obs()))
-    assert all(torch.is_tensor(v) for v in plan.values())
+    assert all(torch.is_tensor(v) for v in (plan.actions, plan.action_chunk, plan.observations,
+                                            plan.next_observations))
 
 
 def test_numpy_and_torch_inputs_give_the_same_actions(policy):
@@ -195,7 +196,7 @@ def test_guidance_weight_changes_the_plan():
     plans = {}
     for w in (0.0, 3.0, 0.0):
         policy.reset()
-        plans.setdefault(w, []).append(policy.plan(obs, guidance_weight=w)["observations"])
+        plans.setdefault(w, []).append(policy.plan(obs, guidance_weight=w).observations)
     np.testing.assert_array_equal(plans[0.0][0], plans[0.0][1])
     # same noise, different weight: the planned states move by a sizeable fraction of the state scale
     assert np.abs(plans[3.0][0] - plans[0.0][0]).max() > 0.05 * OBS_STD
@@ -224,12 +225,12 @@ def test_decision_diffuser_plan_starts_at_the_observation_in_raw_units():
     policy = make_policy("decision_diffuser")
     obs = raw_obs()
     plan = policy.plan(obs)
-    assert plan["observations"].shape == (HORIZON, OBS_DIM) and plan["actions"].shape == (ACT_DIM,)
-    np.testing.assert_allclose(plan["observations"][0], obs, rtol=0, atol=1e-4)
-    assert np.all(np.isfinite(plan["observations"]))
+    assert plan.observations.shape == (HORIZON, OBS_DIM) and plan.actions.shape == (ACT_DIM,)
+    np.testing.assert_allclose(plan.observations[0], obs, rtol=0, atol=1e-4)
+    assert np.all(np.isfinite(plan.observations))
     # the plan's action is what act() executes for the same seed
     policy.reset()
-    planned = policy.plan(obs)["actions"]
+    planned = policy.plan(obs).actions
     policy.reset()
     np.testing.assert_array_equal(policy.act(obs), planned)
 
@@ -243,12 +244,12 @@ def test_history_policy_plans_from_the_last_k_observations_given_to_act():
     obs = raw_obs(batch=2, seed=5)
     seen = [obs + i for i in range(4)]
     # first step: only one observation known, placed at the start of the plan
-    np.testing.assert_allclose(policy.plan(seen[0])["observations"][:, 0], seen[0], atol=1e-4)
+    np.testing.assert_allclose(policy.plan(seen[0]).observations[:, 0], seen[0], atol=1e-4)
     for o in seen[:3]:
         policy.act(o)
-    plan = policy.plan(seen[3])["observations"]  # what act(seen[3]) would plan: the last 3 observations
+    plan = policy.plan(seen[3]).observations  # what act(seen[3]) would plan: the last 3 observations
     np.testing.assert_allclose(plan[:, :3], np.stack(seen[1:], axis=1), atol=1e-4)
-    plan = policy.plan(seen[3] + 10)["observations"]  # plan() looks at the history without adding to it
+    plan = policy.plan(seen[3] + 10).observations  # plan() looks at the history without adding to it
     np.testing.assert_allclose(plan[:, :3], np.stack([seen[1], seen[2], seen[3] + 10], axis=1), atol=1e-4)
     # the action executed is the inverse dynamics between the last known state and the next planned one
     policy.reset()
@@ -258,22 +259,22 @@ def test_history_policy_plans_from_the_last_k_observations_given_to_act():
     policy.reset()
     for o in seen[:2]:
         policy.act(o)
-    np.testing.assert_allclose(policy.act(seen[2]), planned["actions"], atol=1e-5)
+    np.testing.assert_allclose(policy.act(seen[2]), planned.actions, atol=1e-5)
     # reset forgets the history; a different batch size starts afresh
     policy.reset()
-    np.testing.assert_allclose(policy.plan(seen[0][:1])["observations"][0, 0], seen[0][0], atol=1e-4)
+    np.testing.assert_allclose(policy.plan(seen[0][:1]).observations[0, 0], seen[0][0], atol=1e-4)
 
 
 def test_diffuser_plan_returns_states_and_actions_of_the_best_plan():
     policy = make_policy("diffuser")
     obs = raw_obs(batch=2)
     plan = policy.plan(obs)
-    assert plan["observations"].shape == (2, HORIZON, OBS_DIM)
-    assert plan["plan_actions"].shape == (2, HORIZON, ACT_DIM)
-    np.testing.assert_allclose(plan["observations"][:, 0], obs, rtol=0, atol=1e-4)
-    np.testing.assert_array_equal(plan["actions"], plan["plan_actions"][:, 0])
+    assert plan.observations.shape == (2, HORIZON, OBS_DIM)
+    assert plan.action_chunk.shape == (2, HORIZON, ACT_DIM)
+    np.testing.assert_allclose(plan.observations[:, 0], obs, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(plan.actions, plan.action_chunk[:, 0])
     # later states are sampled, not copies of the start
-    assert not np.allclose(plan["observations"][:, 1], obs, atol=1e-3)
+    assert not np.allclose(plan.observations[:, 1], obs, atol=1e-3)
 
 
 def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
@@ -283,13 +284,13 @@ def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
     policy = Policy(algo, make_normalizers(obs_dim=4, act_dim=2), sampling={"sampler": "ddim", "steps": 4})
     obs = np.array([[1.0, 2.0, 0.1, -0.1], [3.0, 1.0, 0.0, 0.2]], dtype=np.float32)
     goal = np.array([[6.0, 7.0], [0.5, 4.0]])
-    plan = policy.plan(obs, goal=goal)["observations"]
+    plan = policy.plan(obs, goal=goal).observations
     assert plan.shape == (2, HORIZON, 4)
     np.testing.assert_allclose(plan[:, 0], obs, atol=1e-4)
     np.testing.assert_allclose(plan[:, -1, :2], goal, atol=1e-4)  # goal position
     np.testing.assert_allclose(plan[:, -1, 2:], 0.0, atol=1e-4)  # at rest there
     # one goal [2] is shared by every observation of the batch
-    shared = policy.plan(obs, goal=goal[0])["observations"]
+    shared = policy.plan(obs, goal=goal[0]).observations
     np.testing.assert_allclose(shared[:, -1, :2], np.broadcast_to(goal[0], (2, 2)), atol=1e-4)
     with pytest.raises(ValueError, match=r"goal must have shape"):
         policy.plan(obs, goal=np.zeros((3, 2)))
@@ -300,7 +301,7 @@ def test_plan_error_measures_the_next_state_against_the_executed_plan(algo):
     policy = make_policy(algo)
     obs = raw_obs(batch=2)
     assert policy.plan_error(obs) is None  # nothing executed yet
-    expected = policy.plan(obs)["observations"][:, 1]  # the plan act() executes, for the same seed
+    expected = policy.plan(obs).observations[:, 1]  # the plan act() executes, for the same seed
     policy.reset()
     policy.act(obs)
     np.testing.assert_allclose(policy.plan_error(expected), 0.0, atol=1e-4)
@@ -321,7 +322,7 @@ def test_plan_error_of_a_history_planner_uses_the_state_after_the_current_one():
     seen = [raw_obs(seed=5) + i for i in range(3)]
     for o in seen[:2]:
         policy.act(o)
-    planned = policy.plan(seen[2])["observations"]
+    planned = policy.plan(seen[2]).observations
     policy.reset()
     for o in seen:
         policy.act(o)

@@ -22,29 +22,34 @@ __all__ = ["Algorithm", "PlanOutput", "ALGORITHMS", "register_algorithm", "make_
 
 @dataclass
 class PlanOutput:
-    """What a planner returns, in normalized units.
+    """What a plan holds: returned by every ``Algorithm.plan`` (torch, normalized units, batched) and by
+    ``Policy.plan`` (raw units; numpy or torch as the observation came in; without the batch axis for one
+    unbatched observation).
 
-    ``actions`` are the actions to execute now ``[B, act_dim]``; ``trajectory`` is the whole chosen plan
-    ``[B, H, D]``; ``observations`` its state part ``[B, H, obs_dim]``; ``now`` the index of the current state
-    in ``observations`` (0, or K - 1 for a planner conditioned on K past states), so ``observations[:, now + 1]``
-    is the state the plan expects after executing ``actions``; ``action_chunk [B, n, act_dim]`` (when the plan
-    has one) the actions of the coming steps, ``action_chunk[:, 0]`` being ``actions``; ``extras`` holds
-    per-algorithm diagnostics (e.g. plan values).
+    - ``actions``: the action to execute now ``[B, act_dim]``;
+    - ``action_chunk``: the actions of the coming steps ``[B, n, act_dim]``, ``action_chunk[:, 0]`` being
+      ``actions`` (None when the plan has only the next action: behaviour cloning);
+    - ``observations``: the plan's state part ``[B, H, obs_dim]``, None for plans of actions alone (Diffusion
+      Policy, BC); ``now`` is the index of the current state in it (0, or K - 1 for a planner conditioned on K
+      past states), so ``observations[:, now + 1]`` is the state the plan expects after ``actions``;
+    - ``trajectory``: the sample as the model diffused it ``[B, H, D]`` (``Algorithm.plan`` only: its columns
+      mix normalized states and actions, so ``Policy.plan`` leaves it None);
+    - ``extras``: per-algorithm diagnostics (e.g. ``values`` of Diffuser's chosen plans).
     """
 
-    actions: torch.Tensor
-    trajectory: torch.Tensor
-    observations: torch.Tensor
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    actions: Any
+    action_chunk: Any = None
+    observations: Any = None
     now: int = 0
-    action_chunk: torch.Tensor | None = None
+    trajectory: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def next_observations(self) -> torch.Tensor | None:
+    def next_observations(self) -> Any:
         """The planned next state ``[B, obs_dim]`` (``ŝ1``), or None when the plan holds no future state."""
-        if self.observations.shape[1] <= self.now + 1:
+        if self.observations is None or self.observations.shape[-2] <= self.now + 1:
             return None
-        return self.observations[:, self.now + 1]
+        return self.observations[..., self.now + 1, :]
 
 
 class Algorithm(nn.Module):
@@ -53,6 +58,8 @@ class Algorithm(nn.Module):
     name: ClassVar[str] = ""
     #: keys of the dataset batch this algorithm reads (the data layer builds them)
     batch_keys: ClassVar[tuple[str, ...]] = ("observations", "actions", "mask")
+    #: whether plans hold future states (``PlanOutput.observations``), which ``follow_plan`` tracks
+    plans_states: ClassVar[bool] = False
     #: sampler settings used when the caller does not override them
     default_sampling: ClassVar[dict[str, Any]] = {}
 

@@ -43,4 +43,4 @@ class BehaviorCloning(Algorithm):
     @torch.no_grad()
     def plan(self, obs: torch.Tensor, **unused: Any) -> PlanOutput:
         actions = self.mlp(obs)
-        return PlanOutput(actions=actions, trajectory=actions[:, None], observations=obs[:, None])
+        return PlanOutput(actions=actions, trajectory=actions[:, None])

@@ -40,6 +40,7 @@ class DecisionDiffuser(Algorithm):
     """Return-conditioned state-trajectory diffusion with an inverse-dynamics head."""
 
     name = "decision_diffuser"
+    plans_states = True
     batch_keys = ("observations", "actions", "mask", "returns")
     default_sampling = {
         "sampler": "ddim",

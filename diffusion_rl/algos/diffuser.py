@@ -26,6 +26,7 @@ class Diffuser(Algorithm):
     """State-action trajectory diffusion with inpainting and value guidance."""
 
     name = "diffuser"
+    plans_states = True
     batch_keys = ("observations", "actions", "mask", "values")
     default_sampling = {
         "sampler": "ddpm",
@@ -159,8 +160,7 @@ class Diffuser(Algorithm):
             best = plan_values.argmax(dim=1)
             x = x.reshape(b, n, self.horizon, self.transition_dim)[torch.arange(b, device=obs.device), best]
             extras["values"] = plan_values.gather(1, best[:, None])[:, 0]
-        extras["plan_actions"] = x[:, :, : self.act_dim]
         return PlanOutput(
-            actions=x[:, 0, : self.act_dim], trajectory=x, observations=x[:, :, self.act_dim :], extras=extras,
-            action_chunk=extras["plan_actions"],
+            actions=x[:, 0, : self.act_dim], action_chunk=x[:, :, : self.act_dim], observations=x[:, :, self.act_dim :],
+            trajectory=x, extras=extras,
         )

@@ -133,6 +133,5 @@ class DiffusionPolicy(Algorithm):
             cond=self._cond(known), temperature=temperature, clip_sample=clip_sample, device=known.device,
             dtype=known.dtype,
         )
-        now = self.obs_steps - 1
-        return PlanOutput(actions=chunk[:, now], trajectory=chunk, observations=known, now=now,
-                          action_chunk=chunk[:, now:])
+        now = self.obs_steps - 1  # the chunk starts with the oldest observation's step
+        return PlanOutput(actions=chunk[:, now], action_chunk=chunk[:, now:], trajectory=chunk)

@@ -54,9 +54,9 @@ def plan_spread(policy: Any, obs: np.ndarray, num_plans: int = 64, **settings: A
     batch = np.repeat(np.asarray(obs, dtype=np.float32)[None], int(num_plans), axis=0)
     policy.reset()
     plan = policy.plan(batch, **settings)
-    if "next_observations" not in plan:
+    if plan.next_observations is None:
         raise ValueError("plan diagnostics need a planner that predicts states (its plan has no next state)")
-    return {"actions": _numpy(plan["actions"]), "next_observations": _numpy(plan["next_observations"])}
+    return {"actions": _numpy(plan.actions), "next_observations": _numpy(plan.next_observations)}
 
 
 def _one_step_errors(policy: Any, gym_id: str, seed: int, actions: np.ndarray,

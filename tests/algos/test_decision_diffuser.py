@@ -67,7 +67,7 @@ def test_asking_for_a_high_return_achieves_more_and_low_temperature_narrows_the_
 
     def spread(temperature: float) -> float:
         policy.reset()
-        return float(policy.plan(one, temperature=temperature, target_return=0.9)["actions"].std())
+        return float(policy.plan(one, temperature=temperature, target_return=0.9).actions.std())
 
     s1, s05, s025, s0 = spread(1.0), spread(0.5), spread(0.25), spread(0.0)
     assert s05 < 0.75 * s1 and s025 < 0.75 * s05 and s0 < 1e-5, (s1, s05, s025, s0)

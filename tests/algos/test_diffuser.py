@@ -51,8 +51,8 @@ def test_inpainted_start_and_goal_are_respected_exactly():
     data = toy_dataset(8, returns=False)
     policy = Policy(algo, {k: data.normalizers[k] for k in ("observations", "actions")})
     plan = policy.plan(np.array([0.3, 0.1]), goal=np.array([0.8]))
-    assert np.allclose(plan["observations"][0], [0.3, 0.1], atol=1e-5)
-    assert np.allclose(plan["observations"][-1], [0.8, 0.0], atol=1e-5)
+    assert np.allclose(plan.observations[0], [0.3, 0.1], atol=1e-5)
+    assert np.allclose(plan.observations[-1], [0.8, 0.0], atol=1e-5)
 
 
 def test_value_guidance_raises_the_value_of_chosen_plans():
@@ -70,7 +70,7 @@ def test_value_guidance_raises_the_value_of_chosen_plans():
 
     def planned_return(**settings) -> tuple[float, float]:
         out = algo.plan(obs, generator=torch.Generator().manual_seed(0), **settings)
-        actions = data.normalizers["actions"].unnormalize(out.extras["plan_actions"])
+        actions = data.normalizers["actions"].unnormalize(out.action_chunk)
         value = algo.value(out.trajectory, torch.zeros(len(obs), dtype=torch.long))
         return float(actions.clamp(-1, 1).sum(dim=(1, 2)).mean()), float(value.detach().mean())
 

@@ -101,7 +101,7 @@ def test_diffusion_policy_trains_and_acts_from_an_action_queue(tmp_path, hopper_
     assert config["execution_options"] == {"action_steps": 8} and config["algo_config"]["obs_steps"] == 2
     policy = Policy.load(run_dir / "policy", device="cpu")
     obs = load_episodes(str(hopper_hdf5))["observations"][:2]
-    assert policy.plan(obs)["action_chunk"].shape == (2, 15, 3)  # Tp - To + 1 actions from the current step
+    assert policy.plan(obs).action_chunk.shape == (2, 15, 3)  # Tp - To + 1 actions from the current step
 
 
 def test_bad_keys_and_names_list_valid_choices(tmp_path):
