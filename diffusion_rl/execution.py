@@ -151,23 +151,26 @@ class ActionQueue(Execution):
 
     def reset(self) -> None:
         super().reset()
-        self.actions: torch.Tensor | None = None  # normalized [B, n, A], the queue
-        self.states: torch.Tensor | None = None  # normalized [B, n, S]: the state expected after each action
+        self.actions: list[torch.Tensor] = []  # normalized [B, A] each: the queue, next first
+        self.states: list[torch.Tensor] | None = None  # normalized [B, S]: the state expected after each action
+        self.batch = 0
         self.k = 0
 
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
-        if self.actions is None or self.k >= self.actions.shape[1] or self.actions.shape[0] != obs_n.shape[0]:
+        if self.k >= len(self.actions) or self.batch != obs_n.shape[0]:
             out = policy._plan_normalized(obs_n, context)
             if out.action_chunk is None:
                 raise ValueError(f"execution 'action_queue' needs a plan with an action chunk; {policy.algo.name} "
                                  "plans give only the next action (use execution='first_action')")
-            self.actions = out.action_chunk[:, : self.action_steps]
-            future = None
+            chunk = out.action_chunk[:, : self.action_steps]
+            self.actions = list(chunk.unbind(1))  # popping is then a list lookup, not a tensor index
+            self.states = None
             if out.observations is not None:
-                future = out.observations[:, out.now + 1 : out.now + 1 + self.actions.shape[1]]
-            self.states = future if future is not None and future.shape[1] == self.actions.shape[1] else None
-            self.k = 0
-        action = self.actions[:, self.k]
-        self.expected_next = None if self.states is None else self.states[:, self.k]
+                future = out.observations[:, out.now + 1 : out.now + 1 + chunk.shape[1]]
+                if future.shape[1] == chunk.shape[1]:
+                    self.states = list(future.unbind(1))
+            self.batch, self.k = obs_n.shape[0], 0
+        action = self.actions[self.k]
+        self.expected_next = None if self.states is None else self.states[self.k]
         self.k += 1
         return action

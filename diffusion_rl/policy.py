@@ -9,6 +9,7 @@ it was loaded from or saves to.
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,19 @@ from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from
 from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
+
+class _History:
+    """The remembered normalized observations, stacked to ``[B, k, S]`` only when a plan reads them (popping an
+    action queue needs no stacking)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack(list(self.items), dim=1)
+
 
 __all__ = ["EXECUTIONS", "Policy", "resolve_device"]
 
@@ -80,7 +94,7 @@ class Policy:
 
     @property
     def device(self) -> torch.device:
-        return self.algo.device
+        return self._device
 
     def to(self, device: str | torch.device) -> Policy:
         """Move the model to ``device`` (``"auto"`` allowed) and restart the random stream there."""
@@ -94,9 +108,10 @@ class Policy:
         restart the sampler's random stream from the seed."""
         if seed is not None:
             self.seed = seed
-        self._generator = torch.Generator(device=self.device)
+        self._device = self.algo.device  # cached: looking it up walks the modules, too slow for every act()
+        self._generator = torch.Generator(device=self._device)
         self._generator.manual_seed(int(self.seed))
-        self._history: torch.Tensor | None = None
+        self._history: deque[torch.Tensor] = deque(maxlen=self.history_length)  # normalized [B, S] each
         self._execution.reset()
 
     @property
@@ -117,18 +132,18 @@ class Policy:
     def _history_with(self, obs_n: torch.Tensor, store: bool) -> torch.Tensor | None:
         """The last ``history_length`` normalized observations ending with ``obs_n`` (``[B, k, S]``, k <= K).
 
-        ``act`` stores the observation (``store=True``); ``plan`` only looks. A new batch size starts afresh."""
+        ``act`` stores the observation (``store=True``); ``plan`` only looks. A new batch size starts afresh.
+        Only the stacking is deferred: the returned object is built when a plan actually needs it."""
         k = self.history_length
         if k <= 1:
             return None
-        past = self._history
-        if past is None or past.shape[0] != obs_n.shape[0]:
-            hist = obs_n[:, None]
-        else:
-            hist = torch.cat([past, obs_n[:, None]], dim=1)[:, -k:]
+        same = bool(self._history) and self._history[-1].shape[0] == obs_n.shape[0]
         if store:
-            self._history = hist
-        return hist
+            if not same:
+                self._history.clear()
+            self._history.append(obs_n)
+            return _History(self._history)
+        return _History([*(list(self._history)[-(k - 1) :] if same else []), obs_n])
 
     def act(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Action(s) for one observation ``[obs_dim]`` or a batch ``[B, obs_dim]``; numpy in -> numpy out.
@@ -204,10 +219,12 @@ class Policy:
         if goal is not None:
             settings["goal"] = goal
         if context.get("history") is not None:
-            settings["history"] = context["history"]
+            settings["history"] = context["history"].stacked()
         return self.algo.plan(obs_n, generator=self._generator, **settings)
 
     def _context(self, kwargs: dict[str, Any], batch: int) -> dict[str, Any]:
+        if not kwargs:
+            return {"settings": {}}
         kwargs = dict(kwargs)
         goal = kwargs.pop("goal", None)
         unknown = [k for k in kwargs if k not in self.sampling]
@@ -240,19 +257,34 @@ class Policy:
                     f"observation must be numeric with shape [{self.obs_dim}] or [B, {self.obs_dim}]; "
                     f"got dtype {arr.dtype}"
                 )
-            t = torch.from_numpy(arr.astype(np.float32, copy=False))
+            if arr.ndim not in (1, 2) or arr.shape[-1] != self.obs_dim:
+                raise ValueError(
+                    f"observation must have shape [{self.obs_dim}] or [B, {self.obs_dim}]; got {tuple(arr.shape)}"
+                )
+            arr = arr.astype(np.float32, copy=False)
+            # checked after the cast to float32: a float64 of 1e300 becomes inf there
+            if not np.isfinite(arr).all():
+                raise ValueError(
+                    f"observation contains NaN or inf, or values beyond float32 (expected finite values of shape "
+                    f"[.., {self.obs_dim}])"
+                )
+            t = torch.from_numpy(arr)
         else:
             if not (obs.dtype.is_floating_point or obs.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
                 raise ValueError(f"observation must be a real-valued tensor; got dtype {obs.dtype}")
             t = obs.detach()
-        if t.ndim not in (1, 2) or t.shape[-1] != self.obs_dim:
-            raise ValueError(
-                f"observation must have shape [{self.obs_dim}] or [B, {self.obs_dim}]; got {tuple(t.shape)}"
-            )
-        if not torch.isfinite(t).all():
-            raise ValueError(f"observation contains NaN or inf (expected finite values of shape [.., {self.obs_dim}])")
+            if t.ndim not in (1, 2) or t.shape[-1] != self.obs_dim:
+                raise ValueError(
+                    f"observation must have shape [{self.obs_dim}] or [B, {self.obs_dim}]; got {tuple(t.shape)}"
+                )
+            t = t.to(torch.float32)
+            if not torch.isfinite(t).all():
+                raise ValueError(
+                    f"observation contains NaN or inf, or values beyond float32 (expected finite values of shape "
+                    f"[.., {self.obs_dim}])"
+                )
         single = t.ndim == 1
-        return t.reshape(-1, self.obs_dim).to(self.device, torch.float32), single, as_numpy
+        return t.reshape(-1, self.obs_dim).to(self._device), single, as_numpy
 
     def _normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         return self.normalizers[key].normalize(x)

@@ -403,3 +403,14 @@ def test_auto_clip_follows_the_observation_normalizer(norm, expected, monkeypatc
     assert seen["clip_sample"] == expected
     policy.act(raw_obs(), clip_sample=3.0)  # an explicit value is used as given
     assert seen["clip_sample"] == 3.0
+
+
+def test_values_beyond_float32_are_refused_not_turned_into_nan(policy):
+    obs = raw_obs().astype(np.float64)
+    obs[0] = 1e300  # finite in float64, inf once cast to the model's float32
+    with pytest.raises(ValueError, match=r"beyond float32 \(expected finite values of shape \[\.\., 11\]\)"):
+        policy.act(obs)
+    with pytest.raises(ValueError, match="beyond float32"):
+        policy.act(torch.from_numpy(obs))
+    with pytest.raises(ValueError, match=r"shape \[11\] or \[B, 11\]; got \(2, 3, 11\)"):
+        policy.act(np.zeros((2, 3, OBS_DIM)))
