@@ -140,6 +140,9 @@ def evaluate(
     ``video_path``: record env 0's episodes into one mp4 file. For policies with ``plan_error(next_obs)``
     (planners: see :meth:`diffusion_rl.Policy.plan_error`) each episode's mean plan error is recorded too; for
     envs that report ``info["success"]`` or ``info["route"]`` (robot tasks), the value at each episode's last step.
+    A policy with an integer ``seed`` (``diffusion_rl.Policy``) is reset with ``seed=policy.seed + seed + i`` before
+    the wave of episodes that starts at episode ``i``, so no two waves reuse the same sampling noise, and gets its
+    own seed back at the end.
     """
     if not callable(getattr(policy, "act", None)):
         raise ValueError(f"policy: expected an object with .act(obs_batch, **context), got {type(policy)!r}")
@@ -166,6 +169,9 @@ def evaluate(
     routes: list[str] = []  # per episode, for envs that report info["route"] (which way a task was done)
     reports_route = False
     written: str | None = None
+    base_seed = getattr(policy, "seed", None)  # a seeded policy (diffusion_rl.Policy): restored at the end
+    if isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer)):
+        base_seed = None
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
     try:
         for start in range(0, episodes, n):
@@ -181,7 +187,10 @@ def evaluate(
             success = np.zeros(n, dtype=bool)
             route = np.full(n, "none", dtype=object)
             if hasattr(policy, "reset"):
-                policy.reset()
+                if base_seed is None:
+                    policy.reset()
+                else:  # each wave its own sampling noise: a stochastic policy's first plans differ per episode
+                    policy.reset(seed=base_seed + seed + start)
             if writer is not None and active[0]:
                 writer.append(vec.envs[0].render())
             while active.any():
@@ -224,6 +233,8 @@ def evaluate(
         if writer is not None:
             writer.abort()
         vec.close()
+        if base_seed is not None:
+            policy.reset(seed=base_seed)
     scores = None if spec is None else np.asarray(spec.normalized_score(np.asarray(returns)), dtype=np.float64)
     return EvalResult(
         env_name=env_name,

@@ -272,3 +272,20 @@ def test_task_success_and_routes_are_recorded_per_episode(tmp_path):
     assert saved["route_fractions"] == {"left": 0.5, "right": 0.5} and saved["routes"] == r.routes
     with pytest.raises(ValueError, match="one name per episode"):
         EvalResult(env_name="x", gym_id="x", returns=[1.0], lengths=[1], routes=["left", "right"])
+
+
+def test_seeded_policies_get_fresh_sampling_noise_per_wave_and_their_seed_back():
+    class Seeded(Feedback):
+        seed = 7
+
+        def reset(self, seed=None):
+            self.resets += 1
+            if seed is not None:
+                self.seed = seed
+                self.seen.append(seed)
+
+    policy = Seeded()
+    policy.seen = []
+    evaluate(policy, "hopper-medium", episodes=5, num_envs=2, seed=100, max_episode_steps=5, progress=False)
+    assert policy.seen == [7 + 100 + 0, 7 + 100 + 2, 7 + 100 + 4, 7]  # one per wave, then the original back
+    assert policy.seed == 7
