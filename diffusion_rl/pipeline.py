@@ -119,7 +119,8 @@ def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: 
 def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None = None,
                      one_step: int = 0) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                               np.ndarray]:
-    """One plan from the first observation and the states actually visited over the plan's horizon.
+    """One plan from the first observation and the states actually visited over the plan's horizon (for
+    action-only policies: the plan's action chunk and the actions executed).
 
     With ``one_step > 0`` the episode goes on for up to that many steps and two more arrays come back: the state
     each executed plan expected next (``ŝ1`` of every ``act``) and the state the simulator returned, step by
@@ -134,13 +135,19 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
         obs, info = env.reset(seed=seed)
         policy.reset()
         context = {"goal": info["goal"]} if "goal" in info else {}
-        planned = policy.plan(obs, **context).observations
+        plan = policy.plan(obs, **context)
+        states = plan.observations is not None  # else an action-only policy: its chunk against what it did
+        planned = plan.observations if states else plan.action_chunk
+        if planned is None:
+            planned = plan.actions[None]
+        length = steps or planned.shape[0]
         policy.reset()
-        executed = [obs]
-        for t in range(max((steps or planned.shape[0]) - 1, one_step)):
-            obs, _, terminated, truncated, info = env.step(policy.act(obs, **context))
-            if t < (steps or planned.shape[0]) - 1:
-                executed.append(obs)
+        executed = [obs] if states else []
+        for t in range(max(length - (1 if states else 0), one_step)):
+            action = policy.act(obs, **context)
+            obs, _, terminated, truncated, info = env.step(action)
+            if len(executed) < length:
+                executed.append(obs if states else action)
             if policy.expected_next is not None and t < one_step:
                 expected.append(policy.expected_next[0].cpu().numpy())
                 reached.append(obs)
@@ -220,7 +227,8 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
             Policy.load(policy_path, device=device), env_name, cfg.eval_seed, one_step=min(200, cfg.eval_max_episode_steps or 200)
         )
         maze = spec is not None and spec.env == "maze2d"
-        plot_plan(planned, executed, run_dir / "plan.png", dims=(0, 1) if maze else None, xy=maze,
+        labels = ("planned", "executed") if algo.plans_states else ("planned actions", "executed actions")
+        plot_plan(planned, executed, run_dir / "plan.png", dims=(0, 1) if maze else None, xy=maze, labels=labels,
                   title=f"{cfg.algo} on {env_name}: plan vs executed")
         if len(expected) > 1:  # planners only: each step's planned next state against the simulator's
             plot_plan(expected, reached, run_dir / "plan_consistency.png", labels=("planned next state",

@@ -9,30 +9,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from diffusion_rl import Policy
+from envs import get_task, task_names
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_policy.py"
 
 
-def test_train_policy_makes_demos_trains_and_reports_a_success_rate(tmp_path):
+@pytest.mark.parametrize("task", task_names())
+def test_train_policy_makes_demos_trains_and_reports_a_success_rate(tmp_path, task):
+    if task.startswith("metaworld"):
+        pytest.importorskip("metaworld")
+    spec = get_task(task)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DIFFUSION_RL_DEMOS=str(tmp_path / "demos"))
     run_dir = tmp_path / "run"
-    args = [f"run_dir={run_dir}", "trainer.max_steps=10", "eval.episodes=2", "eval.num_envs=2",
+    args = [f"task={task}", f"run_dir={run_dir}", "trainer.max_steps=10", "eval.episodes=2", "eval.num_envs=2",
             "eval.max_episode_steps=8", "eval.video=false", "preset=cpu", "algo.model.down_dims=[16,32]",
             "algo.model.step_embed_dim=16", "algo.sampling.steps=2", "trainer.batch_size=8",
             "trainer.warmup_steps=2", "trainer.progress=false"]
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "making 200 with its scripted expert" in proc.stdout and "success:" in proc.stdout
-    assert (tmp_path / "demos" / "point-obstacle.zarr").is_dir()
+    assert f"making {spec.demo_episodes} with its scripted expert" in proc.stdout and "success:" in proc.stdout
+    assert (tmp_path / "demos" / f"{task}.zarr").is_dir()
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["episodes"] == 2 and result["success_rate_mean"] == 0.0  # 8 steps cannot reach the goal
     assert result["demo_success_rate"] == 1.0 and "dataset_mean_normalized_return" not in result
     assert result["normalized_score_mean"] is None
+    assert ("route_fractions" in result) == (task == "point-obstacle")  # the route of a multimodal task
     policy = Policy.load(run_dir / "policy", device="cpu")
-    assert policy.env_name == "point-obstacle" and policy.execution == "action_queue"
+    assert policy.env_name == task and policy.execution == "action_queue"
+    obs = np.zeros((3, policy.obs_dim), np.float32)
+    assert policy.act(obs[0]).shape == (policy.act_dim,) and policy.act(obs).shape == (3, policy.act_dim)
+    if task != "point-obstacle":
+        return
     bad = subprocess.run([sys.executable, str(SCRIPT), "task=push-tee"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode != 0 and "point-obstacle" in bad.stderr
