@@ -19,7 +19,7 @@ import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
-from diffusion_rl.evaluation import EvalResult, evaluate, plot_plan, resolve_env, rollout_eval_fn
+from diffusion_rl.evaluation import EvalResult, action_bounds, evaluate, plot_plan, resolve_env, rollout_eval_fn
 from diffusion_rl.evaluation._files import write_text_atomic
 from diffusion_rl.policy import Policy, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
@@ -194,9 +194,11 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     n_params = sum(p.numel() for p in algo.parameters())
     log(f"{cfg.algo}: {n_params:,} parameters, horizon {horizon}, {len(data):,} training windows, device {device}")
 
+    bounds = action_bounds(env_name)  # the artifact records the action space; act() clips into it
+
     def make_policy(model: Algorithm) -> Policy:
         return Policy(model, normalizers, env_name=env_name, sampling=cfg.sampling, execution=cfg.execution,
-                      execution_options=cfg.execution_options,
+                      execution_options=cfg.execution_options, action_bounds=bounds,
                       seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env})
 
     eval_fn = None

@@ -9,6 +9,7 @@ it was loaded from or saves to.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,20 @@ from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from
 from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
+
+def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(low, high)`` of the action space as float32 tensors ``[act_dim]``, or None; ValueError otherwise."""
+    if bounds is None:
+        return None
+    try:
+        low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"action_bounds: expected (low, high), each {act_dim} numbers; got {bounds!r}") from None
+    if low.shape != (act_dim,) or high.shape != (act_dim,) or np.isnan(low).any() or np.isnan(high).any() \
+            or (low > high).any():
+        raise ValueError(f"action_bounds: expected (low, high), each {act_dim} numbers with low <= high; got {bounds!r}")
+    return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+
 
 class _History:
     """The remembered normalized observations, stacked to ``[B, k, S]`` only when a plan reads them (popping an
@@ -63,6 +78,7 @@ class Policy:
         execution_options: dict[str, Any] | None = None,
         seed: int = 0,
         metadata: dict[str, Any] | None = None,
+        action_bounds: tuple[Any, Any] | None = None,
     ) -> None:
         self._execution: Execution = make_execution(execution, execution_options)
         self._execution.check(algo)
@@ -77,6 +93,11 @@ class Policy:
         self.obs_dim = int(algo.config()["obs_dim"])
         self.act_dim = int(algo.config()["act_dim"])
         self.seed = seed
+        self.action_bounds = _check_bounds(action_bounds, self.act_dim)
+        self.stats = {"actions": 0, "clipped_actions": 0}
+        """Counts over this policy's life: actions returned by :meth:`act` (rows), and how many of them had to be
+        clipped into ``action_bounds``."""
+        self._warned_clip = False
         self.reset()
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
@@ -158,8 +179,40 @@ class Policy:
         obs_n = self._normalize("observations", obs_t)
         context["history"] = self._history_with(obs_n, store=True)
         action_n = self._execution.step(self, obs_n, context)
-        action = self._unnormalize("actions", action_n)
+        action = self._bounded(self._unnormalize("actions", action_n), count=True)
         return self._output(action, single, as_numpy)
+
+    def _bounded(self, action: torch.Tensor, count: bool = False) -> torch.Tensor:
+        """Refuse non-finite actions with their likely causes; clip into ``action_bounds`` (counted in
+        :attr:`stats` by ``act``, with a warning the first time)."""
+        if not torch.isfinite(action).all():
+            raise ValueError(
+                "the policy produced NaN or infinite actions: the observation may lie far outside the training data, "
+                "or the artifact's weights or normalizer statistics are not finite"
+            )
+        if self.action_bounds is None:
+            if count:
+                self.stats["actions"] += int(action.reshape(-1, self.act_dim).shape[0])
+            return action
+        low, high = (b.to(action.device, action.dtype) for b in self.action_bounds)
+        clipped = torch.maximum(torch.minimum(action, high), low)
+        if count:
+            rows = clipped.reshape(-1, self.act_dim) != action.reshape(-1, self.act_dim)
+            n = int(rows.any(dim=-1).sum())
+            self.stats["actions"] += int(rows.shape[0])
+            self.stats["clipped_actions"] += n
+            if n and not self._warned_clip:
+                self._warned_clip = True
+                warnings.warn(
+                    f"Policy: an action outside the action space {self.action_bounds_list()} was clipped into it "
+                    "(policy.stats counts them; the observation may lie outside the training data)",
+                    RuntimeWarning, stacklevel=3,
+                )
+        return clipped
+
+    def action_bounds_list(self) -> list[list[float]] | None:
+        """``[low, high]`` as lists (JSON-ready), or None when the policy has no action bounds."""
+        return None if self.action_bounds is None else [b.tolist() for b in self.action_bounds]
 
     @property
     def expected_next(self) -> torch.Tensor | None:
@@ -202,9 +255,12 @@ class Policy:
         def raw(key: str, x: torch.Tensor | None) -> Any:
             return None if x is None else self._output(self._unnormalize(key, x), single, as_numpy)
 
+        def bounded(x: torch.Tensor | None) -> Any:
+            return None if x is None else self._output(self._bounded(self._unnormalize("actions", x)), single, as_numpy)
+
         return PlanOutput(
-            actions=raw("actions", out.actions),
-            action_chunk=raw("actions", out.action_chunk),
+            actions=bounded(out.actions),
+            action_chunk=bounded(out.action_chunk),
             observations=raw("observations", out.observations),
             now=out.now,
             extras={k: self._output(v, single, as_numpy) for k, v in out.extras.items()},
@@ -314,6 +370,7 @@ class Policy:
             "seed": self.seed,
             "env_name": self.env_name,
             "metadata": self.metadata,
+            "action_bounds": self.action_bounds_list(),
         }
         return save_artifact(path, self.algo.state_dict(), config)
 
@@ -353,6 +410,7 @@ class Policy:
             execution_options=config.get("execution_options"),
             seed=int(config.get("seed", 0)),
             metadata=config.get("metadata"),
+            action_bounds=config.get("action_bounds"),
         )
 
     def __repr__(self) -> str:

@@ -414,3 +414,28 @@ def test_values_beyond_float32_are_refused_not_turned_into_nan(policy):
         policy.act(torch.from_numpy(obs))
     with pytest.raises(ValueError, match=r"shape \[11\] or \[B, 11\]; got \(2, 3, 11\)"):
         policy.act(np.zeros((2, 3, OBS_DIM)))
+
+
+def test_actions_are_clipped_into_the_recorded_action_space_and_counted(tmp_path):
+    low, high = [ACT_MEAN - 0.001] * ACT_DIM, [ACT_MEAN + 0.001] * ACT_DIM  # narrower than the actions' spread
+    policy = make_policy(action_bounds=(low, high))
+    with pytest.warns(RuntimeWarning, match="clipped into it"):
+        actions = policy.act(raw_obs(batch=4))
+    assert np.all(actions >= np.float32(low[0])) and np.all(actions <= np.float32(high[0]))
+    assert policy.stats["actions"] == 4 and 0 < policy.stats["clipped_actions"] <= 4
+    plan = policy.plan(raw_obs(batch=2))
+    assert np.all(plan.action_chunk >= np.float32(low[0])) and np.all(plan.action_chunk <= np.float32(high[0]))
+    loaded = Policy.load(policy.save(tmp_path / "p"))  # the bounds travel with the artifact
+    assert loaded.action_bounds_list() == policy.action_bounds_list()
+    assert make_policy().action_bounds is None and make_policy().action_bounds_list() is None
+    for bad in ((low, high[:2]), (high, low), ("a", "b"), (low, [float("nan")] * ACT_DIM)):
+        with pytest.raises(ValueError, match=r"action_bounds: expected \(low, high\), each 3 numbers"):
+            make_policy(action_bounds=bad)
+
+
+def test_non_finite_plans_are_refused_with_their_causes():
+    policy = make_policy()
+    with torch.no_grad():
+        next(policy.algo.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite actions: .*outside the training data.*not finite"):
+        policy.act(raw_obs())

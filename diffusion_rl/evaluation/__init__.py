@@ -5,13 +5,14 @@ from diffusion_rl.evaluation.diagnostics import DiagnosticRow, diagnose, plan_sp
 from diffusion_rl.evaluation.hooks import rollout_eval_fn
 from diffusion_rl.evaluation.plots import plot_plan
 from diffusion_rl.evaluation.result import EvalResult, mean_and_stderr
-from diffusion_rl.evaluation.rollout import VIDEO_SIZE, evaluate, resolve_env
+from diffusion_rl.evaluation.rollout import VIDEO_SIZE, action_bounds, evaluate, resolve_env
 from diffusion_rl.evaluation.video import AtomicVideoWriter
 
 __all__ = [
     "VIDEO_SIZE",
     "AtomicVideoWriter",
     "DiagnosticRow",
+    "action_bounds",
     "EvalResult",
     "diagnose",
     "evaluate",

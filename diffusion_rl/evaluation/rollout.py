@@ -24,7 +24,7 @@ import envs
 from diffusion_rl.evaluation.result import EvalResult
 from diffusion_rl.evaluation.video import AtomicVideoWriter, prepare_offscreen_rendering
 
-__all__ = ["VIDEO_SIZE", "ActingPolicy", "evaluate", "resolve_env"]
+__all__ = ["VIDEO_SIZE", "ActingPolicy", "action_bounds", "evaluate", "resolve_env"]
 
 VIDEO_SIZE = 256
 """Width and height (pixels) of recorded video frames."""
@@ -72,6 +72,19 @@ def resolve_env(env_name: str) -> tuple[str, envs.EnvSpec | None]:
         f"unknown environment {env_name!r}: expected a catalogue name ({', '.join(envs.catalogue_names())}), "
         f"a task ({', '.join(envs.task_names())}) or a registered gymnasium id such as 'Hopper-v5'"
     )
+
+
+def action_bounds(env_name: str) -> tuple[list[float], list[float]] | None:
+    """``(low, high)`` of the env's Box action space (what a ``Policy`` clips its actions into), else None."""
+    gym_id, _ = resolve_env(env_name)
+    env = gym.make(gym_id)
+    try:
+        space = env.action_space
+    finally:
+        env.close()
+    if not isinstance(space, gym.spaces.Box):
+        return None
+    return np.asarray(space.low, np.float64).reshape(-1).tolist(), np.asarray(space.high, np.float64).reshape(-1).tolist()
 
 
 def _make_env(gym_id: str, max_episode_steps: int | None, render: bool) -> gym.Env:

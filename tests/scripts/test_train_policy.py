@@ -42,6 +42,7 @@ def test_train_policy_makes_demos_trains_and_reports_a_success_rate(tmp_path, ta
     assert ("route_fractions" in result) == (task == "point-obstacle")  # the route of a multimodal task
     policy = Policy.load(run_dir / "policy", device="cpu")
     assert policy.env_name == task and policy.execution == "action_queue"
+    assert policy.action_bounds_list() == [[-1.0] * policy.act_dim, [1.0] * policy.act_dim]  # the env's, recorded
     obs = np.zeros((3, policy.obs_dim), np.float32)
     assert policy.act(obs[0]).shape == (policy.act_dim,) and policy.act(obs).shape == (3, policy.act_dim)
     if task != "point-obstacle":
