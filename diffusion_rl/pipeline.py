@@ -26,7 +26,16 @@ from diffusion_rl.training import Trainer, TrainerConfig
 from envs import TASKS, get_spec
 from envs.catalogue import CATALOGUE
 
-__all__ = ["PlannerRunConfig", "PlannerRunResult", "load_or_make_dataset", "train_planner", "rollout_for_plot"]
+class ConfigError(ValueError):
+    """A user's run configuration is invalid (found before any work is done); the message says what to fix."""
+
+
+def _int_at_least(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+__all__ = ["ConfigError", "PlannerRunConfig", "PlannerRunResult", "load_or_make_dataset", "train_planner", "rollout_for_plot"]
 
 
 @dataclass
@@ -61,6 +70,46 @@ class PlannerRunConfig:
     run_dir: str = "runs/hopper-medium/decision_diffuser"
     seed: int = 0
     device: str = "auto"
+
+    def validate(self) -> None:
+        """Check every value before any work (dataset, training, evaluation); ``ConfigError`` names the key, what
+        was expected and what was given."""
+        if self.algo not in ALGORITHMS:
+            raise ConfigError(f"algo: unknown algorithm {self.algo!r}; expected one of: {', '.join(sorted(ALGORITHMS))}")
+        if self.env not in TASKS and self.env not in CATALOGUE:
+            raise ConfigError(f"env: unknown {self.env!r}; expected a catalogue name ({', '.join(sorted(CATALOGUE))}) "
+                              f"or a task ({', '.join(sorted(TASKS))})")
+        _int_at_least("eval.episodes", self.eval_episodes, 1)
+        _int_at_least("eval.num_envs", self.eval_num_envs, 1)
+        _int_at_least("eval.every", self.eval_every, 0)
+        _int_at_least("seed", self.seed, 0)
+        _int_at_least("eval.seed", self.eval_seed, 0)
+        if self.eval_max_episode_steps is not None:
+            _int_at_least("eval.max_episode_steps", self.eval_max_episode_steps, 1)
+        try:
+            trainer = TrainerConfig(**{**self.trainer, "device": "cpu", "run_dir": None})
+        except TypeError as err:
+            raise ConfigError(f"trainer: {err}") from None
+        except ValueError as err:
+            raise ConfigError(str(err).replace("TrainerConfig.", "trainer.")) from None
+        if trainer.max_steps < 1:
+            raise ConfigError(f"trainer.max_steps: expected an integer >= 1 (a run trains), got {trainer.max_steps!r}")
+        try:
+            device = resolve_device(self.device)
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"device: {self.device!r} is not a device ({err})") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise ConfigError(f"device: {self.device!r} asked for CUDA, but this machine has no CUDA device "
+                                  "(use device=cpu or device=auto)")
+            if device.index is not None and device.index >= count:
+                raise ConfigError(f"device: {self.device!r}: this machine has CUDA devices 0..{count - 1}")
+        if self.dataset is not None:
+            path = Path(str(self.dataset)).expanduser()
+            if path.suffix in (".hdf5", ".h5", ".zarr") and not path.exists():
+                raise ConfigError(f"dataset: {self.dataset!r} does not exist (expected a D4RL .hdf5 file, a .zarr "
+                                  "replay buffer, a Minari id or a catalogue name)")
 
 
 @dataclass
@@ -171,8 +220,7 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     ``<run_dir>/tb`` and checkpoints under ``<run_dir>/checkpoints``; with ``plot`` a PNG of a plan against the
     executed trajectory, with ``video`` an mp4 of the final evaluation.
     """
-    if cfg.algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {cfg.algo!r}; expected one of: {', '.join(sorted(ALGORITHMS))}")
+    cfg.validate()
     task = TASKS.get(cfg.env)
     spec = None if task is not None else get_spec(cfg.env)
     env_name = cfg.env

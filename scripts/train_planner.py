@@ -59,10 +59,14 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     """Resolve the config, train, score and print (shared by train_planner.py and train_policy.py)."""
     import torch
 
-    from diffusion_rl.pipeline import PlannerRunConfig, train_planner
+    from diffusion_rl.data import DatasetNotFoundError
+    from diffusion_rl.pipeline import ConfigError, PlannerRunConfig, train_planner
     from diffusion_rl.policy import resolve_device
 
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+    except (RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: device: {cfg.device!r} is not a device ({err})") from None
     cfg, preset = resolve_config(cfg, user_override_keys(), device.type == "cuda", target)
     trainer = {k: v for k, v in to_plain(cfg.algo.trainer).items()}
     trainer.update({k: v for k, v in to_plain(cfg.trainer).items() if v is not None})
@@ -87,11 +91,18 @@ def run(cfg: DictConfig, target: str = "env") -> None:
         seed=cfg.seed,
         device=str(device),
     )
+    try:
+        run_cfg.validate()  # every value checked before the dataset is made or a step is trained
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, Path(run_cfg.run_dir) / "config.yaml", resolve=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"preset: {preset}; run_dir: {run_cfg.run_dir}")
-    result = train_planner(run_cfg)
+    try:
+        result = train_planner(run_cfg)
+    except DatasetNotFoundError as err:  # a user error: one line, no traceback
+        raise SystemExit(f"error: {err}") from None
     ev = result.evaluation
     print(f"\nartifact: {result.policy_path}")
     print(f"eval:     {ev}")

@@ -111,3 +111,30 @@ def test_bad_keys_and_names_list_valid_choices(tmp_path):
     assert proc.returncode != 0 and "hopper-medium" in proc.stdout + proc.stderr
     proc = _run(["algo=difuser"], tmp_path)
     assert proc.returncode != 0 and "decision_diffuser" in proc.stdout + proc.stderr
+
+
+def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
+    import torch
+
+    cases = [
+        (["eval.episodes=0"], "error: eval.episodes: expected an integer >= 1, got 0"),
+        (["eval.num_envs=0"], "error: eval.num_envs: expected an integer >= 1, got 0"),
+        (["trainer.max_steps=0"], "error: trainer.max_steps: expected an integer >= 1 (a run trains), got 0"),
+        (["trainer.max_steps=-5"], "error: trainer.max_steps: expected an integer >= 0, got -5"),
+        (["trainer.batch_size=0"], "error: trainer.batch_size: expected an integer >= 1, got 0"),
+        ([f"dataset={tmp_path / 'missing.hdf5'}"], "does not exist (expected a D4RL .hdf5 file"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["device=cuda"], "asked for CUDA, but this machine has no CUDA device"))
+    for args, message in cases:
+        run_dir = tmp_path / "run"
+        proc = _run(["env=hopper-medium", f"run_dir={run_dir}", *args], tmp_path / "empty", timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        # refused before the dataset, a checkpoint or the artifact (Hydra has made the folder for its own logs)
+        assert not any((run_dir / name).exists() for name in ("policy", "checkpoints", "eval.json", "config.yaml"))
+    # a dataset id that is nowhere: one line too (found when loading, still before training)
+    proc = _run(["env=hopper-medium", "dataset=local/nowhere/medium-v0", f"run_dir={tmp_path / 'r2'}"],
+                tmp_path / "empty", timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and proc.stderr.startswith("error:"), proc.stderr
+    assert not (tmp_path / "r2" / "policy").exists()
