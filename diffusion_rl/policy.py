@@ -36,6 +36,17 @@ def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
 
 
+def _is_int(dtype: torch.dtype) -> bool:
+    """A plain integer dtype (not bool, not quantized)."""
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        return False
+    try:
+        torch.iinfo(dtype)
+    except TypeError:
+        return False
+    return True
+
+
 class _History:
     """The remembered normalized observations, stacked to ``[B, k, S]`` only when a plan reads them (popping an
     action queue needs no stacking)."""
@@ -304,41 +315,41 @@ class Policy:
         return self._normalize("observations", full)
 
     def _check_obs(self, obs: Any) -> tuple[torch.Tensor, bool, bool]:
+        """The one input contract for numpy and torch: real floats or integers (not bool, complex, dates or
+        objects), shape ``[obs_dim]`` or ``[B, obs_dim]`` with B >= 1, any strides, finite once cast to float32;
+        anything else is a ``ValueError`` naming the expected shape and dtypes."""
+        expected = f"expected real floats or integers of shape [{self.obs_dim}] or [B, {self.obs_dim}] with B >= 1"
         as_numpy = not torch.is_tensor(obs)
         if as_numpy:
-            arr = np.asarray(obs)
-            real = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
-            if arr.dtype == object or not (real or arr.dtype == bool):
-                raise ValueError(
-                    f"observation must be numeric with shape [{self.obs_dim}] or [B, {self.obs_dim}]; "
-                    f"got dtype {arr.dtype}"
-                )
-            if arr.ndim not in (1, 2) or arr.shape[-1] != self.obs_dim:
-                raise ValueError(
-                    f"observation must have shape [{self.obs_dim}] or [B, {self.obs_dim}]; got {tuple(arr.shape)}"
-                )
-            arr = arr.astype(np.float32, copy=False)
-            # checked after the cast to float32: a float64 of 1e300 becomes inf there
-            if not np.isfinite(arr).all():
-                raise ValueError(
-                    f"observation contains NaN or inf, or values beyond float32 (expected finite values of shape "
-                    f"[.., {self.obs_dim}])"
-                )
+            try:
+                arr = np.asarray(obs)
+            except (TypeError, ValueError) as err:  # ragged nested lists and the like
+                raise ValueError(f"observation: {expected}; got {type(obs).__name__} ({err})") from None
+            if arr.dtype.kind not in "fiu":
+                raise ValueError(f"observation: {expected}; got dtype {arr.dtype}")
+            shape = arr.shape
+        else:
+            if obs.layout != torch.strided or obs.is_nested or obs.device.type == "meta":
+                raise ValueError(f"observation: {expected} as a dense tensor; got a {obs.layout} tensor on "
+                                 f"{obs.device}{' (nested)' if obs.is_nested else ''}")
+            if obs.dtype == torch.bool or obs.dtype.is_complex or not (obs.dtype.is_floating_point or _is_int(obs.dtype)):
+                raise ValueError(f"observation: {expected}; got dtype {obs.dtype}")
+            shape = tuple(obs.shape)
+        if len(shape) not in (1, 2) or shape[-1] != self.obs_dim or (len(shape) == 2 and shape[0] == 0):
+            raise ValueError(f"observation: {expected}; got shape {tuple(shape)}")
+        if as_numpy:
+            # a contiguous float32 copy when needed (negative strides and views are fine)
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            ok = bool(np.isfinite(arr).all())  # after the cast: a float64 of 1e300 becomes inf there
             t = torch.from_numpy(arr)
         else:
-            if not (obs.dtype.is_floating_point or obs.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
-                raise ValueError(f"observation must be a real-valued tensor; got dtype {obs.dtype}")
-            t = obs.detach()
-            if t.ndim not in (1, 2) or t.shape[-1] != self.obs_dim:
-                raise ValueError(
-                    f"observation must have shape [{self.obs_dim}] or [B, {self.obs_dim}]; got {tuple(t.shape)}"
-                )
-            t = t.to(torch.float32)
-            if not torch.isfinite(t).all():
-                raise ValueError(
-                    f"observation contains NaN or inf, or values beyond float32 (expected finite values of shape "
-                    f"[.., {self.obs_dim}])"
-                )
+            t = obs.detach().to(torch.float32)
+            ok = bool(torch.isfinite(t).all())
+        if not ok:
+            raise ValueError(
+                f"observation contains NaN or inf, or values beyond float32 (expected finite values of shape "
+                f"[.., {self.obs_dim}])"
+            )
         single = t.ndim == 1
         return t.reshape(-1, self.obs_dim).to(self._device), single, as_numpy
 

@@ -366,19 +366,50 @@ def test_non_finite_observations_are_refused(bad):
         {"observation": [0.0] * OBS_DIM},
         np.ones(OBS_DIM, dtype=np.complex64),
         None,
+        np.ones(OBS_DIM, dtype=bool),
+        np.ones(OBS_DIM, dtype="timedelta64[s]"),
+        [[0.0] * OBS_DIM, [0.0]],
     ],
-    ids=["string", "string-array", "object-with-none", "object-of-floats", "dict", "complex", "none"],
+    ids=["string", "string-array", "object-with-none", "object-of-floats", "dict", "complex", "none", "bool",
+         "timedelta", "ragged"],
 )
 def test_non_numeric_observations_are_refused(bad):
     policy = make_policy("decision_diffuser")
-    with pytest.raises(ValueError, match=rf"numeric with shape \[{OBS_DIM}\]"):
+    with pytest.raises(ValueError, match=rf"expected real floats or integers of shape \[{OBS_DIM}\] or \[B, {OBS_DIM}\]"):
         policy.act(bad)
 
 
-def test_non_real_tensor_is_refused():
+@pytest.mark.parametrize(
+    "bad",
+    [torch.ones(OBS_DIM, dtype=torch.complex64), torch.ones(OBS_DIM, dtype=torch.bool),
+     torch.ones(OBS_DIM, device="meta"), torch.ones(1, OBS_DIM).to_sparse(),
+     torch.nested.nested_tensor([torch.ones(OBS_DIM), torch.ones(OBS_DIM)])],
+    ids=["complex", "bool", "meta", "sparse", "nested"],
+)
+def test_tensors_outside_the_contract_are_refused(bad):
     policy = make_policy("decision_diffuser")
-    with pytest.raises(ValueError, match="real-valued"):
-        policy.act(torch.ones(OBS_DIM, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=rf"expected real floats or integers of shape \[{OBS_DIM}\]"):
+        policy.act(bad)
+
+
+def test_the_same_contract_for_numpy_and_torch_ints_strides_and_empty_batches():
+    policy = make_policy("decision_diffuser")
+    base = raw_obs(batch=2)
+    for obs in (base[::-1], base[:, ::-1][:, ::-1], np.asfortranarray(base)):  # negative strides, views, order
+        policy.reset()
+        expected = policy.plan(np.ascontiguousarray(obs)).actions
+        policy.reset()
+        np.testing.assert_array_equal(policy.plan(obs).actions, expected)
+    ints = np.full((2, OBS_DIM), 5)
+    for dtype in (np.int8, np.uint16, np.int64):
+        policy.reset()
+        a = policy.plan(ints.astype(dtype)).actions
+        policy.reset()
+        b = policy.plan(torch.from_numpy(ints.astype(dtype))).actions
+        np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-6)
+    for empty in (np.zeros((0, OBS_DIM), np.float32), torch.zeros(0, OBS_DIM)):
+        with pytest.raises(ValueError, match=r"with B >= 1; got shape \(0, 11\)"):
+            policy.act(empty)
 
 
 @pytest.mark.parametrize("norm, expected", [("gaussian", None), ("cdf", 1.0), ("minmax", 1.0)])
@@ -412,7 +443,7 @@ def test_values_beyond_float32_are_refused_not_turned_into_nan(policy):
         policy.act(obs)
     with pytest.raises(ValueError, match="beyond float32"):
         policy.act(torch.from_numpy(obs))
-    with pytest.raises(ValueError, match=r"shape \[11\] or \[B, 11\]; got \(2, 3, 11\)"):
+    with pytest.raises(ValueError, match=r"\[B, 11\] with B >= 1; got shape \(2, 3, 11\)"):
         policy.act(np.zeros((2, 3, OBS_DIM)))
 
 
