@@ -87,7 +87,7 @@ class PlannerRunConfig:
         if self.eval_max_episode_steps is not None:
             _int_at_least("eval.max_episode_steps", self.eval_max_episode_steps, 1)
         try:
-            trainer = TrainerConfig(**{**self.trainer, "device": "cpu", "run_dir": None})
+            trainer = TrainerConfig(**{**self.trainer, "device": "cpu", "run_dir": str(self.run_dir)})
         except TypeError as err:
             raise ConfigError(f"trainer: {err}") from None
         except ValueError as err:

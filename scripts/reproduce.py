@@ -4,6 +4,11 @@
     python scripts/reproduce.py                                       # 3 envs x 3 algorithms x 3 seeds
     python scripts/reproduce.py envs=[hopper-medium] algos=[decision_diffuser,bc] seeds=3 jobs=2
     python scripts/reproduce.py preset=paper                          # on a GPU
+    python scripts/reproduce.py envs=[] tasks=[point-obstacle,metaworld-reach] jobs=2   # robot tasks
+
+Robot tasks (``tasks``, trained by ``scripts/train_policy.py`` with ``task_algos``) get their own table of success
+rates (with the demonstrator's own rate and, on multimodal tasks, the share of each route) in the section
+``<!-- reproduce-tasks:begin -->`` ... ``<!-- reproduce-tasks:end -->`` and the chart ``task_chart``.
 
 Every (env, algorithm, seed) cell is one ``scripts/train_planner.py`` run (the command a user would type), in
 ``<root>/<env>/<algo>/seed<k>`` with its log in ``train.log`` there; finished cells (with ``eval.json``) are
@@ -33,11 +38,12 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "scripts" / "train_planner.py"
+TRAIN_POLICY = ROOT / "scripts" / "train_policy.py"
 
 
-def _names(kind: str, values: list[str], valid: set[str]) -> list[str]:
+def _names(kind: str, values: list[str], valid: set[str], allow_empty: bool = False) -> list[str]:
     unknown = [v for v in values if v not in valid]
-    if not values or unknown:
+    if (not values and not allow_empty) or unknown:
         sys.exit(f"error: {kind}={values}: expected a non-empty list of {', '.join(sorted(valid))}"
                  + (f" (unknown: {unknown})" if unknown else ""))
     return list(values)
@@ -63,15 +69,17 @@ def resolved_preset(preset: str) -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
-def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig) -> list[str]:
-    """The ``train_planner.py`` command of one cell (resuming when the run folder holds checkpoints)."""
-    args = [f"env={env}", f"algo={algo}", f"seed={seed}", f"preset={cfg.preset}", f"device={cfg.device}",
-            f"run_dir={run_dir}", f"eval.episodes={int(cfg.eval_episodes)}", "trainer.progress=false"]
+def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig, task: bool = False) -> list[str]:
+    """The ``train_planner.py`` command of one cell (``train_policy.py`` for a robot task), resuming when the run
+    folder holds checkpoints."""
+    episodes = int(cfg.task_eval_episodes if task else cfg.eval_episodes)
+    args = [f"{'task' if task else 'env'}={env}", f"algo={algo}", f"seed={seed}", f"preset={cfg.preset}",
+            f"device={cfg.device}", f"run_dir={run_dir}", f"eval.episodes={episodes}", "trainer.progress=false"]
     if any((run_dir / "checkpoints").glob("step_*")):
         args.append("trainer.resume=true")
     args += list(to_plain(cfg.overrides) or [])
     args += list((to_plain(cfg.algo_overrides) or {}).get(algo, []))
-    return [sys.executable, str(TRAIN), *args]
+    return [sys.executable, str(TRAIN_POLICY if task else TRAIN), *args]
 
 
 def run_cell(command: list[str], run_dir: Path, threads: int | None) -> tuple[int, float]:
@@ -109,17 +117,22 @@ def hardware() -> str:
            f"torch {torch.__version__}"
 
 
-def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int], argv: list[str]) -> str:
+def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int], argv: list[str],
+           metric: str = "score") -> str:
+    """The table (``metric``: ``score`` for datasets, ``success`` for robot tasks), command, hardware, wall times
+    and the chart link."""
     from diffusion_rl.evaluation.table import collect_scores, plot_score_chart, score_table_markdown
 
-    cells = collect_scores(cfg.root, envs, algos, seeds)
-    table = score_table_markdown(cells, envs, algos)
+    cells = collect_scores(cfg.root, envs, algos, seeds, metric=metric)
+    table = score_table_markdown(cells, envs, algos, metric=metric)
+    episodes = cfg.eval_episodes if metric == "score" else cfg.task_eval_episodes
+    chart = cfg.chart if metric == "score" else cfg.task_chart
     walls = [f"{e}/{a}: {sum(c.wall_s) / len(c.wall_s) / 60:.0f} min per seed"
              for (e, a), c in cells.items() if c.wall_s]
     lines = [
         f"Command: `{' '.join(['python scripts/reproduce.py', *(a.removeprefix('++') for a in argv)])}`",
         "",
-        f"Hardware: {hardware()}. Preset `{resolved_preset(cfg.preset)}`; each seed scored on {cfg.eval_episodes} evaluation "
+        f"Hardware: {hardware()}. Preset `{resolved_preset(cfg.preset)}`; each seed scored on {episodes} evaluation "
         "episodes; a cell is the mean ± standard error over training seeds; best of a row in bold.",
         "",
         table,
@@ -127,11 +140,11 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
     if walls:
         lines += ["", "Wall time (train + evaluation, one cell): " + "; ".join(walls) + "."]
     text = "\n".join(lines)
-    if cfg.chart:
-        plot_score_chart(cells, envs, algos, cfg.chart,
+    if chart:
+        plot_score_chart(cells, envs, algos, chart, metric=metric,
                          title=f"preset {resolved_preset(cfg.preset)}: mean ± s.e. over training seeds")
         where = Path(cfg.results).resolve().parent if cfg.results else Path.cwd()
-        text += f"\n\n![score chart]({os.path.relpath(Path(cfg.chart).resolve(), where)})"
+        text += f"\n\n![score chart]({os.path.relpath(Path(chart).resolve(), where)})"
     return text
 
 
@@ -139,24 +152,30 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
 def main(cfg: DictConfig) -> None:
     from diffusion_rl.algos import ALGORITHMS
     from diffusion_rl.evaluation.table import cell_dir, replace_section, write_text_atomic
+    from envs import task_names
     from envs.catalogue import CATALOGUE
 
-    envs = _names("envs", list(cfg.envs), set(CATALOGUE))
+    tasks = _names("tasks", list(cfg.tasks), set(task_names()), allow_empty=True)
+    envs = _names("envs", list(cfg.envs), set(CATALOGUE), allow_empty=bool(tasks))
     algos = _names("algos", list(cfg.algos), set(ALGORITHMS))
+    task_algos = _names("task_algos", list(cfg.task_algos), set(ALGORITHMS))
     seeds = seed_list(to_plain(cfg.seeds))
     if isinstance(cfg.jobs, bool) or not isinstance(cfg.jobs, int) or cfg.jobs < 1:
         sys.exit(f"error: jobs={cfg.jobs!r}: expected an integer >= 1")
-    if isinstance(cfg.eval_episodes, bool) or not isinstance(cfg.eval_episodes, int) or cfg.eval_episodes < 1:
-        sys.exit(f"error: eval_episodes={cfg.eval_episodes!r}: expected an integer >= 1")
+    for key in ("eval_episodes", "task_eval_episodes"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            sys.exit(f"error: {key}={cfg[key]!r}: expected an integer >= 1")
     todo, done = [], 0
-    for env in envs:
-        for algo in algos:
-            for seed in seeds:
-                run_dir = cell_dir(cfg.root, env, algo, seed).resolve()
-                if (run_dir / "eval.json").is_file():
-                    done += 1
-                else:
-                    todo.append((env, algo, seed, run_dir, cell_command(env, algo, seed, run_dir, cfg)))
+    for names, algo_names, is_task in ((envs, algos, False), (tasks, task_algos, True)):
+        for env in names:
+            for algo in algo_names:
+                for seed in seeds:
+                    run_dir = cell_dir(cfg.root, env, algo, seed).resolve()
+                    if (run_dir / "eval.json").is_file():
+                        done += 1
+                    else:
+                        todo.append((env, algo, seed, run_dir,
+                                     cell_command(env, algo, seed, run_dir, cfg, task=is_task)))
     print(f"{len(todo) + done} cells: {done} done, {len(todo)} to run ({cfg.jobs} at a time)")
     if cfg.dry_run:
         for *_, command in todo:
@@ -178,13 +197,19 @@ def main(cfg: DictConfig) -> None:
 
     with ThreadPoolExecutor(max_workers=int(cfg.jobs)) as pool:
         list(pool.map(work, todo))
-    text = report(cfg, envs, algos, seeds, sys.argv[1:])
-    print("\n" + text)
-    if cfg.results:
-        path = Path(cfg.results)
-        old = path.read_text() if path.is_file() else "# Results\n"
-        write_text_atomic(path, replace_section(old, "reproduce", text))
-        print(f"\nwrote: {path}" + (f" and {cfg.chart}" if cfg.chart else ""))
+    sections = []
+    if envs:
+        sections.append(("reproduce", report(cfg, envs, algos, seeds, sys.argv[1:]), cfg.chart))
+    if tasks:
+        sections.append(("reproduce-tasks", report(cfg, tasks, task_algos, seeds, sys.argv[1:], metric="success"),
+                         cfg.task_chart))
+    for name, text, chart in sections:
+        print("\n" + text)
+        if cfg.results:
+            path = Path(cfg.results)
+            old = path.read_text() if path.is_file() else "# Results\n"
+            write_text_atomic(path, replace_section(old, name, text))
+            print(f"\nwrote: {path}" + (f" and {chart}" if chart else ""))
     if failed:
         sys.exit("error: cells failed (see their train.log): "
                  + "; ".join(f"{e}/{a}/seed{s}: {d / 'train.log'}" for e, a, s, d in failed))

@@ -20,11 +20,19 @@ import numpy as np
 from diffusion_rl.evaluation._files import write_atomic, write_text_atomic
 from diffusion_rl.evaluation.result import mean_and_stderr
 
-__all__ = ["ALGO_TITLES", "ScoreCell", "cell_dir", "collect_scores", "plot_score_chart", "replace_section",
+__all__ = ["ALGO_TITLES", "METRICS", "ScoreCell", "cell_dir", "collect_scores", "plot_score_chart", "replace_section",
            "score_table_markdown", "write_text_atomic"]
 
 #: Column titles of the algorithms in tables and charts (unknown names are shown as they are).
-ALGO_TITLES = {"decision_diffuser": "Decision Diffuser", "diffuser": "Diffuser", "bc": "BC"}
+ALGO_TITLES = {"decision_diffuser": "Decision Diffuser", "diffuser": "Diffuser", "bc": "BC",
+               "diffusion_policy": "Diffusion Policy"}
+
+#: What a cell's number is read from: D4RL-normalized scores for datasets, success rates (in %) for robot tasks,
+#: each with the eval.json key of its reference column (the dataset's mean score, the demonstrator's success).
+METRICS = {
+    "score": ("normalized_score_mean", 1.0, "dataset_mean_normalized_return", 1.0, "D4RL-normalized score"),
+    "success": ("success_rate_mean", 100.0, "demo_success_rate", 100.0, "success rate (%)"),
+}
 
 
 def cell_dir(root: str | os.PathLike, env: str, algo: str, seed: int) -> Path:
@@ -44,6 +52,16 @@ class ScoreCell:
     seeds: list[int] = field(default_factory=list)
     wall_s: list[float] = field(default_factory=list)
     dataset_mean: float | None = None
+    """The reference: the dataset's mean normalized score, or (tasks) the demonstrator's success rate in %."""
+    routes: list[dict[str, float]] = field(default_factory=list)
+    """Per seed, the share of evaluation episodes per route (tasks whose env reports ``info["route"]``)."""
+
+    def route_text(self) -> str:
+        """Mean share per route over the seeds, e.g. ``left 48% / right 52%`` (empty without routes)."""
+        if not self.routes:
+            return ""
+        names = sorted({k for r in self.routes for k in r if k != "none"} or {k for r in self.routes for k in r})
+        return " / ".join(f"{k} {100 * np.mean([r.get(k, 0.0) for r in self.routes]):.0f}%" for k in names)
 
     @property
     def mean(self) -> float:
@@ -68,8 +86,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence[str],
-                   seeds: Sequence[int]) -> dict[tuple[str, str], ScoreCell]:
-    """Read ``eval.json`` (and ``reproduce.json``, the wall time) of every finished cell under ``root``."""
+                   seeds: Sequence[int], metric: str = "score") -> dict[tuple[str, str], ScoreCell]:
+    """Read ``eval.json`` (and ``reproduce.json``, the wall time) of every finished cell under ``root``;
+    ``metric``: ``"score"`` (D4RL-normalized) or ``"success"`` (success rate in %, robot tasks)."""
+    key, scale, ref_key, ref_scale, _ = METRICS[metric]
     cells = {}
     for env in envs:
         for algo in algos:
@@ -77,13 +97,15 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
             for seed in seeds:
                 run = cell_dir(root, env, algo, seed)
                 result = _read_json(run / "eval.json")
-                if result is None or result.get("normalized_score_mean") is None:
+                if result is None or result.get(key) is None:
                     continue
-                cell.scores.append(float(result["normalized_score_mean"]))
+                cell.scores.append(scale * float(result[key]))
                 cell.episodes.append(int(result.get("episodes", 0)))
                 cell.seeds.append(int(seed))
-                if result.get("dataset_mean_normalized_return") is not None:
-                    cell.dataset_mean = float(result["dataset_mean_normalized_return"])
+                if result.get(ref_key) is not None:
+                    cell.dataset_mean = ref_scale * float(result[ref_key])
+                if result.get("route_fractions"):
+                    cell.routes.append({str(k): float(v) for k, v in result["route_fractions"].items()})
                 record = _read_json(run / "reproduce.json") or {}
                 if "wall_s" in record:
                     cell.wall_s.append(float(record["wall_s"]))
@@ -92,10 +114,12 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
 
 
 def score_table_markdown(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str],
-                         algos: Sequence[str]) -> str:
-    """One row per env: the dataset's mean normalized return, then each algorithm's mean ± stderr (seeds);
-    the best algorithm of a row in bold."""
-    head = ["dataset", "dataset mean", *(ALGO_TITLES.get(a, a) for a in algos)]
+                         algos: Sequence[str], metric: str = "score") -> str:
+    """One row per env: the dataset's mean normalized return (tasks: the demonstrator's success rate), then each
+    algorithm's mean ± stderr (seeds) and, for tasks with routes, the share of each route; the best algorithm of a
+    row in bold."""
+    first, reference = ("dataset", "dataset mean") if metric == "score" else ("task", "demonstrator")
+    head = [first, reference, *(ALGO_TITLES.get(a, a) for a in algos)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for env in envs:
         row = [cells[(env, a)] for a in algos]
@@ -103,6 +127,7 @@ def score_table_markdown(cells: dict[tuple[str, str], ScoreCell], envs: Sequence
         best = max(done) if done else None
         dataset_mean = next((c.dataset_mean for c in row if c.dataset_mean is not None), None)
         texts = [f"**{c.text()}**" if c.scores and c.mean == best and len(done) > 1 else c.text() for c in row]
+        texts = [t + (f"; routes {c.route_text()}" if c.routes else "") for t, c in zip(texts, row)]
         mean_text = "—" if dataset_mean is None else f"{dataset_mean:.1f}"
         lines.append("| " + " | ".join([env, mean_text, *texts]) + " |")
     return "\n".join(lines)
@@ -119,7 +144,7 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 
 def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str], algos: Sequence[str],
-                     path: str | os.PathLike, title: str | None = None) -> Path:
+                     path: str | os.PathLike, title: str | None = None, metric: str = "score") -> Path:
     """Grouped bars (one group per env, one bar per algorithm) with standard-error bars, and each env's dataset
     mean as a dashed line; a PNG written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -142,9 +167,9 @@ def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str
         mean = next((cells[(env, a)].dataset_mean for a in algos if cells[(env, a)].dataset_mean is not None), None)
         if mean is not None:
             ax.hlines(mean, j - 0.45, j + 0.45, colors="black", linestyles="dashed",
-                      label="dataset mean" if j == 0 else None)
+                      label=("dataset mean" if metric == "score" else "demonstrator") if j == 0 else None)
     ax.set_xticks(range(len(envs)), list(envs))
-    ax.set_ylabel("D4RL-normalized score")
+    ax.set_ylabel(METRICS[metric][4])
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     if title:

@@ -16,7 +16,8 @@ SCRIPT = ROOT / "scripts" / "reproduce.py"
 
 
 def _run(tmp: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "store"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp / "store"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               DIFFUSION_RL_DEMOS=str(tmp / "demos"))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=tmp, capture_output=True, text=True,
                           timeout=timeout, check=False)
@@ -75,7 +76,30 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     assert "(2 seeds)" in results.read_text()
 
 
+def test_robot_tasks_get_a_success_rate_table_with_routes(tmp_path):
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n")
+    args = ["envs=[]", "tasks=[point-obstacle]", "task_algos=[bc]", "seeds=2", "preset=cpu", "task_eval_episodes=2",
+            f"root={tmp_path / 'runs'}", f"results={results}", f"task_chart={tmp_path / 'tasks.png'}",
+            'overrides=["trainer.max_steps=4","eval.max_episode_steps=5","eval.plot=false","eval.video=false",'
+            '"eval.num_envs=2"]']
+    proc = _run(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 cells: 0 done, 2 to run" in proc.stdout
+    log = (tmp_path / "runs" / "point-obstacle" / "bc" / "seed0" / "train.log").read_text()
+    assert "train_policy.py task=point-obstacle algo=bc seed=0" in log and "eval.episodes=2" in log
+    text = results.read_text()
+    assert "<!-- reproduce-tasks:begin -->" in text and "<!-- reproduce:begin -->" not in text
+    assert "| task | demonstrator | BC |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| point-obstacle"))
+    # 5 steps never reach the goal nor pass the obstacle; the demonstrator succeeds every time
+    assert row == "| point-obstacle | 100.0 | 0.0 ± 0.0 (2 seeds); routes none 100% |"
+    assert (tmp_path / "tasks.png").stat().st_size > 1000 and "![score chart](tasks.png)" in text
+
+
 def test_bad_lists_are_clear_errors(tmp_path):
+    proc = _run(tmp_path, "tasks=[push-tee]", "dry_run=true")
+    assert proc.returncode != 0 and "push-tee" in proc.stderr and "point-obstacle" in proc.stderr
     proc = _run(tmp_path, "envs=[hopper-mediocre]", "dry_run=true")
     assert proc.returncode != 0 and "hopper-mediocre" in proc.stderr and "walker2d-medium" in proc.stderr
     proc = _run(tmp_path, "algos=[dd]", "dry_run=true")
