@@ -96,6 +96,10 @@ class Policy:
         missing = [k for k in ("observations", "actions") if k not in normalizers]
         if missing:
             raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")
+        unknown = sorted(set(sampling or {}) - set(algo.sampling_names()))
+        if unknown:
+            raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "
+                             f"{algo.sampling_names() or 'none'}")
         object.__setattr__(self, "sampling", {**algo.default_sampling, **(sampling or {})})
         self.algo = algo.eval()
         self.normalizers = dict(normalizers)
@@ -294,6 +298,8 @@ class Policy:
             return {"settings": {}}
         kwargs = dict(kwargs)
         goal = kwargs.pop("goal", None)
+        if goal is not None and "goal" not in self.algo.plan_arguments():
+            raise ValueError(f"goal: {self.algo.name} plans take no goal (goal-conditioned: diffuser)")
         unknown = [k for k in kwargs if k not in self.sampling]
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
@@ -412,17 +418,20 @@ class Policy:
             )
         algo.to(resolve_device(device))
         normalizers = {k: normalizer_from_state(v) for k, v in config["normalizers"].items()}
-        return cls(
-            algo,
-            normalizers,
-            env_name=config.get("env_name"),
-            sampling=config.get("sampling"),
-            execution=config.get("execution", "first_action"),
-            execution_options=config.get("execution_options"),
-            seed=int(config.get("seed", 0)),
-            metadata=config.get("metadata"),
-            action_bounds=config.get("action_bounds"),
-        )
+        try:
+            return cls(
+                algo,
+                normalizers,
+                env_name=config.get("env_name"),
+                sampling=config.get("sampling"),
+                execution=config.get("execution", "first_action"),
+                execution_options=config.get("execution_options"),
+                seed=int(config.get("seed", 0)),
+                metadata=config.get("metadata"),
+                action_bounds=config.get("action_bounds"),
+            )
+        except ValueError as err:  # settings in config.json that this library refuses: name the file
+            raise ArtifactError(f"{path}: config.json: {err}") from None
 
     def __repr__(self) -> str:
         return (

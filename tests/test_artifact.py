@@ -318,3 +318,15 @@ def test_a_failed_save_leaves_the_old_artifact_intact(tmp_path, layout, monkeypa
         make_policy("diffuser").save(path)
     assert listing(tmp_path) == [LAYOUTS[layout]]
     np.testing.assert_array_equal(actions_after_reset(Policy.load(path), obs), expected)
+
+
+def test_unknown_settings_in_config_json_are_refused_naming_the_file(tmp_path):
+    from diffusion_rl.artifact import ArtifactError
+    from tests.test_policy import make_policy
+
+    path = make_policy().save(tmp_path / "p")
+    config = json.loads((path / "config.json").read_text())
+    config["sampling"]["gudiance_weight"] = 2.0
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"config.json: unknown sampling setting\(s\) \['gudiance_weight'\]"):
+        Policy.load(path)

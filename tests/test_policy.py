@@ -470,3 +470,20 @@ def test_non_finite_plans_are_refused_with_their_causes():
         next(policy.algo.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN or infinite actions: .*outside the training data.*not finite"):
         policy.act(raw_obs())
+
+
+def test_sampling_settings_have_one_source_plan_s_signature():
+    from diffusion_rl.algos import ALGORITHMS
+
+    for name, cls in ALGORITHMS.items():
+        args = cls.plan_arguments()
+        assert sorted(cls.default_sampling) == cls.sampling_names(), name
+        for key, value in cls.default_sampling.items():  # "auto": resolved by Policy from the normalizer
+            assert value == args[key] or (key == "clip_sample" and value == "auto"), (name, key)
+    with pytest.raises(ValueError, match=r"unknown sampling setting\(s\) \['gudiance_weight'\] for decision_diffuser; "
+                                         r"its settings are \['clip_sample', 'eta', 'guidance_weight'"):
+        Policy(make_dd(), make_normalizers(), sampling={"gudiance_weight": 1.0})
+    with pytest.raises(ValueError, match="goal: decision_diffuser plans take no goal"):
+        make_policy().act(raw_obs(), goal=np.zeros(2))
+    with pytest.raises(TypeError):  # below Policy, an algorithm refuses what it does not take as well
+        make_policy().algo.plan(torch.zeros(1, OBS_DIM), stepz=3)

@@ -99,6 +99,23 @@ class Algorithm(nn.Module):
     def plan(self, obs: torch.Tensor, **settings: Any) -> PlanOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: keyword arguments of ``plan`` that carry context (filled by ``Policy``), not sampler settings
+    CONTEXT_ARGS: ClassVar[tuple[str, ...]] = ("generator", "history", "goal")
+
+    @classmethod
+    def plan_arguments(cls) -> dict[str, Any]:
+        """``plan``'s keyword arguments and their defaults (the sampler settings plus context arguments); the
+        sampler settings a ``Policy`` accepts are exactly these minus :attr:`CONTEXT_ARGS`."""
+        import inspect
+
+        params = inspect.signature(cls.plan).parameters.values()
+        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    @classmethod
+    def sampling_names(cls) -> list[str]:
+        """The sampler settings this algorithm's ``plan`` takes (what ``Policy`` settings may name)."""
+        return sorted(k for k in cls.plan_arguments() if k not in cls.CONTEXT_ARGS)
+
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}
 

@@ -41,6 +41,7 @@ class BehaviorCloning(Algorithm):
         return {"loss": loss}
 
     @torch.no_grad()
-    def plan(self, obs: torch.Tensor, **unused: Any) -> PlanOutput:
+    def plan(self, obs: torch.Tensor, *, generator: torch.Generator | None = None) -> PlanOutput:
+        """The MLP's action for each observation (deterministic: ``generator`` is accepted and unused)."""
         actions = self.mlp(obs)
         return PlanOutput(actions=actions, trajectory=actions[:, None])

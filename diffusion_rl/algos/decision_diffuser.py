@@ -129,7 +129,6 @@ class DecisionDiffuser(Algorithm):
         temperature: float = 0.5,
         clip_sample: float | None = 1.0,
         history: torch.Tensor | None = None,
-        **unused: Any,
     ) -> PlanOutput:
         """Plan from normalized ``obs [B, S]`` (or a history ``[B, K, S]`` of the last K states).
 

@@ -128,7 +128,6 @@ class Diffuser(Algorithm):
         temperature: float = 1.0,
         clip_sample: float | None = 1.0,
         goal: torch.Tensor | None = None,
-        **unused: Any,
     ) -> PlanOutput:
         """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks)."""
         b = obs.shape[0]
