@@ -34,6 +34,10 @@ class TaskSpec:
     description: str = ""
     multimodal: bool = False
     """Whether the demonstrations are multimodal by construction."""
+    demo_noise: float = 0.0
+    """Standard deviation of Gaussian noise added to the action the environment executes while demonstrating; the
+    demonstration records the expert's own action (noise injection as in DART, Laskey et al. 2017), so the data
+    show how the expert recovers from states a little off its path, where an imitation policy will end up."""
 
     def make_expert(self, **options: Any) -> Any:
         """A new scripted expert for this task."""
@@ -57,6 +61,7 @@ TASKS: dict[str, TaskSpec] = {
             success="the point mass within 0.1 of the goal (info['success'], the episode terminates)",
             description="point mass passes a round obstacle on the left or right to reach a goal",
             multimodal=True,
+            demo_noise=0.3,
         ),
         TaskSpec(
             name="metaworld-reach",

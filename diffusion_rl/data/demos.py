@@ -2,7 +2,9 @@
 written as a zarr replay buffer in Diffusion Policy's layout (``data/<key>``, ``meta/episode_ends``), atomically.
 
 Every demonstration is kept, successful or not, with ``success`` per step (1 at a successful episode's last
-step) so a user can filter; the summary reports the expert's success rate.
+step) so a user can filter; the summary reports the expert's success rate. For tasks with ``demo_noise`` the env
+executes the expert's action plus Gaussian noise while the data record the expert's own action (DART), so the
+demonstrations also show recoveries from states off the expert's path.
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ def collect_demos(task: str, episodes: int, seed: int = DEMO_SEED, progress: boo
             done = False
             while not done:
                 action = np.asarray(expert.act(obs), dtype=np.float64)
-                nxt, reward, terminated, truncated, info = env.step(action.astype(env.action_space.dtype))
+                executed = action
+                if spec.demo_noise > 0:  # DART-style: the env executes a perturbed action, the data keep the expert's
+                    low, high = env.action_space.low, env.action_space.high
+                    executed = np.clip(action + spec.demo_noise * rng.normal(size=action.shape), low, high)
+                nxt, reward, terminated, truncated, info = env.step(executed.astype(env.action_space.dtype))
                 for key, value in (("observations", obs), ("actions", action), ("rewards", reward),
                                    ("terminals", terminated), ("timeouts", truncated and not terminated),
                                    ("success", bool(info.get("success", False)))):
@@ -92,6 +98,7 @@ def collect_demos(task: str, episodes: int, seed: int = DEMO_SEED, progress: boo
         env.close()
     return EpisodeStore.from_episodes(eps, metadata={"task": task, "source": f"scripted expert {spec.expert}",
                                                      "seed": seed, "locally_made": True,
+                                                     "demo_noise": spec.demo_noise,
                                                      **({"routes": dict(sorted(routes.items()))} if routes else {})})
 
 

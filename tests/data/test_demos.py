@@ -71,3 +71,28 @@ def test_make_demos_script(tmp_path):
                            env=env, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode != 0 and "overwrite" in again.stderr
     assert json.loads((tmp_path / "demos" / "point-obstacle.zarr" / "zarr.json").read_text())["node_type"] == "group"
+
+
+def test_noisy_demonstrations_record_the_expert_s_own_action():
+    from envs import get_task
+    from envs.obstacle import ObstacleExpert
+
+    assert get_task("point-obstacle").demo_noise > 0
+    store = collect_demos("point-obstacle", 4, seed=7, progress=False)
+    assert store.metadata["demo_noise"] == get_task("point-obstacle").demo_noise
+    import gymnasium as gym
+
+    env = gym.make("PointObstacle-v0")
+    for i, (s, e) in enumerate(zip(store.episode_starts, store.episode_ends)):
+        obs, actions = store["observations"][s:e], store["actions"][s:e]
+        crossed = obs[np.argmax(obs[:, 0] >= 0), 1]
+        expert = ObstacleExpert(side=1 if crossed > 0 else -1)
+        expert.reset(np.random.default_rng(0))
+        replay = np.array([expert.act(o.astype(np.float64)) for o in obs])
+        np.testing.assert_allclose(actions, replay, atol=1e-5)  # the clean action, replayed on the same states
+        # the states are those of the perturbed actions: executing the recorded ones leads elsewhere
+        first, _ = env.reset(seed=7 + i)
+        np.testing.assert_allclose(first, obs[0], atol=1e-6)
+        clean = [env.step(a)[0] for a in actions[:10]]
+        assert np.abs(np.array(clean)[:, :2] - obs[1:11, :2]).max() > 1e-3
+    assert store.metadata["routes"]  # and the routes are counted as before
