@@ -109,6 +109,7 @@ class Policy:
         self.act_dim = int(algo.config()["act_dim"])
         self.seed = seed
         self.action_bounds = _check_bounds(action_bounds, self.act_dim)
+        self._bounds_np = None if self.action_bounds is None else tuple(b.numpy() for b in self.action_bounds)
         self.stats = {"actions": 0, "clipped_actions": 0}
         """Counts over this policy's life: actions returned by :meth:`act` (rows), and how many of them had to be
         clipped into ``action_bounds``."""
@@ -189,32 +190,54 @@ class Policy:
         on a history of K states (Decision Diffuser ``history=K``) the policy remembers the observations given
         to ``act`` since the last :meth:`reset` and plans from the last K of them.
         """
-        obs_t, single, as_numpy = self._check_obs(obs)
-        context = self._context(kwargs, obs_t.shape[0])
-        obs_n = self._normalize("observations", obs_t)
+        obs_n, single, as_numpy = self._observe(obs)
+        context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=True)
         action_n = self._execution.step(self, obs_n, context)
-        action = self._bounded(self._unnormalize("actions", action_n), count=True)
-        return self._output(action, single, as_numpy)
+        return self._finish(action_n, single, as_numpy, count=True)
 
-    def _bounded(self, action: torch.Tensor, count: bool = False) -> torch.Tensor:
+    def _observe(self, obs: Any) -> tuple[torch.Tensor, bool, bool]:
+        """Checked, normalized observations ``[B, S]`` on the model's device (numpy input is normalized in numpy:
+        for one small observation that is several times cheaper than torch's per-op overhead)."""
+        x, single, as_numpy = self._check_obs(obs, keep_numpy=True)
+        x = self._normalize("observations", x)
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
+        return x, single, as_numpy
+
+    def _finish(self, action_n: torch.Tensor, single: bool, as_numpy: bool, count: bool = False) -> Any:
+        """Normalized actions -> raw, finite, bounded actions in the caller's array type and batch layout."""
+        if as_numpy:
+            raw = self.normalizers["actions"].unnormalize(action_n.detach().cpu().numpy())
+        else:
+            raw = self._unnormalize("actions", action_n)
+        raw = self._bounded(raw, count)
+        return raw[0] if single else raw
+
+    def _bounded(self, action: Any, count: bool = False) -> Any:
         """Refuse non-finite actions with their likely causes; clip into ``action_bounds`` (counted in
-        :attr:`stats` by ``act``, with a warning the first time)."""
-        if not torch.isfinite(action).all():
+        :attr:`stats` by ``act``, with a warning the first time). numpy or torch in, the same out."""
+        numpy = isinstance(action, np.ndarray)
+        if not (np.isfinite(action).all() if numpy else bool(torch.isfinite(action).all())):
             raise ValueError(
                 "the policy produced NaN or infinite actions: the observation may lie far outside the training data, "
                 "or the artifact's weights or normalizer statistics are not finite"
             )
+        rows = action.shape[0] if action.ndim > 1 else 1
         if self.action_bounds is None:
             if count:
-                self.stats["actions"] += int(action.reshape(-1, self.act_dim).shape[0])
+                self.stats["actions"] += rows
             return action
-        low, high = (b.to(action.device, action.dtype) for b in self.action_bounds)
-        clipped = torch.maximum(torch.minimum(action, high), low)
+        if numpy:
+            low, high = self._bounds_np
+            clipped = np.minimum(np.maximum(action, low), high).astype(action.dtype, copy=False)
+            n = int((clipped != action).reshape(-1, self.act_dim).any(axis=-1).sum()) if count else 0
+        else:
+            low, high = (b.to(action.device, action.dtype) for b in self.action_bounds)
+            clipped = torch.maximum(torch.minimum(action, high), low)
+            n = int((clipped != action).reshape(-1, self.act_dim).any(dim=-1).sum()) if count else 0
         if count:
-            rows = clipped.reshape(-1, self.act_dim) != action.reshape(-1, self.act_dim)
-            n = int(rows.any(dim=-1).sum())
-            self.stats["actions"] += int(rows.shape[0])
+            self.stats["actions"] += rows
             self.stats["clipped_actions"] += n
             if n and not self._warned_clip:
                 self._warned_clip = True
@@ -245,13 +268,13 @@ class Policy:
         expected = self._execution.expected_next
         if expected is None:
             return None
-        obs_t, _, _ = self._check_obs(next_obs)
-        if obs_t.shape[0] != expected.shape[0]:
+        obs_n, _, _ = self._observe(next_obs)
+        if obs_n.shape[0] != expected.shape[0]:
             raise ValueError(
                 f"next_obs: expected {expected.shape[0]} observation(s), one per environment of the last act(); "
-                f"got {obs_t.shape[0]}"
+                f"got {obs_n.shape[0]}"
             )
-        err = self._normalize("observations", obs_t) - expected
+        err = obs_n - expected
         return err.pow(2).mean(dim=-1).sqrt().detach().cpu().numpy().astype(np.float64)
 
     def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> PlanOutput:
@@ -261,9 +284,8 @@ class Policy:
         action-only policies), ``extras`` (diagnostics). Arrays are numpy or torch as ``obs`` came in, without the
         batch axis for one unbatched observation; ``trajectory`` is None (its columns are in mixed units). Looks
         at the observation history without adding ``obs`` to it."""
-        obs_t, single, as_numpy = self._check_obs(obs)
-        context = self._context(kwargs, obs_t.shape[0])
-        obs_n = self._normalize("observations", obs_t)
+        obs_n, single, as_numpy = self._observe(obs)
+        context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=False)
         out = self._plan_normalized(obs_n, context)
 
@@ -271,7 +293,7 @@ class Policy:
             return None if x is None else self._output(self._unnormalize(key, x), single, as_numpy)
 
         def bounded(x: torch.Tensor | None) -> Any:
-            return None if x is None else self._output(self._bounded(self._unnormalize("actions", x)), single, as_numpy)
+            return None if x is None else self._finish(x, single, as_numpy)
 
         return PlanOutput(
             actions=bounded(out.actions),
@@ -320,7 +342,7 @@ class Policy:
         full[:, : g.shape[1]] = g
         return self._normalize("observations", full)
 
-    def _check_obs(self, obs: Any) -> tuple[torch.Tensor, bool, bool]:
+    def _check_obs(self, obs: Any, keep_numpy: bool = False) -> tuple[Any, bool, bool]:
         """The one input contract for numpy and torch: real floats or integers (not bool, complex, dates or
         objects), shape ``[obs_dim]`` or ``[B, obs_dim]`` with B >= 1, any strides, finite once cast to float32;
         anything else is a ``ValueError`` naming the expected shape and dtypes."""
@@ -347,6 +369,8 @@ class Policy:
             # a contiguous float32 copy when needed (negative strides and views are fine)
             arr = np.ascontiguousarray(arr, dtype=np.float32)
             ok = bool(np.isfinite(arr).all())  # after the cast: a float64 of 1e300 becomes inf there
+            if ok and keep_numpy and self._device.type == "cpu":  # callers that normalize in numpy
+                return arr.reshape(-1, self.obs_dim), arr.ndim == 1, True
             t = torch.from_numpy(arr)
         else:
             t = obs.detach().to(torch.float32)

@@ -8,9 +8,10 @@ Benchmarks (``BENCHMARKS``):
 
 - ``policy_act``: ``Policy.act`` at batch 1 for Diffusion Policy (``task=point-obstacle``, cpu preset network,
   action queue Ta = 8, DDIM 10) and the Decision Diffuser (``env=hopper-medium``, cpu preset, DDIM 10 with
-  guidance), against their floor: the sampler's steps x one call of the same denoiser as the sampler makes it
-  (for guidance, one batched forward of the conditional and unconditional halves). Reported: the time of a
-  call that only pops the queue, of a replanning call, and ``replan / floor`` (``policy_act_overhead_ratio``).
+  guidance), against their floor: the sampler's steps calls, back to back, of the same denoiser as the sampler
+  makes them (for guidance, one batched forward of the conditional and unconditional halves). Reported: the
+  median time of a call that only pops the queue, of a replanning call, and ``replan / floor``
+  (``policy_act_overhead_ratio``).
 
 Networks are fresh ones of the preset's architecture (speed does not depend on the weights) unless
 ``policy_<algo>=PATH`` names an artifact. The machine (CPU model, cores, torch and thread count) is recorded with
@@ -50,15 +51,16 @@ def register(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig
 
 
 def interleaved(contenders: dict[str, Timer], rounds: int, calls: int, warmup: int = 3) -> dict[str, float]:
-    """Median over ``rounds`` of each contender's mean call time (seconds); contenders alternate within a round,
-    so a slow spell of a shared machine hits all of them alike."""
+    """Median call time (seconds) of each contender over ``rounds`` x ``calls`` timed calls; contenders alternate
+    round by round, so a slow spell of a shared machine hits all of them alike, and the median ignores the
+    calls a preemption lands in."""
     for timer in contenders.values():
         for _ in range(warmup):
             timer()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, timer in contenders.items():
-            samples[name].append(sum(timer() for _ in range(calls)) / calls)
+            samples[name].extend(timer() for _ in range(calls))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -104,8 +106,9 @@ def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs
                   execution_options=algo_cfg.get("execution_options", {}), seed=0)
 
 
-def _denoiser_call(policy: Any, obs: torch.Tensor) -> Timer:
-    """One call of the policy's denoiser exactly as its sampler makes it at this batch (guidance included)."""
+def _denoiser_floor(policy: Any, obs: torch.Tensor, steps: int) -> Timer:
+    """The floor of a replanning call: ``steps`` back-to-back calls of the policy's denoiser exactly as its sampler
+    makes them at this batch (guidance included), and nothing else."""
     from diffusion_rl.diffusion.guidance import make_model_fn
 
     algo = policy.algo
@@ -139,7 +142,8 @@ def _denoiser_call(policy: Any, obs: torch.Tensor) -> Timer:
     def call() -> float:
         with torch.no_grad():
             start = time.perf_counter()
-            model(x, t)
+            for _ in range(steps):
+                model(x, t)
             return time.perf_counter() - start
 
     return call
@@ -182,15 +186,15 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
         policy = _preset_policy(algo_name, target, env_name, cfg.get(f"policy_{algo_name}"), obs_dim, act_dim)
         steps = int(policy.sampling["steps"])
         replan, pop = _act_timers(policy, obs)
-        contenders = {"forward": _denoiser_call(policy, torch.from_numpy(obs)), "replan": replan}
+        contenders = {"floor": _denoiser_floor(policy, torch.from_numpy(obs), steps), "replan": replan}
         if pop is not None:
             contenders["pop"] = pop
         t = interleaved(contenders, int(cfg.rounds), int(cfg.calls))
-        floor = steps * t["forward"]
+        floor = t["floor"]
         results[algo_name] = {
             "setting": f"{env_name}, cpu preset network ({sum(p.numel() for p in policy.algo.parameters()):,} "
                        f"parameters), {policy.sampling['sampler']} {steps} steps, execution {policy.execution}",
-            "forward_ms": 1e3 * t["forward"],
+            "forward_ms": 1e3 * floor / steps,
             "replan_ms": 1e3 * t["replan"],
             "floor_ms": 1e3 * floor,
             "policy_act_overhead_ratio": t["replan"] / floor,
