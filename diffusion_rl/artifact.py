@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "save_artifact", "load_artifact", "to_jsonable"]
+__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "load_artifact", "save_artifact", "to_jsonable"]
 
 ARTIFACT_FORMAT = "diffusion_rl.policy"
 FORMAT_VERSION = 1
@@ -112,11 +113,48 @@ def _check_config(config: Any, where: Path) -> dict[str, Any]:
             "(written by Policy.save or scripts/train_planner.py)"
         )
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ArtifactError(
-            f"{where} has artifact format_version={version!r}; this library reads versions up to {FORMAT_VERSION}"
+            f"{where} has artifact format_version={version!r}; this library reads versions 1 to {FORMAT_VERSION}"
         )
     return from_jsonable(config)
+
+
+#: config.json is small (normalizer statistics included, a few hundred kB for CDF normalizers); a larger one is
+#: not ours, and reading it whole could exhaust memory (a link to /dev/zero)
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+
+def _regular_file(path: Path, what: str) -> None:
+    """Refuse what is not a regular file (a FIFO would block forever, a device or folder is not an artifact)."""
+    try:
+        mode = path.stat().st_mode  # follows links: the target must be a regular file
+    except OSError as err:
+        raise ArtifactError(f"{path}: cannot read the artifact's {what} ({err})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ArtifactError(f"{path}: the artifact's {what} must be a regular file, got {kind}")
+
+
+def _read_config_text(path: Path) -> str:
+    _regular_file(path, "config")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ArtifactError(f"{path}: {size:,} bytes is too large for an artifact config (at most {MAX_CONFIG_BYTES:,})")
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:  # grew while read, or a special file that reports size 0
+        raise ArtifactError(f"{path}: too large for an artifact config (at most {MAX_CONFIG_BYTES:,} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"{path} is damaged: not valid JSON ({err})") from None
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor], where: Path) -> None:
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(f"{where}: weight {name!r} holds NaN or infinite values (a damaged or diverged model)")
 
 
 def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -131,13 +169,15 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         missing = [p.name for p in (weights, cfg_file) if not p.exists()]
         if missing:
             raise ArtifactError(f"{path} is not a diffusion_rl artifact folder: missing {', '.join(missing)}")
+        _regular_file(weights, "weights")
         try:
-            config = json.loads(cfg_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ArtifactError(f"{cfg_file} is damaged: not valid JSON ({err})") from None
+            config = json.loads(_read_config_text(cfg_file))
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ArtifactError(f"{cfg_file} is damaged: not valid JSON ({type(err).__name__}: {err})") from None
         config = _check_config(config, path)
     else:
         weights = path
+        _regular_file(path, "file")
         try:
             from safetensors import safe_open
 
@@ -149,10 +189,11 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
             raise ArtifactError(f"{path} is a safetensors file without a diffusion_rl config in its metadata")
         try:
             config = _check_config(json.loads(meta["config"]), path)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ArtifactError(f"{path} has a damaged config in its metadata ({err})") from None
     try:
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise ArtifactError(f"{weights} is damaged: cannot read its tensors ({err})") from None
+    _check_finite(state_dict, weights)
     return state_dict, config

@@ -10,21 +10,30 @@ This is what ``scripts/train_planner.py`` runs, callable from Python without Hyd
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
-from diffusion_rl.evaluation import EvalResult, action_bounds, evaluate, plot_plan, resolve_env, rollout_eval_fn
+from diffusion_rl.evaluation import (
+    EvalResult,
+    action_bounds,
+    evaluate,
+    plot_plan,
+    resolve_env,
+    rollout_eval_fn,
+)
 from diffusion_rl.evaluation._files import write_text_atomic
 from diffusion_rl.policy import Policy, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
 from envs import TASKS, get_spec
 from envs.catalogue import CATALOGUE
+
 
 class ConfigError(ValueError):
     """A user's run configuration is invalid (found before any work is done); the message says what to fix."""
@@ -35,7 +44,7 @@ def _int_at_least(name: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
-__all__ = ["ConfigError", "PlannerRunConfig", "PlannerRunResult", "load_or_make_dataset", "train_planner", "rollout_for_plot"]
+__all__ = ["ConfigError", "PlannerRunConfig", "PlannerRunResult", "load_or_make_dataset", "rollout_for_plot", "train_planner"]
 
 
 @dataclass

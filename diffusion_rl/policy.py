@@ -22,6 +22,7 @@ from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
 
+
 def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(low, high)`` of the action space as float32 tensors ``[act_dim]``, or None; ValueError otherwise."""
     if bounds is None:
@@ -441,7 +442,14 @@ class Policy:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         algo.to(resolve_device(device))
-        normalizers = {k: normalizer_from_state(v) for k, v in config["normalizers"].items()}
+        if not isinstance(config["normalizers"], dict):
+            raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
+        normalizers = {}
+        for key, state in config["normalizers"].items():
+            try:
+                normalizers[key] = normalizer_from_state(state)
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
+                raise ArtifactError(f"{path}: config.json: normalizers.{key}: {err}") from None
         try:
             return cls(
                 algo,

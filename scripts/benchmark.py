@@ -35,9 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
 from _cli import CONFIG_DIR, check_overrides  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 Timer = Callable[[], float]
 """A contender: runs one measured call and returns its duration in seconds (set-up excluded)."""
@@ -219,7 +218,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _print_table(results: dict[str, Any]) -> None:
-    print(f"| benchmark | case | metric | value |\n|---|---|---|---|")
+    print("| benchmark | case | metric | value |\n|---|---|---|---|")
     for bench, cases in results.items():
         for case, metrics in cases.items():
             for key, value in metrics.items():

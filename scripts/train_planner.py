@@ -18,9 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
 from _cli import CONFIG_DIR, check_overrides, to_plain, user_override_keys  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 PRESETS = ("auto", "paper", "cpu")
 

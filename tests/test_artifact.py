@@ -229,12 +229,13 @@ def test_newer_format_version_is_refused(saved, tmp_path):
     config = json.loads((saved / "config.json").read_text())
     config["format_version"] = FORMAT_VERSION + 1
     (newer / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match=rf"format_version={FORMAT_VERSION + 1}.*up to {FORMAT_VERSION}"):
+    with pytest.raises(ArtifactError, match=rf"format_version={FORMAT_VERSION + 1}.*versions 1 to {FORMAT_VERSION}"):
         Policy.load(newer)
-    config["format_version"] = "1"  # not an integer
-    (newer / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match="format_version"):
-        Policy.load(newer)
+    for bad in ("1", 0, -1, True, 1.0):  # not a positive integer this library knows
+        config["format_version"] = bad
+        (newer / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ArtifactError, match="format_version"):
+            Policy.load(newer)
 
 
 def test_config_without_required_keys_is_refused(saved, tmp_path):
@@ -330,3 +331,49 @@ def test_unknown_settings_in_config_json_are_refused_naming_the_file(tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match=r"config.json: unknown sampling setting\(s\) \['gudiance_weight'\]"):
         Policy.load(path)
+
+
+def test_files_that_are_not_regular_files_are_refused_without_blocking(saved, tmp_path):
+    fifo = copy_artifact(saved, tmp_path / "fifo")
+    (fifo / "model.safetensors").unlink()
+    os.mkfifo(fifo / "model.safetensors")  # reading it would block forever
+    with pytest.raises(ArtifactError, match="weights must be a regular file, got a FIFO"):
+        Policy.load(fifo)
+    folder = copy_artifact(saved, tmp_path / "folder")
+    (folder / "config.json").unlink()
+    (folder / "config.json").mkdir()
+    with pytest.raises(ArtifactError, match="config must be a regular file, got a folder"):
+        Policy.load(folder)
+    zero = copy_artifact(saved, tmp_path / "zero")
+    (zero / "config.json").unlink()
+    (zero / "config.json").symlink_to("/dev/zero")  # endless: must not be read until memory runs out
+    with pytest.raises(ArtifactError, match="config must be a regular file"):
+        Policy.load(zero)
+    big = copy_artifact(saved, tmp_path / "big")
+    with open(big / "config.json", "ab") as f:
+        f.truncate(65 * 1024 * 1024)  # sparse: a 65 MB file without writing 65 MB
+    with pytest.raises(ArtifactError, match="too large for an artifact config"):
+        Policy.load(big)
+
+
+def test_non_finite_weights_and_statistics_are_refused_naming_what(saved, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    nan = copy_artifact(saved, tmp_path / "nan")
+    tensors = load_file(str(nan / "model.safetensors"))
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(nan / "model.safetensors"))
+    with pytest.raises(ArtifactError, match=rf"weight '{name}' holds NaN or infinite values"):
+        Policy.load(nan)
+    config = json.loads((saved / "config.json").read_text())
+    assert config["normalizers"]["observations"]["name"] == "gaussian"
+    for key, value, match in (("std", float("nan"), "'std' holds NaN or infinite values"),
+                              ("mean", float("inf"), "'mean' holds NaN or infinite values"),
+                              ("std", 0.0, "'std' must be > 0 everywhere")):
+        bad = copy_artifact(saved, tmp_path / f"{key}{value}")
+        broken = json.loads(json.dumps(config))
+        broken["normalizers"]["observations"][key]["__ndarray__"][0] = value
+        (bad / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(ArtifactError, match=rf"config.json: normalizers.observations: gaussian normalizer statistic {match}"):
+            Policy.load(bad)

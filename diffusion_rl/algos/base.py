@@ -17,7 +17,7 @@ from torch import nn
 
 from diffusion_rl.diffusion import make_sampler
 
-__all__ = ["Algorithm", "PlanOutput", "ALGORITHMS", "register_algorithm", "make_algorithm", "algorithm_from_config"]
+__all__ = ["ALGORITHMS", "Algorithm", "PlanOutput", "algorithm_from_config", "make_algorithm", "register_algorithm"]
 
 
 @dataclass

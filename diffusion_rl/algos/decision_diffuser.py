@@ -16,7 +16,7 @@ low temperature (0.5: the initial noise and every injected noise scaled by 0.5) 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -9,7 +9,8 @@ sampled per observation and the first action of the best one is executed.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -16,6 +16,7 @@ unlike MSE behaviour cloning, sampling keeps multimodal demonstrations multimoda
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 
 from diffusion_rl.algos._common import applicable_options

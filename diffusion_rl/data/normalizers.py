@@ -42,6 +42,8 @@ class Normalizer:
     name: ClassVar[str] = ""
     _stat_names: ClassVar[tuple[str, ...]] = ()
     _int_stats: ClassVar[tuple[str, ...]] = ()
+    _positive_stats: ClassVar[tuple[str, ...]] = ()
+    """Statistics that scale (a zero or negative one would divide by zero or flip signs)."""
 
     def __init__(self) -> None:
         self.stats: dict[str, np.ndarray] = {}
@@ -89,9 +91,17 @@ class Normalizer:
             )
         obj = cls(**cls._options_from_state(state))
         obj.stats = {k: np.asarray(state[k]) for k in cls._stat_names}
-        obj.stats = {
-            k: v.astype(np.int64 if k in cls._int_stats else np.float64) for k, v in obj.stats.items()
-        }
+        try:
+            obj.stats = {
+                k: v.astype(np.int64 if k in cls._int_stats else np.float64) for k, v in obj.stats.items()
+            }
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{cls.name} normalizer state: statistics must be numeric arrays ({err})") from None
+        for k, v in obj.stats.items():
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{cls.name} normalizer statistic {k!r} holds NaN or infinite values")
+            if k in cls._positive_stats and not np.all(v > 0):
+                raise ValueError(f"{cls.name} normalizer statistic {k!r} must be > 0 everywhere, got min {v.min()}")
         return obj
 
     def _options(self) -> dict[str, np.ndarray]:
@@ -172,6 +182,7 @@ class GaussianNormalizer(Normalizer):
 
     name = "gaussian"
     _stat_names = ("mean", "std")
+    _positive_stats = ("std",)
 
     def _fit(self, x: np.ndarray) -> dict[str, np.ndarray]:
         std = x.std(axis=0)
@@ -189,6 +200,7 @@ class MinMaxNormalizer(Normalizer):
 
     name = "minmax"
     _stat_names = ("center", "half_range")
+    _positive_stats = ("half_range",)
 
     def __init__(self, low: float = -1.0, high: float = 1.0) -> None:
         super().__init__()

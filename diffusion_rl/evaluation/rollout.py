@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-from diffusion_rl.progress import progress_bar
 
 import envs
 from diffusion_rl.evaluation.result import EvalResult
 from diffusion_rl.evaluation.video import AtomicVideoWriter, prepare_offscreen_rendering
+from diffusion_rl.progress import progress_bar
 
 __all__ = ["VIDEO_SIZE", "ActingPolicy", "action_bounds", "evaluate", "resolve_env"]
 
