@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
+from diffusion_rl.algos._common import check_settings
 from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
@@ -46,6 +47,11 @@ def _is_int(dtype: torch.dtype) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _schedule_steps(algo: Algorithm) -> int | None:
+    schedule = getattr(algo, "schedule", None)
+    return None if schedule is None else int(schedule.num_steps)
 
 
 class _History:
@@ -102,6 +108,7 @@ class Policy:
             raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "
                              f"{algo.sampling_names() or 'none'}")
         object.__setattr__(self, "sampling", {**algo.default_sampling, **(sampling or {})})
+        check_settings(self.sampling, _schedule_steps(algo))
         self.algo = algo.eval()
         self.normalizers = dict(normalizers)
         self.env_name = env_name
@@ -326,6 +333,7 @@ class Policy:
         unknown = [k for k in kwargs if k not in self.sampling]
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
+        check_settings(kwargs, _schedule_steps(self.algo))
         context: dict[str, Any] = {"settings": kwargs}
         if goal is not None:
             context["goal"] = self._goal_state(goal, batch)
@@ -368,7 +376,8 @@ class Policy:
             raise ValueError(f"observation: {expected}; got shape {tuple(shape)}")
         if as_numpy:
             # a contiguous float32 copy when needed (negative strides and views are fine)
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
+                arr = np.ascontiguousarray(arr, dtype=np.float32)
             ok = bool(np.isfinite(arr).all())  # after the cast: a float64 of 1e300 becomes inf there
             if ok and keep_numpy and self._device.type == "cpu":  # callers that normalize in numpy
                 return arr.reshape(-1, self.obs_dim), arr.ndim == 1, True

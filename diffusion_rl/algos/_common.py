@@ -51,6 +51,42 @@ def check_unit_interval(name: str, value: Any) -> float:
     return float(value)
 
 
+#: most plans sampled per observation: beyond this a typo (num_plans=1e9) would try to allocate terabytes
+MAX_NUM_PLANS = 4096
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> None:
+    """Refuse sampler settings outside their ranges (``ValueError`` naming the setting, the range and the value).
+    ``clip_sample="auto"`` is left to ``Policy``, which resolves it from the observation normalizer."""
+    max_steps = num_steps if num_steps is not None else 10**6
+    rules: dict[str, tuple[Any, str]] = {
+        "sampler": (lambda v: isinstance(v, str) and v in SAMPLERS, f"one of {sorted(SAMPLERS)}"),
+        "steps": (lambda v: v is None or (_is_int(v) and 1 <= v <= max_steps),
+                  f"None or an integer in [1, {max_steps}] (the schedule's steps)"),
+        "eta": (lambda v: v is None or (_is_real(v) and v >= 0), "None or a finite number >= 0"),
+        "temperature": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
+        "clip_sample": (lambda v: v is None or v == "auto" or (_is_real(v) and v > 0), "None, 'auto' or a number > 0"),
+        "guidance_weight": (_is_real, "a finite number"),
+        "target_return": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1] (a quantile level)"),
+        "num_plans": (lambda v: _is_int(v) and 1 <= v <= MAX_NUM_PLANS, f"an integer in [1, {MAX_NUM_PLANS}]"),
+        "guide_scale": (_is_real, "a finite number"),
+        "n_guide_steps": (lambda v: _is_int(v) and 0 <= v <= 100, "an integer in [0, 100]"),
+        "t_stopgrad": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "scale_by_variance": (lambda v: isinstance(v, bool), "true or false"),
+    }
+    for name, value in settings.items():
+        if name in rules and not rules[name][0](value):
+            raise ValueError(f"sampling setting {name}: expected {rules[name][1]}, got {value!r}")
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over entries where ``mask`` is 1 (0 when there are none)."""
     mask = mask.to(values.dtype)
