@@ -43,6 +43,18 @@ class Execution:
 
     def reset(self) -> None:
         self.expected_next: torch.Tensor | None = None
+        self.previous: torch.Tensor | None = None  # the last plan's trajectory (normalized), for warm starts
+
+    def _warm(self, context: dict[str, Any], shift: int) -> dict[str, Any]:
+        """``context`` plus the previous plan shifted ``shift`` steps forward (its last step repeated at the end),
+        which a planner with ``warm_start_t`` set re-noises and denoises in a few steps instead of starting from
+        noise. The inpainted current state still overrides the shifted plan's first step."""
+        if self.previous is None:
+            return context
+        prev = self.previous
+        k = min(shift, prev.shape[1] - 1)
+        shifted = torch.cat([prev[:, k:], prev[:, -1:].expand(-1, k, -1)], dim=1) if k > 0 else prev
+        return {**context, "warm_start": shifted}
 
     def check(self, algo: Any) -> None:
         """Refuse, at construction, an algorithm this execution cannot drive (ValueError)."""
@@ -82,7 +94,8 @@ class FirstAction(Execution):
     name = "first_action"
 
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
-        out = policy._plan_normalized(obs_n, context)
+        out = policy._plan_normalized(obs_n, self._warm(context, 1))
+        self.previous = out.trajectory
         self.expected_next = out.next_observations
         return out.actions
 
@@ -158,7 +171,8 @@ class ActionQueue(Execution):
 
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         if self.k >= len(self.actions) or self.batch != obs_n.shape[0]:
-            out = policy._plan_normalized(obs_n, context)
+            out = policy._plan_normalized(obs_n, self._warm(context, self.k))
+            self.previous = out.trajectory
             if out.action_chunk is None:
                 raise ValueError(f"execution 'action_queue' needs a plan with an action chunk; {policy.algo.name} "
                                  "plans give only the next action (use execution='first_action')")

@@ -321,6 +321,9 @@ class Policy:
             settings["goal"] = goal
         if context.get("history") is not None:
             settings["history"] = context["history"].stacked()
+        warm = context.get("warm_start")
+        if warm is not None and settings.get("warm_start_t") is not None and warm.shape[0] == obs_n.shape[0]:
+            settings["warm_start"] = warm
         return self.algo.plan(obs_n, generator=self._generator, **settings)
 
     def _context(self, kwargs: dict[str, Any], batch: int) -> dict[str, Any]:

@@ -123,3 +123,35 @@ def test_algorithm_and_policy_plans_are_the_same_kind_of_object(algo):
     assert isinstance(one.actions, torch.Tensor) and one.actions.shape == (ACT_DIM,)
     if states:
         assert one.next_observations.shape == (OBS_DIM,)
+
+
+@pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser"])
+def test_warm_start_replans_from_the_shifted_previous_plan_in_fewer_steps(algo):
+    from tests.test_policy import NetCalls
+
+    from tests.test_policy import BUILDERS, make_normalizers
+
+    base = {**({"num_plans": 2} if algo == "diffuser" else {}), "sampler": "ddim", "steps": 4}
+    policy = Policy(BUILDERS[algo](), make_normalizers(), sampling={**base, "warm_start_t": 6}, seed=0)
+    cold = Policy(BUILDERS[algo](), make_normalizers(), sampling=base, seed=0)
+    obs = raw_obs(batch=2)
+    np.testing.assert_array_equal(policy.act(obs), cold.act(obs))  # nothing to warm-start from yet: the same
+    calls = []
+    for i in range(1, 4):
+        with NetCalls(policy.algo.net) as counted:
+            policy.act(obs + 0.01 * i)
+        calls.append(counted.count)
+        # the inpainted current state holds exactly in the warm-started plan
+        plan_now = policy._execution.previous[:, 0, -policy.obs_dim:]
+        expected = policy._normalize("observations", torch.from_numpy((obs + 0.01 * i).astype(np.float32)))
+        torch.testing.assert_close(plan_now, expected, rtol=0, atol=1e-6)
+    with NetCalls(cold.algo.net) as full:
+        cold.act(obs)
+    assert full.count == 4 and calls == [2, 2, 2]  # DDIM 4 of 20 steps: timesteps <= 6 are the last two
+    policy.reset()  # drops the previous plan: the next plan starts from noise again
+    assert policy._execution.previous is None
+    with NetCalls(policy.algo.net) as after:
+        policy.act(obs)
+    assert after.count == 4
+    with pytest.raises(ValueError, match=r"warm_start_t: expected None or an integer in \[0, 19\]"):
+        policy.act(obs, warm_start_t=20)

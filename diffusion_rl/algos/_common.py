@@ -81,10 +81,20 @@ def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> No
         "n_guide_steps": (lambda v: _is_int(v) and 0 <= v <= 100, "an integer in [0, 100]"),
         "t_stopgrad": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
         "scale_by_variance": (lambda v: isinstance(v, bool), "true or false"),
+        "warm_start_t": (lambda v: v is None or (_is_int(v) and 0 <= v < max_steps),
+                         f"None or an integer in [0, {max_steps - 1}] (the timestep a warm start re-noises to)"),
     }
     for name, value in settings.items():
         if name in rules and not rules[name][0](value):
             raise ValueError(f"sampling setting {name}: expected {rules[name][1]}, got {value!r}")
+
+
+def warm_start_args(warm_start: torch.Tensor | None, warm_start_t: int | None) -> dict[str, Any]:
+    """The sampler's warm-start arguments: the previous plan (already shifted to the current step, normalized)
+    re-noised to ``warm_start_t``; nothing when either is missing (a plan from noise)."""
+    if warm_start is None or warm_start_t is None:
+        return {}
+    return {"x_init": warm_start, "t_start": int(warm_start_t)}
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

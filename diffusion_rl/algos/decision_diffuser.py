@@ -24,6 +24,7 @@ from diffusion_rl.algos._common import (
     applicable_options,
     check_finite,
     check_unit_interval,
+    warm_start_args,
     make_backbone,
     masked_mean,
     state_inpainting,
@@ -50,6 +51,7 @@ class DecisionDiffuser(Algorithm):
         "target_return": 0.1,  # quantile level of the data's return labels, in [0, 1] (see the module docstring)
         "temperature": 0.5,  # the paper code's low-temperature sampling
         "clip_sample": "auto",  # Policy: the observation normalizer's range (none for Gaussian)
+        "warm_start_t": None,  # replan from the previous plan re-noised to this timestep (None: from noise)
     }
 
     def __init__(
@@ -128,7 +130,9 @@ class DecisionDiffuser(Algorithm):
         target_return: float = 0.1,
         temperature: float = 0.5,
         clip_sample: float | None = 1.0,
+        warm_start_t: int | None = None,
         history: torch.Tensor | None = None,
+        warm_start: torch.Tensor | None = None,
     ) -> PlanOutput:
         """Plan from normalized ``obs [B, S]`` (or a history ``[B, K, S]`` of the last K states).
 
@@ -149,6 +153,7 @@ class DecisionDiffuser(Algorithm):
             self.net, (b, self.horizon, self.obs_dim), prediction=self.prediction, generator=generator, cond=cond,
             guidance=ClassifierFreeGuidance(guidance_weight), constraints=[Inpaint(mask, values)],
             temperature=temperature, clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
+            **warm_start_args(warm_start, warm_start_t),
         )
         now = k - 1
         # the action of every planned step by inverse dynamics between consecutive planned states

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from diffusion_rl.algos._common import applicable_options, make_backbone, state_inpainting
+from diffusion_rl.algos._common import applicable_options, make_backbone, state_inpainting, warm_start_args
 from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
 from diffusion_rl.diffusion import GradientGuidance, Inpaint, NoiseSchedule, diffusion_loss
 from diffusion_rl.nets import ValueNet
@@ -40,6 +40,7 @@ class Diffuser(Algorithm):
         "scale_by_variance": True,
         "temperature": 1.0,
         "clip_sample": "auto",  # Policy: the observation normalizer's range (none for Gaussian)
+        "warm_start_t": None,  # replan from the previous plan re-noised to this timestep (None: from noise)
     }
 
     def __init__(
@@ -128,7 +129,9 @@ class Diffuser(Algorithm):
         scale_by_variance: bool = True,
         temperature: float = 1.0,
         clip_sample: float | None = 1.0,
+        warm_start_t: int | None = None,
         goal: torch.Tensor | None = None,
+        warm_start: torch.Tensor | None = None,
     ) -> PlanOutput:
         """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks)."""
         b = obs.shape[0]
@@ -152,6 +155,7 @@ class Diffuser(Algorithm):
             self.net, (b * n, self.horizon, self.transition_dim), prediction=self.prediction, generator=generator,
             grad_guidance=guidance, constraints=[Inpaint(mask, values)], temperature=temperature,
             clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
+            **warm_start_args(None if warm_start is None else warm_start.repeat_interleave(n, 0), warm_start_t),
         )
         extras: dict[str, torch.Tensor] = {}
         if self.value is not None:

@@ -85,7 +85,7 @@ def test_bad_targets_and_temperatures_name_the_range():
     with pytest.raises(ValueError, match="guidance_weight must be a finite number"):
         algo.plan(obs, steps=2, guidance_weight=float("nan"))
     data = toy_dataset(8, return_label="quantile")
-    with pytest.raises(ValueError, match=r"target_return must be a number in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"sampling setting target_return: expected a number in \[0, 1\]"):
         _policy(algo, data).act(np.zeros(OBS_DIM), target_return=2.0)
 
 
