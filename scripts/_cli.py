@@ -104,3 +104,12 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
     if not env_name:
         sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>")
     return policy, policy_path, env_name
+
+
+def run_main(main: Any, hint: str = "") -> None:
+    """Run a Hydra ``main``; Ctrl-C ends it with one line (and ``hint``) instead of a traceback, exit status 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted (Ctrl-C){'; ' + hint if hint else ''}", file=sys.stderr)
+        sys.exit(130)

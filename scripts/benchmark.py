@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _cli import CONFIG_DIR, check_overrides  # noqa: E402
+from _cli import CONFIG_DIR, check_overrides, run_main  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 Timer = Callable[[], float]
@@ -247,4 +247,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_overrides("benchmark")
-    main()
+    run_main(main)

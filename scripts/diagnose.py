@@ -23,7 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra
-from _cli import CONFIG_DIR, check_overrides, default_out, load_policy_for_cli, sampling_overrides_as_additions, to_plain
+from _cli import (
+    CONFIG_DIR,
+    check_overrides,
+    default_out,
+    load_policy_for_cli,
+    run_main,
+    sampling_overrides_as_additions,
+    to_plain,
+)
 from omegaconf import DictConfig
 
 COLUMNS = (
@@ -92,4 +100,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:], ("sampling.", "sweep."))]
     check_overrides("diagnose")
-    main()
+    run_main(main)

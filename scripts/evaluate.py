@@ -24,6 +24,7 @@ from _cli import (  # noqa: F401  (default_out, sampling_overrides_as_additions:
     check_overrides,
     default_out,
     load_policy_for_cli,
+    run_main,
     sampling_overrides_as_additions,
 )
 from omegaconf import DictConfig
@@ -56,4 +57,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:])]
     check_overrides("evaluate")
-    main()
+    run_main(main)

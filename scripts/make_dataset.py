@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import CONFIG_DIR, check_overrides  # noqa: E402
+from _cli import CONFIG_DIR, check_overrides, run_main  # noqa: E402
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="make_dataset", version_base="1.3")
@@ -38,4 +38,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_overrides("make_dataset")
-    main()
+    run_main(main, "nothing half-written is left behind (datasets are written to a temporary name, then renamed)")

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra
-from _cli import CONFIG_DIR, check_overrides, sampling_overrides_as_additions, to_plain
+from _cli import CONFIG_DIR, check_overrides, run_main, sampling_overrides_as_additions, to_plain
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,4 +218,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:], ("algo_overrides",))]
     check_overrides("reproduce")
-    main()
+    run_main(main, "finished cells are kept; rerun the same command to continue")

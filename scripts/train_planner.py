@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
-from _cli import CONFIG_DIR, check_overrides, to_plain, user_override_keys  # noqa: E402
+from _cli import CONFIG_DIR, check_overrides, run_main, to_plain, user_override_keys  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 PRESETS = ("auto", "paper", "cpu")
@@ -120,4 +120,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_overrides("train_planner")
-    main()
+    run_main(main, "checkpoints written so far are kept: rerun with trainer.resume=true to continue")

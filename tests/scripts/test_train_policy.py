@@ -50,3 +50,25 @@ def test_train_policy_makes_demos_trains_and_reports_a_success_rate(tmp_path, ta
     bad = subprocess.run([sys.executable, str(SCRIPT), "task=push-tee"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode != 0 and "point-obstacle" in bad.stderr
+
+
+def test_ctrl_c_ends_training_with_one_line_and_keeps_the_checkpoints(tmp_path):
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DIFFUSION_RL_DEMOS=str(tmp_path / "demos"),
+               PYTHONUNBUFFERED="1")
+    run_dir = tmp_path / "run"
+    args = [f"run_dir={run_dir}", "trainer.max_steps=100000", "preset=cpu", "algo.model.down_dims=[16,32]",
+            "algo.model.step_embed_dim=16", "trainer.batch_size=8", "trainer.checkpoint_every=5",
+            "trainer.progress=false", "trainer.log_every=5"]
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*")):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted (Ctrl-C); checkpoints written so far are kept" in err
+    assert list((run_dir / "checkpoints").glob("step_*")) and not (run_dir / "eval.json").exists()
