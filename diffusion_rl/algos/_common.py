@@ -59,8 +59,12 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number the model's float32 math can hold."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= _FLOAT32_MAX
 
 
 def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> None:
@@ -71,13 +75,14 @@ def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> No
         "sampler": (lambda v: isinstance(v, str) and v in SAMPLERS, f"one of {sorted(SAMPLERS)}"),
         "steps": (lambda v: v is None or (_is_int(v) and 1 <= v <= max_steps),
                   f"None or an integer in [1, {max_steps}] (the schedule's steps)"),
-        "eta": (lambda v: v is None or (_is_real(v) and v >= 0), "None or a finite number >= 0"),
-        "temperature": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
-        "clip_sample": (lambda v: v is None or v == "auto" or (_is_real(v) and v > 0), "None, 'auto' or a number > 0"),
-        "guidance_weight": (_is_real, "a finite number"),
+        "eta": (lambda v: v is None or (_is_real(v) and v >= 0), "None or a finite float32 number >= 0"),
+        "temperature": (lambda v: _is_real(v) and v >= 0, "a finite float32 number >= 0"),
+        "clip_sample": (lambda v: v is None or v == "auto" or (_is_real(v) and v > 0),
+                        "None, 'auto' or a float32 number > 0"),
+        "guidance_weight": (_is_real, "a finite float32 number"),
         "target_return": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1] (a quantile level)"),
         "num_plans": (lambda v: _is_int(v) and 1 <= v <= MAX_NUM_PLANS, f"an integer in [1, {MAX_NUM_PLANS}]"),
-        "guide_scale": (_is_real, "a finite number"),
+        "guide_scale": (_is_real, "a finite float32 number"),
         "n_guide_steps": (lambda v: _is_int(v) and 0 <= v <= 100, "an integer in [0, 100]"),
         "t_stopgrad": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
         "scale_by_variance": (lambda v: isinstance(v, bool), "true or false"),
