@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "load_artifact", "save_artifact", "to_jsonable"]
+__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "check_network_record", "load_artifact", "save_artifact", "to_jsonable"]
 
 ARTIFACT_FORMAT = "diffusion_rl.policy"
 FORMAT_VERSION = 1
@@ -88,7 +88,10 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         return path
     tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        save_file(tensors, str(tmp_dir / WEIGHTS_NAME))
+        # the weights also record what network they are (algorithm and algo_config), so a config.json edited or
+        # swapped afterwards is caught on load instead of building a different model around these weights
+        network = json.dumps({k: config.get(k) for k in ("algorithm", "algo_config")}, sort_keys=True)
+        save_file(tensors, str(tmp_dir / WEIGHTS_NAME), metadata={"network": network})
         (tmp_dir / CONFIG_NAME).write_text(text)
         _ordinary_permissions(tmp_dir)
         if path.exists():
@@ -197,3 +200,36 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         raise ArtifactError(f"{weights} is damaged: cannot read its tensors ({err})") from None
     _check_finite(state_dict, weights)
     return state_dict, config
+
+
+def check_network_record(path: str | os.PathLike, config: dict[str, Any]) -> None:
+    """For an artifact folder: compare config.json's algorithm and algo_config with what the weights file recorded
+    at save time (``ArtifactError`` listing the differences). Single-file artifacts keep their config inside the
+    weights file, and artifacts written before the record existed have none: neither is checked."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        return
+    weights = path / WEIGHTS_NAME
+    with safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "network" not in meta:
+        return
+    try:
+        recorded = from_jsonable(json.loads(meta["network"]))
+    except (json.JSONDecodeError, RecursionError):
+        raise ArtifactError(f"{weights}: its recorded network description is damaged") from None
+    current = {k: config.get(k) for k in ("algorithm", "algo_config")}
+    if json.dumps(to_jsonable(current), sort_keys=True) != json.dumps(to_jsonable(recorded), sort_keys=True):
+        diffs = []
+        old, new = recorded.get("algo_config") or {}, current.get("algo_config") or {}
+        if recorded.get("algorithm") != current.get("algorithm"):
+            diffs.append(f"algorithm {current.get('algorithm')!r} (weights: {recorded.get('algorithm')!r})")
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += [f"algo_config.{k} = {new.get(k)!r} (weights: {old.get(k)!r})"
+                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        raise ArtifactError(
+            f"{weights.parent / CONFIG_NAME} disagrees with the network its weights were saved with: "
+            + ("; ".join(diffs[:5]) or "algo_config differs")
+        )

@@ -19,7 +19,7 @@ import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
 from diffusion_rl.algos._common import check_settings
-from diffusion_rl.artifact import ArtifactError, load_artifact, save_artifact
+from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
 
@@ -47,6 +47,30 @@ def _is_int(dtype: torch.dtype) -> bool:
     except TypeError:
         return False
     return True
+
+
+#: no model of this library has a size setting anywhere near this: beyond it a damaged config.json would make
+#: the constructor try to allocate terabytes
+MAX_CONFIG_INT = 1_000_000
+
+
+def _check_algo_config(algo_config: Any, path: Any) -> None:
+    """Refuse an ``algo_config`` that is not an object, or holds integers no model of this library uses."""
+    if not isinstance(algo_config, dict):
+        raise ArtifactError(f"{path}: config.json: algo_config must be an object of constructor arguments")
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
+            raise ArtifactError(f"{path}: config.json: {where} = {value} is beyond any model this library builds "
+                                f"(at most {MAX_CONFIG_INT:,})")
+
+    walk(algo_config, "algo_config")
 
 
 def _schedule_steps(algo: Algorithm) -> int | None:
@@ -438,6 +462,7 @@ class Policy:
         name = config.get("algorithm")
         if name not in ALGORITHMS:
             raise ValueError(f"{path}: unknown algorithm {name!r}; this library knows {sorted(ALGORITHMS)}")
+        _check_algo_config(config["algo_config"], path)
         try:
             algo = algorithm_from_config(name, config["algo_config"])
         except TypeError as err:
@@ -453,6 +478,7 @@ class Policy:
                 f"{path}: weights do not match the {name} network in config.json "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
+        check_network_record(path, config)  # config.json edited after saving: a model the weights were not
         algo.to(resolve_device(device))
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
