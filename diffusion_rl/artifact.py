@@ -68,12 +68,24 @@ def _ordinary_permissions(path: Path) -> None:
             os.chmod(child, 0o666 & ~umask)
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove what an interrupted save of this artifact left beside it (``.<name>.*.tmp``, our naming only)."""
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Write weights and config atomically to a folder, or to one file when ``path`` ends in ``.safetensors``."""
     path = Path(path)
     config = {"format": ARTIFACT_FORMAT, "format_version": FORMAT_VERSION, **to_jsonable(config)}
     text = json.dumps(config, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    _remove_stale_temporaries(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -377,3 +377,16 @@ def test_non_finite_weights_and_statistics_are_refused_naming_what(saved, tmp_pa
         (bad / "config.json").write_text(json.dumps(broken))
         with pytest.raises(ArtifactError, match=rf"config.json: normalizers.observations: gaussian normalizer statistic {match}"):
             Policy.load(bad)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_leftovers_of_an_interrupted_save_are_removed_by_the_next(tmp_path, layout):
+    from tests.test_policy import make_policy
+
+    target = tmp_path / ("p.safetensors" if layout == "file" else "p")
+    (tmp_path / f".{target.name}.x1y2.tmp").mkdir()  # what a save killed half-way leaves
+    (tmp_path / f".{target.name}.x1y2.tmp" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / f".{target.name}.z3.tmp").write_bytes(b"half")
+    (tmp_path / ".other.a.tmp").write_bytes(b"not ours to remove")
+    make_policy().save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.a.tmp", target.name])

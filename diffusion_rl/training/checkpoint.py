@@ -21,6 +21,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "prune_checkpoints",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
@@ -89,6 +90,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"checkpoint {str(path)!r} is not a diffusion_rl training checkpoint (no model/step)")
     return state
+
+
+_TEMPORARY = re.compile(r"^\.step_\d+\.pt\..+\.tmp$")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`save_checkpoint` left (``.step_*.pt.*.tmp``, our naming
+    only); returns them. Called when a run starts, before anything is written."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    stale = [p for p in d.iterdir() if _TEMPORARY.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def prune_checkpoints(directory: str | os.PathLike, keep: int) -> list[Path]:

@@ -34,7 +34,7 @@ from diffusion_rl.progress import progress_bar
 
 from diffusion_rl.training.checkpoint import (
     checkpoint_path,
-    latest_checkpoint,
+    remove_stale_temporaries,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
@@ -183,6 +183,9 @@ class Trainer:
 
         self.run_dir = Path(config.run_dir) if config.run_dir is not None else None
         self.checkpoint_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        if self.checkpoint_dir is not None and self.dist.is_main:
+            for stale in remove_stale_temporaries(self.checkpoint_dir):  # left by a run killed while writing
+                log.info("removed the unfinished checkpoint write %s", stale)
         resume_step = self._maybe_resume()
         self.logger: RunLogger | None = None
         if self.run_dir is not None and self.dist.is_main:
@@ -269,10 +272,18 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore model, EMA, optimizer, lr schedule, step, RNG states and last eval from ``path``."""
+        self._apply_checkpoint(self._read_checkpoint(path), path)
+
+    @staticmethod
+    def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+        """Read and check a checkpoint file without touching the trainer (ValueError when damaged or foreign)."""
         state = load_checkpoint(path)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint {str(path)!r}: expected format {CHECKPOINT_FORMAT!r}, "
                              f"got {state.get('format')!r}")
+        return state
+
+    def _apply_checkpoint(self, state: dict[str, Any], path: str | Path) -> None:
         self._warn_config_changes(state.get("config", {}), path)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -305,13 +316,21 @@ class Trainer:
                     "expected resume=True to continue that run, or a new run_dir"
                 )
             return None
-        latest = latest_checkpoint(self.checkpoint_dir)
-        if latest is None:
+        found = list_checkpoints(self.checkpoint_dir)
+        if not found:
             log.info("resume=True but %s holds no checkpoint: starting from step 0", self.checkpoint_dir)
             return None
-        self.load_checkpoint(latest)
-        log.info("resumed from %s at step %d", latest, self.step)
-        return self.step
+        for _, path in reversed(found):  # the newest readable one; a damaged newer one is skipped, and said so
+            try:
+                state = self._read_checkpoint(path)
+            except ValueError as err:
+                log.warning("skipping damaged checkpoint %s: %s", path, err)
+                continue
+            self._apply_checkpoint(state, path)
+            log.info("resumed from %s at step %d", path, self.step)
+            return self.step
+        log.warning("resume=True but no checkpoint in %s is readable: starting from step 0", self.checkpoint_dir)
+        return None
 
     def _warn_config_changes(self, saved: Mapping[str, Any], path: str | Path) -> None:
         now = self.config.to_dict()

@@ -280,3 +280,25 @@ def test_resume_without_checkpoint_starts_fresh_and_changed_settings_warn(tmp_pa
         more = Trainer(_model(), data, _cfg(max_steps=20, lr=1e-3, run_dir=str(tmp_path), resume=True))
     assert more.step == 10 and "lr" in caplog.text
     assert more.fit()["step"] == 20
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_removes_unfinished_writes(tmp_path, caplog):
+    data = ToyRegressionData(seed=1)
+    cut = Trainer(_model(), data, _resume_cfg(tmp_path), callbacks=[_stop_at(25)])
+    with pytest.raises(_StopAt):
+        cut.fit()
+    ckpts = dict(list_checkpoints(tmp_path / "checkpoints"))
+    assert sorted(ckpts) == [10, 20]
+    ckpts[20].write_bytes(ckpts[20].read_bytes()[:100])  # the newest one damaged (a disk filled up, say)
+    stale = tmp_path / "checkpoints" / ".step_00000030.pt.abc123.tmp"  # a write killed half-way
+    stale.write_bytes(b"partial")
+    with caplog.at_level("INFO", logger="diffusion_rl.training.trainer"):
+        resumed = Trainer(_model(seed=123), ToyRegressionData(seed=1), _resume_cfg(tmp_path, resume=True))
+    assert resumed.step == 10  # the newest readable checkpoint
+    assert "skipping damaged checkpoint" in caplog.text and "step_00000020.pt" in caplog.text
+    assert not stale.exists() and "removed the unfinished checkpoint write" in caplog.text
+    for _, path in list_checkpoints(tmp_path / "checkpoints"):
+        path.write_bytes(b"junk")
+    with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
+        fresh = Trainer(_model(), ToyRegressionData(seed=1), _resume_cfg(tmp_path, resume=True))
+    assert fresh.step == 0 and "no checkpoint in" in caplog.text and "is readable" in caplog.text
