@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.recipes._workers import die_with_parent
 from envs.recipes.behavior import Snapshot, TrainingRun
 from envs.recipes.policies import LinearPolicy
 
@@ -87,6 +88,7 @@ _ENV: gym.Env | None = None
 
 def _init_worker(env_id: str) -> None:
     global _ENV
+    die_with_parent()
     _ENV = gym.make(env_id, disable_env_checker=True)
 
 

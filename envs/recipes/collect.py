@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.recipes._workers import die_with_parent
 from envs.recipes.policies import policy_from_arrays
 
 __all__ = ["COLLECTORS", "Collected", "Segment", "collect", "split_steps"]
@@ -217,6 +218,7 @@ def _run_task(task: tuple[str, str, int, int, dict[str, Any]]) -> dict[str, Any]
 
 def _init_worker(counter: Any) -> None:
     global _PROGRESS
+    die_with_parent()
     _PROGRESS = counter
 
 
