@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
+from diffusion_rl.algos._common import check_settings
+from diffusion_rl.execution import make_execution
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.evaluation import (
     EvalResult,
@@ -88,6 +90,17 @@ class PlannerRunConfig:
         if self.env not in TASKS and self.env not in CATALOGUE:
             raise ConfigError(f"env: unknown {self.env!r}; expected a catalogue name ({', '.join(sorted(CATALOGUE))}) "
                               f"or a task ({', '.join(sorted(TASKS))})")
+        cls = ALGORITHMS[self.algo]
+        unknown = sorted(set(self.sampling) - set(cls.sampling_names()))
+        if unknown:
+            raise ConfigError(f"algo.sampling: unknown setting(s) {unknown} for {self.algo}; its settings are "
+                              f"{cls.sampling_names() or 'none'}")
+        try:
+            steps = self.model.get("num_steps")
+            check_settings(self.sampling, steps if isinstance(steps, int) and not isinstance(steps, bool) else None)
+            make_execution(self.execution, self.execution_options)
+        except ValueError as err:
+            raise ConfigError(f"algo: {err}") from None
         _int_at_least("eval.episodes", self.eval_episodes, 1)
         _int_at_least("eval.num_envs", self.eval_num_envs, 1)
         _int_at_least("eval.every", self.eval_every, 0)

@@ -463,10 +463,14 @@ class Policy:
         if name not in ALGORITHMS:
             raise ValueError(f"{path}: unknown algorithm {name!r}; this library knows {sorted(ALGORITHMS)}")
         _check_algo_config(config["algo_config"], path)
+        check_network_record(path, config)  # config.json edited after saving: not the model the weights are
         try:
             algo = algorithm_from_config(name, config["algo_config"])
         except TypeError as err:
             raise ArtifactError(f"{path}: algo_config does not fit the {name} constructor ({err})") from None
+        except RuntimeError as err:  # e.g. a width no machine can allocate, in an artifact without a record
+            raise ArtifactError(f"{path}: the {name} network that config.json describes cannot be built "
+                                f"({str(err)[:200]})") from None
         try:
             missing, unexpected = algo.load_state_dict(state_dict, strict=False)
         except RuntimeError as err:  # shape mismatches raise even with strict=False
@@ -478,7 +482,6 @@ class Policy:
                 f"{path}: weights do not match the {name} network in config.json "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
-        check_network_record(path, config)  # config.json edited after saving: a model the weights were not
         algo.to(resolve_device(device))
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")

@@ -18,7 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
-from _cli import CONFIG_DIR, check_overrides, run_main, to_plain, user_override_keys  # noqa: E402
+from _cli import (  # noqa: E402
+    CONFIG_DIR,
+    check_overrides,
+    run_main,
+    sampling_overrides_as_additions,
+    to_plain,
+    user_override_keys,
+)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 PRESETS = ("auto", "paper", "cpu")
@@ -119,5 +126,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:])]  # sampling: {} is open-ended
     check_overrides("train_planner")
     run_main(main, "checkpoints written so far are kept: rerun with trainer.resume=true to continue")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from _cli import CONFIG_DIR, check_overrides, run_main  # noqa: E402
+from _cli import CONFIG_DIR, check_overrides, run_main, sampling_overrides_as_additions  # noqa: E402
 from train_planner import run  # noqa: E402
 
 
@@ -29,5 +29,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:])]  # sampling: {} is open-ended
     check_overrides("train_policy")
     run_main(main, "checkpoints written so far are kept: rerun with trainer.resume=true to continue")

@@ -261,9 +261,19 @@ def test_weights_that_do_not_match_the_config_are_refused(saved, tmp_path):
     config = json.loads((saved / "config.json").read_text())
     config["algo_config"]["dim"] = 32  # a wider network than the weights were trained for
     (wider / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"disagrees with the network its weights were saved with: "
+                                            r"algo_config.dim = 32 \(weights: 16\)"):
+        Policy.load(wider)
+    # an artifact written before weights recorded their network: the shapes still give it away
+    with safe_open(str(saved / "model.safetensors"), framework="pt") as f:
+        save_file({k: f.get_tensor(k) for k in f.keys()}, str(wider / "model.safetensors"))  # noqa: SIM118
     with pytest.raises(ValueError, match="weights do not match") as err:
         Policy.load(wider)
     assert not isinstance(err.value, RuntimeError)
+    config["algo_config"]["dim"] = 200_000  # 640 GB of weights: refused without trying to allocate them all
+    (wider / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="cannot be built|weights do not match"):
+        Policy.load(wider)
 
     partial = copy_artifact(saved, tmp_path / "partial")
     with safe_open(str(saved / "model.safetensors"), framework="pt") as f:
@@ -276,7 +286,7 @@ def test_weights_that_do_not_match_the_config_are_refused(saved, tmp_path):
     config = json.loads((saved / "config.json").read_text())
     config["algo_config"]["num_heads"] = 8  # DecisionDiffuser has no such argument
     (foreign_kwargs / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match="num_heads"):
+    with pytest.raises(ArtifactError, match="num_heads"):  # the record names it (weights: None)
         Policy.load(foreign_kwargs)
 
 

@@ -123,6 +123,8 @@ def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
         (["trainer.max_steps=-5"], "error: trainer.max_steps: expected an integer >= 0, got -5"),
         (["trainer.batch_size=0"], "error: trainer.batch_size: expected an integer >= 1, got 0"),
         ([f"dataset={tmp_path / 'missing.hdf5'}"], "does not exist (expected a D4RL .hdf5 file"),
+        (["sampling.gudiance_weight=1.0"], "unknown setting(s) ['gudiance_weight'] for decision_diffuser"),
+        (["sampling.steps=0"], "sampling setting steps: expected None or an integer in [1, 100]"),
     ]
     if not torch.cuda.is_available():
         cases.append((["device=cuda"], "asked for CUDA, but this machine has no CUDA device"))
