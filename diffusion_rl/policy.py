@@ -49,6 +49,12 @@ def _is_int(dtype: torch.dtype) -> bool:
     return True
 
 
+#: what an observation far outside the training data does: see ``Policy.out_of_range``
+OUT_OF_RANGE = ("warn", "error", "ignore")
+#: a normalized value beyond this is far outside the training data (10 standard deviations for a Gaussian
+#: normalizer, 4.5 ranges beyond the data for min-max; a CDF normalizer saturates at 1 and never gets there)
+FAR = 10.0
+
 #: no model of this library has a size setting anywhere near this: beyond it a damaged config.json would make
 #: the constructor try to allocate terabytes
 MAX_CONFIG_INT = 1_000_000
@@ -121,6 +127,7 @@ class Policy:
         seed: int = 0,
         metadata: dict[str, Any] | None = None,
         action_bounds: tuple[Any, Any] | None = None,
+        out_of_range: str = "warn",
     ) -> None:
         self._execution: Execution = make_execution(execution, execution_options)
         self._execution.check(algo)
@@ -146,6 +153,13 @@ class Policy:
         """Counts over this policy's life: actions returned by :meth:`act` (rows), and how many of them had to be
         clipped into ``action_bounds``."""
         self._warned_clip = False
+        if out_of_range not in OUT_OF_RANGE:
+            raise ValueError(f"out_of_range: expected one of {list(OUT_OF_RANGE)}, got {out_of_range!r}")
+        self.out_of_range = out_of_range
+        """What an observation far outside the training data does (normalized beyond ``FAR`` in some dimension):
+        ``"warn"`` (once, counted in ``stats["far_observations"]``), ``"error"`` (a ValueError) or ``"ignore"``."""
+        self.stats["far_observations"] = 0
+        self._warned_far = False
         self.reset()
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
@@ -228,14 +242,32 @@ class Policy:
         action_n = self._execution.step(self, obs_n, context)
         return self._finish(action_n, single, as_numpy, count=True)
 
-    def _observe(self, obs: Any) -> tuple[torch.Tensor, bool, bool]:
+    def _observe(self, obs: Any, check_range: bool = True) -> tuple[torch.Tensor, bool, bool]:
         """Checked, normalized observations ``[B, S]`` on the model's device (numpy input is normalized in numpy:
         for one small observation that is several times cheaper than torch's per-op overhead)."""
         x, single, as_numpy = self._check_obs(obs, keep_numpy=True)
         x = self._normalize("observations", x)
+        if check_range and self.out_of_range != "ignore":
+            self._check_range(x)
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
         return x, single, as_numpy
+
+    def _check_range(self, x_n: Any) -> None:
+        """Count (and warn once about, or refuse) observations whose normalized value exceeds ``FAR``."""
+        far = (np.abs(x_n) > FAR).any(axis=-1) if isinstance(x_n, np.ndarray) else (x_n.abs() > FAR).any(dim=-1)
+        n = int(far.sum())
+        if not n:
+            return
+        if self.out_of_range == "error":
+            raise ValueError(f"observation far outside the training data (normalized beyond ±{FAR:g} in some "
+                             "dimension); out_of_range='warn' acts anyway")
+        self.stats["far_observations"] += n
+        if not self._warned_far:
+            self._warned_far = True
+            warnings.warn(f"Policy: an observation lies far outside the training data (normalized beyond ±{FAR:g}); "
+                          "its action is an extrapolation (policy.stats counts them; out_of_range='error' refuses "
+                          "them)", RuntimeWarning, stacklevel=4)
 
     def _finish(self, action_n: torch.Tensor, single: bool, as_numpy: bool, count: bool = False) -> Any:
         """Normalized actions -> raw, finite, bounded actions in the caller's array type and batch layout."""
@@ -300,7 +332,7 @@ class Policy:
         expected = self._execution.expected_next
         if expected is None:
             return None
-        obs_n, _, _ = self._observe(next_obs)
+        obs_n, _, _ = self._observe(next_obs, check_range=False)  # a diagnostic: act() judges observations
         if obs_n.shape[0] != expected.shape[0]:
             raise ValueError(
                 f"next_obs: expected {expected.shape[0]} observation(s), one per environment of the last act(); "

@@ -487,3 +487,25 @@ def test_sampling_settings_have_one_source_plan_s_signature():
         make_policy().act(raw_obs(), goal=np.zeros(2))
     with pytest.raises(TypeError):  # below Policy, an algorithm refuses what it does not take as well
         make_policy().algo.plan(torch.zeros(1, OBS_DIM), stepz=3)
+
+
+def test_observations_far_outside_the_training_data_warn_once_or_are_refused():
+    policy = make_policy()
+    far = raw_obs(batch=3)
+    far[1, 2] = OBS_MEAN + 50 * OBS_STD  # 50 standard deviations out
+    with pytest.warns(RuntimeWarning, match="far outside the training data"):
+        policy.act(far)
+    assert policy.stats["far_observations"] == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only; still counted
+        policy.act(far)
+        policy.act(raw_obs(batch=3))  # ordinary observations: nothing
+    assert policy.stats["far_observations"] == 2
+    strict = make_policy(out_of_range="error")
+    with pytest.raises(ValueError, match="far outside the training data"):
+        strict.act(far)
+    strict.act(raw_obs(batch=3))
+    with pytest.raises(ValueError, match=r"out_of_range: expected one of \['warn', 'error', 'ignore'\]"):
+        make_policy(out_of_range="loud")
