@@ -480,6 +480,14 @@ def test_sampling_settings_have_one_source_plan_s_signature():
         assert sorted(cls.default_sampling) == cls.sampling_names(), name
         for key, value in cls.default_sampling.items():  # "auto": resolved by Policy from the normalizer
             assert value == args[key] or (key == "clip_sample" and value == "auto"), (name, key)
+        # the Hydra config shows the same defaults (a preset may still override them)
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        yaml = Path(__file__).resolve().parents[1] / "configs" / "algo" / f"{name}.yaml"
+        for key, value in (OmegaConf.to_container(OmegaConf.load(yaml)).get("sampling") or {}).items():
+            assert key in cls.default_sampling and cls.default_sampling[key] == value, (name, key, value)
     with pytest.raises(ValueError, match=r"unknown sampling setting\(s\) \['gudiance_weight'\] for decision_diffuser; "
                                          r"its settings are \['clip_sample', 'eta', 'guidance_weight'"):
         Policy(make_dd(), make_normalizers(), sampling={"gudiance_weight": 1.0})
