@@ -22,6 +22,7 @@ from diffusion_rl.algos._common import check_settings
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
+from diffusion_rl.nets.compiled import TracedDenoiser
 
 
 def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -128,6 +129,7 @@ class Policy:
         metadata: dict[str, Any] | None = None,
         action_bounds: tuple[Any, Any] | None = None,
         out_of_range: str = "warn",
+        compile: bool = False,
     ) -> None:
         self._execution: Execution = make_execution(execution, execution_options)
         self._execution.check(algo)
@@ -160,6 +162,14 @@ class Policy:
         ``"warn"`` (once, counted in ``stats["far_observations"]``), ``"error"`` (a ValueError) or ``"ignore"``."""
         self.stats["far_observations"] = 0
         self._warned_far = False
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile: expected True or False, got {compile!r}")
+        self.compile = compile
+        """Sample with the denoiser traced and frozen per batch size (TorchScript): the same plans within float
+        tolerance, less Python and dispatch per network call (see docs/benchmarks.md for when it pays)."""
+        if compile and "denoiser" not in algo.plan_arguments():
+            raise ValueError(f"compile: {algo.name} plans without a denoiser; nothing to compile")
+        self._denoiser = TracedDenoiser(self.algo.net) if compile else None
         self.reset()
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
@@ -182,6 +192,8 @@ class Policy:
     def to(self, device: str | torch.device) -> Policy:
         """Move the model to ``device`` (``"auto"`` allowed) and restart the random stream there."""
         self.algo.to(resolve_device(device))
+        if self._denoiser is not None:
+            self._denoiser.clear()  # graphs were traced on the old device
         self.reset()
         return self
 
@@ -377,6 +389,8 @@ class Policy:
             settings["goal"] = goal
         if context.get("history") is not None:
             settings["history"] = context["history"].stacked()
+        if self._denoiser is not None:
+            settings["denoiser"] = self._denoiser
         warm = context.get("warm_start")
         if warm is not None and settings.get("warm_start_t") is not None and warm.shape[0] == obs_n.shape[0]:
             settings["warm_start"] = warm

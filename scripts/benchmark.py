@@ -11,7 +11,8 @@ Benchmarks (``BENCHMARKS``):
   guidance), against their floor: the sampler's steps calls, back to back, of the same denoiser as the sampler
   makes them (for guidance, one batched forward of the conditional and unconditional halves). Reported: the
   median time of a call that only pops the queue, of a replanning call, and ``replan / floor``
-  (``policy_act_overhead_ratio``).
+  (``policy_act_overhead_ratio``); and the replanning call of the same policy with ``compile=True`` (the
+  denoiser traced and frozen by TorchScript), as ``compiled_speedup`` = eager / compiled.
 
 Networks are fresh ones of the preset's architecture (speed does not depend on the weights) unless
 ``policy_<algo>=PATH`` names an artifact. The machine (CPU model, cores, torch and thread count) is recorded with
@@ -193,7 +194,11 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
         policy = _preset_policy(algo_name, target, env_name, cfg.get(f"policy_{algo_name}"), obs_dim, act_dim)
         steps = int(policy.sampling["steps"])
         replan, pop = _act_timers(policy, obs)
-        contenders = {"floor": _denoiser_floor(policy, torch.from_numpy(obs), steps), "replan": replan}
+        compiled = type(policy)(policy.algo, policy.normalizers, sampling=policy.sampling,
+                                execution=policy.execution, execution_options=policy.execution_options, compile=True)
+        replan_compiled, _ = _act_timers(compiled, obs)
+        contenders = {"floor": _denoiser_floor(policy, torch.from_numpy(obs), steps), "replan": replan,
+                      "replan_compiled": replan_compiled}
         if pop is not None:
             contenders["pop"] = pop
         t = interleaved(contenders, int(cfg.rounds), int(cfg.calls))
@@ -205,6 +210,8 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
             "replan_ms": 1e3 * t["replan"],
             "floor_ms": 1e3 * floor,
             "policy_act_overhead_ratio": t["replan"] / floor,
+            "replan_compiled_ms": 1e3 * t["replan_compiled"],
+            "compiled_speedup": t["replan"] / t["replan_compiled"],
             **({"pop_ms": 1e3 * t["pop"]} if "pop" in t else {}),
         }
     return results

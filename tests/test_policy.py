@@ -517,3 +517,35 @@ def test_observations_far_outside_the_training_data_warn_once_or_are_refused():
     strict.act(raw_obs(batch=3))
     with pytest.raises(ValueError, match=r"out_of_range: expected one of \['warn', 'error', 'ignore'\]"):
         make_policy(out_of_range="loud")
+
+
+@pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser", "diffusion_policy"])
+def test_compiled_sampling_equals_eager_within_float_tolerance(algo):
+    from diffusion_rl.algos import DiffusionPolicy
+    from diffusion_rl.nets.compiled import TracedDenoiser
+
+    def build(compile_):
+        if algo == "diffusion_policy":
+            torch.manual_seed(0)
+            net = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
+                                  step_embed_dim=16)
+            return Policy(net, make_normalizers(), sampling={"steps": 3}, seed=0, compile=compile_)
+        return Policy(BUILDERS[algo](), make_normalizers(), sampling=dict(FAST[algo]), seed=0, compile=compile_)
+
+    eager, compiled = build(False), build(True)
+    assert isinstance(compiled._denoiser, TracedDenoiser) and eager._denoiser is None
+    obs = raw_obs(batch=3)
+    for _ in range(3):  # the first call traces, the next ones run the frozen graph
+        a, b = eager.plan(obs), compiled.plan(obs)
+        np.testing.assert_allclose(b.action_chunk, a.action_chunk, rtol=1e-4, atol=1e-4 * ACT_STD)
+        if a.observations is not None:
+            np.testing.assert_allclose(b.observations, a.observations, rtol=1e-4, atol=1e-4)
+    assert len(compiled._denoiser._graphs) >= 1
+    shared = Policy(compiled.algo, compiled.normalizers, sampling=compiled.sampling, seed=0)  # same algorithm
+    assert shared._denoiser is None  # compile is a property of one Policy, not of the algorithm it wraps
+    with pytest.raises(ValueError, match="compile: expected True or False"):
+        build("yes")
+    from diffusion_rl.algos import BehaviorCloning
+
+    with pytest.raises(ValueError, match="compile: bc plans without a denoiser"):
+        Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(), compile=True)

@@ -100,7 +100,7 @@ class Algorithm(nn.Module):
         raise NotImplementedError
 
     #: keyword arguments of ``plan`` that carry context (filled by ``Policy``), not sampler settings
-    CONTEXT_ARGS: ClassVar[tuple[str, ...]] = ("generator", "history", "goal", "warm_start")
+    CONTEXT_ARGS: ClassVar[tuple[str, ...]] = ("generator", "history", "goal", "warm_start", "denoiser")
 
     @classmethod
     def plan_arguments(cls) -> dict[str, Any]:

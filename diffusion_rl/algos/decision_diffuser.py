@@ -16,6 +16,8 @@ low temperature (0.5: the initial noise and every injected noise scaled by 0.5) 
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import torch
@@ -123,6 +125,7 @@ class DecisionDiffuser(Algorithm):
         obs: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        denoiser: Any = None,
         sampler: str = "ddim",
         steps: int | None = 20,
         eta: float | None = 0.0,
@@ -149,8 +152,9 @@ class DecisionDiffuser(Algorithm):
         values[:, :k] = known
         cond = torch.full((b, 1), float(target_return), device=obs.device, dtype=obs.dtype)
         s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))
+        net = self.net if denoiser is None else denoiser  # Policy(compile=True) passes a traced one
         x = s.sample(
-            self.net, (b, self.horizon, self.obs_dim), prediction=self.prediction, generator=generator, cond=cond,
+            net, (b, self.horizon, self.obs_dim), prediction=self.prediction, generator=generator, cond=cond,
             guidance=ClassifierFreeGuidance(guidance_weight), constraints=[Inpaint(mask, values)],
             temperature=temperature, clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
             **warm_start_args(warm_start, warm_start_t),

@@ -119,6 +119,7 @@ class Diffuser(Algorithm):
         obs: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        denoiser: Any = None,
         sampler: str = "ddpm",
         steps: int | None = None,
         eta: float | None = None,
@@ -151,8 +152,9 @@ class Diffuser(Algorithm):
             else None
         )
         s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))
+        net = self.net if denoiser is None else denoiser  # Policy(compile=True) passes a traced one
         x = s.sample(
-            self.net, (b * n, self.horizon, self.transition_dim), prediction=self.prediction, generator=generator,
+            net, (b * n, self.horizon, self.transition_dim), prediction=self.prediction, generator=generator,
             grad_guidance=guidance, constraints=[Inpaint(mask, values)], temperature=temperature,
             clip_sample=clip_sample, device=obs.device, dtype=obs.dtype,
             **warm_start_args(None if warm_start is None else warm_start.repeat_interleave(n, 0), warm_start_t),

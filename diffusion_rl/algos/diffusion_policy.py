@@ -15,6 +15,8 @@ unlike MSE behaviour cloning, sampling keeps multimodal demonstrations multimoda
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import torch
@@ -107,6 +109,7 @@ class DiffusionPolicy(Algorithm):
         obs: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        denoiser: Any = None,
         sampler: str = "ddim",
         steps: int | None = 10,
         eta: float | None = 0.0,
@@ -129,8 +132,9 @@ class DiffusionPolicy(Algorithm):
             known = torch.cat([fill, known], dim=1)
         b = known.shape[0]
         s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))
+        net = self.net if denoiser is None else denoiser  # Policy(compile=True) passes a traced one
         chunk = s.sample(
-            self.net, (b, self.horizon, self.act_dim), prediction=self.prediction, generator=generator,
+            net, (b, self.horizon, self.act_dim), prediction=self.prediction, generator=generator,
             cond=self._cond(known), temperature=temperature, clip_sample=clip_sample, device=known.device,
             dtype=known.dtype,
         )
