@@ -54,6 +54,8 @@ class TracedDenoiser:
             with torch.no_grad(), warnings.catch_warnings():
                 # shapes are fixed per graph by design: the tracer's notes about Python values are expected
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                # torch 2.13 marks TorchScript deprecated in favour of torch.compile, which measured slower here
+                warnings.simplefilter("ignore", DeprecationWarning)
                 traced = torch.jit.trace(module, args, check_trace=False)
                 graph = torch.jit.freeze(traced)
             self._graphs[key] = graph
