@@ -20,7 +20,6 @@ import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.algos._common import check_settings
-from diffusion_rl.execution import make_execution
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.evaluation import (
     EvalResult,
@@ -31,6 +30,7 @@ from diffusion_rl.evaluation import (
     rollout_eval_fn,
 )
 from diffusion_rl.evaluation._files import write_text_atomic
+from diffusion_rl.execution import make_execution
 from diffusion_rl.policy import Policy, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
 from envs import TASKS, get_spec

@@ -17,9 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
 from _cli import CONFIG_DIR, check_overrides, run_main, sampling_overrides_as_additions  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from train_planner import run  # noqa: E402
 
 

@@ -127,9 +127,7 @@ def test_algorithm_and_policy_plans_are_the_same_kind_of_object(algo):
 
 @pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser"])
 def test_warm_start_replans_from_the_shifted_previous_plan_in_fewer_steps(algo):
-    from tests.test_policy import NetCalls
-
-    from tests.test_policy import BUILDERS, make_normalizers
+    from tests.test_policy import BUILDERS, NetCalls, make_normalizers
 
     base = {**({"num_plans": 2} if algo == "diffuser" else {}), "sampler": "ddim", "steps": 4}
     policy = Policy(BUILDERS[algo](), make_normalizers(), sampling={**base, "warm_start_t": 6}, seed=0)

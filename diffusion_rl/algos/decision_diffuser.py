@@ -16,9 +16,8 @@ low temperature (0.5: the initial noise and every injected noise scaled by 0.5) 
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -26,10 +25,10 @@ from diffusion_rl.algos._common import (
     applicable_options,
     check_finite,
     check_unit_interval,
-    warm_start_args,
     make_backbone,
     masked_mean,
     state_inpainting,
+    warm_start_args,
 )
 from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
 from diffusion_rl.diffusion import ClassifierFreeGuidance, Inpaint, NoiseSchedule, diffusion_loss

@@ -15,9 +15,8 @@ unlike MSE behaviour cloning, sampling keeps multimodal demonstrations multimoda
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -31,13 +31,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from diffusion_rl.progress import progress_bar
-
 from diffusion_rl.training.checkpoint import (
     checkpoint_path,
-    remove_stale_temporaries,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from diffusion_rl.training.config import TrainerConfig
