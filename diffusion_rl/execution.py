@@ -48,12 +48,16 @@ class Execution:
     def _warm(self, context: dict[str, Any], shift: int) -> dict[str, Any]:
         """``context`` plus the previous plan shifted ``shift`` steps forward (its last step repeated at the end),
         which a planner with ``warm_start_t`` set re-noises and denoises in a few steps instead of starting from
-        noise. The inpainted current state still overrides the shifted plan's first step."""
+        noise. The inpainted current state still overrides the shifted plan's first step. The shift is computed
+        only if the plan uses it (``Policy`` asks for it when ``warm_start_t`` is set)."""
         if self.previous is None:
             return context
         prev = self.previous
-        k = min(shift, prev.shape[1] - 1)
-        shifted = torch.cat([prev[:, k:], prev[:, -1:].expand(-1, k, -1)], dim=1) if k > 0 else prev
+
+        def shifted() -> torch.Tensor:
+            k = min(shift, prev.shape[1] - 1)
+            return torch.cat([prev[:, k:], prev[:, -1:].expand(-1, k, -1)], dim=1) if k > 0 else prev
+
         return {**context, "warm_start": shifted}
 
     def check(self, algo: Any) -> None:

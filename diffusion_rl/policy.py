@@ -391,9 +391,11 @@ class Policy:
             settings["history"] = context["history"].stacked()
         if self._denoiser is not None:
             settings["denoiser"] = self._denoiser
-        warm = context.get("warm_start")
-        if warm is not None and settings.get("warm_start_t") is not None and warm.shape[0] == obs_n.shape[0]:
-            settings["warm_start"] = warm
+        warm = context.get("warm_start")  # the execution's previous plan, shifted when asked for
+        if warm is not None and settings.get("warm_start_t") is not None:
+            warm = warm()
+            if warm.shape[0] == obs_n.shape[0]:
+                settings["warm_start"] = warm
         return self.algo.plan(obs_n, generator=self._generator, **settings)
 
     def _context(self, kwargs: dict[str, Any], batch: int) -> dict[str, Any]:
