@@ -39,7 +39,7 @@ def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
 
 
-def _is_int(dtype: torch.dtype) -> bool:
+def _is_int_dtype(dtype: torch.dtype) -> bool:
     """A plain integer dtype (not bool, not quantized)."""
     if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
         return False
@@ -444,7 +444,7 @@ class Policy:
             if obs.layout != torch.strided or obs.is_nested or obs.device.type == "meta":
                 raise ValueError(f"observation: {expected} as a dense tensor; got a {obs.layout} tensor on "
                                  f"{obs.device}{' (nested)' if obs.is_nested else ''}")
-            if obs.dtype == torch.bool or obs.dtype.is_complex or not (obs.dtype.is_floating_point or _is_int(obs.dtype)):
+            if not (obs.dtype.is_floating_point or _is_int_dtype(obs.dtype)):  # bool and complex are neither
                 raise ValueError(f"observation: {expected}; got dtype {obs.dtype}")
             shape = tuple(obs.shape)
         if len(shape) not in (1, 2) or shape[-1] != self.obs_dim or (len(shape) == 2 and shape[0] == 0):

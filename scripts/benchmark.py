@@ -217,13 +217,6 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _print_table(results: dict[str, Any]) -> None:
     print("| benchmark | case | metric | value |\n|---|---|---|---|")
     for bench, cases in results.items():
@@ -248,7 +241,9 @@ def main(cfg: DictConfig) -> None:
     print(json.dumps(report["machine"]))
     _print_table(results)
     if cfg.out:
-        _write_atomic(Path(cfg.out), json.dumps(report, indent=2) + "\n")
+        from diffusion_rl.evaluation._files import write_text_atomic
+
+        write_text_atomic(Path(cfg.out), json.dumps(report, indent=2) + "\n")
         print(f"written: {cfg.out}")
 
 
