@@ -31,7 +31,7 @@ from diffusion_rl.evaluation import (
 )
 from diffusion_rl.evaluation._files import write_text_atomic
 from diffusion_rl.execution import make_execution
-from diffusion_rl.policy import Policy, resolve_device
+from diffusion_rl.policy import Policy, check_device, resolve_device
 from diffusion_rl.training import Trainer, TrainerConfig
 from envs import TASKS, get_spec
 from envs.catalogue import CATALOGUE
@@ -117,16 +117,9 @@ class PlannerRunConfig:
         if trainer.max_steps < 1:
             raise ConfigError(f"trainer.max_steps: expected an integer >= 1 (a run trains), got {trainer.max_steps!r}")
         try:
-            device = resolve_device(self.device)
-        except (RuntimeError, ValueError) as err:
-            raise ConfigError(f"device: {self.device!r} is not a device ({err})") from None
-        if device.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise ConfigError(f"device: {self.device!r} asked for CUDA, but this machine has no CUDA device "
-                                  "(use device=cpu or device=auto)")
-            if device.index is not None and device.index >= count:
-                raise ConfigError(f"device: {self.device!r}: this machine has CUDA devices 0..{count - 1}")
+            check_device(self.device)
+        except ValueError as err:
+            raise ConfigError(f"device: {err}") from None
         if self.dataset is not None:
             path = Path(str(self.dataset)).expanduser()
             if path.suffix in (".hdf5", ".h5", ".zarr") and not path.exists():

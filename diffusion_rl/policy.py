@@ -98,7 +98,7 @@ class _History:
         return torch.stack(list(self.items), dim=1)
 
 
-__all__ = ["EXECUTIONS", "Policy", "resolve_device"]
+__all__ = ["EXECUTIONS", "Policy", "check_device", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -106,6 +106,24 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``resolve_device`` that also checks the device exists here; ``ValueError`` names what is available."""
+    try:
+        resolved = resolve_device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{device!r} is not a device ({err})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{device!r} asked for CUDA, but this machine has no CUDA device "
+                             "(use device=cpu or device=auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"{device!r}: this machine has CUDA devices 0..{count - 1}")
+    elif resolved.type not in ("cpu", "mps"):
+        raise ValueError(f"{device!r}: expected auto, cpu, cuda or cuda:N")
+    return resolved
 
 
 class Policy:
@@ -181,6 +199,7 @@ class Policy:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.__dict__.get("sampling", {}):
+            check_settings({name: value}, _schedule_steps(self.algo))  # refused now, not at the next act()
             self.sampling[name] = value
         else:
             object.__setattr__(self, name, value)

@@ -80,6 +80,46 @@ def default_out(policy_path: str | Path, env_name: str, kind: str = "eval") -> P
     return Path(policy_path).resolve().parent / f"{kind}_{safe}.json"
 
 
+def check_values(cfg: DictConfig, ints: dict[str, int] = {}, optional_ints: dict[str, int] = {},  # noqa: B006
+                 flags: tuple[str, ...] = (), out: str | None = "out") -> None:
+    """Exit with one line naming the key when a value is out of its range, before anything is loaded or run:
+    ``ints`` (key -> minimum), ``optional_ints`` (null or >= minimum), boolean ``flags``, ``device`` (must exist
+    here) and ``out`` (its folder must be writable; tried with a temporary file that is removed at once)."""
+    import os
+    import tempfile
+
+    def fail(key: str, expected: str) -> None:
+        sys.exit(f"error: {key}: expected {expected}, got {cfg[key]!r}")
+
+    for key, minimum in {**ints, **optional_ints}.items():
+        value = cfg[key]
+        if value is None and key in optional_ints:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            fail(key, ("null or " if key in optional_ints else "") + f"an integer >= {minimum}")
+    for key in flags:
+        if not isinstance(cfg[key], bool):
+            fail(key, "true or false")
+    if "device" in cfg:
+        from diffusion_rl.policy import check_device
+
+        try:
+            check_device(cfg.device)
+        except ValueError as err:
+            sys.exit(f"error: device: {err}")
+    if out and cfg.get(out):
+        path = Path(str(cfg[out])).expanduser()
+        if path.suffix != ".json":
+            fail(out, "a path ending in .json")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            sys.exit(f"error: {out}={cfg[out]}: cannot write there ({err.strerror or err})")
+
+
 def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
     """``Policy.load(cfg.policy)`` with ``cfg.sampling`` overrides applied and the env resolved (``cfg.env`` or
     the artifact's); exits with one clear message on a missing path, a bad artifact or an unknown setting."""
@@ -99,7 +139,10 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
         sys.exit(f"error: unknown sampling setting(s) {unknown}; this policy's settings are: "
                  f"{', '.join(sorted(policy.sampling))}")
     for key, value in overrides.items():
-        setattr(policy, key, value)
+        try:
+            setattr(policy, key, value)
+        except ValueError as err:
+            sys.exit(f"error: sampling.{key}: {err}")
     env_name = cfg.env.name if cfg.get("env") else policy.env_name
     if not env_name:
         sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>")

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,6 +24,7 @@ import hydra
 from _cli import (
     CONFIG_DIR,
     check_overrides,
+    check_values,
     default_out,
     load_policy_for_cli,
     run_main,
@@ -63,7 +62,9 @@ def format_table(rows: list[dict]) -> str:
 @hydra.main(config_path=CONFIG_DIR, config_name="diagnose", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from diffusion_rl.evaluation import diagnose
+    from diffusion_rl.evaluation._files import write_text_atomic
 
+    check_values(cfg, ints={"seed": 0, "num_plans": 2, "rollout_steps": 1}, flags=("progress",))
     policy, policy_path, env_name = load_policy_for_cli(cfg)
     policy.reset(seed=int(cfg.seed))
     sweep = to_plain(cfg.sweep) or {}
@@ -86,14 +87,10 @@ def main(cfg: DictConfig) -> None:
     print("action std: first actions of the plans from one state (raw units); ŝ1 std and errors: RMS over state "
           "dims in normalized units; rollout: one episode of at most rollout_steps steps")
     out = Path(cfg.out) if cfg.out else default_out(policy_path, env_name, "diagnose")
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"policy": str(Path(policy_path).resolve()), "env": env_name, "seed": int(cfg.seed),
                "num_plans": int(cfg.num_plans), "rollout_steps": int(cfg.rollout_steps),
                "sampling": dict(policy.sampling), "rows": table, "notes": notes}
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(payload, indent=2, default=float))
     print(f"wrote: {out}")
 
 

@@ -22,6 +22,7 @@ import hydra
 from _cli import (  # noqa: F401  (default_out, sampling_overrides_as_additions: part of this script's API)
     CONFIG_DIR,
     check_overrides,
+    check_values,
     default_out,
     load_policy_for_cli,
     run_main,
@@ -34,6 +35,8 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> None:
     from diffusion_rl.evaluation import evaluate
 
+    check_values(cfg, ints={"episodes": 1, "num_envs": 1, "seed": 0}, optional_ints={"max_episode_steps": 1},
+                 flags=("video", "progress"))
     policy, policy_path, env_name = load_policy_for_cli(cfg)
     policy.reset(seed=int(cfg.seed))
 

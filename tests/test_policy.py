@@ -412,6 +412,33 @@ def test_the_same_contract_for_numpy_and_torch_ints_strides_and_empty_batches():
             policy.act(empty)
 
 
+def test_low_precision_float_tensors_are_read_as_the_floats_they_hold():
+    policy = make_policy("decision_diffuser")
+    obs = torch.from_numpy(raw_obs(batch=2))
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16, torch.float16):
+        low = obs.to(dtype)
+        policy.reset()
+        expected = policy.plan(low.to(torch.float32)).actions
+        policy.reset()
+        torch.testing.assert_close(policy.plan(low).actions, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("algo, setting, value", [
+    ("decision_diffuser", "guidance_weight", float("nan")), ("decision_diffuser", "target_return", float("inf")),
+    ("decision_diffuser", "steps", 0), ("decision_diffuser", "temperature", -1.0),
+    ("diffuser", "num_plans", -3), ("diffuser", "guide_scale", float("nan")),
+])
+def test_bad_settings_are_refused_per_call_and_as_attributes(algo, setting, value):
+    policy = make_policy(algo)
+    before = dict(policy.sampling)
+    with pytest.raises(ValueError, match=rf"sampling setting {setting}: expected .*, got {value!r}"):
+        policy.act(raw_obs(), **{setting: value})
+    with pytest.raises(ValueError, match=rf"sampling setting {setting}: expected"):
+        setattr(policy, setting, value)
+    assert policy.sampling == before  # a refused value is not kept
+    assert np.all(np.isfinite(policy.act(raw_obs())))
+
+
 @pytest.mark.parametrize("norm, expected", [("gaussian", None), ("cdf", 1.0), ("minmax", 1.0)])
 def test_auto_clip_follows_the_observation_normalizer(norm, expected, monkeypatch):
     from diffusion_rl.data import CDFNormalizer, MinMaxNormalizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 from tests import reliability
@@ -22,10 +23,11 @@ def test_random_inputs_and_damaged_artifacts_fail_cleanly():
     assert cases >= 150 and art["clean"] >= 150 and sum(art.values()) == cases
 
 
-def test_a_config_json_edited_after_saving_is_refused(tmp_path):
+@pytest.mark.parametrize("key, value", [("num_steps", 50), ("horizon", 16), ("schedule", "linear"),
+                                        ("prediction", "sample"), ("history", 2), ("obs_dim", 12), ("act_dim", 2),
+                                        ("dim", 200000)])
+def test_a_config_json_edited_after_saving_is_refused(tmp_path, key, value):
     import json
-
-    import pytest
 
     from diffusion_rl import Policy
     from diffusion_rl.artifact import ArtifactError
@@ -33,8 +35,9 @@ def test_a_config_json_edited_after_saving_is_refused(tmp_path):
 
     path = make_policy().save(tmp_path / "p")
     config = json.loads((path / "config.json").read_text())
-    config["algo_config"]["num_steps"] = 50  # weights-compatible, but not the model that was trained
+    saved = config["algo_config"][key]
+    config["algo_config"][key] = value  # some are weights-compatible, but not the model that was trained
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ArtifactError, match=r"disagrees with the network its weights were saved with: "
-                                            r"algo_config.num_steps = 50 \(weights: 20\)"):
-        Policy.load(path)
+    with pytest.raises(ArtifactError, match=rf"disagrees with the network its weights were saved with: "
+                                            rf"algo_config.{key} = {value!r} \(weights: {saved!r}\)"):
+        Policy.load(path)  # refused before the network is built: dim=200000 allocates nothing

@@ -43,5 +43,11 @@ def test_bad_input_is_one_clear_message(tmp_path):
     assert "Traceback" not in proc.stderr
     unknown = _run(tmp_path, f"policy={policy}", "only=[temprature]")
     assert unknown.returncode != 0 and "temprature" in unknown.stderr and "temperature" in unknown.stderr
+    for arg, message in (("seed=-2", "error: seed: expected an integer >= 0, got -2"),
+                         ("rollout_steps=0", "error: rollout_steps: expected an integer >= 1, got 0"),
+                         ("progress=3", "error: progress: expected true or false, got 3"),
+                         ("out=/proc/d.json", "error: out=/proc/d.json: cannot write there")):
+        proc = _run(tmp_path, f"policy={policy}", arg)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     missing = _run(tmp_path, "rollout_steps=2")
     assert missing.returncode != 0 and "policy=<path> is required" in missing.stderr

@@ -127,6 +127,29 @@ def test_unknown_sampling_setting_lists_the_policy_settings(tmp_path):
     assert not list(tmp_path.glob("eval_*.json"))
 
 
+def test_bad_values_are_one_line_before_the_policy_is_loaded(tmp_path):
+    import torch
+
+    policy = hopper_artifact(tmp_path / "policy")
+    cases = [("episodes=0", "error: episodes: expected an integer >= 1, got 0"),
+             ("num_envs=abc", "error: num_envs: expected an integer >= 1, got 'abc'"),
+             ("seed=-1", "error: seed: expected an integer >= 0, got -1"),
+             ("max_episode_steps=0", "error: max_episode_steps: expected null or an integer >= 1, got 0"),
+             ("video=maybe", "error: video: expected true or false, got 'maybe'"),
+             ("device=tpu", "error: device: 'tpu' is not a device"),
+             ("out=/proc/eval.json", "error: out=/proc/eval.json: cannot write there"),
+             ("out=eval.txt", "error: out: expected a path ending in .json"),
+             ("sampling.steps=0", "error: sampling.steps: sampling setting steps: expected None or an integer")]
+    if not torch.cuda.is_available():
+        cases.append(("device=cuda", "asked for CUDA, but this machine has no CUDA device"))
+    for arg, message in cases:
+        extra = [] if arg.startswith("episodes") else ["episodes=1"]
+        proc = run_script(tmp_path / "cwd", f"policy={policy}", arg, *extra)
+        assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.rglob("eval_*.json")) and list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_helpers(script_module):
     assert script_module.sampling_overrides_as_additions(
         ["policy=p", "sampling.steps=5", "+sampling.eta=0.1", "seed=1"]
