@@ -78,8 +78,9 @@ def machine() -> dict[str, Any]:
             else None}
 
 
-def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs_dim: int, act_dim: int) -> Any:
-    """The artifact at ``path``, or a fresh policy of the cpu preset's architecture for the given dimensions, with
+def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs_dim: int, act_dim: int,
+                   preset: str = "cpu") -> Any:
+    """The artifact at ``path``, or a fresh policy of the ``preset``'s architecture for the given dimensions, with
     the algorithm's config composed as train_planner.py / train_policy.py compose it (``target`` env or task)."""
     from train_planner import resolve_config
 
@@ -90,7 +91,7 @@ def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs
     if path:
         return Policy.load(path)
     cfg = OmegaConf.create({
-        "preset": "cpu",
+        "preset": preset,
         "algo": OmegaConf.load(Path(CONFIG_DIR) / "algo" / f"{algo_name}.yaml"),
         target: OmegaConf.load(Path(CONFIG_DIR) / target / f"{name}.yaml"),
     })
@@ -177,20 +178,47 @@ def _act_timers(policy: Any, obs: np.ndarray) -> tuple[Timer, Timer | None]:
     return replan, (pop if queue else None)
 
 
-@register
-def policy_act(cfg: DictConfig) -> dict[str, Any]:
+def _first_observation(env_name: str) -> tuple[np.ndarray, int, int]:
+    """``env_name``'s first observation ``[1, obs_dim]`` (reset seed 0) and its observation and action sizes."""
     import gymnasium as gym
 
     from diffusion_rl.evaluation.rollout import resolve_env
 
+    gym_id, _ = resolve_env(env_name)
+    env = gym.make(gym_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    obs = env.reset(seed=0)[0].astype(np.float32)[None]
+    env.close()
+    return obs, obs_dim, act_dim
+
+
+def _with_sampling(policy: Any, compile: bool = False, **sampling: Any) -> Any:
+    """A Policy over the same network and normalizers with some sampler settings changed (``compile`` traces the
+    denoiser, as ``Policy(compile=True)`` does)."""
+    return type(policy)(policy.algo, policy.normalizers, sampling={**policy.sampling, **sampling},
+                        execution=policy.execution, execution_options=policy.execution_options, compile=compile)
+
+
+def _warm_timer(policy: Any, obs: np.ndarray) -> Timer:
+    """A replanning call that starts from the previous decision's plan (``warm_start_t`` set): the first call of
+    an episode plans from noise and is not timed."""
+    policy.reset()
+    policy.act(obs)
+
+    def call() -> float:
+        start = time.perf_counter()
+        policy.act(obs)
+        return time.perf_counter() - start
+
+    return call
+
+
+@register
+def policy_act(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {}
     cases = {"diffusion_policy": ("task", "point-obstacle"), "decision_diffuser": ("env", "hopper-medium")}
     for algo_name, (target, env_name) in cases.items():
-        gym_id, _ = resolve_env(env_name)
-        env = gym.make(gym_id)
-        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        obs = env.reset(seed=0)[0].astype(np.float32)[None]
-        env.close()
+        obs, obs_dim, act_dim = _first_observation(env_name)
         policy = _preset_policy(algo_name, target, env_name, cfg.get(f"policy_{algo_name}"), obs_dim, act_dim)
         steps = int(policy.sampling["steps"])
         replan, pop = _act_timers(policy, obs)
@@ -215,6 +243,140 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
             **({"pop_ms": 1e3 * t["pop"]} if "pop" in t else {}),
         }
     return results
+
+
+@register
+def planning(cfg: DictConfig) -> dict[str, Any]:
+    """Decisions per second of the hopper Decision Diffuser at batch 1: our fast settings (the cpu preset's sampler
+    and steps, denoiser compiled) against the paper's setting (DDPM over all 200 steps, guidance) on the paper's
+    network (``planning_speedup_cpu``), and the cpu-preset network with the fast settings, cold and warm-started
+    (``planning_hz_cpu``)."""
+    obs, obs_dim, act_dim = _first_observation("hopper-medium")
+    cpu = _preset_policy("decision_diffuser", "env", "hopper-medium", cfg.get("policy_decision_diffuser"),
+                         obs_dim, act_dim)
+    fast = {"sampler": cpu.sampling["sampler"], "steps": int(cpu.sampling["steps"])}
+    paper = _preset_policy("decision_diffuser", "env", "hopper-medium", cfg.get("policy_decision_diffuser_paper"),
+                           obs_dim, act_dim, preset="paper")
+    full = _with_sampling(paper, sampler="ddpm", steps=None)
+    paper_fast = _with_sampling(paper, compile=True, **fast)
+    # the slow contender takes ~20 s a call on one core: one call per round, one warm-up
+    slow = interleaved({"paper_setting": _act_timers(full, obs)[0], "fast": _act_timers(paper_fast, obs)[0]},
+                       int(cfg.rounds), 1, warmup=1)
+    warm_t = int(cfg.warm_start_t)
+    t = interleaved({
+        "fast": _act_timers(_with_sampling(cpu, compile=True, **fast), obs)[0],
+        "fast_eager": _act_timers(_with_sampling(cpu, **fast), obs)[0],
+        "fast_warm": _warm_timer(_with_sampling(cpu, compile=True, warm_start_t=warm_t, **fast), obs),
+    }, int(cfg.rounds), int(cfg.calls))
+    params = {name: sum(p.numel() for p in policy.algo.parameters()) for name, policy in (("paper", paper),
+                                                                                           ("cpu", cpu))}
+    return {
+        "paper_network": {
+            "setting": f"hopper-medium Decision Diffuser, paper network ({params['paper']:,} parameters, "
+                       f"T = {paper.algo.schedule.num_steps}); paper setting: ddpm {paper.algo.schedule.num_steps} "
+                       f"steps, guidance w = {paper.sampling['guidance_weight']}; fast: {fast['sampler']} "
+                       f"{fast['steps']} steps, compile=True",
+            "paper_setting_s": slow["paper_setting"],
+            "fast_ms": 1e3 * slow["fast"],
+            "planning_speedup_cpu": slow["paper_setting"] / slow["fast"],
+        },
+        "cpu_network": {
+            "setting": f"hopper-medium Decision Diffuser, cpu preset network ({params['cpu']:,} parameters), "
+                       f"{fast['sampler']} {fast['steps']} steps with guidance; warm: warm_start_t={warm_t}",
+            "fast_ms": 1e3 * t["fast"],
+            "planning_hz_cpu": 1.0 / t["fast"],
+            "eager_hz": 1.0 / t["fast_eager"],
+            "warm_hz": 1.0 / t["fast_warm"],
+        },
+    }
+
+
+def _random_store(obs_dim: int, act_dim: int, episodes: int = 8, length: int = 250) -> Any:
+    """An episode store of random transitions (training speed does not depend on the data's values)."""
+    from diffusion_rl.data import EpisodeStore
+
+    rng = np.random.default_rng(0)
+    n = episodes * length
+    data = {"observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+            "rewards": rng.normal(size=n).astype(np.float32),
+            "terminals": np.zeros(n, dtype=bool), "timeouts": np.zeros(n, dtype=bool)}
+    return EpisodeStore(data, np.arange(1, episodes + 1) * length)
+
+
+def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int) -> tuple[Timer, int]:
+    """One training step of diffusers' ``UNet1DModel`` built as Janner's temporal U-Net (the configuration of
+    diffusers' value-guided hopper pipeline), with its ``DDPMScheduler`` noising and the same loss and optimizer."""
+    from diffusers import DDPMScheduler, UNet1DModel
+
+    depth = len(config["dim_mults"])
+    net = UNet1DModel(
+        in_channels=transition_dim, out_channels=transition_dim, extra_in_channels=0,
+        block_out_channels=tuple(config["dim"] * m for m in config["dim_mults"]),
+        down_block_types=("DownResnetBlock1D",) * depth, up_block_types=("UpResnetBlock1D",) * (depth - 1),
+        mid_block_type="MidResTemporalBlock1D", out_block_type="OutConv1DBlock", act_fn="mish",
+        time_embedding_type="positional", flip_sin_to_cos=False, freq_shift=1, use_timestep_embedding=True,
+        norm_num_groups=8, layers_per_block=1, downsample_each_block=False, sample_size=65536,
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=config["num_steps"], beta_schedule="squaredcos_cap_v2",
+                              prediction_type="sample")
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4)
+    x0 = torch.randn(batch, transition_dim, config["horizon"])
+
+    def call() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, config["num_steps"], (batch,))
+        pred = net(scheduler.add_noise(x0, noise, t), t).sample
+        torch.nn.functional.mse_loss(pred, x0).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    return call, sum(p.numel() for p in net.parameters())
+
+
+@register
+def train_speed(cfg: DictConfig) -> dict[str, Any]:
+    """Training samples per second of our Diffuser (Janner's hopper configuration: temporal U-Net dim 32, mults
+    1-2-4-8, H = 32, batch 32, no value net) through ``Trainer``'s step (windows sampled by index arithmetic,
+    AdamW), eager and with ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` of the same
+    architecture (``train_speed_ratio_vs_diffusers``)."""
+    from diffusion_rl.algos import make_algorithm
+    from diffusion_rl.data import SequenceDataset
+    from diffusion_rl.training import Trainer, TrainerConfig
+
+    model_cfg = dict(OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "algo" / "diffuser.yaml").model))
+    model_cfg["value_guided"] = False
+    obs_dim, act_dim, batch = 11, 3, 32
+    data = SequenceDataset(_random_store(obs_dim, act_dim), model_cfg["horizon"], returns=False)
+
+    def ours(compile: bool) -> tuple[Timer, int]:
+        torch.manual_seed(0)
+        algo = make_algorithm("diffuser", obs_dim=obs_dim, act_dim=act_dim, **model_cfg)
+        trainer = Trainer(algo, data, TrainerConfig(batch_size=batch, grad_clip=None, device="cpu", progress=False,
+                                                   compile=compile))
+
+        def call() -> float:
+            start = time.perf_counter()
+            trainer._train_step()
+            return time.perf_counter() - start
+
+        return call, sum(p.numel() for p in algo.parameters())
+
+    (eager, n_ours), (compiled, _) = ours(False), ours(True)
+    theirs, n_theirs = _diffusers_step(model_cfg, obs_dim + act_dim, batch)
+    t = interleaved({"ours": eager, "ours_compiled": compiled, "diffusers": theirs}, int(cfg.rounds),
+                    int(cfg.calls), warmup=3)
+    return {"diffuser_hopper": {
+        "setting": f"temporal U-Net dim {model_cfg['dim']}, mults {model_cfg['dim_mults']}, H = "
+                   f"{model_cfg['horizon']}, batch {batch}; parameters: ours {n_ours:,}, diffusers {n_theirs:,}",
+        "ours_samples_per_s": batch / t["ours"],
+        "ours_compiled_samples_per_s": batch / t["ours_compiled"],
+        "diffusers_samples_per_s": batch / t["diffusers"],
+        "train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours"],
+        "compiled_train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours_compiled"],
+    }}
 
 
 def _print_table(results: dict[str, Any]) -> None:

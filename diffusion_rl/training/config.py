@@ -43,6 +43,9 @@ class TrainerConfig:
     ema_power: float | None = None
     """Diffusion Policy's EMA warm-up: decay ``1 - (1 + k)^-ema_power`` capped at ``ema_decay``; None = fixed."""
     mixed_precision: str = "auto"
+    compile: bool = False
+    """``torch.compile`` the loss (forward and backward of ``model.loss``) for the training step. The first steps
+    pay the compilation (about a minute on CPU); speed-ups are measured by ``scripts/benchmark.py`` (train_speed)."""
     log_every: int = 100
     checkpoint_every: int = 1000
     eval_every: int = 0
@@ -112,6 +115,9 @@ class TrainerConfig:
             raise ValueError(
                 f"TrainerConfig.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
+        for flag in ("compile", "resume", "progress"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"TrainerConfig.{flag}: expected true or false, got {getattr(self, flag)!r}")
         if self.resume and self.run_dir is None:
             raise ValueError("TrainerConfig.resume=True needs a run_dir holding checkpoints, got run_dir=None")
 

@@ -256,6 +256,31 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
     _assert_same(full, cut)
 
 
+def test_cpu_uses_fused_adamw_and_compiled_loss_trains_like_eager():
+    data = ToyRegressionData(seed=1)
+    # no input noise: the compiled graph draws its random numbers with its own kernels
+    eager, compiled = (Trainer(_model(input_noise=0.0), data, _cfg(max_steps=60, compile=flag))
+                       for flag in (False, True))
+    assert eager.optimizer.param_groups[0]["fused"]
+    batch = data.sample_batch(32, torch.Generator().manual_seed(3))
+    grads = []
+    for trainer in (eager, compiled):  # the compiled loss and its backward give the eager gradients
+        trainer._forward(batch)["loss"].backward()
+        grads.append([p.grad.clone() for p in trainer.model.parameters()])
+        trainer.optimizer.zero_grad(set_to_none=True)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    before = data.mse(compiled.model)
+    eager.fit(), compiled.fit()
+    # Adam's first steps amplify float rounding (an update is ~lr whatever the gradient's size), so the runs
+    # are compared by what they learned, not weight by weight
+    assert data.mse(compiled.model) < 0.5 * before
+    assert abs(data.mse(compiled.model) - data.mse(eager.model)) < 0.05 * data.mse(eager.model)
+    assert set(compiled.model.state_dict()) == set(eager.model.state_dict())  # no compile wrapper in the weights
+    with pytest.raises(ValueError, match="TrainerConfig.compile: expected true or false, got 'yes'"):
+        _cfg(compile="yes")
+
+
 @pytest.mark.gpu
 def test_cuda_uses_bf16_autocast_and_fused_adamw():
     if not torch.cuda.is_available():
