@@ -3,6 +3,7 @@
 
     python scripts/benchmark.py                                  # all benchmarks, table on stdout
     python scripts/benchmark.py benchmarks=[policy_act] rounds=9 out=bench.json
+    python scripts/benchmark.py benchmarks=[planning,train_speed] out=bench.json
 
 Benchmarks (``BENCHMARKS``):
 
@@ -13,6 +14,14 @@ Benchmarks (``BENCHMARKS``):
   median time of a call that only pops the queue, of a replanning call, and ``replan / floor``
   (``policy_act_overhead_ratio``); and the replanning call of the same policy with ``compile=True`` (the
   denoiser traced and frozen by TorchScript), as ``compiled_speedup`` = eager / compiled.
+- ``planning``: decisions per second at batch 1 of the hopper Decision Diffuser. ``planning_speedup_cpu``: the
+  paper's network with our fast settings (the cpu preset's sampler and steps, ``compile=True``) against the
+  paper's setting (DDPM over all 200 steps with guidance), one call per round. ``planning_hz_cpu``: the cpu
+  preset's network with the fast settings; beside it the eager rate and the warm-started rate (``warm_start_t``).
+- ``train_speed``: training samples per second of our Diffuser at Janner's hopper configuration (temporal U-Net
+  dim 32, mults 1-2-4-8, H = 32, batch 32, 3,956,302 parameters) through ``Trainer``'s step, eager and with
+  ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` built to the same architecture and trained with
+  its ``DDPMScheduler`` noising, the same loss and torch's default AdamW (``train_speed_ratio_vs_diffusers``).
 
 Networks are fresh ones of the preset's architecture (speed does not depend on the weights) unless
 ``policy_<algo>=PATH`` names an artifact. The machine (CPU model, cores, torch and thread count) is recorded with
