@@ -520,8 +520,11 @@ class Policy:
         return save_artifact(path, self.algo.state_dict(), config)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Policy:
-        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles."""
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", compile: bool = False) -> Policy:
+        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile`` as in the
+        constructor (a setting of this process, not of the artifact)."""
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile: expected True or False, got {compile!r}")
         state_dict, config = load_artifact(path)
         absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
         if absent:
@@ -550,6 +553,8 @@ class Policy:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         algo.to(resolve_device(device))
+        if compile and "denoiser" not in algo.plan_arguments():  # the caller's choice, not the file's fault
+            raise ValueError(f"compile: {name} plans without a denoiser; nothing to compile")
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
         normalizers = {}
@@ -569,6 +574,7 @@ class Policy:
                 seed=int(config.get("seed", 0)),
                 metadata=config.get("metadata"),
                 action_bounds=config.get("action_bounds"),
+                compile=compile,
             )
         except ValueError as err:  # settings in config.json that this library refuses: name the file
             raise ArtifactError(f"{path}: config.json: {err}") from None

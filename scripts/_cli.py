@@ -130,7 +130,7 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
 
     policy_path = str(cfg.policy)
     try:
-        policy = Policy.load(policy_path, device=cfg.device)
+        policy = Policy.load(policy_path, device=cfg.device, compile=bool(cfg.get("compile", False)))
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: cannot load policy={policy_path}: {err}")
     overrides = to_plain(cfg.sampling) or {}

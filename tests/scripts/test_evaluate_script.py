@@ -85,6 +85,20 @@ def test_evaluates_an_artifact_and_writes_json_and_video_beside_it(tmp_path):
     assert list(cwd.iterdir()) == []  # no Hydra output folder or log in the working directory
 
 
+def test_compiled_evaluation_scores_what_the_eager_one_scores(tmp_path):
+    policy = hopper_artifact(tmp_path / "policy")
+    results = []
+    for flag in ("false", "true"):
+        out = tmp_path / f"eval_{flag}.json"
+        proc = run_script(tmp_path / "cwd", f"policy={policy}", "episodes=2", "num_envs=2", "max_episode_steps=15",
+                          f"compile={flag}", f"out={out}", "progress=false")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(json.loads(out.read_text()))
+    assert [r["extra"]["compile"] for r in results] == [False, True]
+    np.testing.assert_allclose(results[1]["returns"], results[0]["returns"], rtol=1e-4)
+    assert results[1]["lengths"] == results[0]["lengths"]
+
+
 def test_single_file_artifact_with_env_and_out(tmp_path):
     policy = hopper_artifact(tmp_path / "model.safetensors")
     out = tmp_path / "scores" / "hopper.json"
