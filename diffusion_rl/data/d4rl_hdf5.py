@@ -21,10 +21,10 @@ from typing import Any
 
 import h5py
 import numpy as np
-from diffusion_rl.progress import progress_bar
 
 from diffusion_rl.data._atomic import atomic_path
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
+from diffusion_rl.progress import progress_bar
 
 __all__ = ["REQUIRED_D4RL_KEYS", "d4rl_episode_ends", "load_d4rl_hdf5", "save_d4rl_hdf5"]
 

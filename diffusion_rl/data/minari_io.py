@@ -28,11 +28,11 @@ import numpy as np
 from minari.data_collector import EpisodeBuffer
 from minari.dataset.minari_dataset import parse_dataset_id
 from minari.namespace import create_namespace, list_local_namespaces
-from diffusion_rl.progress import progress_bar
 
 from diffusion_rl.data._atomic import remove_path, replace_path
 from diffusion_rl.data.errors import DatasetNotFoundError, make_command
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
+from diffusion_rl.progress import progress_bar
 
 __all__ = ["datasets_path", "load_minari", "minari_dataset_exists", "resolve_minari_root", "save_minari"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import zarr
-from diffusion_rl.progress import progress_bar
 
 from diffusion_rl.data._atomic import atomic_path
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
+from diffusion_rl.progress import progress_bar
 
 __all__ = ["is_zarr_store", "load_zarr", "save_zarr"]
 
