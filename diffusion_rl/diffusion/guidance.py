@@ -9,19 +9,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ClassifierFreeGuidance", "GradientGuidance", "make_model_fn", "repeat_cond"]
+__all__ = ["ClassifierFreeGuidance", "ComposedGuidance", "GradientGuidance", "make_model_fn", "repeat_cond"]
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def repeat_cond(cond: Any) -> Any:
-    """Concatenate a condition with itself along dim 0 (tensors, or dicts / lists / tuples of tensors)."""
+def repeat_cond(cond: Any, copies: int = 2) -> Any:
+    """Concatenate ``copies`` copies of a condition along dim 0 (tensors, or dicts / lists / tuples of tensors)."""
     if isinstance(cond, Tensor):
-        return torch.cat([cond, cond], dim=0)
+        return torch.cat([cond] * copies, dim=0)
     if isinstance(cond, dict):
-        return {k: repeat_cond(v) for k, v in cond.items()}
+        return {k: repeat_cond(v, copies) for k, v in cond.items()}
     if isinstance(cond, (list, tuple)):
-        return type(cond)(repeat_cond(v) for v in cond)
+        return type(cond)(repeat_cond(v, copies) for v in cond)
     raise ValueError(
         f"classifier-free guidance needs cond as a tensor or a dict/list/tuple of tensors, got {type(cond).__name__}"
     )
@@ -59,10 +59,55 @@ class ClassifierFreeGuidance:
         return guided
 
 
+@dataclass(frozen=True)
+class ComposedGuidance:
+    """Composed conditions (Decision Diffuser, Ajay et al. 2023, sec. 3.3): for a condition made of K parts,
+    out = u + sum_i w_i (c_i - u), where c_i is the model output with only part i kept and u the output with every
+    part dropped. All K + 1 outputs come from ONE forward pass on a (K + 1)-fold batch with a per-part
+    ``drop_mask [(K + 1) B, K]`` (True = dropped), so the denoiser must take a parted condition (e.g.
+    ``TemporalUnet(cond_parts=...)``). Parts with weight 0 are left out of the batch. Note the scale: one part
+    with w = 1 is its plain conditional model (``ClassifierFreeGuidance(weight=w - 1)``)."""
+
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        weights = tuple(self.weights) if isinstance(self.weights, (list, tuple)) else None
+        if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or abs(w) == float("inf")
+                              for w in weights):
+            raise ValueError(f"ComposedGuidance weights must be a non-empty sequence of finite floats, one per part "
+                             f"of the condition, got {self.weights!r}")
+        object.__setattr__(self, "weights", tuple(float(w) for w in weights))
+
+    def model_fn(self, denoiser: Callable[..., Tensor], cond: Any, batch: int, device: torch.device) -> ModelFn:
+        """The composed model (x, t) -> output for a batch of ``batch`` rows."""
+        if cond is None:
+            raise ValueError("ComposedGuidance needs cond (the parted condition to compose), got None")
+        parts = len(self.weights)
+        used = [i for i, w in enumerate(self.weights) if w != 0]
+        copies = len(used) + 1
+        drop = torch.ones(copies, batch, parts, dtype=torch.bool, device=device)
+        for row, i in enumerate(used):
+            drop[row, :, i] = False  # block `row` keeps only part i; the last block keeps none
+        drop = drop.reshape(copies * batch, parts)
+        cond_n = repeat_cond(cond, copies)
+        weights = [self.weights[i] for i in used]
+
+        def composed(x: Tensor, t: Tensor) -> Tensor:
+            out = denoiser(torch.cat([x] * copies, dim=0), torch.cat([t] * copies, dim=0), cond_n, drop_mask=drop)
+            chunks = out.chunk(copies, dim=0)
+            u = chunks[-1]
+            result = u
+            for w, c in zip(weights, chunks[:-1]):
+                result = result + w * (c - u)
+            return result
+
+        return composed
+
+
 def make_model_fn(
     denoiser: Callable[..., Tensor],
     cond: Any,
-    guidance: ClassifierFreeGuidance | None,
+    guidance: ClassifierFreeGuidance | ComposedGuidance | None,
     batch: int,
     device: torch.device,
 ) -> ModelFn:
@@ -70,7 +115,7 @@ def make_model_fn(
     if guidance is None:
         return lambda x, t: denoiser(x, t, cond)
     if not hasattr(guidance, "model_fn"):
-        raise ValueError(f"guidance must be a ClassifierFreeGuidance, got {type(guidance).__name__}")
+        raise ValueError(f"guidance must be a ClassifierFreeGuidance or ComposedGuidance, got {type(guidance).__name__}")
     return guidance.model_fn(denoiser, cond, batch, device)
 
 

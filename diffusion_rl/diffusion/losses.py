@@ -9,24 +9,22 @@ import torch
 from torch import Tensor
 
 from diffusion_rl.diffusion.prediction import get_prediction
-from diffusion_rl.diffusion.schedules import NoiseSchedule
+from diffusion_rl.diffusion.process import ForwardProcess
 
 __all__ = ["diffusion_loss", "sample_timesteps"]
 
 
 def sample_timesteps(
-    batch: int, schedule: NoiseSchedule, device: torch.device, generator: torch.Generator | None = None
+    batch: int, schedule: ForwardProcess, device: torch.device, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Uniform integer timesteps in [0, num_steps) of shape [batch], drawn with ``generator`` if given."""
-    gen_device = generator.device if generator is not None else device
-    t = torch.randint(0, schedule.num_steps, (batch,), generator=generator, device=gen_device)
-    return t.to(device)
+    """The process's training timesteps (uniform integers in [0, num_steps)) of shape [batch], from ``generator``."""
+    return schedule.sample_timesteps(batch, device, generator)
 
 
 def diffusion_loss(
     denoiser: Callable[..., Tensor],
     x0: Tensor,
-    schedule: NoiseSchedule,
+    schedule: ForwardProcess,
     *,
     prediction: str = "epsilon",
     cond: Any = None,
@@ -38,12 +36,17 @@ def diffusion_loss(
 ) -> Tensor:
     """Weighted MSE between ``denoiser(x_t, t, cond)`` and the target of ``prediction`` for clean data ``x0``.
 
+    ``schedule`` is any forward process: a ``NoiseSchedule`` (denoising diffusion) or a ``FlowPath`` (flow
+    matching: with ``prediction="velocity"`` the target is eps - x0, the conditional flow-matching loss).
+
     ``weights`` (broadcastable to x0, e.g. Diffuser's x10 weight on the first action, or a padding mask) multiply
     the squared error before the mean over all elements, as Diffuser's WeightedLoss does. ``drop_mask`` [B] bool
-    (True = condition dropped) is passed to the denoiser for classifier-free guidance training. ``t`` [B] and
+    (True = condition dropped; [B, K] to drop the parts of a parted condition one by one) is passed to the
+    denoiser for classifier-free guidance training. ``t`` [B] and
     ``noise`` (x0's shape) default to uniform timesteps and standard normal noise from ``generator``.
     """
     pred = get_prediction(prediction)
+    schedule.check_prediction(prediction)
     if x0.ndim < 1:
         raise ValueError(f"x0 must have a batch dimension, got shape {tuple(x0.shape)}")
     batch = x0.shape[0]
@@ -61,8 +64,9 @@ def diffusion_loss(
             raise ValueError(
                 f"weights must broadcast to the data shape {tuple(x0.shape)}, got shape {tuple(weights.shape)}"
             )
-    if drop_mask is not None and tuple(drop_mask.shape) != (batch,):
-        raise ValueError(f"drop_mask must be a bool tensor of shape [{batch}], got {tuple(drop_mask.shape)}")
+    if drop_mask is not None and (drop_mask.ndim not in (1, 2) or drop_mask.shape[0] != batch):
+        raise ValueError(f"drop_mask must be a bool tensor of shape [{batch}] (or [{batch}, parts] for a parted "
+                         f"condition), got {tuple(drop_mask.shape)}")
 
     x_t = schedule.q_sample(x0, t, noise)
     a, s = schedule.coefficients(t, x0)

@@ -45,13 +45,15 @@ def check_cond(cond: torch.Tensor, batch: int, cond_dim: int) -> None:
         )
 
 
-def check_drop_mask(drop_mask: torch.Tensor, batch: int) -> None:
-    """Check that a classifier-free-guidance drop mask is a bool tensor ``[B]``."""
+def check_drop_mask(drop_mask: torch.Tensor, batch: int, parts: int | None = None) -> None:
+    """Check that a classifier-free-guidance drop mask is a bool tensor ``[B]`` (the whole condition), or, for a
+    condition made of ``parts`` parts, ``[B]`` or ``[B, parts]`` (each part dropped on its own)."""
     if not isinstance(drop_mask, torch.Tensor) or drop_mask.dtype != torch.bool:
         got = drop_mask.dtype if isinstance(drop_mask, torch.Tensor) else type(drop_mask).__name__
         raise ValueError(f"drop_mask must be a bool tensor of shape [{batch}], got {got}")
-    if drop_mask.shape != (batch,):
-        raise ValueError(f"drop_mask must have shape [B] = [{batch}], got {tuple(drop_mask.shape)}")
+    if drop_mask.shape != (batch,) and (parts is None or drop_mask.shape != (batch, parts)):
+        shapes = f"[B] = [{batch}]" + (f" or [B, parts] = [{batch}, {parts}]" if parts is not None else "")
+        raise ValueError(f"drop_mask must have shape {shapes}, got {tuple(drop_mask.shape)}")
 
 
 def check_positive(name: str, value: int) -> None:

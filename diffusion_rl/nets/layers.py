@@ -7,6 +7,7 @@ channels-last ``[B, H, D]`` trajectories at their boundary.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,28 @@ def null_where_dropped(
     return torch.where(drop_mask[:, None], null.to(embedding.dtype), embedding)
 
 
+class PartsEmbedding(nn.Module):
+    """A condition made of parts (e.g. a return and a goal, or several skills), each embedded by its own MLP and
+    summed; a dropped part contributes nothing, so dropping every part gives the zero (null) embedding of a
+    plain condition. ``drop_mask`` is ``[B]`` (all parts) or ``[B, K]`` (part by part), which is what composing
+    conditions needs (:class:`~diffusion_rl.diffusion.ComposedGuidance`)."""
+
+    def __init__(self, parts: Sequence[int], make_mlp: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.parts = [int(p) for p in parts]
+        self.mlps = nn.ModuleList(make_mlp(p) for p in self.parts)
+
+    def forward(self, cond: torch.Tensor, drop_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = None
+        for k, (chunk, mlp) in enumerate(zip(cond.split(self.parts, dim=-1), self.mlps)):
+            emb = mlp(chunk)
+            if drop_mask is not None:
+                keep = ~(drop_mask if drop_mask.ndim == 1 else drop_mask[:, k])
+                emb = emb * keep[:, None].to(emb.dtype)
+            out = emb if out is None else out + emb
+        return out
+
+
 def condition_embedding(
     owner: str,
     cond_mlp: nn.Module | None,
@@ -178,5 +201,7 @@ def condition_embedding(
     if cond is None:
         return None
     check_cond(cond, batch, cond_dim)
+    if isinstance(cond_mlp, PartsEmbedding):
+        return cond_mlp(cond.to(dtype), drop_mask)
     embedding = cond_mlp(cond.to(dtype))
     return null_where_dropped(embedding, embedding.new_zeros(()), drop_mask)

@@ -32,6 +32,7 @@ from diffusion_rl.nets.layers import (
     Conv1dBlock,
     Downsample1d,
     LinearAttention1d,
+    PartsEmbedding,
     Upsample1d,
     condition_embedding,
     pad_length,
@@ -68,6 +69,8 @@ class TemporalUnet(nn.Module):
     ``D`` is ``transition_dim``. Any horizon ``H >= 1`` works: the input is zero-padded at the end to a
     multiple of ``2 ** (len(dim_mults) - 1)`` and the output cropped back. ``cond_dim=None`` builds an
     unconditional network (passing ``cond`` is then an error; ``drop_mask`` is accepted and has no effect).
+    ``cond_parts`` (sizes summing to ``cond_dim``) makes the condition a composition of parts, each embedded on
+    its own and droppable on its own (``drop_mask [B, K]``), for composed guidance.
     """
 
     def __init__(
@@ -79,12 +82,18 @@ class TemporalUnet(nn.Module):
         cond_dim: int | None = None,
         attention: bool = False,
         n_groups: int = 8,
+        cond_parts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         check_positive("transition_dim", transition_dim)
         check_positive("dim", dim)
         if cond_dim is not None:
             check_positive("cond_dim", cond_dim)
+        if cond_parts is not None:
+            cond_parts = [int(p) for p in cond_parts]
+            if cond_dim is None or not cond_parts or min(cond_parts) < 1 or sum(cond_parts) != cond_dim:
+                raise ValueError(f"cond_parts must be positive sizes that sum to cond_dim={cond_dim}, "
+                                 f"got {cond_parts}")
         dim_mults = check_dim_mults(dim_mults)
         channels = [dim * m for m in dim_mults]
         for c in channels:
@@ -97,9 +106,11 @@ class TemporalUnet(nn.Module):
             "cond_dim": cond_dim,
             "attention": attention,
             "n_groups": n_groups,
+            **({"cond_parts": cond_parts} if cond_parts is not None else {}),
         }
         self.transition_dim = transition_dim
         self.cond_dim = cond_dim
+        self.cond_parts = cond_parts
         self.horizon_multiple = 2 ** (len(dim_mults) - 1)
 
         self.time_mlp = time_mlp(dim)
@@ -107,13 +118,12 @@ class TemporalUnet(nn.Module):
             self.cond_mlp = None
             embed_dim = dim
         else:
-            self.cond_mlp = nn.Sequential(
-                nn.Linear(cond_dim, dim),
-                nn.Mish(),
-                nn.Linear(dim, dim * 4),
-                nn.Mish(),
-                nn.Linear(dim * 4, dim),
-            )
+            def cond_mlp(size: int) -> nn.Module:
+                return nn.Sequential(nn.Linear(size, dim), nn.Mish(), nn.Linear(dim, dim * 4), nn.Mish(),
+                                     nn.Linear(dim * 4, dim))
+
+            # a plain condition keeps its one MLP (and its weights' names); a parted one gets one per part
+            self.cond_mlp = cond_mlp(cond_dim) if cond_parts is None else PartsEmbedding(cond_parts, cond_mlp)
             embed_dim = 2 * dim
 
         def block(c_in: int, c_out: int) -> ResidualTemporalBlock:
@@ -180,7 +190,7 @@ class TemporalUnet(nn.Module):
         batch, horizon = check_sequence(x, self.transition_dim)
         t = check_timesteps(t, batch, x.device)
         if drop_mask is not None:
-            check_drop_mask(drop_mask, batch)
+            check_drop_mask(drop_mask, batch, len(self.cond_parts) if self.cond_parts else None)
         emb = self.embed(t, cond, drop_mask, batch, x.dtype)
 
         h = pad_length(x.transpose(1, 2), self.horizon_multiple)
