@@ -9,6 +9,7 @@ This is what ``scripts/train_planner.py`` runs, callable from Python without Hyd
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
-from diffusion_rl.algos._common import check_settings
+from diffusion_rl.algos._common import check_process, check_settings
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.evaluation import (
     EvalResult,
@@ -97,8 +98,11 @@ class PlannerRunConfig:
                               f"{cls.sampling_names() or 'none'}")
         try:
             steps = self.model.get("num_steps")
-            check_settings(self.sampling, steps if isinstance(steps, int) and not isinstance(steps, bool) else None)
+            steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+            check_settings(self.sampling, steps)
             make_execution(self.execution, self.execution_options)
+            if steps is not None and "process" in inspect.signature(cls.__init__).parameters:
+                check_process(self.model, self.sampling, steps)
         except ValueError as err:
             raise ConfigError(f"algo: {err}") from None
         _int_at_least("eval.episodes", self.eval_episodes, 1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from diffusion_rl.diffusion import SAMPLERS, sampler_options
+from diffusion_rl.diffusion import SAMPLERS, ForwardProcess, make_process, sampler_options
 from diffusion_rl.nets import build_network
 
 
@@ -120,3 +120,27 @@ def state_inpainting(
         mask[:, -1, start] = True
         values[:, -1, start] = goals
     return mask, values
+
+
+def forward_process(process: str, schedule: str, num_steps: int, prediction: str | None,
+                    diffusion_prediction: str) -> tuple[ForwardProcess, str]:
+    """The algorithm's forward process and what its network predicts. ``process="diffusion"`` uses the noise
+    ``schedule``; ``process="flow"`` the linear flow-matching path. ``prediction=None`` picks the process's
+    natural target: ``diffusion_prediction`` (the algorithm's paper choice) for diffusion, the velocity for
+    flow."""
+    proc = make_process(process, schedule, num_steps)
+    resolved = prediction if prediction is not None else (
+        diffusion_prediction if proc.kind == "diffusion" else proc.default_prediction)
+    proc.check_prediction(resolved)
+    return proc, resolved
+
+
+def check_process(model: dict[str, Any], sampling: dict[str, Any], num_steps: int) -> None:
+    """Before any work: the model's ``process``, ``schedule`` and ``prediction`` exist and fit together, and the
+    sampler setting runs on that process (heun needs the flow path); ``ValueError`` names what does not fit."""
+    proc = make_process(model.get("process", "diffusion"), model.get("schedule", "cosine"), num_steps)
+    if model.get("prediction") is not None:
+        proc.check_prediction(model["prediction"])
+    name = sampling.get("sampler")
+    if name in SAMPLERS:
+        SAMPLERS[name](proc, **({"steps": 1} if "steps" in sampler_options(name) else {}))

@@ -25,13 +25,14 @@ from diffusion_rl.algos._common import (
     applicable_options,
     check_finite,
     check_unit_interval,
+    forward_process,
     make_backbone,
     masked_mean,
     state_inpainting,
     warm_start_args,
 )
 from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
-from diffusion_rl.diffusion import ClassifierFreeGuidance, Inpaint, NoiseSchedule, diffusion_loss
+from diffusion_rl.diffusion import ClassifierFreeGuidance, Inpaint, diffusion_loss
 from diffusion_rl.nets import InverseDynamics
 
 __all__ = ["DecisionDiffuser"]
@@ -62,7 +63,8 @@ class DecisionDiffuser(Algorithm):
         horizon: int = 100,
         num_steps: int = 200,
         schedule: str = "cosine",
-        prediction: str = "epsilon",
+        prediction: str | None = None,
+        process: str = "diffusion",
         backbone: str = "temporal_unet",
         dim: int = 128,
         dim_mults: Sequence[int] = (1, 4, 8),
@@ -76,16 +78,17 @@ class DecisionDiffuser(Algorithm):
             raise ValueError(f"history must be in [1, horizon={horizon}); got {history}")
         if horizon < 2:
             raise ValueError(f"Decision Diffuser needs horizon >= 2 (inverse dynamics uses s_t, s_t+1); got {horizon}")
+        proc, prediction = forward_process(process, schedule, num_steps, prediction, "epsilon")
         super().__init__(
             obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, schedule=schedule,
-            prediction=prediction, backbone=backbone, dim=dim, dim_mults=list(dim_mults), cond_drop=cond_drop,
-            inv_hidden_dim=inv_hidden_dim, history=history, diffusion_weight=diffusion_weight,
+            prediction=prediction, process=process, backbone=backbone, dim=dim, dim_mults=list(dim_mults),
+            cond_drop=cond_drop, inv_hidden_dim=inv_hidden_dim, history=history, diffusion_weight=diffusion_weight,
             inv_weight=inv_weight,
         )
         self.obs_dim, self.act_dim, self.horizon, self.history = obs_dim, act_dim, horizon, history
         self.prediction, self.cond_drop = prediction, cond_drop
         self.diffusion_weight, self.inv_weight = diffusion_weight, inv_weight
-        self.schedule = NoiseSchedule.from_name(schedule, num_steps)
+        self.schedule = proc
         self.net = make_backbone(backbone, transition_dim=obs_dim, dim=dim, dim_mults=tuple(dim_mults), cond_dim=1)
         self.inv = InverseDynamics(obs_dim, act_dim, hidden_dim=inv_hidden_dim)
 

@@ -14,9 +14,15 @@ from typing import Any
 
 import torch
 
-from diffusion_rl.algos._common import applicable_options, make_backbone, state_inpainting, warm_start_args
+from diffusion_rl.algos._common import (
+    applicable_options,
+    forward_process,
+    make_backbone,
+    state_inpainting,
+    warm_start_args,
+)
 from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
-from diffusion_rl.diffusion import GradientGuidance, Inpaint, NoiseSchedule, diffusion_loss
+from diffusion_rl.diffusion import GradientGuidance, Inpaint, diffusion_loss
 from diffusion_rl.nets import ValueNet
 
 __all__ = ["Diffuser"]
@@ -50,7 +56,8 @@ class Diffuser(Algorithm):
         horizon: int = 32,
         num_steps: int = 20,
         schedule: str = "cosine",
-        prediction: str = "sample",
+        prediction: str | None = None,
+        process: str = "diffusion",
         backbone: str = "temporal_unet",
         dim: int = 32,
         dim_mults: Sequence[int] = (1, 2, 4, 8),
@@ -61,9 +68,10 @@ class Diffuser(Algorithm):
         value_weight: float = 1.0,
         goal_conditioned: bool = False,
     ) -> None:
+        proc, prediction = forward_process(process, schedule, num_steps, prediction, "sample")
         super().__init__(
             obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, schedule=schedule,
-            prediction=prediction, backbone=backbone, dim=dim, dim_mults=list(dim_mults),
+            prediction=prediction, process=process, backbone=backbone, dim=dim, dim_mults=list(dim_mults),
             action_weight=action_weight, value_guided=value_guided, value_dim=value_dim,
             value_dim_mults=list(value_dim_mults), value_weight=value_weight, goal_conditioned=goal_conditioned,
         )
@@ -71,7 +79,7 @@ class Diffuser(Algorithm):
         self.transition_dim = obs_dim + act_dim
         self.prediction, self.action_weight, self.value_weight = prediction, action_weight, value_weight
         self.goal_conditioned = goal_conditioned
-        self.schedule = NoiseSchedule.from_name(schedule, num_steps)
+        self.schedule = proc
         self.net = make_backbone(backbone, transition_dim=self.transition_dim, dim=dim, dim_mults=tuple(dim_mults))
         self.value = (
             ValueNet(self.transition_dim, horizon, dim=value_dim, dim_mults=tuple(value_dim_mults))

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from diffusion_rl.algos._common import applicable_options
+from diffusion_rl.algos._common import applicable_options, forward_process
 from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
-from diffusion_rl.diffusion import NoiseSchedule, diffusion_loss
+from diffusion_rl.diffusion import diffusion_loss
 from diffusion_rl.nets import build_network
 
 __all__ = ["DiffusionPolicy"]
@@ -50,7 +50,8 @@ class DiffusionPolicy(Algorithm):
         obs_steps: int = 2,
         num_steps: int = 100,
         schedule: str = "squaredcos_cap_v2",
-        prediction: str = "epsilon",
+        prediction: str | None = None,
+        process: str = "diffusion",
         backbone: str = "conditional_unet1d",
         down_dims: Sequence[int] = (256, 512, 1024),
         kernel_size: int = 5,
@@ -67,16 +68,17 @@ class DiffusionPolicy(Algorithm):
             raise ValueError(f"obs_steps (To={obs_steps}) must be <= horizon (Tp={horizon})")
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; expected one of: {', '.join(BACKBONES)}")
+        proc, prediction = forward_process(process, schedule, num_steps, prediction, "epsilon")
         super().__init__(
             obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, obs_steps=obs_steps, num_steps=num_steps,
-            schedule=schedule, prediction=prediction, backbone=backbone, down_dims=list(down_dims),
-            kernel_size=kernel_size, n_groups=n_groups, step_embed_dim=step_embed_dim, d_model=d_model, depth=depth,
+            schedule=schedule, prediction=prediction, process=process, backbone=backbone,
+            down_dims=list(down_dims), kernel_size=kernel_size, n_groups=n_groups, step_embed_dim=step_embed_dim, d_model=d_model, depth=depth,
         )
         self.obs_dim, self.act_dim, self.horizon, self.obs_steps = obs_dim, act_dim, horizon, obs_steps
         self.history = obs_steps  # Policy keeps this many recent observations
         self.pad_before = obs_steps - 1  # training windows start up to To - 1 steps before their episode
         self.prediction = prediction
-        self.schedule = NoiseSchedule.from_name(schedule, num_steps)
+        self.schedule = proc
         cond_dim = obs_steps * obs_dim
         if backbone == "conditional_unet1d":
             self.net = build_network(backbone, action_dim=act_dim, global_cond_dim=cond_dim,

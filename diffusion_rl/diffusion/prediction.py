@@ -1,8 +1,11 @@
-"""What the denoiser predicts: noise ("epsilon"), the clean sample ("sample") or velocity ("v_prediction").
+"""What the denoiser predicts: noise ("epsilon"), the clean sample ("sample"), diffusion's velocity
+("v_prediction") or flow matching's velocity ("velocity").
 
 Each prediction type converts between the model output and the pair (x0, eps) given the step's coefficients
-a = sqrt(alpha_bar_t) and s = sqrt(1 - alpha_bar_t), with x_t = a x0 + s eps and v = a eps - s x0
-(Salimans & Ho 2022). Coefficients may be scalars or tensors that broadcast against x.
+(a, s) of x_t = a x0 + s eps. ``v_prediction`` is Salimans & Ho's v = a eps - s x0, defined for variance-preserving
+processes (a^2 + s^2 = 1); ``velocity`` is dx_t / dtau = eps - x0 of the linear flow path (a = 1 - tau, s = tau,
+a + s = 1). Which types a process defines is its ``predictions``. Coefficients may be scalars or tensors that
+broadcast against x.
 """
 
 from __future__ import annotations
@@ -40,10 +43,15 @@ def _v_to_x0_eps(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor
     return a * x_t - s * out, a * out + s * x_t
 
 
+def _velocity_to_x0_eps(out: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    return x_t - s * out, x_t + a * out
+
+
 PREDICTIONS: dict[str, Prediction] = {
     "epsilon": Prediction("epsilon", _eps_to_x0_eps, lambda x0, eps, a, s: eps),
     "sample": Prediction("sample", _sample_to_x0_eps, lambda x0, eps, a, s: x0),
     "v_prediction": Prediction("v_prediction", _v_to_x0_eps, lambda x0, eps, a, s: a * eps - s * x0),
+    "velocity": Prediction("velocity", _velocity_to_x0_eps, lambda x0, eps, a, s: eps - x0),
 }
 
 

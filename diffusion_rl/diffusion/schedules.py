@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffusion_rl.diffusion.process import ForwardProcess
+
 __all__ = ["SCHEDULES", "NoiseSchedule"]
 
 
@@ -30,13 +32,17 @@ def _check_num_steps(num_steps: int) -> None:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
 
 
-class NoiseSchedule:
+class NoiseSchedule(ForwardProcess):
     """The forward process q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), t = 0..num_steps-1.
 
     Build it with ``linear``, ``cosine``, ``squaredcos_cap_v2``, ``from_betas`` or ``from_name``. The tables are
     float64 tensors on ``self.device``; ``to(device)`` moves them in place (like a module) and returns ``self``.
     The schedule is deliberately not an ``nn.Module``: a model's ``.to(dtype)`` or ``.half()`` must never round it.
     """
+
+    kind = "diffusion"
+    predictions = ("epsilon", "sample", "v_prediction")
+    default_prediction = "epsilon"
 
     def __init__(self, betas: Tensor, *, config: dict[str, Any] | None = None) -> None:
         betas = torch.as_tensor(betas).detach().to(dtype=torch.float64)
@@ -121,10 +127,6 @@ class NoiseSchedule:
         self.alphas_cumprod = self.alphas_cumprod.to(device)
         return self
 
-    def _check_t(self, t: int) -> None:
-        if not 0 <= t < self.num_steps:
-            raise ValueError(f"timestep must be in [0, {self.num_steps - 1}], got {t}")
-
     def alpha_bar(self, t: int) -> float:
         """alpha_bar_t as a Python float (for host-side planning of sampler tables; -1 means 'clean', 1.0)."""
         if t < 0:
@@ -132,10 +134,13 @@ class NoiseSchedule:
         self._check_t(t)
         return self._alpha_bar_host[t]
 
-    def posterior_variance(self, t: int, prev: int) -> float:
-        """Variance of q(x_prev | x_t, x_0) for a (possibly strided) step t -> prev; prev = -1 means x_0."""
-        a_t, a_prev = self.alpha_bar(t), self.alpha_bar(prev)
-        return (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
+    def sigma2(self, t: int) -> float:
+        """1 - alpha_bar_t (0.0 for the clean sample, t = -1)."""
+        return 1.0 - self.alpha_bar(t)
+
+    def transition_variance(self, t: int, prev: int) -> float:
+        """1 - alpha_bar_t / alpha_bar_prev: the variance of q(x_t | x_prev) (beta_t for a single step)."""
+        return 1.0 - self.alpha_bar(t) / self.alpha_bar(prev)
 
     def _sqrt_tables(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         key = (torch.device(device), dtype)
@@ -155,13 +160,6 @@ class NoiseSchedule:
         t = t.to(like.device)
         view = (-1,) + (1,) * (like.ndim - 1)
         return sa[t].view(view), sb[t].view(view)
-
-    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """Draw x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise for integer timesteps ``t`` [B]."""
-        if noise.shape != x0.shape:
-            raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        a, s = self.coefficients(t, x0)
-        return a * x0 + s * noise
 
     def __repr__(self) -> str:
         return f"NoiseSchedule({self._config.get('name')}, num_steps={self.num_steps})"

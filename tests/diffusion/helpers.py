@@ -56,11 +56,12 @@ SCHEDULE_TO_DIFFUSERS = {"linear": "linear", "squaredcos_cap_v2": "squaredcos_ca
 
 
 class GaussianOracle:
-    """The exact denoiser of data x0 ~ N(mu, diag(sigma^2)) under ``schedule``, for any prediction type.
+    """The exact denoiser of data x0 ~ N(mu, diag(sigma^2)) under ``schedule`` (any forward process: a noise
+    schedule or a flow path), for any prediction type.
 
-    With x_t = a x0 + s eps (a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t)), per element:
+    With x_t = a x0 + s eps ((a, s) the process's coefficients), per element:
         E[x0 | x_t] = mu + a sigma^2 (x_t - a mu) / (a^2 sigma^2 + s^2),
-        E[eps | x_t] = (x_t - a E[x0 | x_t]) / s,   v = a eps - s x0.
+        E[eps | x_t] = (x_t - a E[x0 | x_t]) / s,   v = a eps - s x0,   velocity = eps - x0.
     ``mu`` and ``sigma`` broadcast against one sample (no batch dim). ``perturb`` optionally adds a fixed function
     of (x, t) to the output (a realistic, imperfect model for loop comparisons).
     """
@@ -68,17 +69,16 @@ class GaussianOracle:
     def __init__(self, mu: Tensor, sigma: Tensor, schedule: NoiseSchedule, prediction: str = "epsilon",
                  perturb=None) -> None:
         self.mu, self.sigma, self.prediction, self.perturb = mu, sigma, prediction, perturb
-        self.ac = schedule.alphas_cumprod
+        self.schedule = schedule
         self.calls = 0
 
     def __call__(self, x: Tensor, t: Tensor, cond: object = None) -> Tensor:
         self.calls += 1
-        ab = self.ac.to(x.device)[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
-        a, s = ab.sqrt(), (1 - ab).sqrt()
+        a, s = self.schedule.coefficients(t, x)
         mu, var = self.mu.to(x), self.sigma.to(x) ** 2
         x0 = mu + a * var * (x - a * mu) / (a * a * var + s * s)
         eps = (x - a * x0) / s
-        out = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[self.prediction]
+        out = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0, "velocity": eps - x0}[self.prediction]
         if self.perturb is not None:
             out = out + self.perturb(x, t)
         return out

@@ -19,7 +19,7 @@ zero = lambda x, t, c=None: torch.zeros_like(x)
 
 
 def test_unknown_sampler_and_schedule_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown sampler 'ddim2'.*\['ddim', 'ddpm', 'dpmsolver\+\+'\]"):
+    with pytest.raises(ValueError, match=r"unknown sampler 'ddim2'.*\['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'heun'\]"):
         make_sampler("ddim2", SCH)
     with pytest.raises(ValueError, match=r"unknown noise schedule 'cosin'.*\['cosine', 'linear', 'squaredcos_cap_v2'\]"):
         NoiseSchedule.from_name("cosin", 10)
@@ -38,7 +38,7 @@ def test_steps_out_of_range(name: str) -> None:
 
 
 def test_unknown_prediction_type() -> None:
-    msg = r"unknown prediction type 'eps'.*\['epsilon', 'sample', 'v_prediction'\]"
+    msg = r"unknown prediction type 'eps'.*\['epsilon', 'sample', 'v_prediction', 'velocity'\]"
     with pytest.raises(ValueError, match=msg):
         make_sampler("ddim", SCH, steps=5).sample(zero, (2, 3), prediction="eps")
     with pytest.raises(ValueError, match=msg):

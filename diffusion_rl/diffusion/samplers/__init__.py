@@ -5,17 +5,20 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import Sampler
 from diffusion_rl.diffusion.samplers.ddim import DDIMSampler
 from diffusion_rl.diffusion.samplers.ddpm import DDPMSampler
 from diffusion_rl.diffusion.samplers.dpmsolver import DPMSolverPlusPlusSampler
-from diffusion_rl.diffusion.schedules import NoiseSchedule
+from diffusion_rl.diffusion.samplers.ode import EulerSampler, HeunSampler
 
 __all__ = [
     "SAMPLERS",
     "DDIMSampler",
     "DDPMSampler",
     "DPMSolverPlusPlusSampler",
+    "EulerSampler",
+    "HeunSampler",
     "Sampler",
     "make_sampler",
     "sampler_options",
@@ -25,6 +28,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "ddpm": DDPMSampler,
     "ddim": DDIMSampler,
     "dpmsolver++": DPMSolverPlusPlusSampler,
+    "euler": EulerSampler,
+    "heun": HeunSampler,
 }
 
 
@@ -34,11 +39,13 @@ def sampler_options(name: str) -> list[str]:
     return [p for p in params if p not in ("self", "schedule")]
 
 
-def make_sampler(name: str, schedule: NoiseSchedule, **options: Any) -> Sampler:
-    """Build the sampler registered as ``name`` ("ddpm", "ddim", "dpmsolver++") for ``schedule``.
+def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler:
+    """Build the sampler registered as ``name`` ("ddpm", "ddim", "dpmsolver++", "euler", "heun") for the forward
+    process ``schedule`` (a ``NoiseSchedule`` or a ``FlowPath``; every sampler but heun runs on both).
 
     Options: ddim -- steps, eta, timestep_spacing, steps_offset, set_alpha_to_one; dpmsolver++ -- steps, order,
-    timestep_spacing, steps_offset; ddpm -- none (it runs all of the schedule's steps).
+    timestep_spacing, steps_offset; euler, heun -- steps, timestep_spacing, steps_offset; ddpm -- none (it runs
+    all of the schedule's steps).
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")

@@ -2,7 +2,9 @@
 
 A concrete sampler supplies its descending timestep list, its per-step coefficient tables (float64 on the host,
 cast once to the sampling dtype and device and cached), and ``_update``: how x moves from one timestep to the next
-given the predicted x0 and eps. Everything else (the hooks) lives here, so every sampler gets all of them.
+given the predicted x0 and eps. Everything else (the hooks) lives here, so every sampler gets all of them. The
+tables are written in terms of the forward process's signal and noise powers (``alpha_bar``, ``sigma2``), so every
+sampler runs on any :class:`~diffusion_rl.diffusion.process.ForwardProcess` (a noise schedule or a flow path).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from torch import Tensor, nn
 from diffusion_rl.diffusion.constraints import Constraint, bind_constraints
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, GradientGuidance, make_model_fn
 from diffusion_rl.diffusion.prediction import get_prediction
-from diffusion_rl.diffusion.schedules import NoiseSchedule
+from diffusion_rl.diffusion.process import ForwardProcess
 
 __all__ = ["Sampler", "randn"]
 
 Tables = dict[str, Tensor]
 NoiseFn = Callable[[], Tensor]
+PredictFn = Callable[[Tensor, int], tuple[Tensor, Tensor]]
+"""(x, step index j) -> (x0, eps) predicted by the (guided) model at the sampler's j-th timestep (clipped)."""
 
 
 def randn(
@@ -60,9 +64,10 @@ def _resolve_device(device: Any, x_init: Tensor | None, denoiser: Any) -> torch.
 class Sampler(ABC):
     """Base class of all samplers; build them with ``make_sampler(name, schedule, **options)``."""
 
-    def __init__(self, schedule: NoiseSchedule) -> None:
-        if not isinstance(schedule, NoiseSchedule):
-            raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")  # noqa: TRY004 (house rule: ValueError)
+    def __init__(self, schedule: ForwardProcess) -> None:
+        if not isinstance(schedule, ForwardProcess):
+            raise ValueError(f"schedule must be a forward process (NoiseSchedule or FlowPath), "  # noqa: TRY004 (house rule: ValueError)
+                             f"got {type(schedule).__name__}")
         self.schedule = schedule
         self._table_cache: dict[tuple[torch.device, torch.dtype], Tables] = {}
 
@@ -80,25 +85,34 @@ class Sampler(ABC):
     def _update(self, i: int, x: Tensor, x0: Tensor, eps: Tensor, tab: Tables, state: dict, noise: NoiseFn) -> Tensor:
         """x at the next timestep from x at step index ``i`` and the (clipped) predictions x0 and eps."""
 
-    def _final_alpha_bar(self) -> float:
-        """alpha_bar after the last step (1.0 = the clean sample)."""
-        return 1.0
+    def _final_timestep(self) -> int:
+        """The timestep after the last step (-1 = the clean sample)."""
+        return -1
+
+    def _update_with_model(self, i: int, x: Tensor, x0: Tensor, eps: Tensor, tab: Tables, state: dict,
+                           noise: NoiseFn, predict: PredictFn) -> Tensor:
+        """The step from index ``i``; samplers that evaluate the model again within a step (Heun) override this
+        and call ``predict``; the others only need ``_update``."""
+        return self._update(i, x, x0, eps, tab, state, noise)
 
     # ------------------------------------------------------------------------------------------ shared
+    def _prev_timesteps(self) -> list[int]:
+        """The timestep each step lands on: the next one of the list, then ``_final_timestep()``."""
+        return self.timesteps[1:] + [self._final_timestep()]
+
     def _prev_alpha_bars(self) -> list[float]:
-        ts = self.timesteps
-        return [self.schedule.alpha_bar(p) for p in ts[1:]] + [self._final_alpha_bar()]
+        return [self.schedule.alpha_bar(p) for p in self._prev_timesteps()]
 
     def _common_host_tables(self) -> dict[str, list[float]]:
-        """sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t), and the posterior variance of each step for gradient guidance
+        """a = sqrt(alpha_bar_t), s = sqrt(sigma2_t), and the posterior variance of each step for gradient guidance
         (a final zero variance is replaced by the step before's, like DDPM's clipped log variance)."""
+        proc = self.schedule
         ts = self.timesteps
-        ab = [self.schedule.alpha_bar(t) for t in ts]
-        ab_prev = self._prev_alpha_bars()
-        var = [(1.0 - p) / (1.0 - a) * (1.0 - a / p) for a, p in zip(ab, ab_prev)]
+        var = [proc.posterior_variance(t, p) for t, p in zip(ts, self._prev_timesteps())]
         if len(var) > 1 and var[-1] <= 0.0:
             var[-1] = var[-2]
-        return {"a": [math.sqrt(a) for a in ab], "s": [math.sqrt(1.0 - a) for a in ab], "guide_var": var}
+        return {"a": [math.sqrt(proc.alpha_bar(t)) for t in ts], "s": [math.sqrt(proc.sigma2(t)) for t in ts],
+                "guide_var": var}
 
     def tables(self, device: torch.device | str, dtype: torch.dtype) -> Tables:
         """All per-step coefficient tables as 1-D tensors on ``device`` in ``dtype`` (computed in float64 once and
@@ -135,6 +149,7 @@ class Sampler(ABC):
         their history in ``state``: pass the same dict to every step of one trajectory.
         """
         pred = get_prediction(prediction)
+        self.schedule.check_prediction(prediction)
         i = self._index(t)
         tab = self.tables(x.device, x.dtype)
         x0, eps = pred.to_x0_eps(model_output, x, tab["a"][i], tab["s"][i])
@@ -184,6 +199,7 @@ class Sampler(ABC):
             gradient guidance, or None}.
         """
         pred = get_prediction(prediction)
+        self.schedule.check_prediction(prediction)
         shape = _check_shape(shape)
         if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
             raise ValueError(f"temperature must be a finite float >= 0 (1.0 = plain sampling), got {temperature!r}")
@@ -226,11 +242,8 @@ class Sampler(ABC):
         t_rows = tab["t"][:, None].expand(len(all_ts), shape[0]).contiguous()
         state: dict = {}
         values: Tensor | None = None
-        for i in range(start, len(all_ts)):
-            t = t_rows[i]
-            if grad_guidance is not None:
-                x, values = grad_guidance.apply(x, t, all_ts[i], tab["guide_var"][i], constrain)
-            out = model(x, t)
+        def predict(x: Tensor, i: int) -> tuple[Tensor, Tensor]:
+            out = model(x, t_rows[i])
             if out.shape != x.shape:
                 raise ValueError(f"denoiser output must have the sample shape {tuple(x.shape)}, got {tuple(out.shape)}")
             if out.dtype != x.dtype:  # e.g. a bf16 autocast model: keep the sampler's math in its own dtype
@@ -238,7 +251,16 @@ class Sampler(ABC):
             x0, eps = pred.to_x0_eps(out, x, tab["a"][i], tab["s"][i])
             if clip_sample is not None:
                 x0 = x0.clamp(-clip_sample, clip_sample)
-            x = constrain(self._update(i, x, x0, eps, tab, state, noise))
+            return x0, eps
+
+        def predict_constrained(x: Tensor, i: int) -> tuple[Tensor, Tensor]:
+            return predict(constrain(x), i)
+
+        for i in range(start, len(all_ts)):
+            if grad_guidance is not None:
+                x, values = grad_guidance.apply(x, t_rows[i], all_ts[i], tab["guide_var"][i], constrain)
+            x0, eps = predict(x, i)
+            x = constrain(self._update_with_model(i, x, x0, eps, tab, state, noise, predict_constrained))
         if return_info:
             return x, {"timesteps": all_ts[start:], "guide_values": values}
         return x

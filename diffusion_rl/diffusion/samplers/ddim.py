@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor
 
+from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
-from diffusion_rl.diffusion.schedules import NoiseSchedule
 from diffusion_rl.diffusion.timesteps import spaced_timesteps
 
 __all__ = ["DDIMSampler"]
@@ -29,7 +29,7 @@ class DDIMSampler(Sampler):
 
     def __init__(
         self,
-        schedule: NoiseSchedule,
+        schedule: ForwardProcess,
         steps: int = 50,
         eta: float = 0.0,
         timestep_spacing: str = "leading",
@@ -49,17 +49,17 @@ class DDIMSampler(Sampler):
     def timesteps(self) -> list[int]:
         return list(self._timesteps)
 
-    def _final_alpha_bar(self) -> float:
-        return 1.0 if self.set_alpha_to_one else self.schedule.alpha_bar(0)
+    def _final_timestep(self) -> int:
+        return -1 if self.set_alpha_to_one else 0
 
     def _host_tables(self) -> dict[str, list[float]]:
         sqrt_a_prev, c_eps, std = [], [], []
-        for t, a_prev in zip(self._timesteps, self._prev_alpha_bars()):
-            a_t = self.schedule.alpha_bar(t)
-            var = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
+        proc = self.schedule
+        for t, prev in zip(self._timesteps, self._prev_timesteps()):
+            var = proc.posterior_variance(t, prev)
             sd = self.eta * math.sqrt(var)
-            sqrt_a_prev.append(math.sqrt(a_prev))
-            c_eps.append(math.sqrt(max(1.0 - a_prev - sd * sd, 0.0)))
+            sqrt_a_prev.append(math.sqrt(proc.alpha_bar(prev)))
+            c_eps.append(math.sqrt(max(proc.sigma2(prev) - sd * sd, 0.0)))
             std.append(sd)
         return {"sqrt_a_prev": sqrt_a_prev, "c_eps": c_eps, "std": std}
 

@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor
 
+from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
-from diffusion_rl.diffusion.schedules import NoiseSchedule
 
 __all__ = ["DDPMSampler"]
 
@@ -20,7 +20,7 @@ class DDPMSampler(Sampler):
     when it draws noise from a generator (only for t > 0).
     """
 
-    def __init__(self, schedule: NoiseSchedule) -> None:
+    def __init__(self, schedule: ForwardProcess) -> None:
         super().__init__(schedule)
         self._timesteps = list(range(schedule.num_steps - 1, -1, -1))
 
@@ -30,13 +30,15 @@ class DDPMSampler(Sampler):
 
     def _host_tables(self) -> dict[str, list[float]]:
         c_x0, c_xt, std = [], [], []
-        for t, a_t, a_prev in zip(self._timesteps, (self.schedule.alpha_bar(t) for t in self._timesteps),
-                                  self._prev_alpha_bars()):
+        proc = self.schedule
+        for t, prev in zip(self._timesteps, self._prev_timesteps()):
+            a_t, a_prev = proc.alpha_bar(t), proc.alpha_bar(prev)
+            s2_t, s2_prev = proc.sigma2(t), proc.sigma2(prev)
             alpha = a_t / a_prev
-            beta = 1.0 - alpha
-            c_x0.append(math.sqrt(a_prev) * beta / (1.0 - a_t))
-            c_xt.append(math.sqrt(alpha) * (1.0 - a_prev) / (1.0 - a_t))
-            var = max((1.0 - a_prev) / (1.0 - a_t) * beta, 1e-20)
+            beta = proc.transition_variance(t, prev)  # 1 - alpha for a variance-preserving schedule
+            c_x0.append(math.sqrt(a_prev) * beta / s2_t)
+            c_xt.append(math.sqrt(alpha) * s2_prev / s2_t)
+            var = max(s2_prev / s2_t * beta, 1e-20)
             std.append(math.sqrt(var) if t > 0 else 0.0)
         return {"c_x0": c_x0, "c_xt": c_xt, "std": std}
 

@@ -6,18 +6,20 @@ import math
 
 from torch import Tensor
 
+from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
-from diffusion_rl.diffusion.schedules import NoiseSchedule
 from diffusion_rl.diffusion.timesteps import spaced_timesteps
 
 __all__ = ["DPMSolverPlusPlusSampler"]
 
 
-def _lambda(alpha_bar: float) -> float:
-    """Half log-SNR, log(alpha) - log(sigma); +inf for the clean sample."""
-    if alpha_bar >= 1.0:
+def _lambda(alpha_bar: float, sigma2: float) -> float:
+    """Half log-SNR, log(alpha) - log(sigma); +inf for the clean sample, -inf for pure noise."""
+    if sigma2 <= 0.0:
         return math.inf
-    return 0.5 * math.log(alpha_bar) - 0.5 * math.log(1.0 - alpha_bar)
+    if alpha_bar <= 0.0:
+        return -math.inf
+    return 0.5 * math.log(alpha_bar) - 0.5 * math.log(sigma2)
 
 
 class DPMSolverPlusPlusSampler(Sampler):
@@ -35,7 +37,7 @@ class DPMSolverPlusPlusSampler(Sampler):
 
     def __init__(
         self,
-        schedule: NoiseSchedule,
+        schedule: ForwardProcess,
         steps: int = 20,
         order: int = 2,
         timestep_spacing: str = "linspace",
@@ -54,13 +56,13 @@ class DPMSolverPlusPlusSampler(Sampler):
         return list(self._timesteps)
 
     def _host_tables(self) -> dict[str, list[float]]:
-        ab = [self.schedule.alpha_bar(t) for t in self._timesteps]
-        ab_next = self._prev_alpha_bars()
+        proc = self.schedule
         c_x, c_d0, c_d1 = [], [], []
         h_before = math.nan
-        for i, (a_s, a_t) in enumerate(zip(ab, ab_next)):
-            sigma_s, sigma_t, alpha_t = math.sqrt(1.0 - a_s), math.sqrt(1.0 - a_t), math.sqrt(a_t)
-            h = _lambda(a_t) - _lambda(a_s)
+        for i, (s, t) in enumerate(zip(self._timesteps, self._prev_timesteps())):
+            a_s, a_t, s2_s, s2_t = proc.alpha_bar(s), proc.alpha_bar(t), proc.sigma2(s), proc.sigma2(t)
+            sigma_s, sigma_t, alpha_t = math.sqrt(s2_s), math.sqrt(s2_t), math.sqrt(a_t)
+            h = _lambda(a_t, s2_t) - _lambda(a_s, s2_s)
             c0 = alpha_t * (1.0 - math.exp(-h))
             c_x.append(sigma_t / sigma_s)
             c_d0.append(c0)
