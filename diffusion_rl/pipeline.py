@@ -166,7 +166,7 @@ def load_or_make_dataset(source: str, log: Callable[[str], None] = print) -> Epi
 
 
 def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: dict[str, Any],
-                      device: torch.device) -> SequenceDataset:
+                      device: torch.device, normalizers: dict[str, Any] | None = None) -> SequenceDataset:
     keys = algo.batch_keys  # the instance's: e.g. a Diffuser without a value net needs no value targets
     return SequenceDataset(
         store,
@@ -181,6 +181,7 @@ def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: 
         return_label=data.get("return_label", "minmax"),
         pad_before=getattr(algo, "pad_before", 0),
         device=device,
+        normalizers=normalizers,
     )
 
 
@@ -266,7 +267,7 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     def make_policy(model: Algorithm) -> Policy:
         return Policy(model, normalizers, env_name=env_name, sampling=cfg.sampling, execution=cfg.execution,
                       execution_options=cfg.execution_options, action_bounds=bounds,
-                      seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env})
+                      seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env, "data": dict(cfg.data)})
 
     eval_fn = None
     if cfg.eval_every > 0:

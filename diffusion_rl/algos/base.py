@@ -9,6 +9,7 @@ Its constructor takes only JSON-friendly keyword arguments, so ``config()`` plus
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,7 +18,24 @@ from torch import nn
 
 from diffusion_rl.diffusion import make_sampler
 
-__all__ = ["ALGORITHMS", "Algorithm", "PlanOutput", "algorithm_from_config", "make_algorithm", "register_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "DenoisingProblem", "PlanOutput", "algorithm_from_config", "make_algorithm",
+           "register_algorithm"]
+
+
+@dataclass
+class DenoisingProblem:
+    """What an algorithm's denoising loss regresses on one batch, so that other losses (consistency distillation)
+    train the same model the same way: the clean sample ``x0``, ``wrap(net)`` -> the denoiser
+    ``(x_t, t, cond, drop_mask=None) -> output`` the algorithm builds around a network (e.g. holding inpainted
+    entries), the condition, the inpainted entries ``known`` (a bool mask broadcastable to x0, or None), the
+    per-element loss ``weights`` and whether the condition is guided by classifier-free guidance."""
+
+    x0: torch.Tensor
+    wrap: Callable[[nn.Module], Callable[..., torch.Tensor]]
+    cond: Any = None
+    known: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    guided: bool = False
 
 
 @dataclass
@@ -85,6 +103,10 @@ class Algorithm(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def denoising_problem(self, batch: dict[str, torch.Tensor]) -> DenoisingProblem:
+        """The batch's denoising problem (see :class:`DenoisingProblem`); diffusion-based algorithms define it."""
+        raise NotImplementedError(f"{self.name} has no denoising model to distil")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``forward`` is ``loss`` so that DistributedDataParallel all-reduces the gradients of the loss."""

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from diffusion_rl.algos._common import (
     applicable_options,
@@ -31,7 +32,7 @@ from diffusion_rl.algos._common import (
     state_inpainting,
     warm_start_args,
 )
-from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
+from diffusion_rl.algos.base import Algorithm, DenoisingProblem, PlanOutput, register_algorithm
 from diffusion_rl.diffusion import ClassifierFreeGuidance, Inpaint, diffusion_loss
 from diffusion_rl.nets import InverseDynamics
 
@@ -97,19 +98,25 @@ class DecisionDiffuser(Algorithm):
         mask[:, : self.history] = True
         return mask
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def denoising_problem(self, batch: dict[str, torch.Tensor]) -> DenoisingProblem:
         x0, valid = batch["observations"], batch["mask"]
-        b = x0.shape[0]
         known = self._history_mask(x0.device)
-        drop = torch.rand(b, device=x0.device) < self.cond_drop
 
-        def denoiser(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop_mask: torch.Tensor | None = None):
-            return self.net(torch.where(known, x0, x), t, cond, drop_mask=drop_mask)
+        def wrap(net: nn.Module) -> Any:
+            def denoiser(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, drop_mask: torch.Tensor | None = None):
+                return net(torch.where(known, x0, x), t, cond, drop_mask=drop_mask)
+            return denoiser
 
         weights = valid[..., None].to(x0.dtype) * (~known).to(x0.dtype)
+        return DenoisingProblem(x0, wrap, batch["returns"], known, weights, guided=True)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        problem = self.denoising_problem(batch)
+        x0, valid = problem.x0, batch["mask"]
+        drop = torch.rand(x0.shape[0], device=x0.device) < self.cond_drop
         diffusion = diffusion_loss(
-            denoiser, x0, self.schedule, prediction=self.prediction, cond=batch["returns"], weights=weights,
-            drop_mask=drop,
+            problem.wrap(self.net), x0, self.schedule, prediction=self.prediction, cond=problem.cond,
+            weights=problem.weights, drop_mask=drop,
         )
         s, s_next, a = x0[:, :-1], x0[:, 1:], batch["actions"][:, :-1]
         pred = self.inv(s.reshape(-1, self.obs_dim), s_next.reshape(-1, self.obs_dim)).reshape(a.shape)

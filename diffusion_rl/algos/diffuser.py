@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from diffusion_rl.algos._common import (
     applicable_options,
@@ -21,7 +22,7 @@ from diffusion_rl.algos._common import (
     state_inpainting,
     warm_start_args,
 )
-from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
+from diffusion_rl.algos.base import Algorithm, DenoisingProblem, PlanOutput, register_algorithm
 from diffusion_rl.diffusion import GradientGuidance, Inpaint, diffusion_loss
 from diffusion_rl.nets import ValueNet
 
@@ -94,18 +95,25 @@ class Diffuser(Algorithm):
         goals = x0[:, -1, states] if self.goal_conditioned else None
         return state_inpainting(x0.shape[0], self.horizon, self.transition_dim, states, x0[:, 0, states], goals)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def denoising_problem(self, batch: dict[str, torch.Tensor]) -> DenoisingProblem:
         x0 = torch.cat([batch["actions"], batch["observations"]], dim=-1)
-        valid = batch["mask"]
         known, _ = self._inpainting(x0)
 
-        def denoiser(x: torch.Tensor, t: torch.Tensor, cond: Any = None, drop_mask: Any = None) -> torch.Tensor:
-            return self.net(torch.where(known, x0, x), t)
+        def wrap(net: nn.Module) -> Any:
+            def denoiser(x: torch.Tensor, t: torch.Tensor, cond: Any = None, drop_mask: Any = None) -> torch.Tensor:
+                return net(torch.where(known, x0, x), t)
+            return denoiser
 
-        weights = valid[..., None].to(x0.dtype) * (~known).to(x0.dtype)
+        weights = batch["mask"][..., None].to(x0.dtype) * (~known).to(x0.dtype)
         first_action = torch.ones_like(weights[:1])
         first_action[:, 0, : self.act_dim] = self.action_weight
-        diffusion = diffusion_loss(denoiser, x0, self.schedule, prediction=self.prediction, weights=weights * first_action)
+        return DenoisingProblem(x0, wrap, None, known, weights * first_action)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        problem = self.denoising_problem(batch)
+        x0, known = problem.x0, problem.known
+        diffusion = diffusion_loss(problem.wrap(self.net), x0, self.schedule, prediction=self.prediction,
+                                   weights=problem.weights)
         out = {"diffusion_loss": diffusion}
         total = diffusion
         if self.value is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from diffusion_rl.algos._common import applicable_options, forward_process
-from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
+from diffusion_rl.algos.base import Algorithm, DenoisingProblem, PlanOutput, register_algorithm
 from diffusion_rl.diffusion import diffusion_loss
 from diffusion_rl.nets import build_network
 
@@ -92,12 +92,16 @@ class DiffusionPolicy(Algorithm):
         """The global condition: the last To observations ``[B, To, S]`` flattened to ``[B, To * S]``."""
         return observations[:, : self.obs_steps].reshape(observations.shape[0], -1)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def denoising_problem(self, batch: dict[str, torch.Tensor]) -> DenoisingProblem:
         actions, mask = batch["actions"], batch["mask"]
         weights = mask[..., None].to(actions.dtype)  # padding after an episode's end is repeated, not learned
-        weights = weights.expand_as(actions)
-        diffusion = diffusion_loss(self.net, actions, self.schedule, prediction=self.prediction,
-                                   cond=self._cond(batch["observations"]), weights=weights)
+        return DenoisingProblem(actions, lambda net: net, self._cond(batch["observations"]), None,
+                                weights.expand_as(actions))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        problem = self.denoising_problem(batch)
+        diffusion = diffusion_loss(self.net, problem.x0, self.schedule, prediction=self.prediction,
+                                   cond=problem.cond, weights=problem.weights)
         return {"loss": diffusion, "diffusion_loss": diffusion}
 
     @property

@@ -5,6 +5,7 @@ It knows tensors, not RL: the same code trains and samples a trajectory model [B
 [B, C, H, W]. It imports nothing from the rest of ``diffusion_rl``.
 """
 
+from diffusion_rl.diffusion.consistency import consistency_grid, consistency_loss
 from diffusion_rl.diffusion.constraints import Constraint, Inpaint, bind_constraints
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, ComposedGuidance, GradientGuidance
 from diffusion_rl.diffusion.losses import diffusion_loss, sample_timesteps
@@ -18,6 +19,7 @@ from diffusion_rl.diffusion.process import (
 )
 from diffusion_rl.diffusion.samplers import (
     SAMPLERS,
+    ConsistencySampler,
     DDIMSampler,
     DDPMSampler,
     DPMSolverPlusPlusSampler,
@@ -38,6 +40,7 @@ __all__ = [
     "TIMESTEP_SPACINGS",
     "ClassifierFreeGuidance",
     "ComposedGuidance",
+    "ConsistencySampler",
     "Constraint",
     "DDIMSampler",
     "DDPMSampler",
@@ -52,6 +55,8 @@ __all__ = [
     "Prediction",
     "Sampler",
     "bind_constraints",
+    "consistency_grid",
+    "consistency_loss",
     "diffusion_loss",
     "get_prediction",
     "make_process",

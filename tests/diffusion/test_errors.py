@@ -19,7 +19,7 @@ zero = lambda x, t, c=None: torch.zeros_like(x)
 
 
 def test_unknown_sampler_and_schedule_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown sampler 'ddim2'.*\['ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'heun'\]"):
+    with pytest.raises(ValueError, match=r"unknown sampler 'ddim2'.*\['consistency', 'ddim', 'ddpm', 'dpmsolver\+\+', 'euler', 'heun'\]"):
         make_sampler("ddim2", SCH)
     with pytest.raises(ValueError, match=r"unknown noise schedule 'cosin'.*\['cosine', 'linear', 'squaredcos_cap_v2'\]"):
         NoiseSchedule.from_name("cosin", 10)

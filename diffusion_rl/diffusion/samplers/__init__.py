@@ -7,6 +7,7 @@ from typing import Any
 
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import Sampler
+from diffusion_rl.diffusion.samplers.consistency import ConsistencySampler
 from diffusion_rl.diffusion.samplers.ddim import DDIMSampler
 from diffusion_rl.diffusion.samplers.ddpm import DDPMSampler
 from diffusion_rl.diffusion.samplers.dpmsolver import DPMSolverPlusPlusSampler
@@ -14,6 +15,7 @@ from diffusion_rl.diffusion.samplers.ode import EulerSampler, HeunSampler
 
 __all__ = [
     "SAMPLERS",
+    "ConsistencySampler",
     "DDIMSampler",
     "DDPMSampler",
     "DPMSolverPlusPlusSampler",
@@ -30,6 +32,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "dpmsolver++": DPMSolverPlusPlusSampler,
     "euler": EulerSampler,
     "heun": HeunSampler,
+    "consistency": ConsistencySampler,
 }
 
 
@@ -44,8 +47,8 @@ def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler
     process ``schedule`` (a ``NoiseSchedule`` or a ``FlowPath``; every sampler but heun runs on both).
 
     Options: ddim -- steps, eta, timestep_spacing, steps_offset, set_alpha_to_one; dpmsolver++ -- steps, order,
-    timestep_spacing, steps_offset; euler, heun -- steps, timestep_spacing, steps_offset; ddpm -- none (it runs
-    all of the schedule's steps).
+    timestep_spacing, steps_offset; euler, heun, consistency -- steps, timestep_spacing, steps_offset; ddpm --
+    none (it runs all of the schedule's steps). ``consistency`` samples a consistency-distilled model.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")

@@ -1,0 +1,71 @@
+"""Consistency distillation: a trained toy Decision Diffuser distilled into a student that plans in one network
+evaluation, with the return condition (the teacher's guidance), the inpainted current state and the teacher's
+other heads kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl.algos import DecisionDiffuser, DiffusionPolicy
+from diffusion_rl.algos.distill import ConsistencyDistillation
+from diffusion_rl.policy import Policy
+from diffusion_rl.training import Trainer, TrainerConfig
+
+from .toy import ACT_DIM, OBS_DIM, rollout_return, toy_dataset
+
+SMALL = dict(horizon=8, num_steps=50, dim=16, dim_mults=(1, 2), inv_hidden_dim=64)
+
+
+def _fit(model, data, steps: int) -> None:
+    Trainer(model, data, TrainerConfig(max_steps=steps, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99,
+                                       ema_every=1, progress=False, log_every=steps)).fit()
+
+
+def test_a_distilled_decision_diffuser_plans_in_one_step_like_its_teacher():
+    """Learning test (< 90 s on 2 cores)."""
+    torch.manual_seed(0)
+    data = toy_dataset(8, return_label="quantile")
+    teacher = DecisionDiffuser(OBS_DIM, ACT_DIM, **SMALL)
+    _fit(teacher, data, 1500)
+    teacher.eval()
+    distiller = ConsistencyDistillation(teacher, intervals=10, guidance_weight=0.5, clip_sample=1.0)
+    _fit(distiller, data, 600)
+    student = distiller.student.eval()
+    assert student.prediction == "sample" and teacher.prediction == "epsilon"
+    assert all(torch.equal(a, b) for a, b in zip(student.inv.parameters(), teacher.inv.parameters()))
+
+    # from the same initial noise: the student's one step lands near the end of the teacher's guided ODE,
+    # much nearer than the teacher's own one-step estimate does (measured: 0.055 against 0.78 after 600 steps)
+    obs = data.normalizers["observations"].normalize(torch.tensor([[0.0, 0.5]]).repeat(128, 1))
+    common = dict(target_return=0.9, temperature=1.0)
+    ode = teacher.plan(obs, generator=torch.Generator().manual_seed(1), sampler="ddim", steps=50,
+                       guidance_weight=0.5, **common).observations
+    one = lambda algo: algo.plan(obs, generator=torch.Generator().manual_seed(1), sampler="consistency", steps=1,
+                                 guidance_weight=0.0, **common).observations
+    student_err = ((one(student) - ode) ** 2).mean().item()
+    teacher_err = ((one(teacher) - ode) ** 2).mean().item()
+    assert student_err < 0.2 * teacher_err, (student_err, teacher_err)
+    assert torch.equal(one(student)[:, 0], obs)  # the current state is still inpainted exactly
+
+    # and in closed loop the return condition still steers, at one network evaluation per decision
+    policy = Policy(student, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=0,
+                    sampling=distiller.student_sampling(steps=1))
+    assert policy.sampler == "consistency" and policy.guidance_weight == 0.0
+    starts = np.stack([np.linspace(-0.4, 0.4, 16), np.zeros(16)], axis=-1)
+    high, low = (rollout_return(policy, starts, target_return=q).mean() for q in (0.95, 0.05))
+    assert high > 4.0 and low < -4.0 and high > low + 8.0, (high, low)
+
+
+def test_distillation_settings_are_checked():
+    teacher = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=20, down_dims=(16, 32),
+                              step_embed_dim=16)
+    with pytest.raises(ValueError, match=r"intervals: expected an integer in \[1, 20\]"):
+        ConsistencyDistillation(teacher, intervals=0)
+    with pytest.raises(ValueError, match=r"target_decay: expected a number in \[0, 1\)"):
+        ConsistencyDistillation(teacher, target_decay=1.0)
+    distiller = ConsistencyDistillation(teacher, intervals=5)
+    assert distiller.student_sampling(2) == {"sampler": "consistency", "steps": 2}  # no guidance to switch off
+    assert all(not p.requires_grad for p in distiller.teacher.parameters())
+    assert all(p.requires_grad for p in distiller.student.net.parameters())
