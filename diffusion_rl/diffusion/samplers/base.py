@@ -21,8 +21,9 @@ from diffusion_rl.diffusion.constraints import Constraint, bind_constraints
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, GradientGuidance, make_model_fn
 from diffusion_rl.diffusion.prediction import get_prediction
 from diffusion_rl.diffusion.process import ForwardProcess
+from diffusion_rl.diffusion.timesteps import spaced_timesteps
 
-__all__ = ["Sampler", "randn"]
+__all__ = ["Sampler", "SpacedSampler", "randn"]
 
 Tables = dict[str, Tensor]
 NoiseFn = Callable[[], Tensor]
@@ -267,3 +268,20 @@ class Sampler(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(steps={len(self.timesteps)}, schedule={self.schedule!r})"
+
+
+class SpacedSampler(Sampler):
+    """A sampler on a spaced subsequence of the schedule's timesteps (``steps`` of them, ``timestep_spacing``
+    "leading" | "trailing" | "linspace", ``steps_offset``; see :func:`spaced_timesteps`)."""
+
+    def __init__(self, schedule: ForwardProcess, steps: int, timestep_spacing: str, steps_offset: int = 0,
+                 final_to_zero: bool = False) -> None:
+        super().__init__(schedule)
+        self._timesteps = spaced_timesteps(schedule.num_steps, steps, timestep_spacing, steps_offset,
+                                           final_to_zero=final_to_zero)
+        self.steps = len(self._timesteps)
+        self.timestep_spacing = timestep_spacing
+
+    @property
+    def timesteps(self) -> list[int]:
+        return list(self._timesteps)

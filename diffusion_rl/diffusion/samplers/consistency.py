@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
 from diffusion_rl.diffusion.process import ForwardProcess
-from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
-from diffusion_rl.diffusion.timesteps import spaced_timesteps
+from diffusion_rl.diffusion.samplers.base import NoiseFn, Tables
+from diffusion_rl.diffusion.samplers.ode import EulerSampler
 
 __all__ = ["ConsistencySampler"]
 
 
-class ConsistencySampler(Sampler):
+class ConsistencySampler(EulerSampler):
     """Each step maps x_t to the clean sample the model implies (its consistency function) and, unless it is the
     last, re-noises that sample afresh to the next timestep: x_next = a_next x0 + s_next z. ``steps=1`` is one
     network evaluation from pure noise. Meant for students of :func:`~diffusion_rl.diffusion.consistency_loss`;
@@ -21,19 +19,7 @@ class ConsistencySampler(Sampler):
 
     def __init__(self, schedule: ForwardProcess, steps: int = 1, timestep_spacing: str = "trailing",
                  steps_offset: int = 0) -> None:
-        super().__init__(schedule)
-        self._timesteps = spaced_timesteps(schedule.num_steps, steps, timestep_spacing, steps_offset)
-        self.steps = len(self._timesteps)
-        self.timestep_spacing = timestep_spacing
-
-    @property
-    def timesteps(self) -> list[int]:
-        return list(self._timesteps)
-
-    def _host_tables(self) -> dict[str, list[float]]:
-        prev = self._prev_timesteps()
-        return {"a_next": [math.sqrt(self.schedule.alpha_bar(p)) for p in prev],
-                "s_next": [math.sqrt(self.schedule.sigma2(p)) for p in prev]}
+        super().__init__(schedule, steps, timestep_spacing, steps_offset)
 
     def _update(self, i: int, x: Tensor, x0: Tensor, eps: Tensor, tab: Tables, state: dict, noise: NoiseFn) -> Tensor:
         if i == len(self._timesteps) - 1:

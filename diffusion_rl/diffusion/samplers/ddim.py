@@ -7,13 +7,12 @@ import math
 from torch import Tensor
 
 from diffusion_rl.diffusion.process import ForwardProcess
-from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
-from diffusion_rl.diffusion.timesteps import spaced_timesteps
+from diffusion_rl.diffusion.samplers.base import NoiseFn, SpacedSampler, Tables
 
 __all__ = ["DDIMSampler"]
 
 
-class DDIMSampler(Sampler):
+class DDIMSampler(SpacedSampler):
     """x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - std^2) eps + std z, std = eta * sqrt(posterior variance).
 
     Options and defaults follow diffusers' ``DDIMScheduler``: ``timestep_spacing`` "leading" | "trailing" |
@@ -36,18 +35,11 @@ class DDIMSampler(Sampler):
         steps_offset: int = 0,
         set_alpha_to_one: bool = True,
     ) -> None:
-        super().__init__(schedule)
+        super().__init__(schedule, steps, timestep_spacing, steps_offset)
         if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
             raise ValueError(f"DDIM eta must be a float in [0, 1], got {eta!r}")
         self.eta = float(eta)
         self.set_alpha_to_one = bool(set_alpha_to_one)
-        self._timesteps = spaced_timesteps(schedule.num_steps, steps, timestep_spacing, steps_offset)
-        self.steps = len(self._timesteps)
-        self.timestep_spacing = timestep_spacing
-
-    @property
-    def timesteps(self) -> list[int]:
-        return list(self._timesteps)
 
     def _final_timestep(self) -> int:
         return -1 if self.set_alpha_to_one else 0

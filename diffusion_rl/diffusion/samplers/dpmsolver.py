@@ -7,8 +7,7 @@ import math
 from torch import Tensor
 
 from diffusion_rl.diffusion.process import ForwardProcess
-from diffusion_rl.diffusion.samplers.base import NoiseFn, Sampler, Tables
-from diffusion_rl.diffusion.timesteps import spaced_timesteps
+from diffusion_rl.diffusion.samplers.base import NoiseFn, SpacedSampler, Tables
 
 __all__ = ["DPMSolverPlusPlusSampler"]
 
@@ -22,7 +21,7 @@ def _lambda(alpha_bar: float, sigma2: float) -> float:
     return 0.5 * math.log(alpha_bar) - 0.5 * math.log(sigma2)
 
 
-class DPMSolverPlusPlusSampler(Sampler):
+class DPMSolverPlusPlusSampler(SpacedSampler):
     """Deterministic DPM-Solver++ with ``order`` 2 (multistep, midpoint form) or 1 (equivalent to DDIM, eta=0).
 
     Matches diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)`` with its
@@ -43,17 +42,10 @@ class DPMSolverPlusPlusSampler(Sampler):
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
     ) -> None:
-        super().__init__(schedule)
+        super().__init__(schedule, steps, timestep_spacing, steps_offset, final_to_zero=True)
         if order not in (1, 2):
             raise ValueError(f"DPM-Solver++ order must be one of [1, 2], got {order!r}")
         self.order = order
-        self._timesteps = spaced_timesteps(schedule.num_steps, steps, timestep_spacing, steps_offset, final_to_zero=True)
-        self.steps = len(self._timesteps)
-        self.timestep_spacing = timestep_spacing
-
-    @property
-    def timesteps(self) -> list[int]:
-        return list(self._timesteps)
 
     def _host_tables(self) -> dict[str, list[float]]:
         proc = self.schedule

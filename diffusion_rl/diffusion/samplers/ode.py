@@ -15,25 +15,17 @@ import math
 from torch import Tensor
 
 from diffusion_rl.diffusion.process import ForwardProcess
-from diffusion_rl.diffusion.samplers.base import NoiseFn, PredictFn, Sampler, Tables
-from diffusion_rl.diffusion.timesteps import spaced_timesteps
+from diffusion_rl.diffusion.samplers.base import NoiseFn, PredictFn, SpacedSampler, Tables
 
 __all__ = ["EulerSampler", "HeunSampler"]
 
 
-class EulerSampler(Sampler):
+class EulerSampler(SpacedSampler):
     """First-order ODE steps: one network evaluation per step."""
 
     def __init__(self, schedule: ForwardProcess, steps: int = 10, timestep_spacing: str = "trailing",
                  steps_offset: int = 0) -> None:
-        super().__init__(schedule)
-        self._timesteps = spaced_timesteps(schedule.num_steps, steps, timestep_spacing, steps_offset)
-        self.steps = len(self._timesteps)
-        self.timestep_spacing = timestep_spacing
-
-    @property
-    def timesteps(self) -> list[int]:
-        return list(self._timesteps)
+        super().__init__(schedule, steps, timestep_spacing, steps_offset)
 
     def _host_tables(self) -> dict[str, list[float]]:
         prev = self._prev_timesteps()
