@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Score and time each sampler setting of trained planners: the quality-versus-speed table.
+
+    python scripts/speed_quality.py policies.decision_diffuser=runs/hopper-medium/decision_diffuser/policy \
+        policies.diffuser=runs/hopper-medium/diffuser/policy
+
+Keys: configs/speed_quality.yaml. Each (artifact, row, variant) is one ``scripts/evaluate.py`` run (its JSON in
+``root``; finished ones are skipped) and one in-process timing at batch 1 with one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from _cli import CONFIG_DIR, check_overrides, run_main, sampling_overrides_as_additions, to_plain  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("plain", "warm", "compiled")
+
+
+def row_name(row: dict, variant: str) -> str:
+    steps = "all" if row.get("steps") is None else row["steps"]
+    return f"{row['sampler']}-{steps}-{variant}"
+
+
+def evaluate_row(cfg: DictConfig, label: str, path: str, row: dict, variant: str, warm_t: int) -> dict:
+    """The eval JSON of one row (running scripts/evaluate.py unless it is there already)."""
+    out = Path(cfg.root) / label / f"{row_name(row, variant)}.json"
+    if not out.is_file():
+        steps = "null" if row.get("steps") is None else str(row["steps"])
+        command = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"policy={path}",
+                   f"episodes={cfg.episodes}", f"num_envs={cfg.num_envs}", f"seed={cfg.seed}", f"out={out}",
+                   "progress=false", f"compile={'true' if variant == 'compiled' else 'false'}",
+                   f"++sampling.sampler={row['sampler']}", f"++sampling.steps={steps}",
+                   f"++sampling.warm_start_t={warm_t if variant == 'warm' else 'null'}"]
+        print(f"run    {label} {row_name(row, variant)}", flush=True)
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.exit(f"error: {label} {row_name(row, variant)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(out.read_text())
+
+
+def decisions_per_s(path: str, row: dict, variant: str, warm_t: int, rounds: int) -> float:
+    """Batch-1 decisions per second of the artifact with the row's settings (benchmark.py's timers)."""
+    import numpy as np
+    import torch
+    from benchmark import _act_timers, _first_observation, _warm_timer, interleaved
+
+    from diffusion_rl.policy import Policy
+
+    torch.set_num_threads(1)
+    policy = Policy.load(path, device="cpu", compile=variant == "compiled")
+    policy.sampler, policy.steps = row["sampler"], row.get("steps")
+    policy.warm_start_t = warm_t if variant == "warm" else None
+    obs, _, _ = _first_observation(policy.env_name)
+    timer = _warm_timer(policy, obs) if variant == "warm" else _act_timers(policy, np.asarray(obs))[0]
+    return 1.0 / interleaved({"row": timer}, rounds, 3, warmup=1)["row"]
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="speed_quality", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from diffusion_rl.evaluation.table import replace_section, write_text_atomic
+    from diffusion_rl.policy import Policy
+
+    policies = to_plain(cfg.policies) or {}
+    if not policies:
+        sys.exit("error: policies: give at least one artifact, e.g. policies.decision_diffuser=<path>")
+    unknown = [v for v in cfg.variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: variants: unknown {unknown}; expected some of {list(VARIANTS)}")
+    lines = ["| policy | sampler | steps | variant | score | decisions/s |", "|---|---|---|---|---|---|"]
+    notes = []
+    for label, path in policies.items():
+        try:
+            num_steps = Policy.load(path, device="cpu").algo.schedule.num_steps
+        except (FileNotFoundError, ValueError) as err:
+            sys.exit(f"error: policies.{label}={path}: {err}")
+        warm_t = max(1, int(float(cfg.warm_fraction) * num_steps))
+        rows = []
+        for row in to_plain(cfg.rows):
+            for variant in cfg.variants:
+                if variant == "warm" and row["sampler"] == "ddpm":
+                    continue  # a warm start of the full chain is DDPM from warm_t: listed as its own row
+                result = evaluate_row(cfg, label, path, row, variant, warm_t)
+                hz = decisions_per_s(path, row, variant, warm_t, int(cfg.rounds))
+                rows.append((row, variant, result["normalized_score_mean"], result["normalized_score_stderr"], hz))
+                err = result["normalized_score_stderr"]
+                steps = "all" if row.get("steps") is None else row["steps"]
+                shown = variant + (f" (t = {warm_t})" if variant == "warm" else "")
+                lines.append(f"| {label} | {row['sampler']} | {steps} | {shown} | {result['normalized_score_mean']:.1f}"
+                             f"{'' if err is None or not math.isfinite(err) else f' ± {err:.1f}'} | {hz:.1f} |")
+        full = [r for r in rows if r[0]["sampler"] == "ddpm" and r[1] == "plain"]
+        if full:
+            bar = full[0][2] - (full[0][3] or 0.0)
+            ok = [r for r in rows if r[2] >= bar]
+            best = max(ok, key=lambda r: r[4])
+            notes.append(f"{label}: fastest row within one standard error of full DDPM ({full[0][2]:.1f}): "
+                         f"{row_name(best[0], best[1])} at {best[4]:.1f} decisions/s ({best[2]:.1f})")
+    body = "\n".join([f"Command: `python scripts/speed_quality.py {' '.join(sys.argv[1:])}`", "",
+                      f"{cfg.episodes} episodes per row (reset seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}); "
+                      "decisions/s at batch 1, one torch thread, median of interleaved rounds.", "", *lines, "",
+                      *[f"- {n}" for n in notes]])
+    print(body)
+    if cfg.results:
+        target = Path(cfg.results)
+        old = target.read_text() if target.is_file() else ""
+        write_text_atomic(target, replace_section(old, "speed-quality", body))
+        print(f"wrote: {target}")
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:], ("policies.",))]
+    check_overrides("speed_quality")
+    run_main(main, "rerun the same command: finished rows are skipped")

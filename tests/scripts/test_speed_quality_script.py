@@ -1,0 +1,34 @@
+"""scripts/speed_quality.py on a tiny untrained artifact: every row and variant scored by evaluate.py, timed, and
+written as a table section; finished rows are skipped on a rerun."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.scripts.test_evaluate_script import _env, hopper_artifact
+from tests.scripts.test_train_planner import ROOT
+
+SCRIPT = ROOT / "scripts" / "speed_quality.py"
+
+
+def test_scores_and_times_every_row_and_writes_the_table(tmp_path):
+    policy = hopper_artifact(tmp_path / "policy")
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n")
+    args = [sys.executable, str(SCRIPT), f"policies.dd={policy}", "rows=[{sampler: ddpm, steps: null},"
+            "{sampler: ddim, steps: 2}]", "episodes=1", "num_envs=1", "rounds=1", f"root={tmp_path / 'sq'}",
+            f"results={results}"]
+    proc = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "sq" / "dd").iterdir())
+    assert runs == ["ddim-2-compiled.json", "ddim-2-plain.json", "ddim-2-warm.json", "ddpm-all-compiled.json",
+                    "ddpm-all-plain.json"]
+    text = results.read_text()
+    assert text.startswith("# Results") and "<!-- speed-quality:begin -->" in text
+    assert "| dd | ddim | 2 | warm (t = 6) |" in text and "| dd | ddpm | all | plain |" in text
+    assert "fastest row within one standard error of full DDPM" in text
+    again = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "run    dd" not in again.stdout  # nothing evaluated twice
+    bad = subprocess.run([sys.executable, str(SCRIPT)], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert bad.returncode != 0 and "error: policies: give at least one artifact" in bad.stderr
