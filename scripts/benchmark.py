@@ -17,7 +17,8 @@ Benchmarks (``BENCHMARKS``):
 - ``planning``: decisions per second at batch 1 of the hopper Decision Diffuser. ``planning_speedup_cpu``: the
   paper's network with our fast settings (the cpu preset's sampler and steps, ``compile=True``) against the
   paper's setting (DDPM over all 200 steps with guidance), one call per round. ``planning_hz_cpu``: the cpu
-  preset's network with the fast settings; beside it the eager rate and the warm-started rate (``warm_start_t``).
+  preset's network with the fast settings; beside it the eager rate, the warm-started rate (``warm_start_t``) and
+  the rate of a consistency-distilled student of the same network (one evaluation, no guidance pass).
 - ``train_speed``: training samples per second of our Diffuser at Janner's hopper configuration (temporal U-Net
   dim 32, mults 1-2-4-8, H = 32, batch 32, 3,956,302 parameters) through ``Trainer``'s step, eager and with
   ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` built to the same architecture and trained with
@@ -276,6 +277,9 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
         "fast": _act_timers(_with_sampling(cpu, compile=True, **fast), obs)[0],
         "fast_eager": _act_timers(_with_sampling(cpu, **fast), obs)[0],
         "fast_warm": _warm_timer(_with_sampling(cpu, compile=True, warm_start_t=warm_t, **fast), obs),
+        # a consistency-distilled student (scripts/distill.py): one network evaluation, no guidance pass
+        "one_step": _act_timers(_with_sampling(cpu, compile=True, sampler="consistency", steps=1,
+                                               guidance_weight=0.0), obs)[0],
     }, int(cfg.rounds), int(cfg.calls))
     params = {name: sum(p.numel() for p in policy.algo.parameters()) for name, policy in (("paper", paper),
                                                                                            ("cpu", cpu))}
@@ -296,6 +300,7 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
             "planning_hz_cpu": 1.0 / t["fast"],
             "eager_hz": 1.0 / t["fast_eager"],
             "warm_hz": 1.0 / t["fast_warm"],
+            "one_step_hz": 1.0 / t["one_step"],
         },
     }
 
