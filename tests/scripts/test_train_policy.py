@@ -57,7 +57,7 @@ def test_ctrl_c_ends_training_with_one_line_and_keeps_the_checkpoints(tmp_path):
     import time
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DIFFUSION_RL_DEMOS=str(tmp_path / "demos"),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")  # a hang below dumps every thread's stack
     run_dir = tmp_path / "run"
     args = [f"run_dir={run_dir}", "trainer.max_steps=100000", "preset=cpu", "algo.model.down_dims=[16,32]",
             "algo.model.step_embed_dim=16", "trainer.batch_size=8", "trainer.checkpoint_every=5",
@@ -69,7 +69,12 @@ def test_ctrl_c_ends_training_with_one_line_and_keeps_the_checkpoints(tmp_path):
         time.sleep(0.5)
     assert proc.poll() is None, proc.stderr.read()[-2000:]  # still training when interrupted
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)  # generous: a checkpoint write may be in progress on a loaded machine
+    try:
+        out, err = proc.communicate(timeout=300)  # generous: a checkpoint write may be in progress on a loaded machine
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is stuck
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"no exit 300 s after Ctrl-C; stacks:\n{err[-6000:]}") from None
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted (Ctrl-C); checkpoints written so far are kept" in err
     assert list((run_dir / "checkpoints").glob("step_*")) and not (run_dir / "eval.json").exists()
