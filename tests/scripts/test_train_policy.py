@@ -62,8 +62,11 @@ def test_ctrl_c_ends_training_with_one_line_and_keeps_the_checkpoints(tmp_path):
     args = [f"run_dir={run_dir}", "trainer.max_steps=100000", "preset=cpu", "algo.model.down_dims=[16,32]",
             "algo.model.step_embed_dim=16", "trainer.batch_size=8", "trainer.checkpoint_every=5",
             "trainer.progress=false", "trainer.log_every=5"]
+    # a terminal's Ctrl-C reaches a process whose SIGINT is not ignored; a test suite started in the background by
+    # a non-interactive shell inherits SIGINT ignored, which the script would rightly keep: restore the default
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*")) and proc.poll() is None:
         time.sleep(0.5)
