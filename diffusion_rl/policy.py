@@ -354,12 +354,14 @@ class Policy:
             return None
         return self._unnormalize("observations", self._execution.expected_next)
 
-    def plan_error(self, next_obs: np.ndarray | torch.Tensor) -> np.ndarray | None:
+    def plan_error(self, next_obs: np.ndarray | torch.Tensor, per_dim: bool = False) -> np.ndarray | None:
         """Dynamic consistency of the last :meth:`act`: per environment, the RMS over state dimensions of
         ``normalize(next_obs) - ŝ1`` (the state the executed plan expected next), in normalized units.
 
-        ``next_obs`` is what the simulator returned after the action ``[B, obs_dim]`` (or ``[obs_dim]``). None when
-        the last call made no state prediction (behaviour cloning, or no :meth:`act` since :meth:`reset`)."""
+        ``next_obs`` is what the simulator returned after the action ``[B, obs_dim]`` (or ``[obs_dim]``).
+        ``per_dim=True`` returns the absolute error of every state dimension ``[B, obs_dim]`` instead of its RMS
+        (which dimensions the planner gets wrong). None when the last call made no state prediction (behaviour
+        cloning, or no :meth:`act` since :meth:`reset`)."""
         expected = self._execution.expected_next
         if expected is None:
             return None
@@ -370,7 +372,8 @@ class Policy:
                 f"got {obs_n.shape[0]}"
             )
         err = obs_n - expected
-        return err.pow(2).mean(dim=-1).sqrt().detach().cpu().numpy().astype(np.float64)
+        err = err.abs() if per_dim else err.pow(2).mean(dim=-1).sqrt()
+        return err.detach().cpu().numpy().astype(np.float64)
 
     def plan(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> PlanOutput:
         """The whole plan from ``obs`` in raw units, as the same :class:`PlanOutput` that ``Algorithm.plan``

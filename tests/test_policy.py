@@ -308,6 +308,14 @@ def test_plan_error_measures_the_next_state_against_the_executed_plan(algo):
     # Gaussian-normalized states: an offset of d raw standard deviations in every dimension is an RMS error of d
     offset = np.array([[0.5], [2.0]]) * policy.normalizers["observations"].stats["std"]
     np.testing.assert_allclose(policy.plan_error(expected + offset), [0.5, 2.0], rtol=1e-3)
+    # per dimension: an offset of -3 standard deviations in dimension 1 of environment 0 only
+    shifted = np.array(expected, copy=True)
+    shifted[0, 1] -= 3.0 * policy.normalizers["observations"].stats["std"][1]
+    per_dim = policy.plan_error(shifted, per_dim=True)
+    assert per_dim.shape == shifted.shape
+    np.testing.assert_allclose(per_dim[0, 1], 3.0, rtol=1e-3)
+    per_dim[0, 1] = 0.0
+    np.testing.assert_allclose(per_dim, 0.0, atol=1e-3)
     with pytest.raises(ValueError, match=r"one per environment"):
         policy.plan_error(expected[:1])
     policy.reset()

@@ -48,6 +48,10 @@ class EvalResult:
     plan_errors: np.ndarray | None = None
     """Per episode, the mean over its steps of the planner's dynamic-consistency error (RMS over state
     dimensions of the simulator's next state minus the planned one, normalized units); None for non-planners."""
+    plan_error_per_dim: np.ndarray | None = None
+    """Per state dimension, the RMS over every step of every episode of the simulator's next state minus the
+    planned one (normalized units): which dimensions the planner gets wrong. None when the policy does not report
+    per-dimension errors."""
     successes: np.ndarray | None = None
     """Per episode, whether the env reported ``info["success"]`` at its last step; None for envs without it."""
     routes: list[str] | None = None
@@ -80,6 +84,13 @@ class EvalResult:
                 raise ValueError(
                     f"EvalResult: plan_errors must hold one value per episode ({self.returns.shape}), "
                     f"got shape {self.plan_errors.shape}"
+                )
+        if self.plan_error_per_dim is not None:
+            self.plan_error_per_dim = np.asarray(self.plan_error_per_dim, dtype=np.float64)
+            if self.plan_error_per_dim.ndim != 1 or self.plan_errors is None:
+                raise ValueError(
+                    "EvalResult: plan_error_per_dim must be 1-D (one value per state dimension) and come with "
+                    f"plan_errors; got shape {self.plan_error_per_dim.shape}"
                 )
         if self.returns.shape != self.lengths.shape or self.returns.ndim != 1:
             raise ValueError(
@@ -168,6 +179,11 @@ class EvalResult:
                     "plan_errors": [float(e) for e in self.plan_errors],
                 }
             ),
+            **(
+                {}
+                if self.plan_error_per_dim is None
+                else {"plan_error_per_dim": [_json_float(e) for e in self.plan_error_per_dim]}
+            ),
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
@@ -207,4 +223,7 @@ class EvalResult:
         parts.append(f"length {self.length_mean:.0f}" + (" (mean ± standard error)" if self.episodes > 1 else ""))
         if self.plan_errors is not None:
             parts[-1] += f"; plan error {self.plan_error_mean:.4f} (RMS, normalized units)"
+        if self.plan_error_per_dim is not None and self.plan_error_per_dim.size > 1:
+            worst = np.argsort(self.plan_error_per_dim)[::-1][:3]
+            parts[-1] += ", worst state dims " + ", ".join(f"{i}: {self.plan_error_per_dim[i]:.3f}" for i in worst)
         return " ".join(parts)

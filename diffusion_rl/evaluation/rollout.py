@@ -13,6 +13,7 @@ the env reports a goal in ``info["goal"]`` (maze2d).
 from __future__ import annotations
 
 import importlib
+import inspect
 from functools import partial
 from typing import Any, Protocol
 
@@ -35,12 +36,20 @@ class ActingPolicy(Protocol):
 
 
 def _plan_errors(policy: Any, next_obs: np.ndarray) -> np.ndarray | None:
-    """The policy's per-env error between ``next_obs`` and its planned next state, if it reports one."""
+    """The policy's per-env error between ``next_obs`` and its planned next state, if it reports one: ``[n, D]``
+    per state dimension when its ``plan_error`` takes ``per_dim`` (diffusion_rl.Policy), else ``[n, 1]``."""
     fn = getattr(policy, "plan_error", None)
     if not callable(fn):
         return None
-    err = fn(next_obs)
-    return None if err is None else np.asarray(err, dtype=np.float64).reshape(-1)
+    try:
+        per_dim = "per_dim" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature (a C extension): the plain protocol
+        per_dim = False
+    err = fn(next_obs, per_dim=True) if per_dim else fn(next_obs)
+    if err is None:
+        return None
+    err = np.asarray(err, dtype=np.float64)
+    return err.reshape(err.shape[0], -1) if per_dim else err.reshape(-1, 1)
 
 
 def _register_custom_envs() -> None:
@@ -177,6 +186,7 @@ def evaluate(
     returns: list[float] = []
     lengths: list[int] = []
     plan_errors: list[float] = []  # per episode: mean over its steps of the policy's plan error
+    dim_sq, dim_count = None, 0  # per state dimension: sum over every step of the squared plan error
     successes: list[bool] = []  # per episode, for envs that report info["success"]
     reports_success = False
     routes: list[str] = []  # per episode, for envs that report info["route"] (which way a task was done)
@@ -214,8 +224,13 @@ def evaluate(
                 length[active] += 1
                 err = _plan_errors(policy, obs)  # obs: the true next states (final ones on termination)
                 if err is not None:
-                    err_sum[active] += err[active]
+                    rms = np.sqrt((err**2).mean(axis=1)) if err.shape[1] > 1 else err[:, 0]
+                    err_sum[active] += rms[active]
                     err_count[active] += 1
+                    if err.shape[1] > 1:
+                        sq = (err[active] ** 2).sum(axis=0)
+                        dim_sq = sq if dim_sq is None else dim_sq + sq
+                        dim_count += int(active.sum())
                 if writer is not None and active[0]:
                     writer.append(vec.envs[0].render())
                 done = (terminated | truncated) & active
@@ -259,6 +274,8 @@ def evaluate(
         num_envs=n,
         video_path=written,
         plan_errors=np.asarray(plan_errors) if len(plan_errors) == len(returns) else None,
+        plan_error_per_dim=None if dim_sq is None or len(plan_errors) != len(returns)
+        else np.sqrt(dim_sq / max(dim_count, 1)),
         successes=np.asarray(successes) if reports_success else None,
         routes=routes if reports_route else None,
     )

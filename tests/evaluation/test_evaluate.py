@@ -111,6 +111,41 @@ def test_plan_errors_are_averaged_per_episode_over_its_steps():
         EvalResult(env_name="x", gym_id="x", returns=[1.0, 2.0], lengths=[1, 2], plan_errors=[0.1])
 
 
+class PredictingPerDim(Predicting):
+    """Predicting with the per-dimension protocol of diffusion_rl.Policy.plan_error."""
+
+    def plan_error(self, next_obs, per_dim=False):
+        err = np.abs(next_obs - self.last)
+        return err if per_dim else np.sqrt((err**2).mean(axis=-1))
+
+
+def test_plan_error_per_dimension_is_the_rms_of_every_step():
+    result = evaluate(PredictingPerDim(), "hopper-medium", episodes=3, num_envs=2, seed=7, progress=False)
+    env = gym.make("Hopper-v5")
+    changes, per_episode = [], []
+    for s in (7, 8, 9):
+        obs, _ = env.reset(seed=s)
+        done, steps = False, []
+        while not done:
+            nxt, _, term, trunc, _ = env.step(Feedback.single(obs).astype(np.float32))
+            steps.append(nxt - obs)
+            obs, done = nxt, term or trunc
+        changes.extend(steps)
+        per_episode.append(np.mean(np.sqrt((np.asarray(steps) ** 2).mean(axis=1))))
+    env.close()
+    expected = np.sqrt((np.asarray(changes) ** 2).mean(axis=0))
+    np.testing.assert_allclose(result.plan_error_per_dim, expected, rtol=1e-9)
+    np.testing.assert_allclose(result.plan_errors, per_episode, rtol=1e-9)  # the episode figure is unchanged
+    assert result.to_dict()["plan_error_per_dim"] == pytest.approx(list(expected))
+    worst = int(np.argmax(expected))
+    assert f"worst state dims {worst}: {expected[worst]:.3f}" in str(result)
+    assert evaluate(Predicting(), "hopper-medium", episodes=1, num_envs=1, seed=7,
+                    progress=False).plan_error_per_dim is None  # the plain protocol: no per-dimension figure
+    with pytest.raises(ValueError, match="plan_error_per_dim must be 1-D"):
+        EvalResult(env_name="x", gym_id="x", returns=[1.0], lengths=[1], plan_errors=[0.1],
+                   plan_error_per_dim=[[0.1]])
+
+
 def test_results_do_not_depend_on_num_envs():
     a = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=1, seed=3, progress=False)
     b = evaluate(Feedback(), "hopper-medium", episodes=3, num_envs=3, seed=3, progress=False)
