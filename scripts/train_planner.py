@@ -7,7 +7,9 @@
     python scripts/train_planner.py dataset=/path/to/hopper-medium-v2.hdf5
 
 Composition (later wins): the algo's paper defaults < the preset (cpu: small network and budget) < the env's
-per-algorithm overrides < anything set on the command line. The dataset is made locally when missing.
+per-algorithm overrides < the env's per-algorithm overrides for the chosen preset
+(``algo_overrides.<algo>.presets.<preset>``, e.g. a wider cpu network for 17-dimensional states) < anything set on
+the command line. The dataset is made locally when missing.
 """
 
 from __future__ import annotations
@@ -51,8 +53,14 @@ def resolve_config(cfg: DictConfig, user_keys: set[str], cuda: bool, target: str
     layers = []
     if preset != "paper":
         layers.append(("algo.", to_plain(cfg.algo.get("presets", {})).get(preset, {})))
-    env_over = to_plain(cfg[target].get("algo_overrides", {}) or {}).get(cfg.algo.name, {})
+    env_over = dict(to_plain(cfg[target].get("algo_overrides", {}) or {}).get(cfg.algo.name, {}) or {})
+    env_presets = env_over.pop("presets", None) or {}
+    unknown = sorted(set(env_presets) - {"paper", "cpu"})
+    if unknown:
+        raise SystemExit(f"error: {target} config {cfg[target].get('name')!r}: algo_overrides.{cfg.algo.name}.presets "
+                         f"has unknown preset(s) {unknown}; expected paper or cpu")
     layers.append(("algo.", env_over))
+    layers.append(("algo.", env_presets.get(preset, {}) or {}))
     for prefix, tree in layers:
         for path, value in _leaves(tree):
             full = prefix + path

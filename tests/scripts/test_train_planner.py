@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from diffusion_rl import Policy
 from diffusion_rl.data import load_episodes
@@ -169,3 +170,42 @@ def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
                 tmp_path / "empty", timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and proc.stderr.startswith("error:"), proc.stderr
     assert not (tmp_path / "r2" / "policy").exists()
+
+
+def _resolve(env_cfg: dict, preset: str, user: dict | None = None):
+    """resolve_config on the decision_diffuser config with ``user`` ({dotted key: value}) set as from the command
+    line."""
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_planner import resolve_config
+
+    cfg = OmegaConf.create({
+        "preset": preset,
+        "algo": OmegaConf.load(ROOT / "configs" / "algo" / "decision_diffuser.yaml"),
+        "env": env_cfg,
+    })
+    for key, value in (user or {}).items():
+        OmegaConf.update(cfg, key, value)
+    cfg, chosen = resolve_config(cfg, set(user or {}), cuda=False)
+    return OmegaConf.to_container(cfg.algo, resolve=True), chosen
+
+
+def test_env_overrides_per_preset_apply_only_to_their_preset():
+    env = {"name": "walker2d-medium", "algo_overrides": {"decision_diffuser": {
+        "sampling": {"steps": 7}, "presets": {"cpu": {"model": {"dim": 64}, "trainer": {"max_steps": 123}}}}}}
+    cpu, chosen = _resolve(env, "cpu")
+    assert chosen == "cpu"
+    assert cpu["model"]["dim"] == 64 and cpu["trainer"]["max_steps"] == 123  # the env's cpu layer wins over the preset
+    assert cpu["model"]["horizon"] == 20 and cpu["sampling"]["steps"] == 7  # preset and env layers still apply
+    paper, _ = _resolve(env, "paper")
+    assert paper["model"]["dim"] == 128 and paper["model"]["horizon"] == 100  # the cpu layer does not touch paper
+    assert paper["sampling"]["steps"] == 7
+    user, _ = _resolve(env, "cpu", {"algo.model.dim": 48})
+    assert user["model"]["dim"] == 48 and user["trainer"]["max_steps"] == 123  # the command line wins
+
+
+def test_env_override_of_an_unknown_preset_is_refused():
+    env = {"name": "x", "algo_overrides": {"decision_diffuser": {"presets": {"gpu": {"model": {"dim": 64}}}}}}
+    with pytest.raises(SystemExit, match=r"unknown preset\(s\) \['gpu'\]; expected paper or cpu"):
+        _resolve(env, "cpu")
