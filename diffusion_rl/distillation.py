@@ -46,7 +46,11 @@ def distill_policy(
     if clip == "auto":
         clip = teacher.normalizers["observations"].clip_range
     device = next(algo.parameters()).device  # where the teacher was loaded
-    cfg = TrainerConfig(**{"max_steps": 2000, "lr": 1e-4, "device": str(device), **(trainer or {})})
+    # the exported student is the trainer's EMA: with a fixed decay it would keep 0.995^(steps/10) of the
+    # teacher's weights (37% after 2,000 steps), read in the student's new parametrization; the warm-up EMA of
+    # Diffusion Policy forgets the start within a few hundred steps
+    cfg = TrainerConfig(**{"max_steps": 2000, "lr": 1e-4, "device": str(device), "ema_every": 1, "ema_power": 0.75,
+                           "ema_decay": 0.999, **(trainer or {})})
     windows = _sequence_dataset(algo, store, int(algo.config()["horizon"]), settings, device,
                                 normalizers=dict(teacher.normalizers))
     distiller = ConsistencyDistillation(algo, intervals=intervals, guidance_weight=guidance_weight,
