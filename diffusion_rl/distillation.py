@@ -30,18 +30,22 @@ def distill_policy(
     student_steps: int = 1,
     guidance_weight: float | None = None,
     target_decay: float = 0.95,
+    temperature: float | None = None,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Policy, dict[str, Any]]:
     """(the student policy, the training summary). ``data``: the teacher's data settings (default: what its
     artifact recorded); ``guidance_weight``: the teacher's guidance while distilling (default: its sampling
-    setting); ``trainer``: TrainerConfig fields (max_steps, lr, run_dir, device...)."""
+    setting); ``temperature``: the noise scale of the training points (default: the teacher's sampling
+    temperature, which the student keeps); ``trainer``: TrainerConfig fields (max_steps, lr, run_dir, device...)."""
     if student_steps not in (1, 2, 3, 4):
         raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
     algo = teacher.algo
     settings = dict(data if data is not None else teacher.metadata.get("data", {}))
     if guidance_weight is None:
         guidance_weight = teacher.sampling.get("guidance_weight")
+    if temperature is None:
+        temperature = float(teacher.sampling.get("temperature", 1.0))
     clip = teacher.sampling.get("clip_sample", algo.plan_arguments().get("clip_sample"))
     if clip == "auto":
         clip = teacher.normalizers["observations"].clip_range
@@ -54,10 +58,10 @@ def distill_policy(
     windows = _sequence_dataset(algo, store, int(algo.config()["horizon"]), settings, device,
                                 normalizers=dict(teacher.normalizers))
     distiller = ConsistencyDistillation(algo, intervals=intervals, guidance_weight=guidance_weight,
-                                        target_decay=target_decay, clip_sample=clip)
+                                        target_decay=target_decay, clip_sample=clip, temperature=temperature)
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows: {len(distiller.grid)} intervals, teacher guidance "
-        f"{guidance_weight}, x0 clip {clip}, student samples in {student_steps} step(s)")
+        f"{guidance_weight}, x0 clip {clip}, noise temperature {temperature}, student samples in {student_steps} step(s)")
     runner = Trainer(distiller, windows, cfg)
     summary = runner.fit()
     student = runner.ema_model.student.eval()  # the EMA of the student, as every trained artifact
@@ -69,5 +73,6 @@ def distill_policy(
                     action_bounds=teacher.action_bounds_list(), seed=0,
                     metadata={**teacher.metadata, "distillation": {
                         "intervals": intervals, "guidance_weight": guidance_weight, "target_decay": target_decay,
+                        "temperature": temperature,
                         "steps": summary["step"]}})
     return policy, summary

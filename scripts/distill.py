@@ -56,6 +56,7 @@ def main(cfg: DictConfig) -> None:
         student, summary = distill_policy(teacher, store, data=data, intervals=int(cfg.intervals),
                                           student_steps=int(cfg.student_steps),
                                           guidance_weight=cfg.guidance_weight, target_decay=float(cfg.target_decay),
+                                          temperature=None if cfg.temperature is None else float(cfg.temperature),
                                           trainer=trainer)
     except ValueError as err:
         sys.exit(f"error: {err}")

@@ -4,7 +4,8 @@
 loss is :func:`~diffusion_rl.diffusion.consistency_loss` on the teacher algorithm's own denoising problem
 (:meth:`Algorithm.denoising_problem`: the same inpainted entries, conditions and loss weights), with the teacher
 frozen and guided as it plans (classifier-free guidance weight ``guidance_weight`` for conditioned algorithms; its
-x0 estimates clipped to ``clip_sample`` as its sampler clips them: pass the artifact's resolved value), and
+x0 estimates clipped to ``clip_sample`` as its sampler clips them: pass the artifact's resolved value), on
+training points whose noise is scaled by the teacher's sampling ``temperature`` (where the student will start), and
 a target network that follows the student by EMA (``target_decay``). ``student`` is an algorithm of the teacher's
 class and configuration, predicting the clean sample (or the teacher's velocity), started from the teacher's
 weights (other heads, e.g. inverse dynamics, copied unchanged), sampled with
@@ -29,13 +30,16 @@ class ConsistencyDistillation(nn.Module):
     """Teacher (frozen), student (trained) and the student's EMA target network; ``loss(batch)`` for Trainer."""
 
     def __init__(self, teacher: Algorithm, intervals: int = 20, guidance_weight: float | None = None,
-                 target_decay: float = 0.95, clip_sample: float | None = None) -> None:
+                 target_decay: float = 0.95, clip_sample: float | None = None, temperature: float = 1.0) -> None:
         super().__init__()
         if not hasattr(teacher, "net") or not hasattr(teacher, "schedule"):
             raise ValueError(f"{teacher.name}: only diffusion or flow models can be distilled (no denoising network)")
         if isinstance(intervals, bool) or not isinstance(intervals, int) or not 1 <= intervals <= teacher.schedule.num_steps:
             raise ValueError(f"intervals: expected an integer in [1, {teacher.schedule.num_steps}] (the teacher's "
                              f"timesteps), got {intervals!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 1.0:
+            raise ValueError(f"temperature: expected a number in (0, 1] (the teacher's sampling temperature), "
+                             f"got {temperature!r}")
         if not 0.0 <= float(target_decay) < 1.0:
             raise ValueError(f"target_decay: expected a number in [0, 1), got {target_decay!r}")
         # the student predicts the clean sample (a velocity model keeps its velocity: x0 = x - s v is well
@@ -53,6 +57,8 @@ class ConsistencyDistillation(nn.Module):
         self.guidance_weight = guidance_weight
         self.target_decay = float(target_decay)
         self.clip_sample = clip_sample
+        self.temperature = float(temperature)
+
     @torch.no_grad()
     def _follow(self) -> None:
         """Move the target network towards the student (the EMA of consistency distillation)."""
@@ -72,6 +78,7 @@ class ConsistencyDistillation(nn.Module):
             problem.x0, self.student.schedule, self.grid, prediction=self.student.prediction,
             teacher_prediction=self.teacher.prediction, cond=problem.cond,
             guidance=guidance, known=problem.known, weights=problem.weights, clip_sample=self.clip_sample,
+            temperature=self.temperature,
         )
         return {"loss": value, "consistency_loss": value}
 

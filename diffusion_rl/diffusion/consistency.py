@@ -5,7 +5,10 @@ The student has the teacher's architecture and starts from its weights; its cons
 sample its output implies, f(x_t, t) = x0(student(x_t, t)), and f(x, clean) = x. One training step draws x_{t'} on
 the forward process at a grid timestep t' (known entries inpainted), moves it one deterministic (DDIM, eta = 0)
 step of the guided teacher to the next grid timestep t, and regresses f_student(x_{t'}, t') on the target
-network's f_target(x_t, t) (an EMA of the student; the clean sample itself after the last step). The student
+network's f_target(x_t, t) (an EMA of the student; the clean sample itself after the last step). A planner that
+samples at a low temperature (x_T = tau * z, as the Decision Diffuser's 0.5) starts its ODE where the forward
+process rarely goes; ``temperature=tau`` draws the training points x_{t'} = a x0 + s * tau * eps so the student
+learns the trajectories it will be asked for. The student
 predicts the clean sample (or a velocity): an epsilon-predicting student could not express x0 near pure noise,
 where x0 = (x - s eps) / a divides by a ~ 0. It is sampled with the ``"consistency"`` sampler.
 """
@@ -47,6 +50,7 @@ def consistency_loss(
     known: Tensor | None = None,
     weights: Tensor | None = None,
     clip_sample: float | None = None,
+    temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """One consistency-distillation loss on clean data ``x0``.
@@ -56,8 +60,11 @@ def consistency_loss(
         ``teacher_prediction`` (default: the same) and is guided by ``guidance``.
     grid: descending timesteps (:func:`consistency_grid`); known: a bool mask broadcastable to x0 of entries held
         at their values in ``x0`` (inpainting: a plan's current state, history or goal); weights: per-element loss
-        weights broadcastable to x0 (padding, known entries).
+        weights broadcastable to x0 (padding, known entries); temperature: the scale of the noise in the training
+        points (the sampler's temperature the student will be used at; 1 = the forward process).
     """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 1.0:
+        raise ValueError(f"consistency_loss: temperature must be a number in (0, 1], got {temperature!r}")
     if prediction == "epsilon":
         raise ValueError("consistency_loss: the student must predict the clean sample ('sample') or a velocity: "
                          "x0 from a predicted epsilon divides by a(t) ~ 0 at the pure-noise end")
@@ -72,7 +79,7 @@ def consistency_loss(
     t_hi, t_lo = grid_t[n], grid_t[n + 1]
     clean = t_lo < 0
     t_lo_safe = torch.where(clean, torch.zeros_like(t_lo), t_lo)
-    eps = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(device)
+    eps = temperature * torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(device)
 
     def hold(x: Tensor) -> Tensor:
         return x if known is None else torch.where(known, x0, x)

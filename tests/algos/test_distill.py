@@ -69,3 +69,30 @@ def test_distillation_settings_are_checked():
     assert distiller.student_sampling(2) == {"sampler": "consistency", "steps": 2}  # no guidance to switch off
     assert all(not p.requires_grad for p in distiller.teacher.parameters())
     assert all(p.requires_grad for p in distiller.student.net.parameters())
+
+
+def test_training_points_carry_the_samplers_temperature():
+    """A planner sampled at temperature tau starts its ODE at tau * z: the distillation's training points are drawn
+    with noise tau * eps, so the student learns the trajectories it will be asked for (1 = the forward process)."""
+    from diffusion_rl.diffusion import NoiseSchedule, consistency_grid, consistency_loss
+
+    schedule = NoiseSchedule.from_name("cosine", 50)
+    x0 = torch.zeros(512, 8, 2)
+    grid = consistency_grid(schedule, 1)  # one interval: every training point sits at the pure-noise end
+    for temperature in (1.0, 0.5):
+        seen = []
+
+        def student(x, t, cond, drop_mask=None):
+            seen.append(x.clone())
+            return torch.zeros_like(x)
+
+        zeros = lambda x, t, cond, drop_mask=None: torch.zeros_like(x)  # noqa: E731
+        consistency_loss(student, zeros, zeros, x0, schedule, grid, prediction="sample",
+                         teacher_prediction="epsilon", temperature=temperature,
+                         generator=torch.Generator().manual_seed(0))
+        _, s = schedule.coefficients(torch.tensor([grid[0]]), x0[:1])
+        assert abs(seen[0].std().item() / s.item() - temperature) < 0.03, temperature
+    with pytest.raises(ValueError, match=r"temperature must be a number in \(0, 1\]"):
+        consistency_loss(student, zeros, zeros, x0, schedule, grid, prediction="sample", temperature=0.0)
+    with pytest.raises(ValueError, match=r"temperature: expected a number in \(0, 1\]"):
+        ConsistencyDistillation(DecisionDiffuser(OBS_DIM, ACT_DIM, **SMALL), temperature=1.5)
