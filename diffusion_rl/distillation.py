@@ -31,13 +31,15 @@ def distill_policy(
     guidance_weight: float | None = None,
     target_decay: float = 0.95,
     temperature: float | None = None,
+    student_prediction: str | None = None,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Policy, dict[str, Any]]:
     """(the student policy, the training summary). ``data``: the teacher's data settings (default: what its
     artifact recorded); ``guidance_weight``: the teacher's guidance while distilling (default: its sampling
     setting); ``temperature``: the noise scale of the training points (default: the teacher's sampling
-    temperature, which the student keeps); ``trainer``: TrainerConfig fields (max_steps, lr, run_dir, device...)."""
+    temperature, which the student keeps); ``student_prediction``: what the student predicts (default: the clean
+    sample, or the teacher's velocity); ``trainer``: TrainerConfig fields (max_steps, lr, run_dir, device...)."""
     if student_steps not in (1, 2, 3, 4):
         raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
     algo = teacher.algo
@@ -58,7 +60,8 @@ def distill_policy(
     windows = _sequence_dataset(algo, store, int(algo.config()["horizon"]), settings, device,
                                 normalizers=dict(teacher.normalizers))
     distiller = ConsistencyDistillation(algo, intervals=intervals, guidance_weight=guidance_weight,
-                                        target_decay=target_decay, clip_sample=clip, temperature=temperature)
+                                        target_decay=target_decay, clip_sample=clip, temperature=temperature,
+                                        student_prediction=student_prediction)
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows: {len(distiller.grid)} intervals, teacher guidance "
         f"{guidance_weight}, x0 clip {clip}, noise temperature {temperature}, student samples in {student_steps} step(s)")
@@ -73,6 +76,6 @@ def distill_policy(
                     action_bounds=teacher.action_bounds_list(), seed=0,
                     metadata={**teacher.metadata, "distillation": {
                         "intervals": intervals, "guidance_weight": guidance_weight, "target_decay": target_decay,
-                        "temperature": temperature,
+                        "temperature": temperature, "student_prediction": distiller.student.prediction,
                         "steps": summary["step"]}})
     return policy, summary

@@ -30,7 +30,8 @@ class ConsistencyDistillation(nn.Module):
     """Teacher (frozen), student (trained) and the student's EMA target network; ``loss(batch)`` for Trainer."""
 
     def __init__(self, teacher: Algorithm, intervals: int = 20, guidance_weight: float | None = None,
-                 target_decay: float = 0.95, clip_sample: float | None = None, temperature: float = 1.0) -> None:
+                 target_decay: float = 0.95, clip_sample: float | None = None, temperature: float = 1.0,
+                 student_prediction: str | None = None) -> None:
         super().__init__()
         if not hasattr(teacher, "net") or not hasattr(teacher, "schedule"):
             raise ValueError(f"{teacher.name}: only diffusion or flow models can be distilled (no denoising network)")
@@ -45,6 +46,12 @@ class ConsistencyDistillation(nn.Module):
         # the student predicts the clean sample (a velocity model keeps its velocity: x0 = x - s v is well
         # conditioned); an epsilon teacher's weights are still the best start the student has
         prediction = teacher.prediction if teacher.prediction in ("sample", "velocity", "v_prediction") else "sample"
+        if student_prediction is not None:  # e.g. "v_prediction": x0 = a x - s v mixes the input back in
+            if student_prediction not in ("sample", "velocity", "v_prediction"):
+                raise ValueError(f"student_prediction: expected one of ['sample', 'v_prediction', 'velocity'] (a "
+                                 f"target that defines x0 at pure noise) or None, got {student_prediction!r}")
+            teacher.schedule.check_prediction(student_prediction)
+            prediction = student_prediction
         self.student = algorithm_from_config(teacher.name, {**teacher.config(), "prediction": prediction})
         self.student.load_state_dict(teacher.state_dict())
         self.student.to(next(teacher.parameters()).device).train()

@@ -65,6 +65,9 @@ def test_distillation_settings_are_checked():
         ConsistencyDistillation(teacher, intervals=0)
     with pytest.raises(ValueError, match=r"target_decay: expected a number in \[0, 1\)"):
         ConsistencyDistillation(teacher, target_decay=1.0)
+    with pytest.raises(ValueError, match=r"student_prediction: expected one of \['sample', 'v_prediction'"):
+        ConsistencyDistillation(teacher, student_prediction="epsilon")
+    assert ConsistencyDistillation(teacher, student_prediction="v_prediction").student.prediction == "v_prediction"
     distiller = ConsistencyDistillation(teacher, intervals=5)
     assert distiller.student_sampling(2) == {"sampler": "consistency", "steps": 2}  # no guidance to switch off
     assert all(not p.requires_grad for p in distiller.teacher.parameters())
