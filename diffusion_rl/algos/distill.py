@@ -22,6 +22,7 @@ from torch import nn
 
 from diffusion_rl.algos.base import Algorithm, algorithm_from_config
 from diffusion_rl.diffusion import ClassifierFreeGuidance, consistency_grid, consistency_loss
+from diffusion_rl.diffusion.consistency import check_noise_temperature
 
 __all__ = ["ConsistencyDistillation"]
 
@@ -38,9 +39,7 @@ class ConsistencyDistillation(nn.Module):
         if isinstance(intervals, bool) or not isinstance(intervals, int) or not 1 <= intervals <= teacher.schedule.num_steps:
             raise ValueError(f"intervals: expected an integer in [1, {teacher.schedule.num_steps}] (the teacher's "
                              f"timesteps), got {intervals!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 1.0:
-            raise ValueError(f"temperature: expected a number in (0, 1] (the teacher's sampling temperature), "
-                             f"got {temperature!r}")
+        self.temperature = check_noise_temperature(temperature)
         if not 0.0 <= float(target_decay) < 1.0:
             raise ValueError(f"target_decay: expected a number in [0, 1), got {target_decay!r}")
         # the student predicts the clean sample (a velocity model keeps its velocity: x0 = x - s v is well
@@ -64,7 +63,6 @@ class ConsistencyDistillation(nn.Module):
         self.guidance_weight = guidance_weight
         self.target_decay = float(target_decay)
         self.clip_sample = clip_sample
-        self.temperature = float(temperature)
 
     @torch.no_grad()
     def _follow(self) -> None:

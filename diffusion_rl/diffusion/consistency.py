@@ -26,7 +26,15 @@ from diffusion_rl.diffusion.prediction import get_prediction
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.timesteps import spaced_timesteps
 
-__all__ = ["consistency_grid", "consistency_loss"]
+__all__ = ["check_noise_temperature", "consistency_grid", "consistency_loss"]
+
+
+def check_noise_temperature(temperature: Any, name: str = "temperature") -> float:
+    """The scale of the training points' noise as a float in (0, 1], or a ValueError naming the range."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 1.0:
+        raise ValueError(f"{name}: expected a number in (0, 1] (the sampling temperature the student is used at), "
+                         f"got {temperature!r}")
+    return float(temperature)
 
 
 def consistency_grid(process: ForwardProcess, intervals: int) -> list[int]:
@@ -63,8 +71,7 @@ def consistency_loss(
         weights broadcastable to x0 (padding, known entries); temperature: the scale of the noise in the training
         points (the sampler's temperature the student will be used at; 1 = the forward process).
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 1.0:
-        raise ValueError(f"consistency_loss: temperature must be a number in (0, 1], got {temperature!r}")
+    temperature = check_noise_temperature(temperature, "consistency_loss: temperature")
     if prediction == "epsilon":
         raise ValueError("consistency_loss: the student must predict the clean sample ('sample') or a velocity: "
                          "x0 from a predicted epsilon divides by a(t) ~ 0 at the pure-noise end")

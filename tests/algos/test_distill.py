@@ -95,7 +95,7 @@ def test_training_points_carry_the_samplers_temperature():
                          generator=torch.Generator().manual_seed(0))
         _, s = schedule.coefficients(torch.tensor([grid[0]]), x0[:1])
         assert abs(seen[0].std().item() / s.item() - temperature) < 0.03, temperature
-    with pytest.raises(ValueError, match=r"temperature must be a number in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"consistency_loss: temperature: expected a number in \(0, 1\]"):
         consistency_loss(student, zeros, zeros, x0, schedule, grid, prediction="sample", temperature=0.0)
     with pytest.raises(ValueError, match=r"temperature: expected a number in \(0, 1\]"):
         ConsistencyDistillation(DecisionDiffuser(OBS_DIM, ACT_DIM, **SMALL), temperature=1.5)
