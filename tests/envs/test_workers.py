@@ -17,7 +17,7 @@ PARENT = """
 import multiprocessing as mp, os, sys, time
 from envs.recipes._workers import die_with_parent
 def busy(_):
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers' print()s can interleave text and newline
     time.sleep(60)  # a long rollout: without the fix the worker outlives its killed parent until this ends
 if __name__ == "__main__":
     pool = mp.get_context("fork").Pool(2, initializer=die_with_parent)
@@ -38,7 +38,11 @@ def _alive(pid: int) -> bool:
 def test_pool_workers_exit_when_the_parent_is_killed():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, env=env)
-    workers = [int(parent.stdout.readline()) for _ in range(2)]  # both workers are inside a long task
+    workers: list[int] = []
+    while len(workers) < 2:  # both workers are inside a long task
+        line = parent.stdout.readline()
+        assert line, "the parent exited before both workers started"
+        workers += [int(pid) for pid in line.split()]
     assert workers and all(_alive(p) for p in workers)
     parent.send_signal(signal.SIGKILL)  # no chance to clean up: only the kernel can tell the workers
     parent.wait(timeout=30)
