@@ -47,7 +47,7 @@ def distill_policy(
     if guidance_weight is None:
         guidance_weight = teacher.sampling.get("guidance_weight")
     if temperature is None:
-        temperature = float(teacher.sampling.get("temperature", 1.0))
+        temperature = teacher.sampling.get("temperature", 1.0)
     clip = teacher.sampling.get("clip_sample", algo.plan_arguments().get("clip_sample"))
     if clip == "auto":
         clip = teacher.normalizers["observations"].clip_range
@@ -64,7 +64,7 @@ def distill_policy(
                                         student_prediction=student_prediction)
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows: {len(distiller.grid)} intervals, teacher guidance "
-        f"{guidance_weight}, x0 clip {clip}, noise temperature {temperature}, student samples in {student_steps} step(s)")
+        f"{guidance_weight}, x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")
     runner = Trainer(distiller, windows, cfg)
     summary = runner.fit()
     student = runner.ema_model.student.eval()  # the EMA of the student, as every trained artifact
@@ -76,6 +76,6 @@ def distill_policy(
                     action_bounds=teacher.action_bounds_list(), seed=0,
                     metadata={**teacher.metadata, "distillation": {
                         "intervals": intervals, "guidance_weight": guidance_weight, "target_decay": target_decay,
-                        "temperature": temperature, "student_prediction": distiller.student.prediction,
+                        "temperature": distiller.temperature, "student_prediction": distiller.student.prediction,
                         "steps": summary["step"]}})
     return policy, summary

@@ -56,7 +56,7 @@ def main(cfg: DictConfig) -> None:
         student, summary = distill_policy(teacher, store, data=data, intervals=int(cfg.intervals),
                                           student_steps=int(cfg.student_steps),
                                           guidance_weight=cfg.guidance_weight, target_decay=float(cfg.target_decay),
-                                          temperature=None if cfg.temperature is None else float(cfg.temperature),
+                                          temperature=cfg.temperature,
                                           student_prediction=cfg.student_prediction,
                                           trainer=trainer)
     except ValueError as err:

@@ -26,6 +26,9 @@ from diffusion_rl.diffusion.consistency import check_noise_temperature
 
 __all__ = ["ConsistencyDistillation"]
 
+# what a student may predict: targets that define x0 at the pure-noise end (an epsilon student cannot)
+_STUDENT_PREDICTIONS = ("sample", "v_prediction", "velocity")
+
 
 class ConsistencyDistillation(nn.Module):
     """Teacher (frozen), student (trained) and the student's EMA target network; ``loss(batch)`` for Trainer."""
@@ -44,11 +47,11 @@ class ConsistencyDistillation(nn.Module):
             raise ValueError(f"target_decay: expected a number in [0, 1), got {target_decay!r}")
         # the student predicts the clean sample (a velocity model keeps its velocity: x0 = x - s v is well
         # conditioned); an epsilon teacher's weights are still the best start the student has
-        prediction = teacher.prediction if teacher.prediction in ("sample", "velocity", "v_prediction") else "sample"
+        prediction = teacher.prediction if teacher.prediction in _STUDENT_PREDICTIONS else "sample"
         if student_prediction is not None:  # e.g. "v_prediction": x0 = a x - s v mixes the input back in
-            if student_prediction not in ("sample", "velocity", "v_prediction"):
-                raise ValueError(f"student_prediction: expected one of ['sample', 'v_prediction', 'velocity'] (a "
-                                 f"target that defines x0 at pure noise) or None, got {student_prediction!r}")
+            if student_prediction not in _STUDENT_PREDICTIONS:
+                raise ValueError(f"student_prediction: expected one of {list(_STUDENT_PREDICTIONS)} (a target that "
+                                 f"defines x0 at pure noise) or None, got {student_prediction!r}")
             teacher.schedule.check_prediction(student_prediction)
             prediction = student_prediction
         self.student = algorithm_from_config(teacher.name, {**teacher.config(), "prediction": prediction})
