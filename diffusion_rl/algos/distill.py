@@ -7,7 +7,7 @@ frozen and guided as it plans (classifier-free guidance weight ``guidance_weight
 x0 estimates clipped to ``clip_sample`` as its sampler clips them: pass the artifact's resolved value), on
 training points whose noise is scaled by the teacher's sampling ``temperature`` (where the student will start), and
 a target network that follows the student by EMA (``target_decay``). ``student`` is an algorithm of the teacher's
-class and configuration, predicting the clean sample (or the teacher's velocity), started from the teacher's
+class and configuration, predicting v (an epsilon teacher's; a velocity or sample teacher's keeps its own), started from the teacher's
 weights (other heads, e.g. inverse dynamics, copied unchanged), sampled with
 ``sampler="consistency"`` in 1-2 steps and, having learnt the guided teacher, without guidance.
 """
@@ -45,10 +45,11 @@ class ConsistencyDistillation(nn.Module):
         self.temperature = check_noise_temperature(temperature)
         if not 0.0 <= float(target_decay) < 1.0:
             raise ValueError(f"target_decay: expected a number in [0, 1), got {target_decay!r}")
-        # the student predicts the clean sample (a velocity model keeps its velocity: x0 = x - s v is well
-        # conditioned); an epsilon teacher's weights are still the best start the student has
-        prediction = teacher.prediction if teacher.prediction in _STUDENT_PREDICTIONS else "sample"
-        if student_prediction is not None:  # e.g. "v_prediction": x0 = a x - s v mixes the input back in
+        # an epsilon teacher's student predicts v (x0 = a x - s v keeps the input's share, so the student's first
+        # steps start near an identity map; hopper DD: 48.8 against 31.3 for "sample" at 10k steps); a velocity
+        # or sample model keeps its own target. The teacher's weights are still the best start the student has
+        prediction = teacher.prediction if teacher.prediction in _STUDENT_PREDICTIONS else "v_prediction"
+        if student_prediction is not None:
             if student_prediction not in _STUDENT_PREDICTIONS:
                 raise ValueError(f"student_prediction: expected one of {list(_STUDENT_PREDICTIONS)} (a target that "
                                  f"defines x0 at pure noise) or None, got {student_prediction!r}")

@@ -37,7 +37,7 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     assert result["episodes"] == 1 and np.isfinite(result["normalized_score_mean"])
     config = json.loads((out / "policy" / "config.json").read_text())
     assert config["sampling"]["sampler"] == "consistency" and config["sampling"]["steps"] == 1
-    assert config["sampling"]["guidance_weight"] == 0.0 and config["algo_config"]["prediction"] == "sample"
+    assert config["sampling"]["guidance_weight"] == 0.0 and config["algo_config"]["prediction"] == "v_prediction"
     assert config["metadata"]["distillation"]["intervals"] == 5 and "data" in config["metadata"]
     assert any((out / "checkpoints").iterdir())
     student = Policy.load(out / "policy", device="cpu")
