@@ -39,7 +39,8 @@ def distill_policy(
     artifact recorded); ``guidance_weight``: the teacher's guidance while distilling (default: its sampling
     setting); ``temperature``: the noise scale of the training points (default: the teacher's sampling
     temperature, which the student keeps); ``student_prediction``: what the student predicts (default:
-    v_prediction for an epsilon teacher, the teacher's own target otherwise); ``trainer``: TrainerConfig fields (max_steps, lr, run_dir, device...)."""
+    v_prediction for an epsilon teacher, the teacher's own target otherwise); ``trainer``: TrainerConfig fields
+    (max_steps, lr, run_dir, device...)."""
     if student_steps not in (1, 2, 3, 4):
         raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
     algo = teacher.algo

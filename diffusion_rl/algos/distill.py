@@ -7,9 +7,9 @@ frozen and guided as it plans (classifier-free guidance weight ``guidance_weight
 x0 estimates clipped to ``clip_sample`` as its sampler clips them: pass the artifact's resolved value), on
 training points whose noise is scaled by the teacher's sampling ``temperature`` (where the student will start), and
 a target network that follows the student by EMA (``target_decay``). ``student`` is an algorithm of the teacher's
-class and configuration, predicting v (an epsilon teacher's; a velocity or sample teacher's keeps its own), started from the teacher's
-weights (other heads, e.g. inverse dynamics, copied unchanged), sampled with
-``sampler="consistency"`` in 1-2 steps and, having learnt the guided teacher, without guidance.
+class and configuration, predicting v (an epsilon teacher's student; a velocity or sample teacher's keeps its
+own target), started from the teacher's weights (other heads, e.g. inverse dynamics, copied unchanged), sampled
+with ``sampler="consistency"`` in 1-2 steps and, having learnt the guided teacher, without guidance.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ class ConsistencyDistillation(nn.Module):
         self.temperature = check_noise_temperature(temperature)
         if not 0.0 <= float(target_decay) < 1.0:
             raise ValueError(f"target_decay: expected a number in [0, 1), got {target_decay!r}")
-        # an epsilon teacher's student predicts v (x0 = a x - s v keeps the input's share, so the student's first
-        # steps start near an identity map; hopper DD: 48.8 against 31.3 for "sample" at 10k steps); a velocity
-        # or sample model keeps its own target. The teacher's weights are still the best start the student has
+        # an epsilon teacher's student predicts v (x0 = a x - s v keeps a share of the input; on hopper-medium
+        # it scored 48.8 against 31.3 for "sample" at 10k steps); a velocity or sample model keeps its own
+        # target. The teacher's weights are still the best start the student has
         prediction = teacher.prediction if teacher.prediction in _STUDENT_PREDICTIONS else "v_prediction"
         if student_prediction is not None:
             if student_prediction not in _STUDENT_PREDICTIONS:
