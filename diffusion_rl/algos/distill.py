@@ -48,13 +48,13 @@ class ConsistencyDistillation(nn.Module):
         # an epsilon teacher's student predicts v (x0 = a x - s v keeps a share of the input; on hopper-medium
         # it scored 48.8 against 31.3 for "sample" at 10k steps); a velocity or sample model keeps its own
         # target. The teacher's weights are still the best start the student has
-        prediction = teacher.prediction if teacher.prediction in _STUDENT_PREDICTIONS else "v_prediction"
-        if student_prediction is not None:
-            if student_prediction not in _STUDENT_PREDICTIONS:
-                raise ValueError(f"student_prediction: expected one of {list(_STUDENT_PREDICTIONS)} (a target that "
-                                 f"defines x0 at pure noise) or None, got {student_prediction!r}")
-            teacher.schedule.check_prediction(student_prediction)
-            prediction = student_prediction
+        prediction = student_prediction
+        if prediction is None:
+            prediction = teacher.prediction if teacher.prediction in _STUDENT_PREDICTIONS else "v_prediction"
+        if prediction not in _STUDENT_PREDICTIONS:
+            raise ValueError(f"student_prediction: expected one of {list(_STUDENT_PREDICTIONS)} (a target that "
+                             f"defines x0 at pure noise) or None, got {student_prediction!r}")
+        teacher.schedule.check_prediction(prediction)
         self.student = algorithm_from_config(teacher.name, {**teacher.config(), "prediction": prediction})
         self.student.load_state_dict(teacher.state_dict())
         self.student.to(next(teacher.parameters()).device).train()
