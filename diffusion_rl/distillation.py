@@ -1,10 +1,17 @@
-"""Distil a trained planner or policy artifact into a consistency student that plans in 1-2 network evaluations.
+"""Distil a trained planner or policy artifact into a student that plans in 1-2 network evaluations.
 
-``distill_policy(teacher, store, ...)`` trains :class:`~diffusion_rl.algos.distill.ConsistencyDistillation` on
-the teacher's own data (windows built with the teacher's normalizers and data settings, so return labels mean
-what they meant in training) with the ordinary Trainer (checkpoints, resume, TensorBoard in ``run_dir``) and
-returns the student as a ``Policy`` with the teacher's settings, execution and action bounds, sampling with
-``sampler="consistency"``. ``scripts/distill.py`` is its command line.
+``distill_policy(teacher, store, method=...)`` trains the student of one of :data:`DISTILLATION_METHODS` on the
+teacher's own data (windows built with the teacher's normalizers and data settings, so return labels mean what
+they meant in training) with the ordinary Trainer (checkpoints, resume, TensorBoard in ``run_dir``) and returns
+it as a ``Policy`` with the teacher's settings, execution and action bounds, sampling with
+``sampler="consistency"``:
+
+- ``"consistency"``: consistency distillation (:class:`~diffusion_rl.algos.distill.ConsistencyDistillation`),
+  1-4 steps;
+- ``"direct"``: one step regressed on ``samples`` plans the teacher draws once with its own sampling settings
+  (:class:`~diffusion_rl.algos.distill.DirectDistillation`), 1 step.
+
+``scripts/distill.py`` is its command line.
 """
 
 from __future__ import annotations
@@ -12,13 +19,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from diffusion_rl.algos.distill import ConsistencyDistillation
+import torch
+
+from diffusion_rl.algos.distill import ConsistencyDistillation, DirectDistillation, teacher_samples
 from diffusion_rl.data import EpisodeStore
 from diffusion_rl.pipeline import _sequence_dataset
 from diffusion_rl.policy import Policy
 from diffusion_rl.training import Trainer, TrainerConfig
 
-__all__ = ["distill_policy"]
+__all__ = ["DISTILLATION_METHODS", "check_method", "distill_policy"]
+
+DISTILLATION_METHODS = ("consistency", "direct")
+
+
+def check_method(method: str, student_steps: int) -> None:
+    """A ValueError naming the allowed values unless ``method`` is known and can sample in ``student_steps``."""
+    if method not in DISTILLATION_METHODS:
+        raise ValueError(f"method: expected one of {list(DISTILLATION_METHODS)}, got {method!r}")
+    if student_steps not in (1, 2, 3, 4):
+        raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
+    if method == "direct" and student_steps != 1:
+        raise ValueError(f"student_steps: a direct student is trained for one step only, got {student_steps!r}")
 
 
 def distill_policy(
@@ -26,12 +47,15 @@ def distill_policy(
     store: EpisodeStore,
     *,
     data: dict[str, Any] | None = None,
+    method: str = "direct",
     intervals: int = 20,
     student_steps: int = 1,
     guidance_weight: float | None = None,
     target_decay: float = 0.95,
     temperature: float | None = None,
     student_prediction: str | None = None,
+    samples: int = 32768,
+    next_step_weight: float = 10.0,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Policy, dict[str, Any]]:
@@ -40,9 +64,10 @@ def distill_policy(
     setting); ``temperature``: the noise scale of the training points (default: the teacher's sampling
     temperature, which the student keeps); ``student_prediction``: what the student predicts (default:
     v_prediction for an epsilon teacher, the teacher's own target otherwise); ``trainer``: TrainerConfig fields
-    (max_steps, lr, run_dir, device...)."""
-    if student_steps not in (1, 2, 3, 4):
-        raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
+    (max_steps, lr, run_dir, device, seed...). Consistency only: ``intervals``, ``target_decay``; direct only:
+    ``samples`` (the teacher's plans, drawn with its sampler and steps, DDIM's eta set to 0) and
+    ``next_step_weight`` (the loss weight of the row that decides the executed action)."""
+    check_method(method, student_steps)
     algo = teacher.algo
     settings = dict(data if data is not None else teacher.metadata.get("data", {}))
     if guidance_weight is None:
@@ -55,18 +80,35 @@ def distill_policy(
     device = next(algo.parameters()).device  # where the teacher was loaded
     # the exported student is the trainer's EMA: with a fixed decay it would keep 0.995^(steps/10) of the
     # teacher's weights (37% after 2,000 steps), read in the student's new parametrization; the warm-up EMA of
-    # Diffusion Policy forgets the start within a few hundred steps
-    cfg = TrainerConfig(**{"max_steps": 2000, "lr": 1e-4, "device": str(device), "ema_every": 1, "ema_power": 0.75,
-                           "ema_decay": 0.999, **(trainer or {})})
+    # Diffusion Policy forgets the start within a few hundred steps. Step count, batch and learning rate are
+    # direct distillation's measured ones (configs/distill.yaml)
+    cfg = TrainerConfig(**{"max_steps": 4000, "batch_size": 128, "lr": 3e-4, "lr_schedule": "cosine",
+                           "device": str(device), "ema_every": 1, "ema_power": 0.75, "ema_decay": 0.999,
+                           **(trainer or {})})
     windows = _sequence_dataset(algo, store, int(algo.config()["horizon"]), settings, device,
                                 normalizers=dict(teacher.normalizers))
-    distiller = ConsistencyDistillation(algo, intervals=intervals, guidance_weight=guidance_weight,
-                                        target_decay=target_decay, clip_sample=clip, temperature=temperature,
-                                        student_prediction=student_prediction)
+    if method == "consistency":
+        distiller = ConsistencyDistillation(algo, intervals=intervals, guidance_weight=guidance_weight,
+                                            target_decay=target_decay, clip_sample=clip, temperature=temperature,
+                                            student_prediction=student_prediction)
+        details, method_meta, train_data = f"{len(distiller.grid)} intervals", {"intervals": intervals,
+                                                                                  "target_decay": target_decay}, windows
+    else:
+        distiller = DirectDistillation(algo, temperature=temperature, student_prediction=student_prediction,
+                                       next_step_weight=next_step_weight)
+        sampler, steps = teacher.sampling.get("sampler"), teacher.sampling.get("steps")
+        log(f"drawing {samples:,} plans of the teacher ({sampler}, {steps} steps) to regress on")
+        train_data = teacher_samples(algo, windows, samples, sampler=sampler, steps=steps,
+                                     guidance_weight=guidance_weight, temperature=distiller.temperature,
+                                     clip_sample=clip, generator=torch.Generator(device).manual_seed(cfg.seed),
+                                     progress=cfg.progress)
+        details, method_meta = f"{samples:,} teacher plans ({sampler}, {steps} steps)", {
+            "samples": samples, "next_step_weight": next_step_weight, "teacher_sampler": sampler,
+            "teacher_steps": steps}
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
-        f"parameters) on {len(windows):,} windows: {len(distiller.grid)} intervals, teacher guidance "
-        f"{guidance_weight}, x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")
-    runner = Trainer(distiller, windows, cfg)
+        f"parameters) on {len(windows):,} windows by {method}: {details}, teacher guidance {guidance_weight}, "
+        f"x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")
+    runner = Trainer(distiller, train_data, cfg)
     summary = runner.fit()
     student = runner.ema_model.student.eval()  # the EMA of the student, as every trained artifact
     sampling = {**teacher.sampling, **distiller.student_sampling(student_steps)}
@@ -76,7 +118,7 @@ def distill_policy(
                     execution=teacher.execution, execution_options=teacher.execution_options,
                     action_bounds=teacher.action_bounds_list(), seed=0,
                     metadata={**teacher.metadata, "distillation": {
-                        "intervals": intervals, "guidance_weight": guidance_weight, "target_decay": target_decay,
+                        "method": method, **method_meta, "guidance_weight": guidance_weight,
                         "temperature": distiller.temperature, "student_prediction": distiller.student.prediction,
                         "steps": summary["step"]}})
     return policy, summary

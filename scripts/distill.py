@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Distil a trained planner or policy into a one-step consistency student: ``python scripts/distill.py policy=<path>``.
+"""Distil a trained planner or policy into a one-step student: ``python scripts/distill.py policy=<path>``.
 
     python scripts/distill.py policy=runs/hopper-medium/decision_diffuser/policy
+    python scripts/distill.py policy=runs/hopper-medium/decision_diffuser/policy method=direct samples=32768
     python scripts/distill.py policy=runs/point-obstacle/diffusion_policy/policy student_steps=2 trainer.max_steps=500
 
 Keys: configs/distill.yaml. The student is trained on the teacher's own data (its recorded dataset, made locally
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> None:
 
     import numpy as np
 
-    from diffusion_rl.distillation import distill_policy
+    from diffusion_rl.distillation import check_method, distill_policy
     from diffusion_rl.evaluation import evaluate
     from diffusion_rl.evaluation._files import write_text_atomic
     from diffusion_rl.pipeline import load_or_make_dataset
@@ -36,7 +37,11 @@ def main(cfg: DictConfig) -> None:
 
     if not cfg.policy:
         sys.exit("error: policy=<path> is required: the teacher artifact to distil")
-    check_values(cfg, ints={"student_steps": 1, "intervals": 1, "seed": 0}, out=None)
+    check_values(cfg, ints={"student_steps": 1, "intervals": 1, "samples": 1, "seed": 0}, out=None)
+    try:
+        check_method(cfg.method, cfg.student_steps)  # before anything is loaded
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     check_values(cfg.eval, ints={"episodes": 1, "num_envs": 1, "seed": 0}, out=None)
     try:
         teacher = Policy.load(str(cfg.policy), device=cfg.device)
@@ -53,7 +58,9 @@ def main(cfg: DictConfig) -> None:
     store = load_or_make_dataset(str(source))
     trainer = {**to_plain(cfg.trainer), "run_dir": str(run_dir), "seed": int(cfg.seed)}
     try:
-        student, summary = distill_policy(teacher, store, data=data, intervals=int(cfg.intervals),
+        student, summary = distill_policy(teacher, store, data=data, method=str(cfg.method),
+                                          intervals=int(cfg.intervals), samples=int(cfg.samples),
+                                          next_step_weight=cfg.next_step_weight,
                                           student_steps=int(cfg.student_steps),
                                           guidance_weight=cfg.guidance_weight, target_decay=float(cfg.target_decay),
                                           temperature=cfg.temperature,
@@ -75,7 +82,7 @@ def main(cfg: DictConfig) -> None:
         student.act(obs)
     hz = 20 / (time.perf_counter() - start)
     payload = {**result.to_dict(), "teacher": str(Path(str(cfg.policy)).resolve()), "policy": str(path),
-               "train_steps": summary["step"], "student_steps": int(cfg.student_steps),
+               "method": str(cfg.method), "train_steps": summary["step"], "student_steps": int(cfg.student_steps),
                "decisions_per_s_batch1": hz}
     write_text_atomic(run_dir / "eval.json", json.dumps(payload, indent=2, default=float) + "\n")
     print(f"eval:  {result}")

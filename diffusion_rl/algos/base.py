@@ -117,6 +117,14 @@ class Algorithm(nn.Module):
         """How many actions from the current step on a plan's ``action_chunk`` holds (None: no chunk)."""
         return None
 
+    @property
+    def next_step_row(self) -> int | None:
+        """The row of a denoised sample that decides the action executed now, the first step of the action chunk
+        (Decision Diffuser: the next state, for its inverse dynamics; Diffuser and Diffusion Policy: the current
+        action); None without a chunk."""
+        n = self.action_chunk_length
+        return None if n is None else int(self.config()["horizon"]) - n
+
     @torch.no_grad()
     def plan(self, obs: torch.Tensor, **settings: Any) -> PlanOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -5,7 +5,7 @@ It knows tensors, not RL: the same code trains and samples a trajectory model [B
 [B, C, H, W]. It imports nothing from the rest of ``diffusion_rl``.
 """
 
-from diffusion_rl.diffusion.consistency import consistency_grid, consistency_loss
+from diffusion_rl.diffusion.consistency import consistency_grid, consistency_loss, direct_distillation_loss
 from diffusion_rl.diffusion.constraints import Constraint, Inpaint, bind_constraints
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, ComposedGuidance, GradientGuidance
 from diffusion_rl.diffusion.losses import diffusion_loss, sample_timesteps
@@ -58,6 +58,7 @@ __all__ = [
     "consistency_grid",
     "consistency_loss",
     "diffusion_loss",
+    "direct_distillation_loss",
     "get_prediction",
     "make_process",
     "make_sampler",

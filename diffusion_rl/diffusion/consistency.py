@@ -26,7 +26,7 @@ from diffusion_rl.diffusion.prediction import get_prediction
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.timesteps import spaced_timesteps
 
-__all__ = ["check_noise_temperature", "consistency_grid", "consistency_loss"]
+__all__ = ["check_noise_temperature", "consistency_grid", "consistency_loss", "direct_distillation_loss"]
 
 
 def check_noise_temperature(temperature: Any, name: str = "temperature") -> float:
@@ -112,6 +112,49 @@ def consistency_loss(
         f_target = torch.where(clean.view(view), x_lo, f_target)  # f(x, clean) = x
     f_student, _ = pred.to_x0_eps(student(x_hi, t_hi, cond), x_hi, a_hi, s_hi)
     sq = (f_student - f_target) ** 2
+    if weights is not None:
+        sq = sq * weights.to(sq.dtype)
+    return sq.mean()
+
+
+def direct_distillation_loss(
+    student: Callable[..., Tensor],
+    noise: Tensor,
+    target: Tensor,
+    process: ForwardProcess,
+    *,
+    prediction: str,
+    x0: Tensor | None = None,
+    cond: Any = None,
+    known: Tensor | None = None,
+    weights: Tensor | None = None,
+    temperature: float = 1.0,
+) -> Tensor:
+    """One-step distillation of a deterministic sampler (Luhman & Luhman 2021): the clean sample the student
+    implies at the pure-noise end from x_T = temperature * ``noise`` (known entries held at their values in
+    ``x0``) is regressed on ``target``, the teacher sampler's output from the same noise.
+
+    The student is then sampled by the ``"consistency"`` sampler in one step (its timestep is
+    ``consistency_grid(process, 1)[0]``). ``weights``: per-element loss weights broadcastable to the sample.
+    """
+    temperature = check_noise_temperature(temperature, "direct_distillation_loss: temperature")
+    if prediction == "epsilon":
+        raise ValueError("direct_distillation_loss: the student must predict the clean sample ('sample') or a "
+                         "velocity: x0 from a predicted epsilon divides by a(t) ~ 0 at the pure-noise end")
+    if noise.shape != target.shape:
+        raise ValueError(f"direct_distillation_loss: noise {tuple(noise.shape)} and target {tuple(target.shape)} "
+                         "must have the same shape")
+    if known is not None and x0 is None:
+        raise ValueError("direct_distillation_loss: known entries need their values (x0)")
+    pred = get_prediction(prediction)
+    process.check_prediction(prediction)
+    t = torch.full((noise.shape[0],), consistency_grid(process, 1)[0], dtype=torch.long, device=noise.device)
+    a, s = process.coefficients(t, noise)
+    x = temperature * noise
+    if known is not None:
+        x = torch.where(known, x0, x)
+    f_student, _ = pred.to_x0_eps(student(x, t, cond), x, a, s)
+    sq = (f_student - target) ** 2
     if weights is not None:
         sq = sq * weights.to(sq.dtype)
     return sq.mean()

@@ -220,6 +220,25 @@ def test_temperature_scales_warm_start_renoising() -> None:
     assert torch.allclose(warm[1].std(0) / warm[0].std(0), torch.full((2,), 0.5, dtype=torch.float64), rtol=0.02)
 
 
+@pytest.mark.parametrize("name,options", [("ddim", {"steps": 10}), ("dpmsolver++", {"steps": 8})])
+def test_initial_noise_is_the_first_draw(name: str, options: dict) -> None:
+    """A given initial draw replaces the generator's first one (scaled by the temperature like it): a
+    deterministic sampler is a function of it, what a directly distilled student learns in one step."""
+    oracle = GaussianOracle(torch.zeros(3), torch.ones(3), SCHEDULE, perturb=lambda x, t: 0.1 * torch.sin(x))
+    sampler = make_sampler(name, SCHEDULE, **options)
+    z = torch.randn(16, 3, generator=_gen(5))
+    for tau in (1.0, 0.5):
+        drawn = sampler.sample(oracle, (16, 3), generator=_gen(5), temperature=tau)
+        given = sampler.sample(oracle, (16, 3), generator=_gen(9), temperature=tau, initial_noise=z)
+        assert torch.equal(drawn, given), tau
+    other = sampler.sample(oracle, (16, 3), initial_noise=z.flip(0), temperature=0.5)
+    assert not torch.allclose(other, given)
+    with pytest.raises(ValueError, match=r"initial_noise must have the sample shape \(16, 3\), got \(16, 2\)"):
+        sampler.sample(oracle, (16, 3), initial_noise=torch.zeros(16, 2))
+    with pytest.raises(ValueError, match="cannot be combined with a warm start"):
+        sampler.sample(oracle, (16, 3), initial_noise=z, x_init=torch.zeros(16, 3), t_start=20)
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.5", True])
 def test_temperature_refuses_bad_values(bad) -> None:
     with pytest.raises(ValueError, match="temperature must be a finite float >= 0"):

@@ -174,6 +174,7 @@ class Sampler(ABC):
         temperature: float = 1.0,
         x_init: Tensor | None = None,
         t_start: int | None = None,
+        initial_noise: Tensor | None = None,
         clip_sample: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
@@ -194,6 +195,9 @@ class Sampler(ABC):
         x_init, t_start: warm start. x_init (clean, ``shape``) is re-noised with q_sample to the largest sampler
             timestep <= t_start, and only the timesteps from there on are run (x_init is returned, constrained, if
             there are none).
+        initial_noise: the standard-normal draw that starts the chain (``shape``; scaled by ``temperature`` as
+            every draw), instead of drawing it from ``generator``: a deterministic sampler is then a function of
+            it (what a distilled student learns to map in one step). Not with a warm start.
         clip_sample: clip each predicted x0 to [-clip_sample, clip_sample] (None = off).
         dtype, device: of the sample and of the precomputed coefficients (float64 keeps all math in float64).
         return_info: also return {"timesteps": the timesteps run, "guide_values": fn values of the last step's
@@ -221,6 +225,12 @@ class Sampler(ABC):
             start = next((k for k, t in enumerate(all_ts) if t <= int(t_start)), len(all_ts))
         elif t_start is not None:
             raise ValueError("t_start is only meaningful with x_init (warm start); got t_start without x_init")
+        if initial_noise is not None:
+            if x_init is not None:
+                raise ValueError("initial_noise starts the chain at pure noise; it cannot be combined with a warm "
+                                 "start (x_init)")
+            if tuple(initial_noise.shape) != shape:
+                raise ValueError(f"initial_noise must have the sample shape {shape}, got {tuple(initial_noise.shape)}")
 
         tab = self.tables(device, dtype)
         constrain = bind_constraints(constraints, shape, device, dtype)
@@ -232,7 +242,7 @@ class Sampler(ABC):
             return z if temp == 1.0 else z * temp
 
         if x_init is None:
-            x = noise()
+            x = noise() if initial_noise is None else initial_noise.to(device=device, dtype=dtype) * temp
         elif start < len(all_ts):
             x0_init = x_init.to(device=device, dtype=dtype)
             x = tab["a"][start] * x0_init + tab["s"][start] * noise()
