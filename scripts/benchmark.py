@@ -255,12 +255,17 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+# a distilled student's sampling (scripts/distill.py): one network evaluation, no guidance pass
+ONE_STEP = {"sampler": "consistency", "steps": 1, "guidance_weight": 0.0}
+
+
 @register
 def planning(cfg: DictConfig) -> dict[str, Any]:
     """Decisions per second of the hopper Decision Diffuser at batch 1: our fast settings (the cpu preset's sampler
     and steps, denoiser compiled) against the paper's setting (DDPM over all 200 steps, guidance) on the paper's
     network (``planning_speedup_cpu``), and the cpu-preset network with the fast settings, cold and warm-started
-    (``planning_hz_cpu``)."""
+    (``planning_hz_cpu``); on both networks also a distilled student's one network evaluation per decision
+    (``one_step_speedup_cpu``, ``one_step_hz``)."""
     obs, obs_dim, act_dim = _first_observation("hopper-medium")
     cpu = _preset_policy("decision_diffuser", "env", "hopper-medium", cfg.get("policy_decision_diffuser"),
                          obs_dim, act_dim)
@@ -270,16 +275,15 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
     full = _with_sampling(paper, sampler="ddpm", steps=None)
     paper_fast = _with_sampling(paper, compile=True, **fast)
     # the slow contender takes ~20 s a call on one core: one call per round, one warm-up
-    slow = interleaved({"paper_setting": _act_timers(full, obs)[0], "fast": _act_timers(paper_fast, obs)[0]},
+    slow = interleaved({"paper_setting": _act_timers(full, obs)[0], "fast": _act_timers(paper_fast, obs)[0],
+                        "one_step": _act_timers(_with_sampling(paper, compile=True, **ONE_STEP), obs)[0]},
                        int(cfg.rounds), 1, warmup=1)
     warm_t = int(cfg.warm_start_t)
     t = interleaved({
         "fast": _act_timers(_with_sampling(cpu, compile=True, **fast), obs)[0],
         "fast_eager": _act_timers(_with_sampling(cpu, **fast), obs)[0],
         "fast_warm": _warm_timer(_with_sampling(cpu, compile=True, warm_start_t=warm_t, **fast), obs),
-        # a consistency-distilled student (scripts/distill.py): one network evaluation, no guidance pass
-        "one_step": _act_timers(_with_sampling(cpu, compile=True, sampler="consistency", steps=1,
-                                               guidance_weight=0.0), obs)[0],
+        "one_step": _act_timers(_with_sampling(cpu, compile=True, **ONE_STEP), obs)[0],
     }, int(cfg.rounds), int(cfg.calls))
     params = {name: sum(p.numel() for p in policy.algo.parameters()) for name, policy in (("paper", paper),
                                                                                            ("cpu", cpu))}
@@ -292,6 +296,8 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
             "paper_setting_s": slow["paper_setting"],
             "fast_ms": 1e3 * slow["fast"],
             "planning_speedup_cpu": slow["paper_setting"] / slow["fast"],
+            "one_step_ms": 1e3 * slow["one_step"],
+            "one_step_speedup_cpu": slow["paper_setting"] / slow["one_step"],
         },
         "cpu_network": {
             "setting": f"hopper-medium Decision Diffuser, cpu preset network ({params['cpu']:,} parameters), "
