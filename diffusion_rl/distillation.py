@@ -29,7 +29,40 @@ from diffusion_rl.training import Trainer, TrainerConfig
 
 __all__ = ["DISTILLATION_METHODS", "check_method", "distill_policy"]
 
-DISTILLATION_METHODS = ("consistency", "direct")
+
+def _consistency(teacher: Policy, windows: Any, *, intervals: int, guidance_weight: float | None,
+                 target_decay: float, clip: float | None, temperature: float, student_prediction: str | None,
+                 **_: Any) -> tuple[Any, Any, str, dict[str, Any]]:
+    distiller = ConsistencyDistillation(teacher.algo, intervals=intervals, guidance_weight=guidance_weight,
+                                        target_decay=target_decay, clip_sample=clip, temperature=temperature,
+                                        student_prediction=student_prediction)
+    return distiller, windows, f"{len(distiller.grid)} intervals", {"intervals": intervals,
+                                                                    "target_decay": target_decay}
+
+
+def _direct(teacher: Policy, windows: Any, *, guidance_weight: float | None, clip: float | None,
+            temperature: float, student_prediction: str | None, samples: int, next_step_weight: float, seed: int,
+            progress: bool, log: Callable[[str], None], **_: Any) -> tuple[Any, Any, str, dict[str, Any]]:
+    algo = teacher.algo
+    distiller = DirectDistillation(algo, temperature=temperature, student_prediction=student_prediction,
+                                   next_step_weight=next_step_weight)
+    sampler, steps = teacher.sampling.get("sampler"), teacher.sampling.get("steps")
+    if sampler == "ddpm":  # ancestral steps are not a function of the initial noise: their deterministic twin
+        sampler, steps = "ddim", algo.schedule.num_steps
+        log(f"the teacher samples with ddpm: its plans for the student are drawn by ddim over all {steps} steps")
+    log(f"drawing {samples:,} plans of the teacher ({sampler}, {steps} steps) to regress on")
+    device = next(algo.parameters()).device
+    pairs = teacher_samples(algo, windows, samples, sampler=sampler, steps=steps, guidance_weight=guidance_weight,
+                            temperature=distiller.temperature, clip_sample=clip,
+                            generator=torch.Generator(device).manual_seed(seed), progress=progress)
+    return distiller, pairs, f"{samples:,} teacher plans ({sampler}, {steps} steps)", {
+        "samples": samples, "next_step_weight": next_step_weight, "teacher_sampler": sampler, "teacher_steps": steps}
+
+
+# how each method builds its distiller and training data: (distiller, data, description, metadata)
+_METHODS: dict[str, Callable[..., tuple[Any, Any, str, dict[str, Any]]]] = {"consistency": _consistency,
+                                                                           "direct": _direct}
+DISTILLATION_METHODS = tuple(_METHODS)
 
 
 def check_method(method: str, student_steps: int) -> None:
@@ -65,7 +98,8 @@ def distill_policy(
     temperature, which the student keeps); ``student_prediction``: what the student predicts (default:
     v_prediction for an epsilon teacher, the teacher's own target otherwise); ``trainer``: TrainerConfig fields
     (max_steps, lr, run_dir, device, seed...). Consistency only: ``intervals``, ``target_decay``; direct only:
-    ``samples`` (the teacher's plans, drawn with its sampler and steps, DDIM's eta set to 0) and
+    ``samples`` (the teacher's plans, drawn with its sampler and steps, DDIM's eta set to 0; a DDPM teacher's
+    by DDIM over all its steps) and
     ``next_step_weight`` (the loss weight of the row that decides the executed action)."""
     check_method(method, student_steps)
     algo = teacher.algo
@@ -87,24 +121,10 @@ def distill_policy(
                            **(trainer or {})})
     windows = _sequence_dataset(algo, store, int(algo.config()["horizon"]), settings, device,
                                 normalizers=dict(teacher.normalizers))
-    if method == "consistency":
-        distiller = ConsistencyDistillation(algo, intervals=intervals, guidance_weight=guidance_weight,
-                                            target_decay=target_decay, clip_sample=clip, temperature=temperature,
-                                            student_prediction=student_prediction)
-        details, method_meta, train_data = f"{len(distiller.grid)} intervals", {"intervals": intervals,
-                                                                                  "target_decay": target_decay}, windows
-    else:
-        distiller = DirectDistillation(algo, temperature=temperature, student_prediction=student_prediction,
-                                       next_step_weight=next_step_weight)
-        sampler, steps = teacher.sampling.get("sampler"), teacher.sampling.get("steps")
-        log(f"drawing {samples:,} plans of the teacher ({sampler}, {steps} steps) to regress on")
-        train_data = teacher_samples(algo, windows, samples, sampler=sampler, steps=steps,
-                                     guidance_weight=guidance_weight, temperature=distiller.temperature,
-                                     clip_sample=clip, generator=torch.Generator(device).manual_seed(cfg.seed),
-                                     progress=cfg.progress)
-        details, method_meta = f"{samples:,} teacher plans ({sampler}, {steps} steps)", {
-            "samples": samples, "next_step_weight": next_step_weight, "teacher_sampler": sampler,
-            "teacher_steps": steps}
+    distiller, train_data, details, method_meta = _METHODS[method](
+        teacher, windows, intervals=intervals, guidance_weight=guidance_weight, target_decay=target_decay,
+        clip=clip, temperature=temperature, student_prediction=student_prediction, samples=samples,
+        next_step_weight=next_step_weight, seed=cfg.seed, progress=cfg.progress, log=log)
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows by {method}: {details}, teacher guidance {guidance_weight}, "
         f"x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")

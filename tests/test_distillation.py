@@ -1,0 +1,41 @@
+"""distill_policy: a DDPM-sampling teacher (Diffuser's default) is distilled directly from its deterministic twin,
+DDIM over all its steps; settings are refused before anything is built."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_rl.algos import Diffuser
+from diffusion_rl.distillation import DISTILLATION_METHODS, check_method, distill_policy
+from diffusion_rl.policy import Policy
+from tests.algos.toy import ACT_DIM, OBS_DIM, toy_dataset, toy_store
+
+
+def test_a_ddpm_teacher_is_distilled_from_its_ddim_twin():
+    torch.manual_seed(0)
+    data = toy_dataset(8, normalizer="gaussian", returns=False)
+    teacher = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_guided=False)
+    policy = Policy(teacher, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=0,
+                    sampling={"sampler": "ddpm"})
+    lines: list[str] = []
+    student, summary = distill_policy(policy, toy_store(), data={"normalizer": "gaussian"}, samples=32,
+                                      trainer={"max_steps": 3, "batch_size": 8, "progress": False},
+                                      log=lines.append)
+    assert any("drawn by ddim over all 10 steps" in line for line in lines), lines
+    meta = student.metadata["distillation"]
+    assert meta["method"] == "direct" and meta["teacher_sampler"] == "ddim" and meta["teacher_steps"] == 10
+    assert summary["step"] == 3 and student.sampler == "consistency" and student.steps == 1
+    assert np.all(np.isfinite(student.act(np.zeros((2, OBS_DIM), dtype=np.float32))))
+
+
+def test_methods_and_steps_are_checked():
+    assert DISTILLATION_METHODS == ("consistency", "direct")
+    check_method("consistency", 2)
+    with pytest.raises(ValueError, match=r"method: expected one of \['consistency', 'direct'\], got 'progressive'"):
+        check_method("progressive", 1)
+    with pytest.raises(ValueError, match=r"student_steps: expected 1 to 4 network evaluations per plan, got 5"):
+        check_method("consistency", 5)
+    with pytest.raises(ValueError, match=r"a direct student is trained for one step only, got 2"):
+        check_method("direct", 2)
