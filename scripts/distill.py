@@ -2,7 +2,7 @@
 """Distil a trained planner or policy into a one-step student: ``python scripts/distill.py policy=<path>``.
 
     python scripts/distill.py policy=runs/hopper-medium/decision_diffuser/policy
-    python scripts/distill.py policy=runs/hopper-medium/decision_diffuser/policy method=direct samples=32768
+    python scripts/distill.py policy=runs/hopper-medium/decision_diffuser/policy method=consistency trainer.max_steps=10000
     python scripts/distill.py policy=runs/point-obstacle/diffusion_policy/policy student_steps=2 trainer.max_steps=500
 
 Keys: configs/distill.yaml. The student is trained on the teacher's own data (its recorded dataset, made locally

@@ -37,6 +37,24 @@ def check_noise_temperature(temperature: Any, name: str = "temperature") -> floa
     return float(temperature)
 
 
+def _student_target(prediction: str, process: ForwardProcess, caller: str) -> Any:
+    """The student's prediction target, refusing epsilon: x0 from a predicted epsilon divides by a(t) ~ 0 at the
+    pure-noise end, where a one-step student starts."""
+    if prediction == "epsilon":
+        raise ValueError(f"{caller}: the student must predict the clean sample ('sample') or a velocity: "
+                         "x0 from a predicted epsilon divides by a(t) ~ 0 at the pure-noise end")
+    pred = get_prediction(prediction)
+    process.check_prediction(prediction)
+    return pred
+
+
+def _weighted_mse(prediction: Tensor, target: Tensor, weights: Tensor | None) -> Tensor:
+    sq = (prediction - target) ** 2
+    if weights is not None:
+        sq = sq * weights.to(sq.dtype)
+    return sq.mean()
+
+
 def consistency_grid(process: ForwardProcess, intervals: int) -> list[int]:
     """The descending grid of timesteps the distillation steps between: ``intervals`` evenly spaced timesteps
     from the pure-noise end ("trailing" spacing); the last interval ends at the clean sample."""
@@ -72,11 +90,7 @@ def consistency_loss(
         points (the sampler's temperature the student will be used at; 1 = the forward process).
     """
     temperature = check_noise_temperature(temperature, "consistency_loss: temperature")
-    if prediction == "epsilon":
-        raise ValueError("consistency_loss: the student must predict the clean sample ('sample') or a velocity: "
-                         "x0 from a predicted epsilon divides by a(t) ~ 0 at the pure-noise end")
-    pred = get_prediction(prediction)
-    process.check_prediction(prediction)
+    pred = _student_target(prediction, process, "consistency_loss")
     teacher_pred = get_prediction(teacher_prediction or prediction)
     process.check_prediction(teacher_pred.name)
     batch, device = x0.shape[0], x0.device
@@ -111,10 +125,7 @@ def consistency_loss(
             f_target = f_target.clamp(-clip_sample, clip_sample)
         f_target = torch.where(clean.view(view), x_lo, f_target)  # f(x, clean) = x
     f_student, _ = pred.to_x0_eps(student(x_hi, t_hi, cond), x_hi, a_hi, s_hi)
-    sq = (f_student - f_target) ** 2
-    if weights is not None:
-        sq = sq * weights.to(sq.dtype)
-    return sq.mean()
+    return _weighted_mse(f_student, f_target, weights)
 
 
 def direct_distillation_loss(
@@ -138,23 +149,16 @@ def direct_distillation_loss(
     ``consistency_grid(process, 1)[0]``). ``weights``: per-element loss weights broadcastable to the sample.
     """
     temperature = check_noise_temperature(temperature, "direct_distillation_loss: temperature")
-    if prediction == "epsilon":
-        raise ValueError("direct_distillation_loss: the student must predict the clean sample ('sample') or a "
-                         "velocity: x0 from a predicted epsilon divides by a(t) ~ 0 at the pure-noise end")
     if noise.shape != target.shape:
         raise ValueError(f"direct_distillation_loss: noise {tuple(noise.shape)} and target {tuple(target.shape)} "
                          "must have the same shape")
     if known is not None and x0 is None:
         raise ValueError("direct_distillation_loss: known entries need their values (x0)")
-    pred = get_prediction(prediction)
-    process.check_prediction(prediction)
+    pred = _student_target(prediction, process, "direct_distillation_loss")
     t = torch.full((noise.shape[0],), consistency_grid(process, 1)[0], dtype=torch.long, device=noise.device)
     a, s = process.coefficients(t, noise)
     x = temperature * noise
     if known is not None:
         x = torch.where(known, x0, x)
     f_student, _ = pred.to_x0_eps(student(x, t, cond), x, a, s)
-    sq = (f_student - target) ** 2
-    if weights is not None:
-        sq = sq * weights.to(sq.dtype)
-    return sq.mean()
+    return _weighted_mse(f_student, target, weights)
