@@ -16,6 +16,10 @@ skipped, interrupted ones resume from their last checkpoint. The table (mean ± 
 seeds, each seed's score the mean over its evaluation episodes; the dataset's mean normalized return beside it)
 goes into ``results`` between ``<!-- reproduce:begin -->`` and ``<!-- reproduce:end -->`` with the command, the
 hardware and the wall times, and a bar chart to ``chart``. Keys: configs/reproduce.yaml.
+
+With ``ledger=docs/results_cells.json`` every finished cell is also recorded in that JSON file (scores, wall time,
+command), and a cell the ledger already holds for the same preset counts as done: the table can be resumed on
+another machine, or rebuilt after the run folders are gone, from the seeds already finished.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,12 +123,13 @@ def hardware() -> str:
 
 
 def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int], argv: list[str],
-           metric: str = "score") -> str:
+           metric: str = "score", ledger: list[dict] | None = None) -> str:
     """The table (``metric``: ``score`` for datasets, ``success`` for robot tasks), command, hardware, wall times
-    and the chart link."""
+    and the chart link; seeds without a run folder under ``root`` are read from the ``ledger`` records."""
     from diffusion_rl.evaluation.table import collect_scores, plot_score_chart, score_table_markdown
 
-    cells = collect_scores(cfg.root, envs, algos, seeds, metric=metric)
+    cells = collect_scores(cfg.root, envs, algos, seeds, metric=metric, ledger=ledger or [],
+                           preset=resolved_preset(cfg.preset))
     table = score_table_markdown(cells, envs, algos, metric=metric)
     episodes = cfg.eval_episodes if metric == "score" else cfg.task_eval_episodes
     chart = cfg.chart if metric == "score" else cfg.task_chart
@@ -139,6 +145,11 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
     ]
     if walls:
         lines += ["", "Wall time (train + evaluation, one cell): " + "; ".join(walls) + "."]
+    borrowed = [f"{e}/{a} seed{'s' if len(c.from_ledger) > 1 else ''} {', '.join(map(str, c.from_ledger))}"
+                for (e, a), c in cells.items() if c.from_ledger]
+    if borrowed:
+        lines += ["", f"Read from the ledger `{cfg.ledger}` (finished earlier, run folders not under the root): "
+                  + "; ".join(borrowed) + "."]
     text = "\n".join(lines)
     if chart:
         plot_score_chart(cells, envs, algos, chart, metric=metric,
@@ -151,7 +162,16 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
 @hydra.main(config_path=CONFIG_DIR, config_name="reproduce", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from diffusion_rl.algos import ALGORITHMS
-    from diffusion_rl.evaluation.table import cell_dir, replace_section, write_text_atomic
+    from diffusion_rl.evaluation.table import (
+        METRICS,
+        cell_dir,
+        cell_record,
+        ledger_record_for,
+        read_ledger,
+        replace_section,
+        update_ledger,
+        write_text_atomic,
+    )
     from envs import task_names
     from envs.catalogue import CATALOGUE
 
@@ -165,18 +185,29 @@ def main(cfg: DictConfig) -> None:
     for key in ("eval_episodes", "task_eval_episodes"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             sys.exit(f"error: {key}={cfg[key]!r}: expected an integer >= 1")
-    todo, done = [], 0
+    try:
+        ledger = read_ledger(cfg.ledger)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    preset = resolved_preset(cfg.preset)
+    todo, done, borrowed, finished = [], 0, 0, []
     for names, algo_names, is_task in ((envs, algos, False), (tasks, task_algos, True)):
+        key = METRICS["success" if is_task else "score"][0]
         for env in names:
             for algo in algo_names:
                 for seed in seeds:
                     run_dir = cell_dir(cfg.root, env, algo, seed).resolve()
+                    entry = ledger_record_for(ledger, env, algo, seed, preset)
                     if (run_dir / "eval.json").is_file():
                         done += 1
+                        finished.append((env, algo, seed, run_dir))
+                    elif entry is not None and entry.get(key) is not None:
+                        done, borrowed = done + 1, borrowed + 1
                     else:
                         todo.append((env, algo, seed, run_dir,
                                      cell_command(env, algo, seed, run_dir, cfg, task=is_task)))
-    print(f"{len(todo) + done} cells: {done} done, {len(todo)} to run ({cfg.jobs} at a time)")
+    print(f"{len(todo) + done} cells: {done} done{f' ({borrowed} in the ledger)' if borrowed else ''}, "
+          f"{len(todo)} to run ({cfg.jobs} at a time)")
     if cfg.dry_run:
         for *_, command in todo:
             print(shlex.join(command))
@@ -185,6 +216,14 @@ def main(cfg: DictConfig) -> None:
         todo = []  # the table of the finished cells; unfinished ones show as missing seeds
     threads = 1 if cfg.jobs > 1 else None
     failed = []
+    ledger_lock = threading.Lock()
+
+    def record(cells: list[tuple[str, str, int, Path]]) -> None:
+        """Write the finished cells' records into the ledger (one writer at a time)."""
+        records = [r for e, a, s, d in cells if (r := cell_record(d, e, a, s, preset)) is not None]
+        if records:
+            with ledger_lock:
+                update_ledger(cfg.ledger, records)
 
     def work(item):
         env, algo, seed, run_dir, command = item
@@ -194,15 +233,20 @@ def main(cfg: DictConfig) -> None:
         print(f"{status:6s} {env} / {algo} / seed {seed} in {wall / 60:.1f} min", flush=True)
         if code != 0:
             failed.append((env, algo, seed, run_dir))
+        elif cfg.ledger:
+            record([(env, algo, seed, run_dir)])
 
     with ThreadPoolExecutor(max_workers=int(cfg.jobs)) as pool:
         list(pool.map(work, todo))
+    if cfg.ledger:
+        record(finished)  # cells finished before this run (or by another one) join the ledger too
+        ledger = read_ledger(cfg.ledger)
     sections = []
     if envs:
-        sections.append(("reproduce", report(cfg, envs, algos, seeds, sys.argv[1:]), cfg.chart))
+        sections.append(("reproduce", report(cfg, envs, algos, seeds, sys.argv[1:], ledger=ledger), cfg.chart))
     if tasks:
-        sections.append(("reproduce-tasks", report(cfg, tasks, task_algos, seeds, sys.argv[1:], metric="success"),
-                         cfg.task_chart))
+        sections.append(("reproduce-tasks", report(cfg, tasks, task_algos, seeds, sys.argv[1:], metric="success",
+                                                   ledger=ledger), cfg.task_chart))
     for name, text, chart in sections:
         print("\n" + text)
         if cfg.results:

@@ -3,6 +3,11 @@ as a Markdown table and a bar chart with error bars (what ``scripts/reproduce.py
 
 A cell's score is the mean over training seeds of each seed's mean D4RL-normalized score (each seed scored on
 its own evaluation episodes); its error is the standard error over those seeds (undefined for one seed).
+
+A **ledger** (a JSON file kept with the results, e.g. ``docs/results_cells.json``) holds one record per finished
+(env, algorithm, seed, preset) cell: its scores, wall time and command. Run folders are large and live on one
+machine; the ledger lets a table be resumed on another machine, or rebuilt after the run folders are gone, from
+the seeds already finished.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import numpy as np
 from diffusion_rl.evaluation._files import write_atomic, write_text_atomic
 from diffusion_rl.evaluation.result import mean_and_stderr
 
-__all__ = ["ALGO_TITLES", "METRICS", "ScoreCell", "cell_dir", "collect_scores", "plot_score_chart", "replace_section",
-           "score_table_markdown", "write_text_atomic"]
+__all__ = ["ALGO_TITLES", "LEDGER_KEYS", "METRICS", "ScoreCell", "cell_dir", "cell_record", "collect_scores",
+           "ledger_record_for", "plot_score_chart", "read_ledger", "replace_section", "score_table_markdown",
+           "update_ledger", "write_text_atomic"]
 
 #: Column titles of the algorithms in tables and charts (unknown names are shown as they are).
 ALGO_TITLES = {"decision_diffuser": "Decision Diffuser", "diffuser": "Diffuser", "bc": "BC",
@@ -33,6 +39,14 @@ METRICS = {
     "score": ("normalized_score_mean", 1.0, "dataset_mean_normalized_return", 1.0, "D4RL-normalized score"),
     "success": ("success_rate_mean", 100.0, "demo_success_rate", 100.0, "success rate (%)"),
 }
+
+
+#: What a ledger record copies from a cell's ``eval.json`` (those present), beside its identity
+#: (env, algo, seed, preset) and ``reproduce.json``'s ``wall_s``, ``command`` and ``finished``.
+LEDGER_KEYS = ("episodes", "normalized_score_mean", "normalized_score_stderr", "normalized_scores",
+               "dataset_mean_normalized_return", "success_rate_mean", "demo_success_rate", "route_fractions",
+               "plan_error_mean", "return_mean", "length_mean")
+_IDENTITY = ("env", "algo", "seed", "preset")
 
 
 def cell_dir(root: str | os.PathLike, env: str, algo: str, seed: int) -> Path:
@@ -55,6 +69,8 @@ class ScoreCell:
     """The reference: the dataset's mean normalized score, or (tasks) the demonstrator's success rate in %."""
     routes: list[dict[str, float]] = field(default_factory=list)
     """Per seed, the share of evaluation episodes per route (tasks whose env reports ``info["route"]``)."""
+    from_ledger: list[int] = field(default_factory=list)
+    """The seeds read from the ledger (no run folder of theirs under the root)."""
 
     def route_text(self) -> str:
         """Mean share per route over the seeds, e.g. ``left 48% / right 52%`` (empty without routes)."""
@@ -85,10 +101,56 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def cell_record(run_dir: str | os.PathLike, env: str, algo: str, seed: int, preset: str) -> dict[str, Any] | None:
+    """The ledger record of a finished cell (``None`` while its ``eval.json`` is missing or unreadable)."""
+    run = Path(run_dir)
+    result = _read_json(run / "eval.json")
+    if result is None:
+        return None
+    record: dict[str, Any] = {"env": env, "algo": algo, "seed": int(seed), "preset": preset}
+    record.update({k: result[k] for k in LEDGER_KEYS if result.get(k) is not None})
+    extra = _read_json(run / "reproduce.json") or {}
+    record.update({k: extra[k] for k in ("wall_s", "command", "finished") if k in extra})
+    return record
+
+
+def read_ledger(path: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """The records of a ledger file (``[]`` when ``path`` is ``None`` or the file does not exist yet)."""
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ValueError(f"ledger {path}: not valid JSON ({e}); expected {{\"cells\": [records]}}") from None
+    cells = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(cells, list) or not all(isinstance(r, dict) and all(k in r for k in _IDENTITY) for r in cells):
+        raise ValueError(f"ledger {path}: expected {{\"cells\": [records]}}, each record with the keys "
+                         f"{', '.join(_IDENTITY)}")
+    return cells
+
+
+def update_ledger(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
+    """Add ``records`` to the ledger at ``path``, each replacing the record of the same (env, algo, seed, preset);
+    written atomically, sorted, so the file diffs cleanly."""
+    merged = {tuple(r[k] for k in _IDENTITY): r for r in read_ledger(path)}
+    merged.update({tuple(r[k] for k in _IDENTITY): r for r in records})
+    cells = [merged[k] for k in sorted(merged, key=lambda k: tuple(map(str, k)))]
+    return write_text_atomic(path, json.dumps({"cells": cells}, indent=1) + "\n")
+
+
+def ledger_record_for(ledger: Sequence[dict[str, Any]], env: str, algo: str, seed: int,
+                      preset: str | None = None) -> dict[str, Any] | None:
+    """The ledger's record of one cell (any preset when ``preset`` is ``None``), or ``None``."""
+    return next((r for r in ledger if r["env"] == env and r["algo"] == algo and int(r["seed"]) == int(seed)
+                 and (preset is None or r["preset"] == preset)), None)
+
+
 def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence[str],
-                   seeds: Sequence[int], metric: str = "score") -> dict[tuple[str, str], ScoreCell]:
-    """Read ``eval.json`` (and ``reproduce.json``, the wall time) of every finished cell under ``root``;
-    ``metric``: ``"score"`` (D4RL-normalized) or ``"success"`` (success rate in %, robot tasks)."""
+                   seeds: Sequence[int], metric: str = "score", ledger: Sequence[dict[str, Any]] = (),
+                   preset: str | None = None) -> dict[tuple[str, str], ScoreCell]:
+    """Read ``eval.json`` (and ``reproduce.json``, the wall time) of every finished cell under ``root``, and for a
+    seed with no finished run folder there, its ``ledger`` record of the same ``preset``; ``metric``:
+    ``"score"`` (D4RL-normalized) or ``"success"`` (success rate in %, robot tasks)."""
     key, scale, ref_key, ref_scale, _ = METRICS[metric]
     cells = {}
     for env in envs:
@@ -97,6 +159,12 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
             for seed in seeds:
                 run = cell_dir(root, env, algo, seed)
                 result = _read_json(run / "eval.json")
+                if result is not None:
+                    result = {**result, **(_read_json(run / "reproduce.json") or {})}
+                else:
+                    result = ledger_record_for(ledger, env, algo, seed, preset)
+                    if result is not None and result.get(key) is not None:
+                        cell.from_ledger.append(int(seed))
                 if result is None or result.get(key) is None:
                     continue
                 cell.scores.append(scale * float(result[key]))
@@ -106,9 +174,8 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
                     cell.dataset_mean = ref_scale * float(result[ref_key])
                 if result.get("route_fractions"):
                     cell.routes.append({str(k): float(v) for k, v in result["route_fractions"].items()})
-                record = _read_json(run / "reproduce.json") or {}
-                if "wall_s" in record:
-                    cell.wall_s.append(float(record["wall_s"]))
+                if "wall_s" in result:
+                    cell.wall_s.append(float(result["wall_s"]))
             cells[(env, algo)] = cell
     return cells
 

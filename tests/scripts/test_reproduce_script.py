@@ -76,6 +76,47 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     assert "(2 seeds)" in results.read_text()
 
 
+def test_ledger_keeps_finished_cells_when_run_folders_are_gone(tmp_path, hopper_hdf5):
+    """With ledger=PATH each finished cell is recorded there; on a machine without the run folders the same
+    command rebuilds the table from the ledger and trains nothing it holds."""
+    results, ledger = tmp_path / "results.md", tmp_path / "cells.json"
+    args = ["envs=[hopper-medium]", "algos=[bc]", "seeds=2", "preset=cpu", f"root={tmp_path / 'runs'}",
+            f"results={results}", "chart=null", "eval_episodes=2", f"ledger={ledger}",
+            f'overrides=["dataset={hopper_hdf5}","trainer.max_steps=4","eval.max_episode_steps=5",'
+            '"eval.plot=false","eval.num_envs=2"]']
+    proc = _run(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = json.loads(ledger.read_text())["cells"]
+    assert [(c["env"], c["algo"], c["seed"], c["preset"]) for c in cells] == [
+        ("hopper-medium", "bc", 0, "cpu"), ("hopper-medium", "bc", 1, "cpu")]
+    for cell in cells:
+        result = json.loads((tmp_path / "runs" / "hopper-medium" / "bc" / f"seed{cell['seed']}" / "eval.json")
+                            .read_text())
+        assert cell["normalized_scores"] == result["normalized_scores"] and len(cell["normalized_scores"]) == 2
+        assert cell["normalized_score_mean"] == result["normalized_score_mean"] and cell["wall_s"] > 0
+        assert "train_planner.py env=hopper-medium algo=bc seed=" in cell["command"]
+    row = next(line for line in results.read_text().splitlines() if line.startswith("| hopper-medium"))
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # the run folders are lost (another machine); the ledger is kept
+    again = _run(tmp_path, *args, "seeds=3", "dry_run=true")
+    assert again.returncode == 0 and "3 cells: 2 done (2 in the ledger), 1 to run" in again.stdout, again.stderr
+    assert "seed=2" in again.stdout and "seed=0" not in again.stdout
+    rebuilt = _run(tmp_path, *args, "report_only=true")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    text = results.read_text()
+    assert next(line for line in text.splitlines() if line.startswith("| hopper-medium")) == row
+    assert f"Read from the ledger `{ledger}`" in text and "hopper-medium/bc seeds 0, 1" in text
+    # another preset's record is not this preset's result: the cell is to run again
+    other = _run(tmp_path, *args, "preset=paper", "dry_run=true")
+    assert other.returncode == 0 and "2 cells: 0 done, 2 to run" in other.stdout
+    ledger.write_text('{"cells": [{"env": "hopper-medium"}]}')
+    bad = _run(tmp_path, *args, "dry_run=true")
+    assert bad.returncode != 0 and "expected" in bad.stderr and "preset" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_robot_tasks_get_a_success_rate_table_with_routes(tmp_path):
     results = tmp_path / "results.md"
     results.write_text("# Results\n")
