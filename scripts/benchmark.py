@@ -384,17 +384,30 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
 
         return call, sum(p.numel() for p in algo.parameters())
 
+    from diffusion_rl.nets.layers import ShortConv1d
+
     (eager, n_ours), (compiled, _) = ours(False), ours(True)
+    plain_step, _ = ours(False)
+
+    def plain() -> float:  # the same step with every convolution oneDNN's (no GEMM path for short inputs)
+        default, ShortConv1d.max_length = ShortConv1d.max_length, 0
+        try:
+            return plain_step()
+        finally:
+            ShortConv1d.max_length = default
+
     theirs, n_theirs = _diffusers_step(model_cfg, obs_dim + act_dim, batch)
-    t = interleaved({"ours": eager, "ours_compiled": compiled, "diffusers": theirs}, int(cfg.rounds),
-                    int(cfg.calls), warmup=3)
+    t = interleaved({"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs},
+                    int(cfg.rounds), int(cfg.calls), warmup=3)
     return {"diffuser_hopper": {
         "setting": f"temporal U-Net dim {model_cfg['dim']}, mults {model_cfg['dim_mults']}, H = "
                    f"{model_cfg['horizon']}, batch {batch}; parameters: ours {n_ours:,}, diffusers {n_theirs:,}",
         "ours_samples_per_s": batch / t["ours"],
         "ours_compiled_samples_per_s": batch / t["ours_compiled"],
+        "ours_plain_conv_samples_per_s": batch / t["ours_plain_conv"],
         "diffusers_samples_per_s": batch / t["diffusers"],
         "train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours"],
+        "gemm_path_speedup": t["ours_plain_conv"] / t["ours"],
         "compiled_train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours_compiled"],
     }}
 
