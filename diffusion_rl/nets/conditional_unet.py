@@ -28,6 +28,7 @@ from diffusion_rl.nets.checks import (
 from diffusion_rl.nets.layers import (
     Conv1dBlock,
     Downsample1d,
+    ShortConv1d,
     Upsample1d,
     null_where_dropped,
     pad_length,
@@ -47,7 +48,7 @@ class FiLMResidualBlock1D(nn.Module):
         self.block2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups)
         self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * out_channels))
         self.residual = (
-            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+            ShortConv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from diffusion_rl.nets.layers import (
     Downsample1d,
     LinearAttention1d,
     PartsEmbedding,
+    ShortConv1d,
     Upsample1d,
     condition_embedding,
     pad_length,
@@ -51,7 +52,7 @@ class ResidualTemporalBlock(nn.Module):
         self.block2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups)
         self.embed = nn.Sequential(nn.Mish(), nn.Linear(embed_dim, out_channels))
         self.residual = (
-            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+            ShortConv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
