@@ -56,7 +56,8 @@ class ShortConv1d(nn.Conv1d):
     At the deep levels of a temporal U-Net the sequence is 4-8 steps long and 128-512 channels wide; there
     oneDNN's direct convolution (and above all its backward) is slower than unfolding the input into
     ``[B * L, C * k]`` windows and calling one GEMM: a whole training step of Janner's hopper network measured
-    1.2x faster (``scripts/benchmark.py benchmarks=[train_speed]``), and planning at batch 1-2 no slower (used by the blocks and by the 1x1 residual projections). Every
+    1.2x faster on an AMD EPYC (``scripts/benchmark.py benchmarks=[train_speed]``, ``gemm_path_speedup``), and
+    planning at batch 1-2 no slower. The U-Nets use it for their conv blocks and 1x1 residual projections. Every
     other case (GPU, long or narrow inputs) is the ordinary convolution. Parameters and their names are those of
     ``nn.Conv1d``, so checkpoints are unchanged; results agree with it to float rounding.
     """
