@@ -51,15 +51,16 @@ def time_mlp(dim: int, out_dim: int | None = None, activation: type[nn.Module] =
 
 
 class ShortConv1d(nn.Conv1d):
-    """A same-length ``nn.Conv1d`` (stride 1) that, on the CPU, computes short wide inputs as one matrix product.
+    """A same-length ``nn.Conv1d`` (stride 1) that computes short wide inputs as one matrix product on the CPU.
 
     At the deep levels of a temporal U-Net the sequence is 4-8 steps long and 128-512 channels wide; there
     oneDNN's direct convolution (and above all its backward) is slower than unfolding the input into
-    ``[B * L, C * k]`` windows and calling one GEMM: a whole training step of Janner's hopper network measured
-    1.2x faster on an AMD EPYC (``scripts/benchmark.py benchmarks=[train_speed]``, ``gemm_path_speedup``), and
-    planning at batch 1-2 no slower. The U-Nets use it for their conv blocks and 1x1 residual projections. Every
-    other case (GPU, long or narrow inputs) is the ordinary convolution. Parameters and their names are those of
-    ``nn.Conv1d``, so checkpoints are unchanged; results agree with it to float rounding.
+    ``[B * L, C * k]`` windows and calling one GEMM: a whole training step of Janner's hopper network
+    measured 1.2x faster on an AMD EPYC (``scripts/benchmark.py benchmarks=[train_speed]``,
+    ``gemm_path_speedup``), and planning at batch 1-2 no slower. The U-Nets use it for their conv blocks and
+    1x1 residual projections. Every other case (GPU, long or narrow inputs) is the ordinary convolution.
+    Parameters and their names are those of ``nn.Conv1d``, so checkpoints are unchanged; results agree with it
+    to float rounding.
     """
 
     #: The matrix product is used on the CPU when ``length <= max_length`` and ``in_channels >= min_channels``.
@@ -70,7 +71,8 @@ class ShortConv1d(nn.Conv1d):
         length = x.shape[-1]
         if (x.device.type != "cpu" or x.dim() != 3 or length > self.max_length
                 or self.in_channels < self.min_channels or self.padding_mode != "zeros"
-                or self.stride != (1,) or self.dilation != (1,) or self.groups != 1):
+                or isinstance(self.padding, str) or self.stride != (1,) or self.dilation != (1,)
+                or self.groups != 1):
             return super().forward(x)
         (k,), (pad,) = self.kernel_size, self.padding
         windows = F.pad(x, (pad, pad)).unfold(2, k, 1)  # [B, C, L, k]
