@@ -22,7 +22,7 @@ from diffusion_rl.algos._common import check_settings
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
-from diffusion_rl.nets.compiled import TracedDenoiser
+from diffusion_rl.nets.compiled import check_precision, make_denoiser, resolve_compile
 
 
 def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -147,7 +147,8 @@ class Policy:
         metadata: dict[str, Any] | None = None,
         action_bounds: tuple[Any, Any] | None = None,
         out_of_range: str = "warn",
-        compile: bool = False,
+        compile: bool | str = False,
+        precision: str = "float32",
     ) -> None:
         self._execution: Execution = make_execution(execution, execution_options)
         self._execution.check(algo)
@@ -180,14 +181,18 @@ class Policy:
         ``"warn"`` (once, counted in ``stats["far_observations"]``), ``"error"`` (a ValueError) or ``"ignore"``."""
         self.stats["far_observations"] = 0
         self._warned_far = False
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile: expected True or False, got {compile!r}")
+        resolve_compile(compile, self.algo.device)  # refused now, naming the allowed values
         self.compile = compile
-        """Sample with the denoiser traced and frozen per batch size (TorchScript): the same plans within float
-        tolerance, less Python and dispatch per network call (see docs/benchmarks.md for when it pays)."""
-        if compile and "denoiser" not in algo.plan_arguments():
-            raise ValueError(f"compile: {algo.name} plans without a denoiser; nothing to compile")
-        self._denoiser = TracedDenoiser(self.algo.net) if compile else None
+        """How the denoiser is prepared per batch size: ``False`` eager; ``"trace"`` traced and frozen by
+        TorchScript (less Python and dispatch per network call; what pays on CPU); ``"cuda_graph"`` captured as a
+        CUDA graph and replayed (CUDA only); ``True`` the device's choice (``cuda_graph`` on CUDA, ``trace``
+        elsewhere). The same plans within float tolerance (see docs/benchmarks.md for when it pays)."""
+        self.precision = check_precision(precision)
+        """The denoiser's forward precision: ``"float32"`` or ``"bfloat16"`` (under ``torch.autocast``; plans stay
+        float32; pays on GPUs and CPUs with bfloat16 units)."""
+        if (compile is not False or precision != "float32") and "denoiser" not in algo.plan_arguments():
+            raise ValueError(f"compile/precision: {algo.name} plans without a denoiser; nothing to compile")
+        self._denoiser = make_denoiser(self.algo.net, compile, precision, self.algo.device)
         self.reset()
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
@@ -210,9 +215,11 @@ class Policy:
 
     def to(self, device: str | torch.device) -> Policy:
         """Move the model to ``device`` (``"auto"`` allowed) and restart the random stream there."""
-        self.algo.to(resolve_device(device))
-        if self._denoiser is not None:
-            self._denoiser.clear()  # graphs were traced on the old device
+        target = resolve_device(device)
+        resolve_compile(self.compile, target)  # e.g. a CUDA graph cannot follow the model to the CPU
+        self.algo.to(target)
+        # prepared on the old device (and True picks the new device's path)
+        self._denoiser = make_denoiser(self.algo.net, self.compile, self.precision, target)
         self.reset()
         return self
 
@@ -523,11 +530,12 @@ class Policy:
         return save_artifact(path, self.algo.state_dict(), config)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", compile: bool = False) -> Policy:
-        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile`` as in the
-        constructor (a setting of this process, not of the artifact)."""
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile: expected True or False, got {compile!r}")
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", compile: bool | str = False,
+             precision: str = "float32") -> Policy:
+        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile`` and
+        ``precision`` as in the constructor (settings of this process, not of the artifact)."""
+        resolve_compile(compile, resolve_device(device))  # the caller's choice, refused before reading files
+        check_precision(precision)
         state_dict, config = load_artifact(path)
         absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
         if absent:
@@ -556,8 +564,8 @@ class Policy:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         algo.to(resolve_device(device))
-        if compile and "denoiser" not in algo.plan_arguments():  # the caller's choice, not the file's fault
-            raise ValueError(f"compile: {name} plans without a denoiser; nothing to compile")
+        if (compile is not False or precision != "float32") and "denoiser" not in algo.plan_arguments():
+            raise ValueError(f"compile/precision: {name} plans without a denoiser; nothing to compile")
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
         normalizers = {}
@@ -578,6 +586,7 @@ class Policy:
                 metadata=config.get("metadata"),
                 action_bounds=config.get("action_bounds"),
                 compile=compile,
+                precision=precision,
             )
         except ValueError as err:  # settings in config.json that this library refuses: name the file
             raise ArtifactError(f"{path}: config.json: {err}") from None

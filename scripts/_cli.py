@@ -126,11 +126,18 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
     if not cfg.policy:
         sys.exit("error: policy=<path> is required: an artifact folder or .safetensors file "
                  "(Policy.save writes one)")
-    from diffusion_rl.policy import Policy
+    from diffusion_rl.nets.compiled import check_precision, resolve_compile
+    from diffusion_rl.policy import Policy, resolve_device
 
     policy_path = str(cfg.policy)
+    compile_, precision = cfg.get("compile", False), cfg.get("precision", "float32")
+    try:  # the process's settings first: their own message, not "cannot load policy"
+        resolve_compile(compile_, resolve_device(cfg.device))
+        check_precision(precision)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     try:
-        policy = Policy.load(policy_path, device=cfg.device, compile=bool(cfg.get("compile", False)))
+        policy = Policy.load(policy_path, device=cfg.device, compile=compile_, precision=precision)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: cannot load policy={policy_path}: {err}")
     overrides = to_plain(cfg.sampling) or {}

@@ -4,6 +4,7 @@
     python scripts/benchmark.py                                  # all benchmarks, table on stdout
     python scripts/benchmark.py benchmarks=[policy_act] rounds=9 out=bench.json
     python scripts/benchmark.py benchmarks=[planning,train_speed] out=bench.json
+    python scripts/benchmark.py benchmarks=[cuda] out=bench_cuda.json     # on a GPU machine
 
 Benchmarks (``BENCHMARKS``):
 
@@ -23,6 +24,10 @@ Benchmarks (``BENCHMARKS``):
   dim 32, mults 1-2-4-8, H = 32, batch 32, 3,956,302 parameters) through ``Trainer``'s step, eager and with
   ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` built to the same architecture and trained with
   its ``DDPMScheduler`` noising, the same loss and torch's default AdamW (``train_speed_ratio_vs_diffusers``).
+- ``cuda`` (not in the default list; needs a CUDA device): ``planning_hz_cuda`` of the hopper Decision Diffuser
+  (cpu preset and paper networks) at batch 1 and 64, eager, as a CUDA graph (``compile=True``) and as a CUDA graph
+  in bfloat16; a Diffusion Policy replanning call eager and as a CUDA graph; ``train_samples_per_s_cuda`` of the
+  paper Decision Diffuser (bf16 autocast against float32).
 
 Networks are fresh ones of the preset's architecture (speed does not depend on the weights) unless
 ``policy_<algo>=PATH`` names an artifact. The machine (CPU model, cores, torch and thread count) is recorded with
@@ -202,11 +207,12 @@ def _first_observation(env_name: str) -> tuple[np.ndarray, int, int]:
     return obs, obs_dim, act_dim
 
 
-def _with_sampling(policy: Any, compile: bool = False, **sampling: Any) -> Any:
-    """A Policy over the same network and normalizers with some sampler settings changed (``compile`` traces the
-    denoiser, as ``Policy(compile=True)`` does)."""
+def _with_sampling(policy: Any, compile: bool | str = False, precision: str = "float32", **sampling: Any) -> Any:
+    """A Policy over the same network and normalizers with some sampler settings changed (``compile`` and
+    ``precision`` as in ``Policy``: True traces the denoiser on CPU and captures a CUDA graph on CUDA)."""
     return type(policy)(policy.algo, policy.normalizers, sampling={**policy.sampling, **sampling},
-                        execution=policy.execution, execution_options=policy.execution_options, compile=compile)
+                        execution=policy.execution, execution_options=policy.execution_options, compile=compile,
+                        precision=precision)
 
 
 def _warm_timer(policy: Any, obs: np.ndarray) -> Timer:
@@ -410,6 +416,75 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
         "gemm_path_speedup": t["ours_plain_conv"] / t["ours"],
         "compiled_train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours_compiled"],
     }}
+
+
+@register
+def cuda(cfg: DictConfig) -> dict[str, Any]:
+    """GPU figures (needs a CUDA device): ``planning_hz_cuda`` of the hopper Decision Diffuser (cpu preset and
+    paper networks, the preset's fast sampler with guidance) at batch 1 and 64, eager, CUDA graph
+    (``compile=True``) and CUDA graph in bfloat16; a Diffusion Policy replanning call (point-obstacle, cpu preset
+    network) eager and as a CUDA graph; and ``train_samples_per_s_cuda`` of the paper Decision Diffuser's training
+    step (bf16 autocast, fused AdamW) against the same step in float32."""
+    if not torch.cuda.is_available():
+        raise SystemExit("error: benchmark cuda needs a CUDA device; this machine has none")
+    from diffusion_rl.algos import make_algorithm
+    from diffusion_rl.data import SequenceDataset
+    from diffusion_rl.training import Trainer, TrainerConfig
+
+    results: dict[str, Any] = {}
+    obs, obs_dim, act_dim = _first_observation("hopper-medium")
+    for preset in ("cpu", "paper"):
+        base = _preset_policy("decision_diffuser", "env", "hopper-medium",
+                              cfg.get("policy_decision_diffuser" if preset == "cpu" else
+                                      "policy_decision_diffuser_paper"), obs_dim, act_dim, preset=preset).to("cuda")
+        fast = {"sampler": "ddim", "steps": 10} if preset == "paper" else {}
+        row: dict[str, Any] = {"setting": f"hopper-medium Decision Diffuser, {preset} network "
+                               f"({sum(p.numel() for p in base.algo.parameters()):,} parameters), "
+                               f"{fast.get('sampler', base.sampling['sampler'])} "
+                               f"{fast.get('steps', base.sampling['steps'])} steps with guidance"}
+        for batch in (1, 64):
+            obs_b = np.repeat(obs, batch, axis=0)
+            t = interleaved({
+                "eager": _act_timers(_with_sampling(base, **fast), obs_b)[0],
+                "graph": _act_timers(_with_sampling(base, compile=True, **fast), obs_b)[0],
+                "graph_bf16": _act_timers(_with_sampling(base, compile=True, precision="bfloat16", **fast), obs_b)[0],
+            }, int(cfg.rounds), int(cfg.calls))
+            row.update({f"planning_hz_cuda_b{batch}_eager": 1.0 / t["eager"],
+                        f"planning_hz_cuda_b{batch}": 1.0 / t["graph"],
+                        f"planning_hz_cuda_b{batch}_bf16": 1.0 / t["graph_bf16"]})
+        results[f"decision_diffuser_{preset}"] = row
+    obs, obs_dim, act_dim = _first_observation("point-obstacle")
+    dp = _preset_policy("diffusion_policy", "task", "point-obstacle", cfg.get("policy_diffusion_policy"),
+                        obs_dim, act_dim).to("cuda")
+    t = interleaved({"eager": _act_timers(dp, obs)[0], "graph": _act_timers(_with_sampling(dp, compile=True), obs)[0]},
+                    int(cfg.rounds), int(cfg.calls))
+    results["diffusion_policy"] = {"setting": f"point-obstacle, cpu preset network, {dp.sampling['sampler']} "
+                                              f"{dp.sampling['steps']} steps, batch 1",
+                                   "replan_ms_cuda_eager": 1e3 * t["eager"], "replan_ms_cuda_graph": 1e3 * t["graph"]}
+    model_cfg = dict(OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "algo" / "decision_diffuser.yaml").model))
+    data = SequenceDataset(_random_store(11, 3, episodes=16, length=400), int(model_cfg["horizon"]), returns=True)
+
+    def step(mixed_precision: str) -> Timer:
+        torch.manual_seed(0)
+        algo = make_algorithm("decision_diffuser", obs_dim=11, act_dim=3, **model_cfg)
+        trainer = Trainer(algo, data, TrainerConfig(batch_size=64, device="cuda", progress=False,
+                                                   mixed_precision=mixed_precision))
+
+        def call() -> float:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            trainer._train_step()
+            torch.cuda.synchronize()
+            return time.perf_counter() - start
+
+        return call
+
+    t = interleaved({"bf16": step("bf16"), "fp32": step("no")}, int(cfg.rounds), int(cfg.calls))
+    results["train_decision_diffuser_paper"] = {"setting": "paper Decision Diffuser network, H = "
+                                                           f"{model_cfg['horizon']}, batch 64, fused AdamW",
+                                                "train_samples_per_s_cuda": 64 / t["bf16"],
+                                                "train_samples_per_s_cuda_fp32": 64 / t["fp32"]}
+    return results
 
 
 def _print_table(results: dict[str, Any]) -> None:

@@ -6,8 +6,8 @@
 
 Keys (configs/evaluate.yaml): ``policy`` (required), ``episodes``, ``num_envs``, ``seed``, ``video``, ``env``
 (a catalogue name; default: the artifact's env_name), ``max_episode_steps``, ``out`` (eval JSON; default
-``<policy>/../eval_<env>.json``), ``device``, ``compile`` (trace the denoiser: same actions, faster on CPU),
-``progress``, and ``sampling.<setting>=value`` overrides of the
+``<policy>/../eval_<env>.json``), ``device``, ``compile`` (false | true | trace | cuda_graph: the denoiser
+traced or captured as a CUDA graph; same actions, faster), ``precision`` (float32 | bfloat16), ``progress``, and ``sampling.<setting>=value`` overrides of the
 artifact's sampler settings. The work is done by ``Policy.load`` and ``diffusion_rl.evaluation.evaluate``.
 """
 
@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     from diffusion_rl.evaluation import evaluate
 
     check_values(cfg, ints={"episodes": 1, "num_envs": 1, "seed": 0}, optional_ints={"max_episode_steps": 1},
-                 flags=("video", "progress", "compile"))
+                 flags=("video", "progress"))
     policy, policy_path, env_name = load_policy_for_cli(cfg)
     policy.reset(seed=int(cfg.seed))
 
@@ -48,7 +48,8 @@ def main(cfg: DictConfig) -> None:
                       seed=int(cfg.seed), video_path=video, max_episode_steps=cfg.max_episode_steps,
                       progress=bool(cfg.progress))
     result.extra.update(policy=str(Path(policy_path).resolve()), algorithm=policy.algo.name,
-                        execution=policy.execution, sampling=dict(policy.sampling), compile=policy.compile)
+                        execution=policy.execution, sampling=dict(policy.sampling), compile=policy.compile,
+                        precision=policy.precision)
     path = result.save_json(out)
     print(f"eval:  {result}")
     if result.normalized_score_mean is not None:

@@ -575,12 +575,74 @@ def test_compiled_sampling_equals_eager_within_float_tolerance(algo):
         np.testing.assert_allclose(b.action_chunk, a.action_chunk, rtol=1e-4, atol=1e-4 * ACT_STD)
         if a.observations is not None:
             np.testing.assert_allclose(b.observations, a.observations, rtol=1e-4, atol=1e-4)
-    assert len(compiled._denoiser._graphs) >= 1
+    assert len(compiled._denoiser._prepared) >= 1
     shared = Policy(compiled.algo, compiled.normalizers, sampling=compiled.sampling, seed=0)  # same algorithm
     assert shared._denoiser is None  # compile is a property of one Policy, not of the algorithm it wraps
-    with pytest.raises(ValueError, match="compile: expected True or False"):
+    with pytest.raises(ValueError, match=r"compile: expected True, False or one of \['trace', 'cuda_graph'\]"):
         build("yes")
     from diffusion_rl.algos import BehaviorCloning
 
-    with pytest.raises(ValueError, match="compile: bc plans without a denoiser"):
+    with pytest.raises(ValueError, match="compile/precision: bc plans without a denoiser"):
         Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(), compile=True)
+
+
+@pytest.mark.parametrize("compile_", [False, "trace"])
+def test_bfloat16_sampling_stays_close_to_float32(compile_):
+    """precision="bfloat16" runs the denoiser under autocast (eager or traced) and returns float32 plans close to
+    the float32 ones: the CPU check of the reduced-precision path that pays on GPUs."""
+    from diffusion_rl.nets.compiled import EagerDenoiser, TracedDenoiser
+
+    full = make_policy()
+    low = Policy(make_dd(), make_normalizers(), sampling=dict(FAST["decision_diffuser"]), seed=0,
+                 compile=compile_, precision="bfloat16")
+    assert type(low._denoiser) is (TracedDenoiser if compile_ else EagerDenoiser)
+    assert low._denoiser.precision == "bfloat16" and low.precision == "bfloat16"
+    obs = raw_obs(batch=3)
+    a, b = full.plan(obs), low.plan(obs)
+    assert b.observations.dtype == np.float32 and b.action_chunk.dtype == np.float32
+    norm = full.normalizers["observations"]
+    plan_a = norm.normalize(torch.as_tensor(a.observations)).numpy()
+    plan_b = norm.normalize(torch.as_tensor(b.observations)).numpy()
+    gap = np.abs(plan_b - plan_a).mean()
+    assert 0 < gap < 0.03 * np.abs(plan_a).mean()  # bfloat16 rounding shows, and stays small
+    np.testing.assert_allclose(plan_b[:, 0], plan_a[:, 0], atol=1e-5)  # the inpainted current state is exact
+    with pytest.raises(ValueError, match=r"precision: expected one of \['float32', 'bfloat16'\], got 'fp16'"):
+        make_policy(precision="fp16")
+
+
+def test_cuda_graph_is_refused_off_cuda_and_true_picks_the_device_path():
+    from diffusion_rl.nets.compiled import CUDAGraphDenoiser, TracedDenoiser, make_denoiser
+
+    with pytest.raises(ValueError, match="compile='cuda_graph' needs a CUDA device; this model is on cpu"):
+        make_policy(compile="cuda_graph")
+    assert isinstance(make_policy(compile=True)._denoiser, TracedDenoiser)
+    net = make_dd().net
+    assert isinstance(make_denoiser(net, True, "float32", torch.device("cuda")), CUDAGraphDenoiser)
+    assert make_denoiser(net, False, "float32", torch.device("cpu")) is None  # the plain network
+    with pytest.raises(ValueError, match=r"compile: expected True, False or one of"):
+        Policy.load("/nonexistent/artifact", device="cpu", compile="jit")  # refused before any file is read
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser"])
+def test_cuda_graph_sampling_equals_eager_on_cuda(algo):
+    """compile="cuda_graph" (also what True picks on CUDA) replays one captured graph per batch size and gives
+    the eager plans within float tolerance; bfloat16 under the graph stays close."""
+    from diffusion_rl.nets.compiled import CUDAGraphDenoiser
+
+    def build(**kwargs):
+        return Policy(BUILDERS[algo](), make_normalizers(), sampling=dict(FAST[algo]), seed=0, **kwargs).to("cuda")
+
+    eager, graphed, low = build(), build(compile=True), build(compile="cuda_graph", precision="bfloat16")
+    assert isinstance(graphed._denoiser, CUDAGraphDenoiser)
+    obs = raw_obs(batch=3)
+    for _ in range(3):  # the first call captures, the next ones replay
+        a, b, c = eager.plan(obs), graphed.plan(obs), low.plan(obs)
+        np.testing.assert_allclose(b.action_chunk, a.action_chunk, rtol=1e-4, atol=1e-3 * ACT_STD)
+        if a.observations is not None:
+            np.testing.assert_allclose(b.observations, a.observations, rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(c.observations, a.observations, rtol=0.05, atol=0.05 * OBS_STD)
+    assert 1 <= len(graphed._denoiser._prepared) <= 2  # one batch size (two with a guidance pair)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        build(compile="cuda_graph").to("cpu")
