@@ -42,7 +42,8 @@ def _consistency(teacher: Policy, windows: Any, *, intervals: int, guidance_weig
 
 def _direct(teacher: Policy, windows: Any, *, guidance_weight: float | None, clip: float | None,
             temperature: float, student_prediction: str | None, samples: int, next_step_weight: float, seed: int,
-            progress: bool, log: Callable[[str], None], **_: Any) -> tuple[Any, Any, str, dict[str, Any]]:
+            target_share: float, progress: bool, log: Callable[[str], None],
+            **_: Any) -> tuple[Any, Any, str, dict[str, Any]]:
     algo = teacher.algo
     distiller = DirectDistillation(algo, temperature=temperature, student_prediction=student_prediction,
                                    next_step_weight=next_step_weight)
@@ -52,11 +53,17 @@ def _direct(teacher: Policy, windows: Any, *, guidance_weight: float | None, cli
         log(f"the teacher samples with ddpm: its plans for the student are drawn by ddim over all {steps} steps")
     log(f"drawing {samples:,} plans of the teacher ({sampler}, {steps} steps) to regress on")
     device = next(algo.parameters()).device
+    # the planner's own conditions (a Decision Diffuser's target_return) for a share of the plans
+    conditions = {key: float(teacher.sampling[name]) for key, name in algo.plan_conditions.items()}
+    if conditions and target_share > 0:
+        log(f"{target_share:.0%} of the plans at the planner's condition {conditions}, the rest at the data's")
     pairs = teacher_samples(algo, windows, samples, sampler=sampler, steps=steps, guidance_weight=guidance_weight,
-                            temperature=distiller.temperature, clip_sample=clip,
+                            temperature=distiller.temperature, clip_sample=clip, conditions=conditions,
+                            condition_share=target_share,
                             generator=torch.Generator(device).manual_seed(seed), progress=progress)
     return distiller, pairs, f"{samples:,} teacher plans ({sampler}, {steps} steps)", {
-        "samples": samples, "next_step_weight": next_step_weight, "teacher_sampler": sampler, "teacher_steps": steps}
+        "samples": samples, "next_step_weight": next_step_weight, "teacher_sampler": sampler, "teacher_steps": steps,
+        "target_share": target_share, **({"conditions": conditions} if conditions and target_share > 0 else {})}
 
 
 # how each method builds its distiller and training data: (distiller, data, description, metadata)
@@ -89,6 +96,7 @@ def distill_policy(
     student_prediction: str | None = None,
     samples: int = 32768,
     next_step_weight: float = 10.0,
+    target_share: float = 0.0,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Policy, dict[str, Any]]:
@@ -100,9 +108,17 @@ def distill_policy(
     (max_steps, lr, run_dir, device, seed...). Consistency only: ``intervals``, ``target_decay``; direct only:
     ``samples`` (the teacher's plans, drawn with its sampler and steps, DDIM's eta set to 0; a DDPM teacher's
     by DDIM over all its steps) and
-    ``next_step_weight`` (the loss weight of the row that decides the executed action)."""
+    ``next_step_weight`` (the loss weight of the row that decides the executed action), ``target_share`` (the
+    share of those plans drawn at the planner's own condition, e.g. the Decision Diffuser's ``target_return``,
+    instead of the window's label: 1 = a student for that condition only)."""
     check_method(method, student_steps)
     algo = teacher.algo
+    if isinstance(target_share, bool) or not isinstance(target_share, (int, float)) or not 0 <= target_share <= 1:
+        raise ValueError(f"target_share: expected a number in [0, 1], got {target_share!r}")
+    if target_share > 0 and method != "direct":
+        raise ValueError(f"target_share: only the direct method draws the teacher's plans (method={method!r})")
+    if target_share > 0 and not algo.plan_conditions:
+        raise ValueError(f"target_share: {algo.name} plans without a condition to target (it has none)")
     settings = dict(data if data is not None else teacher.metadata.get("data", {}))
     if guidance_weight is None:
         guidance_weight = teacher.sampling.get("guidance_weight")
@@ -124,7 +140,7 @@ def distill_policy(
     distiller, train_data, details, method_meta = _METHODS[method](
         teacher, windows, intervals=intervals, guidance_weight=guidance_weight, target_decay=target_decay,
         clip=clip, temperature=temperature, student_prediction=student_prediction, samples=samples,
-        next_step_weight=next_step_weight, seed=cfg.seed, progress=cfg.progress, log=log)
+        next_step_weight=next_step_weight, target_share=target_share, seed=cfg.seed, progress=cfg.progress, log=log)
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows by {method}: {details}, teacher guidance {guidance_weight}, "
         f"x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")

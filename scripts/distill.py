@@ -61,6 +61,7 @@ def main(cfg: DictConfig) -> None:
         student, summary = distill_policy(teacher, store, data=data, method=str(cfg.method),
                                           intervals=int(cfg.intervals), samples=int(cfg.samples),
                                           next_step_weight=cfg.next_step_weight,
+                                          target_share=cfg.target_share,
                                           student_steps=int(cfg.student_steps),
                                           guidance_weight=cfg.guidance_weight, target_decay=float(cfg.target_decay),
                                           temperature=cfg.temperature,

@@ -39,3 +39,16 @@ def test_methods_and_steps_are_checked():
         check_method("consistency", 5)
     with pytest.raises(ValueError, match=r"a direct student is trained for one step only, got 2"):
         check_method("direct", 2)
+
+
+def test_target_share_is_checked_before_anything_is_built():
+    data = toy_dataset(8, normalizer="gaussian", returns=False)
+    teacher = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_guided=False)
+    policy = Policy(teacher, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=0)
+    for kwargs, message in (({"target_share": 1.5}, r"target_share: expected a number in \[0, 1\], got 1.5"),
+                            ({"target_share": 0.5, "method": "consistency"},
+                             "target_share: only the direct method draws the teacher's plans"),
+                            ({"target_share": 1.0}, "target_share: diffuser plans without a condition to target")):
+        with pytest.raises(ValueError, match=message):
+            distill_policy(policy, toy_store(), samples=8, trainer={"max_steps": 1, "progress": False}, **kwargs)
+

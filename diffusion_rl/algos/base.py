@@ -80,6 +80,10 @@ class Algorithm(nn.Module):
     plans_states: ClassVar[bool] = False
     #: sampler settings used when the caller does not override them
     default_sampling: ClassVar[dict[str, Any]] = {}
+    #: batch keys that are conditions, each with the sampling setting that gives its value when planning (a
+    #: Decision Diffuser's return label is the plan's ``target_return``): what distillation can draw at the
+    #: condition the planner will be asked for instead of the data's
+    plan_conditions: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

@@ -49,6 +49,7 @@ class DecisionDiffuser(Algorithm):
     name = "decision_diffuser"
     plans_states = True
     batch_keys = ("observations", "actions", "mask", "returns")
+    plan_conditions = {"returns": "target_return"}
     default_sampling = {
         "sampler": "ddim",
         "steps": 20,

@@ -158,13 +158,26 @@ class TeacherSamples:
 @torch.no_grad()
 def teacher_samples(teacher: Algorithm, windows: Any, count: int, *, sampler: str = "ddim", steps: int | None = 10,
                     guidance_weight: float | None = None, temperature: float = 1.0, clip_sample: float | None = None,
+                    conditions: dict[str, float] | None = None, condition_share: float = 0.0,
                     chunk: int = 1024, generator: torch.Generator | None = None,
                     progress: bool = True) -> TeacherSamples:
     """``count`` training windows (drawn from ``windows``, anything with ``sample_batch``), each with a standard
     normal draw and the sample the frozen ``teacher`` makes from it with the deterministic ``sampler`` in
     ``steps`` steps: the window's conditions, its inpainted entries held, classifier-free guidance
     ``guidance_weight`` where the algorithm is guided, noise scaled by ``temperature``, x0 clipped to
-    ``clip_sample``: how the teacher plans."""
+    ``clip_sample``: how the teacher plans.
+
+    ``conditions`` (batch key -> value, e.g. ``{"returns": 0.1}``, the condition the planner is asked for) replaces
+    the window's own value in a share ``condition_share`` of the windows (drawn at random; 1 = all): the student
+    then learns most where it will be used instead of spreading over every label of the data."""
+    if not (isinstance(condition_share, (int, float)) and not isinstance(condition_share, bool)
+            and 0.0 <= condition_share <= 1.0):
+        raise ValueError(f"condition_share: expected a number in [0, 1], got {condition_share!r}")
+    conditions = dict(conditions or {})
+    unknown = sorted(set(conditions) - set(teacher.plan_conditions))
+    if unknown:
+        raise ValueError(f"conditions: {teacher.name} has no planning condition {unknown}; its conditions are "
+                         f"{sorted(teacher.plan_conditions) or 'none'}")
     if sampler not in DETERMINISTIC_SAMPLERS:
         raise ValueError(f"sampler: direct distillation needs a deterministic sampler, one of "
                          f"{list(DETERMINISTIC_SAMPLERS)}, got {sampler!r}")
@@ -177,6 +190,12 @@ def teacher_samples(teacher: Algorithm, windows: Any, count: int, *, sampler: st
     bar = progress_bar(total=count, desc="teacher samples", unit="sample", disable=not progress)
     for start in range(0, count, chunk):
         batch = windows.sample_batch(min(chunk, count - start), generator)
+        if conditions and condition_share > 0.0:
+            rows = torch.rand(batch[next(iter(conditions))].shape[0], generator=generator,
+                              device=generator.device if generator is not None else None) < condition_share
+            for key, value in conditions.items():
+                batch[key] = torch.where(rows.to(batch[key].device).view(-1, *([1] * (batch[key].ndim - 1))),
+                                         torch.full_like(batch[key], float(value)), batch[key])
         problem = teacher.denoising_problem(batch)
         noise = torch.randn(problem.x0.shape, generator=generator,
                             device=generator.device if generator is not None else problem.x0.device)

@@ -141,6 +141,35 @@ def test_direct_distillation_weights_the_row_that_decides_the_action():
         teacher_samples(teacher, toy_dataset(8), 0)
 
 
+def test_teacher_plans_can_be_drawn_at_the_planners_condition():
+    """``conditions`` replaces the window's return label by the planner's target in a share of the windows, and
+    the teacher plans those windows for that target (what a student for one target learns from)."""
+    torch.manual_seed(0)
+    teacher = DecisionDiffuser(OBS_DIM, ACT_DIM, **SMALL).eval()
+    data = toy_dataset(8, return_label="quantile")
+    assert teacher.plan_conditions == {"returns": "target_return"}
+    common = dict(temperature=0.5, generator=torch.Generator().manual_seed(0), progress=False)
+    every = teacher_samples(teacher, data, 64, conditions={"returns": 0.1}, condition_share=1.0, **common)
+    returns = every.tensors["returns"]
+    assert returns.shape == (64, 1) and torch.all(returns == 0.1)
+    again = teacher.sampler("ddim", steps=10, eta=0.0).sample(
+        lambda x, t, c, drop_mask=None: teacher.net(x, t, c, drop_mask=drop_mask), (64, 8, OBS_DIM),
+        prediction=teacher.prediction, cond=torch.full((64, 1), 0.1),
+        constraints=[Inpaint(teacher._history_mask(torch.device("cpu")), every.tensors["observations"])],
+        temperature=0.5, initial_noise=every.tensors["noise"])
+    assert torch.allclose(again, every.tensors["teacher_sample"], atol=1e-5)  # planned for the target
+    half = teacher_samples(teacher, data, 512, conditions={"returns": 0.1}, condition_share=0.5, steps=2,
+                           **{**common, "generator": torch.Generator().manual_seed(0)})
+    share = (half.tensors["returns"] == 0.1).float().mean().item()
+    assert 0.4 < share < 0.6, share  # the others keep their own labels, spread over [0, 1]
+    assert half.tensors["returns"].std() > 0.2
+    with pytest.raises(ValueError, match=r"conditions: decision_diffuser has no planning condition \['goal'\]; "
+                                         r"its conditions are \['returns'\]"):
+        teacher_samples(teacher, data, 8, conditions={"goal": 1.0}, condition_share=1.0)
+    with pytest.raises(ValueError, match=r"condition_share: expected a number in \[0, 1\], got 1.5"):
+        teacher_samples(teacher, data, 8, conditions={"returns": 0.1}, condition_share=1.5)
+
+
 def test_distillation_settings_are_checked():
     teacher = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=20, down_dims=(16, 32),
                               step_embed_dim=16)
