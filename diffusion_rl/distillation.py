@@ -96,7 +96,7 @@ def distill_policy(
     student_prediction: str | None = None,
     samples: int = 32768,
     next_step_weight: float = 10.0,
-    target_share: float = 0.0,
+    target_share: float | None = None,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Policy, dict[str, Any]]:
@@ -110,9 +110,12 @@ def distill_policy(
     by DDIM over all its steps) and
     ``next_step_weight`` (the loss weight of the row that decides the executed action), ``target_share`` (the
     share of those plans drawn at the planner's own condition, e.g. the Decision Diffuser's ``target_return``,
-    instead of the window's label: 1 = a student for that condition only)."""
+    instead of the window's label: 1 = a student for that condition only; None = 1 for a direct student of a
+    conditioned teacher, 0 otherwise)."""
     check_method(method, student_steps)
     algo = teacher.algo
+    if target_share is None:  # measured on hopper-medium: 73.7 against 59.9 for the same teacher (docs/results.md)
+        target_share = 1.0 if method == "direct" and algo.plan_conditions else 0.0
     if isinstance(target_share, bool) or not isinstance(target_share, (int, float)) or not 0 <= target_share <= 1:
         raise ValueError(f"target_share: expected a number in [0, 1], got {target_share!r}")
     if target_share > 0 and method != "direct":
