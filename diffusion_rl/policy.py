@@ -192,8 +192,15 @@ class Policy:
         float32; pays on GPUs and CPUs with bfloat16 units)."""
         if (compile is not False or precision != "float32") and "denoiser" not in algo.plan_arguments():
             raise ValueError(f"compile/precision: {algo.name} plans without a denoiser; nothing to compile")
-        self._denoiser = make_denoiser(self.algo.net, compile, precision, self.algo.device)
+        self._denoiser = self._make_denoiser(self.algo.device)
         self.reset()
+
+    def _make_denoiser(self, device: torch.device) -> Any:
+        """The prepared denoiser ``compile`` and ``precision`` ask for on ``device``; None for the plain network
+        (and for algorithms that plan without one, e.g. behaviour cloning)."""
+        if self.compile is False and self.precision == "float32":
+            return None
+        return make_denoiser(self.algo.net, self.compile, self.precision, device)
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -218,8 +225,7 @@ class Policy:
         target = resolve_device(device)
         resolve_compile(self.compile, target)  # e.g. a CUDA graph cannot follow the model to the CPU
         self.algo.to(target)
-        # prepared on the old device (and True picks the new device's path)
-        self._denoiser = make_denoiser(self.algo.net, self.compile, self.precision, target)
+        self._denoiser = self._make_denoiser(target)  # prepared on the old device; True picks the new one's path
         self.reset()
         return self
 
