@@ -181,6 +181,12 @@ class Policy:
         ``"warn"`` (once, counted in ``stats["far_observations"]``), ``"error"`` (a ValueError) or ``"ignore"``."""
         self.stats["far_observations"] = 0
         self._warned_far = False
+        self._prepare(compile, precision)
+        self.reset()
+
+    def _prepare(self, compile: bool | str, precision: str) -> None:
+        """Take the ``compile`` and ``precision`` settings (refused, naming the allowed values) and build the
+        prepared denoiser they ask for."""
         resolve_compile(compile, self.algo.device)  # refused now, naming the allowed values
         self.compile = compile
         """How the denoiser is prepared per batch size: ``False`` eager; ``"trace"`` traced and frozen by
@@ -190,16 +196,15 @@ class Policy:
         self.precision = check_precision(precision)
         """The denoiser's forward precision: ``"float32"`` or ``"bfloat16"`` (under ``torch.autocast``; plans stay
         float32; pays on GPUs and CPUs with bfloat16 units)."""
-        if (compile is not False or precision != "float32") and "denoiser" not in algo.plan_arguments():
-            raise ValueError(f"compile/precision: {algo.name} plans without a denoiser; nothing to compile")
         self._denoiser = self._make_denoiser(self.algo.device)
-        self.reset()
 
     def _make_denoiser(self, device: torch.device) -> Any:
-        """The prepared denoiser ``compile`` and ``precision`` ask for on ``device``; None for the plain network
-        (and for algorithms that plan without one, e.g. behaviour cloning)."""
+        """The prepared denoiser ``compile`` and ``precision`` ask for on ``device``; None for the plain network.
+        Refused for algorithms that plan without a denoiser (e.g. behaviour cloning)."""
         if self.compile is False and self.precision == "float32":
             return None
+        if "denoiser" not in self.algo.plan_arguments():
+            raise ValueError(f"compile/precision: {self.algo.name} plans without a denoiser; nothing to compile")
         return make_denoiser(self.algo.net, self.compile, self.precision, device)
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
@@ -570,8 +575,6 @@ class Policy:
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
         algo.to(resolve_device(device))
-        if (compile is not False or precision != "float32") and "denoiser" not in algo.plan_arguments():
-            raise ValueError(f"compile/precision: {name} plans without a denoiser; nothing to compile")
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
         normalizers = {}
@@ -581,7 +584,7 @@ class Policy:
             except (ValueError, TypeError, KeyError, AttributeError) as err:
                 raise ArtifactError(f"{path}: config.json: normalizers.{key}: {err}") from None
         try:
-            return cls(
+            policy = cls(
                 algo,
                 normalizers,
                 env_name=config.get("env_name"),
@@ -591,11 +594,11 @@ class Policy:
                 seed=int(config.get("seed", 0)),
                 metadata=config.get("metadata"),
                 action_bounds=config.get("action_bounds"),
-                compile=compile,
-                precision=precision,
             )
         except ValueError as err:  # settings in config.json that this library refuses: name the file
             raise ArtifactError(f"{path}: config.json: {err}") from None
+        policy._prepare(compile, precision)  # the caller's settings, not the file's: refused without the path
+        return policy
 
     def __repr__(self) -> str:
         return (

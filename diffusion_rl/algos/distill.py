@@ -38,7 +38,7 @@ from diffusion_rl.diffusion import (
 from diffusion_rl.diffusion.consistency import check_noise_temperature
 from diffusion_rl.progress import progress_bar
 
-__all__ = ["DETERMINISTIC_SAMPLERS", "ConsistencyDistillation", "DirectDistillation", "TeacherSamples",
+__all__ = ["DETERMINISTIC_SAMPLERS", "ConsistencyDistillation", "DirectDistillation", "TeacherSamples", "check_share",
            "teacher_samples"]
 
 # what a student may predict: targets that define x0 at the pure-noise end (an epsilon student cannot)
@@ -155,6 +155,13 @@ class TeacherSamples:
         return {k: v[index] for k, v in self.tensors.items()}
 
 
+def check_share(value: Any, name: str) -> float:
+    """``value`` as a share in [0, 1]; a ValueError naming ``name`` and the range otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 @torch.no_grad()
 def teacher_samples(teacher: Algorithm, windows: Any, count: int, *, sampler: str = "ddim", steps: int | None = 10,
                     guidance_weight: float | None = None, temperature: float = 1.0, clip_sample: float | None = None,
@@ -170,9 +177,7 @@ def teacher_samples(teacher: Algorithm, windows: Any, count: int, *, sampler: st
     ``conditions`` (batch key -> value, e.g. ``{"returns": 0.1}``, the condition the planner is asked for) replaces
     the window's own value in a share ``condition_share`` of the windows (drawn at random; 1 = all): the student
     then learns most where it will be used instead of spreading over every label of the data."""
-    if not (isinstance(condition_share, (int, float)) and not isinstance(condition_share, bool)
-            and 0.0 <= condition_share <= 1.0):
-        raise ValueError(f"condition_share: expected a number in [0, 1], got {condition_share!r}")
+    check_share(condition_share, "condition_share")
     conditions = dict(conditions or {})
     unknown = sorted(set(conditions) - set(teacher.plan_conditions))
     if unknown:
