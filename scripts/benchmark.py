@@ -20,6 +20,9 @@ Benchmarks (``BENCHMARKS``):
   paper's setting (DDPM over all 200 steps with guidance), one call per round. ``planning_hz_cpu``: the cpu
   preset's network with the fast settings; beside it the eager rate, the warm-started rate (``warm_start_t``) and
   the rate of a consistency-distilled student of the same network (one evaluation, no guidance pass).
+- ``process`` (not in the default list): decisions per second of the cpu-preset hopper Decision Diffuser and
+  Diffuser as diffusion models and on the flow-matching path (``algo.model.process=flow``), same sampler and
+  steps (``flow_over_diffusion``).
 - ``train_speed``: training samples per second of our Diffuser at Janner's hopper configuration (temporal U-Net
   dim 32, mults 1-2-4-8, H = 32, batch 32, 3,956,302 parameters) through ``Trainer``'s step, eager and with
   ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` built to the same architecture and trained with
@@ -94,9 +97,10 @@ def machine() -> dict[str, Any]:
 
 
 def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs_dim: int, act_dim: int,
-                   preset: str = "cpu") -> Any:
+                   preset: str = "cpu", model: dict[str, Any] | None = None) -> Any:
     """The artifact at ``path``, or a fresh policy of the ``preset``'s architecture for the given dimensions, with
-    the algorithm's config composed as train_planner.py / train_policy.py compose it (``target`` env or task)."""
+    the algorithm's config composed as train_planner.py / train_policy.py compose it (``target`` env or task) and
+    ``model`` settings changed (as ``algo.model.<key>=<value>`` on their command line)."""
     from train_planner import resolve_config
 
     from diffusion_rl import Policy
@@ -112,6 +116,7 @@ def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs
     })
     cfg, _ = resolve_config(cfg, set(), cuda=False, target=target)
     algo_cfg = OmegaConf.to_container(cfg.algo, resolve=True)
+    algo_cfg["model"].update(model or {})
     torch.manual_seed(0)
     algo = make_algorithm(algo_name, obs_dim=obs_dim, act_dim=act_dim, **algo_cfg["model"])
     rng = np.random.default_rng(0)
@@ -315,6 +320,29 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
             "one_step_hz": 1.0 / t["one_step"],
         },
     }
+
+
+@register
+def process(cfg: DictConfig) -> dict[str, Any]:
+    """Decisions per second at batch 1 of the hopper Decision Diffuser and Diffuser (cpu preset networks, each
+    preset's own sampling: guidance, value-guided plans, inpainting) trained as diffusion models against the same
+    networks on the flow-matching path (``algo.model.process=flow``), sampled with the same sampler and steps:
+    ``flow_over_diffusion`` is the flow model's rate divided by the diffusion model's."""
+    obs, obs_dim, act_dim = _first_observation("hopper-medium")
+    results: dict[str, Any] = {}
+    for algo_name in ("decision_diffuser", "diffuser"):
+        policies = {kind: _preset_policy(algo_name, "env", "hopper-medium", None, obs_dim, act_dim,
+                                         model={"process": kind}) for kind in ("diffusion", "flow")}
+        t = interleaved({kind: _act_timers(policy, obs)[0] for kind, policy in policies.items()},
+                        int(cfg.rounds), int(cfg.calls))
+        sampling = policies["diffusion"].sampling
+        results[algo_name] = {
+            "setting": f"hopper-medium {algo_name}, cpu preset network, {sampling['sampler']} "
+                       f"{sampling.get('steps') or 'all'} steps, eager",
+            "diffusion_hz": 1.0 / t["diffusion"], "flow_hz": 1.0 / t["flow"],
+            "flow_over_diffusion": t["diffusion"] / t["flow"],
+        }
+    return results
 
 
 def _random_store(obs_dim: int, act_dim: int, episodes: int = 8, length: int = 250) -> Any:

@@ -52,3 +52,15 @@ def test_cuda_benchmark_reports_every_figure(tmp_path):
                 assert cuda[f"decision_diffuser_{preset}"][f"planning_hz_cuda_b{batch}{suffix}"] > 0
     assert cuda["diffusion_policy"]["replan_ms_cuda_graph"] > 0
     assert cuda["train_decision_diffuser_paper"]["train_samples_per_s_cuda"] > 0
+
+
+def test_process_benchmark_times_diffusion_and_flow_planners(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run(tmp_path / "cwd", "benchmarks=[process]", "rounds=1", "calls=1", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]["process"]
+    assert set(results) == {"decision_diffuser", "diffuser"}
+    for row in results.values():
+        assert row["diffusion_hz"] > 0 and row["flow_hz"] > 0
+        assert row["flow_over_diffusion"] == pytest.approx(row["flow_hz"] / row["diffusion_hz"])
+    assert "dpmsolver++ 5 steps" in results["decision_diffuser"]["setting"]
