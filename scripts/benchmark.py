@@ -10,9 +10,9 @@ Benchmarks (``BENCHMARKS``):
 
 - ``policy_act``: ``Policy.act`` at batch 1 for Diffusion Policy (``task=point-obstacle``, cpu preset network,
   action queue Ta = 8, DDIM 10) and the Decision Diffuser (``env=hopper-medium``, cpu preset, its sampler with
-  guidance: DPM-Solver++ 5), against their floor: the sampler's steps calls, back to back, of the same denoiser as the sampler
-  makes them (for guidance, one batched forward of the conditional and unconditional halves). Reported: the
-  median time of a call that only pops the queue, of a replanning call, and ``replan / floor``
+  guidance: DPM-Solver++ 5), against their floor: the sampler's steps calls, back to back, of the same denoiser
+  as the sampler makes them (for guidance, one batched forward of the conditional and unconditional halves).
+  Reported: the median time of a call that only pops the queue, of a replanning call, and ``replan / floor``
   (``policy_act_overhead_ratio``); and the replanning call of the same policy with ``compile=True`` (the
   denoiser traced and frozen by TorchScript), as ``compiled_speedup`` = eager / compiled.
 - ``planning``: decisions per second at batch 1 of the hopper Decision Diffuser. ``planning_speedup_cpu``: the
@@ -325,7 +325,7 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
 @register
 def process(cfg: DictConfig) -> dict[str, Any]:
     """Decisions per second at batch 1 of the hopper Decision Diffuser and Diffuser (cpu preset networks, each
-    preset's own sampling: guidance, value-guided plans, inpainting) trained as diffusion models against the same
+    preset's own sampling: guidance, value-guided plans, inpainting) built as diffusion models against the same
     networks on the flow-matching path (``algo.model.process=flow``), sampled with the same sampler and steps:
     ``flow_over_diffusion`` is the flow model's rate divided by the diffusion model's."""
     obs, obs_dim, act_dim = _first_observation("hopper-medium")
