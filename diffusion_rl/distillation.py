@@ -101,7 +101,7 @@ def distill_policy(
     temperature: float | None = None,
     student_prediction: str | None = None,
     samples: int = 32768,
-    next_step_weight: float = 10.0,
+    next_step_weight: float = 50.0,
     target_share: float | None = None,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
