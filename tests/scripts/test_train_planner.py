@@ -19,7 +19,8 @@ from diffusion_rl.evaluation import evaluate
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_planner.py"
 TINY_DD = ["preset=cpu", "algo.model.dim=8", "algo.model.horizon=8", "algo.model.num_steps=20",
-           "algo.sampling.steps=3", "algo.sampling.warm_start_t=6", "trainer.batch_size=8", "trainer.checkpoint_every=10", "trainer.log_every=5"]
+           "algo.sampling.steps=3", "algo.sampling.warm_start_t=6", "trainer.batch_size=8",
+           "trainer.checkpoint_every=10", "trainer.log_every=5"]
 
 
 def _env(store: Path) -> dict[str, str]:
