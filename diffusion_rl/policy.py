@@ -22,7 +22,7 @@ from diffusion_rl.algos._common import check_settings
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
-from diffusion_rl.nets.compiled import check_precision, make_denoiser, resolve_compile
+from diffusion_rl.nets.compiled import CUDAGraphDenoiser, check_precision, make_denoiser, resolve_compile
 
 
 def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -241,7 +241,9 @@ class Policy:
         if seed is not None:
             self.seed = seed
         self._device = self.algo.device  # cached: looking it up walks the modules, too slow for every act()
-        self._generator = torch.Generator(device=self._device)
+        if getattr(self, "_generator", None) is None or self._generator.device != self._device:
+            # one generator per device for the policy's life: a captured CUDA graph draws from this one
+            self._generator = torch.Generator(device=self._device)
         self._generator.manual_seed(int(self.seed))
         self._history: deque[torch.Tensor] = deque(maxlen=self.history_length)  # normalized [B, S] each
         self._execution.reset()
@@ -436,6 +438,12 @@ class Policy:
             warm = warm()
             if warm.shape[0] == obs_n.shape[0]:
                 settings["warm_start"] = warm
+        if isinstance(self._denoiser, CUDAGraphDenoiser):  # the whole plan as one graph where it can be captured
+            tensors = {"obs": obs_n, **{k: v for k, v in settings.items() if isinstance(v, torch.Tensor)}}
+            options = {k: v for k, v in settings.items() if k not in tensors and k != "denoiser"}
+            out = self._denoiser.graphed_call(self.algo.plan, tensors, options, self._generator)
+            if out is not None:
+                return out
         return self.algo.plan(obs_n, generator=self._generator, **settings)
 
     def _context(self, kwargs: dict[str, Any], batch: int) -> dict[str, Any]:

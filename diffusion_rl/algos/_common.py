@@ -114,10 +114,10 @@ def state_inpainting(
     """Mask ``[1, H, D]`` and values ``[B, H, D]`` that pin the state dims ``start`` of step 0 (and of step H-1)."""
     mask = torch.zeros(1, horizon, dim, dtype=torch.bool, device=starts.device)
     values = torch.zeros(batch, horizon, dim, dtype=starts.dtype, device=starts.device)
-    mask[:, 0, start] = True
+    mask[:, 0, start].fill_(True)  # a fill on the device (no host scalar copied: CUDA-graph safe)
     values[:, 0, start] = starts
     if goals is not None:
-        mask[:, -1, start] = True
+        mask[:, -1, start].fill_(True)
         values[:, -1, start] = goals
     return mask, values
 

@@ -167,7 +167,7 @@ class DecisionDiffuser(Algorithm):
             known = known[:, -self.history :]
         b, k = known.shape[0], known.shape[1]
         mask, values = state_inpainting(b, self.horizon, self.obs_dim, slice(None), known[:, 0])
-        mask[:, :k] = True
+        mask[:, :k].fill_(True)
         values[:, :k] = known
         cond = torch.full((b, 1), float(target_return), device=obs.device, dtype=obs.dtype)
         s = self.sampler(sampler, **applicable_options(sampler, steps=steps, eta=eta))

@@ -48,7 +48,7 @@ class ClassifierFreeGuidance:
             return lambda x, t: denoiser(x, t, cond)
         cond2 = repeat_cond(cond)
         drop = torch.zeros(2 * batch, dtype=torch.bool, device=device)
-        drop[batch:] = True
+        drop[batch:].fill_(True)
         w = float(self.weight)
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
@@ -87,7 +87,7 @@ class ComposedGuidance:
         copies = len(used) + 1
         drop = torch.ones(copies, batch, parts, dtype=torch.bool, device=device)
         for row, i in enumerate(used):
-            drop[row, :, i] = False  # block `row` keeps only part i; the last block keeps none
+            drop[row, :, i].fill_(False)  # block `row` keeps only part i; the last block keeps none
         drop = drop.reshape(copies * batch, parts)
         cond_n = repeat_cond(cond, copies)
         weights = [self.weights[i] for i in used]

@@ -6,7 +6,9 @@ signature (shapes, dtypes, device, which optional inputs are given), in eval mod
 - :class:`TracedDenoiser` (``"trace"``): ``torch.jit.trace`` + ``torch.jit.freeze`` (weights become constants);
   less Python and dispatch per call. Any device; what pays on CPU (docs/benchmarks.md).
 - :class:`CUDAGraphDenoiser` (``"cuda_graph"``): the forward captured once as a CUDA graph on static input
-  buffers and replayed: one launch instead of hundreds of kernel launches per call. CUDA only.
+  buffers and replayed: one launch instead of hundreds of kernel launches per call. CUDA only. Its
+  :meth:`~CUDAGraphDenoiser.graphed_call` captures a whole sampling call instead (every step, the guidance, the
+  constraints, the noise draws): what ``Policy`` uses, so a replan is one graph launch plus the copies in and out.
 
 ``precision="bfloat16"`` runs the forward under ``torch.autocast`` in bfloat16 (for the fast paths, the trace or
 the capture is made under it) and returns the output in the input's dtype. Only tensor conditions take the fast
@@ -18,6 +20,7 @@ change).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -133,10 +136,81 @@ class CUDAGraphDenoiser(EagerDenoiser):
         super().__init__(net, precision)
         self.warmup = int(warmup)
         self._pool: Any = None
+        self._calls: dict[tuple, tuple[dict[str, Tensor], Any, Any] | None] = {}
 
     def clear(self) -> None:
         super().clear()
+        self._calls.clear()
         self._pool = None
+
+    def graphed_call(self, fn: Callable[..., Any], tensors: dict[str, Tensor], options: dict[str, Any],
+                     generator: torch.Generator | None) -> Any | None:
+        """``fn(**tensors, **options, denoiser=<net at this precision>, generator=generator)`` -- a whole sampling
+        call such as ``Algorithm.plan`` -- captured once per signature (tensor shapes and dtypes, the values of
+        ``options``) as one CUDA graph on static copies of ``tensors``, and replayed: a replan becomes one launch.
+
+        The noise is drawn inside the graph from ``generator`` (registered with the graph), so every replay draws
+        fresh numbers from the same stream an eager call would use; the warm-up calls' draws are rolled back, so
+        the first replay starts where the eager path would. Returns the output with its tensors copied (the next
+        replay overwrites the graph's own), or None when this call cannot be graphed (not on CUDA, an option that
+        is not a plain value, or a capture that failed: then a ``RuntimeWarning`` says why, once per signature),
+        and the caller runs it eagerly with the per-forward graphs."""
+        key = _call_key(fn, tensors, options, generator)
+        if key is None:
+            return None
+        if key not in self._calls:
+            self._calls[key] = self._capture_call(fn, tensors, options, generator)
+        entry = self._calls[key]
+        if entry is None:
+            return None
+        static, out, graph = entry
+        for name, value in tensors.items():
+            static[name].copy_(value)
+        graph.replay()
+        return _copy_tensors(out)
+
+    def _capture_call(self, fn: Callable[..., Any], tensors: dict[str, Tensor], options: dict[str, Any],
+                      generator: torch.Generator | None) -> tuple[dict[str, Tensor], Any, Any] | None:
+        device = next(iter(tensors.values())).device
+        graph = torch.cuda.CUDAGraph()
+        custom = generator is not None and generator is not torch.cuda.default_generators[device.index or 0]
+        if custom and not hasattr(graph, "register_generator_state"):
+            warnings.warn("cuda_graph: this PyTorch cannot capture draws from a Policy's own generator in a graph; "
+                          "its network calls are graphed one by one instead", RuntimeWarning, stacklevel=3)
+            return None
+        static = {name: value.clone() for name, value in tensors.items()}
+        saved = generator.get_state() if generator is not None else None
+
+        def denoiser(x: Tensor, t: Tensor, cond: Any = None, drop_mask: Tensor | None = None) -> Tensor:
+            return self._eager(x, t, cond, drop_mask)  # captured into the call's graph with everything else
+
+        def call() -> Any:
+            return fn(**static, **options, denoiser=denoiser, generator=generator)
+
+        try:
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):  # cuDNN picks its kernels, the allocator settles, caches fill
+                    call()
+            torch.cuda.current_stream(device).wait_stream(side)
+            if custom:
+                graph.register_generator_state(generator)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            with torch.cuda.graph(graph, pool=self._pool):
+                out = call()
+        except Exception as err:  # noqa: BLE001 -- any capture failure falls back to the per-forward path
+            torch.cuda.synchronize(device)
+            if saved is not None:
+                generator.set_state(saved)
+            warnings.warn(f"cuda_graph: this sampling call could not be captured as one graph "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); its network "
+                          "calls are graphed one by one instead", RuntimeWarning, stacklevel=3)
+            return None
+        if saved is not None:
+            generator.set_state(saved)  # the warm-up calls' draws rolled back
+        return static, out, graph
 
     def _prepare(self, module: nn.Module, args: tuple[Tensor, ...]) -> Callable[..., Tensor] | None:
         device = args[0].device
@@ -162,6 +236,36 @@ class CUDAGraphDenoiser(EagerDenoiser):
             return out.clone()
 
         return run
+
+
+def _call_key(fn: Callable[..., Any], tensors: dict[str, Tensor], options: dict[str, Any],
+              generator: torch.Generator | None) -> tuple | None:
+    """What one captured sampling call is specific to; None when it cannot be graphed (not every tensor on one
+    CUDA device, or an option that is not a plain hashable value)."""
+    devices = {value.device for value in tensors.values()}
+    if len(devices) != 1 or next(iter(devices)).type != "cuda":
+        return None
+    try:
+        frozen = tuple(sorted((name, value) for name, value in options.items()))
+        hash(frozen)
+    except TypeError:
+        return None
+    shapes = tuple(sorted((name, tuple(v.shape), v.dtype) for name, v in tensors.items()))
+    return id(getattr(fn, "__func__", fn)), shapes, frozen, id(generator)
+
+
+def _copy_tensors(value: Any) -> Any:
+    """``value`` with every tensor in it (dataclass fields, dicts, lists, tuples) cloned."""
+    if isinstance(value, Tensor):
+        return value.clone()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _copy_tensors(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return {k: _copy_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_tensors(v) for v in value)
+    return value
 
 
 COMPILE_MODES: dict[str, type[EagerDenoiser]] = {
