@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from diffusion_rl.algos.distill import (
+    NEXT_STEP_WEIGHT,
     ConsistencyDistillation,
     DirectDistillation,
     check_share,
@@ -101,7 +102,7 @@ def distill_policy(
     temperature: float | None = None,
     student_prediction: str | None = None,
     samples: int = 32768,
-    next_step_weight: float = 50.0,
+    next_step_weight: float | None = None,
     target_share: float | None = None,
     trainer: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
@@ -114,11 +115,14 @@ def distill_policy(
     (max_steps, lr, run_dir, device, seed...). Consistency only: ``intervals``, ``target_decay``; direct only:
     ``samples`` (the teacher's plans, drawn with its sampler and steps, DDIM's eta set to 0; a DDPM teacher's
     by DDIM over all its steps) and
-    ``next_step_weight`` (the loss weight of the row that decides the executed action), ``target_share`` (the
+    ``next_step_weight`` (the loss weight of the row that decides the executed action; None =
+    :data:`~diffusion_rl.algos.distill.NEXT_STEP_WEIGHT`), ``target_share`` (the
     share of those plans drawn at the planner's own condition, e.g. the Decision Diffuser's ``target_return``,
     instead of the window's label: 1 = a student for that condition only; None = 1 for a direct student of a
     conditioned teacher, 0 otherwise)."""
     check_method(method, student_steps)
+    if next_step_weight is None:
+        next_step_weight = NEXT_STEP_WEIGHT
     algo = teacher.algo
     if target_share is None:  # measured on hopper-medium: 73.7 against 59.9 for the same teacher (docs/results.md)
         target_share = 1.0 if method == "direct" and algo.plan_conditions else 0.0

@@ -38,8 +38,12 @@ from diffusion_rl.diffusion import (
 from diffusion_rl.diffusion.consistency import check_noise_temperature
 from diffusion_rl.progress import progress_bar
 
-__all__ = ["DETERMINISTIC_SAMPLERS", "ConsistencyDistillation", "DirectDistillation", "TeacherSamples", "check_share",
-           "teacher_samples"]
+__all__ = ["DETERMINISTIC_SAMPLERS", "NEXT_STEP_WEIGHT", "ConsistencyDistillation", "DirectDistillation",
+           "TeacherSamples", "check_share", "teacher_samples"]
+
+NEXT_STEP_WEIGHT = 50.0
+"""The direct student's default loss weight on the plan row that decides the executed action (the one place it is
+written: ``DirectDistillation``, ``distill_policy`` and configs/distill.yaml's ``null`` all mean it)."""
 
 # what a student may predict: targets that define x0 at the pure-noise end (an epsilon student cannot)
 _STUDENT_PREDICTIONS = ("sample", "v_prediction", "velocity")
@@ -230,7 +234,7 @@ class DirectDistillation(_Distillation):
     50 raised two other teachers' students by 12.8 and 6.0 points over weight 10 (30 episodes each, docs/results.md)."""
 
     def __init__(self, teacher: Algorithm, temperature: float = 1.0, student_prediction: str | None = None,
-                 next_step_weight: float = 50.0) -> None:
+                 next_step_weight: float = NEXT_STEP_WEIGHT) -> None:
         if isinstance(next_step_weight, bool) or not isinstance(next_step_weight, (int, float)) or not (
                 0.0 < next_step_weight < float("inf")):
             raise ValueError(f"next_step_weight: expected a finite number > 0 (1 = no emphasis), "

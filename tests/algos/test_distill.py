@@ -4,6 +4,8 @@ teacher's other heads kept."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -144,6 +146,14 @@ def test_direct_distillation_weights_the_row_that_decides_the_action():
         assert rises[1] / rises[0] == pytest.approx(ratio, rel=1e-4), (row, rises)
     with pytest.raises(ValueError, match=r"next_step_weight: expected a finite number > 0"):
         DirectDistillation(teacher, next_step_weight=0.0)
+    # one default, written once: the constructor's, and the script's config defers to it
+    from omegaconf import OmegaConf
+
+    from diffusion_rl.algos.distill import NEXT_STEP_WEIGHT
+
+    assert DirectDistillation(teacher).next_step_weight == NEXT_STEP_WEIGHT == 50.0
+    config = Path(__file__).resolve().parents[2] / "configs" / "distill.yaml"
+    assert OmegaConf.load(config).next_step_weight is None
     with pytest.raises(ValueError, match=r"sampler: direct distillation needs a deterministic sampler, one of "
                                          r"\['ddim', 'dpmsolver\+\+', 'euler', 'heun'\], got 'ddpm'"):
         teacher_samples(teacher, toy_dataset(8), 8, sampler="ddpm")
