@@ -201,9 +201,10 @@ class CUDAGraphDenoiser(EagerDenoiser):
             with torch.cuda.graph(graph, pool=self._pool):
                 out = call()
         except Exception as err:  # noqa: BLE001 -- any capture failure falls back to the per-forward path
-            torch.cuda.synchronize(device)
-            if saved is not None:
-                generator.set_state(saved)
+            with contextlib.suppress(RuntimeError):  # the failed capture's own error is the one to report
+                torch.cuda.synchronize(device)
+                if saved is not None:
+                    generator.set_state(saved)
             warnings.warn(f"cuda_graph: this sampling call could not be captured as one graph "
                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); its network "
                           "calls are graphed one by one instead", RuntimeWarning, stacklevel=3)
