@@ -459,8 +459,8 @@ def cuda(cfg: DictConfig) -> dict[str, Any]:
     (``compile=True``: the whole plan captured as one graph), CUDA graph in bfloat16, and CUDA graph replanning
     warm where the preset sets ``warm_start_t`` (``_warm``; the others plan from noise); a Diffusion Policy
     replanning call (point-obstacle, cpu preset network) eager and as a CUDA graph; and
-    ``train_samples_per_s_cuda`` of the paper Decision Diffuser's training
-    step (bf16 autocast, fused AdamW) against the same step in float32."""
+    ``train_samples_per_s_cuda`` of the paper Decision Diffuser's training step (bf16 autocast, fused AdamW)
+    against the same step in float32."""
     if not torch.cuda.is_available():
         raise SystemExit("error: benchmark cuda needs a CUDA device; this machine has none")
     from diffusion_rl.algos import make_algorithm

@@ -554,20 +554,32 @@ def test_observations_far_outside_the_training_data_warn_once_or_are_refused():
         make_policy(out_of_range="loud")
 
 
+GRAPH_CASES = {  # the sampler settings the whole-plan CUDA graph is checked with
+    "decision_diffuser": FAST["decision_diffuser"],
+    "diffuser": FAST["diffuser"],
+    "diffuser_ddpm": {"sampler": "ddpm", "num_plans": 4},  # fresh noise at every step, value guidance (autograd)
+    "diffusion_policy": {"steps": 3},
+}
+
+
+def _graph_policy(case: str, device: str = "cuda", **kwargs) -> Policy:
+    if case == "diffusion_policy":
+        from diffusion_rl.algos import DiffusionPolicy
+
+        torch.manual_seed(0)
+        algo = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
+                               step_embed_dim=16)
+    else:
+        algo = BUILDERS[case.split("_ddpm")[0]]()
+    algo.to(device)  # compile="cuda_graph" is refused for a model on the CPU
+    return Policy(algo, make_normalizers(), sampling=dict(GRAPH_CASES[case]), seed=0, **kwargs)
+
+
 @pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser", "diffusion_policy"])
 def test_compiled_sampling_equals_eager_within_float_tolerance(algo):
-    from diffusion_rl.algos import DiffusionPolicy
     from diffusion_rl.nets.compiled import TracedDenoiser
 
-    def build(compile_):
-        if algo == "diffusion_policy":
-            torch.manual_seed(0)
-            net = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
-                                  step_embed_dim=16)
-            return Policy(net, make_normalizers(), sampling={"steps": 3}, seed=0, compile=compile_)
-        return Policy(BUILDERS[algo](), make_normalizers(), sampling=dict(FAST[algo]), seed=0, compile=compile_)
-
-    eager, compiled = build(False), build(True)
+    eager, compiled = _graph_policy(algo, device="cpu"), _graph_policy(algo, device="cpu", compile=True)
     assert isinstance(compiled._denoiser, TracedDenoiser) and eager._denoiser is None
     obs = raw_obs(batch=3)
     for _ in range(3):  # the first call traces, the next ones run the frozen graph
@@ -579,7 +591,7 @@ def test_compiled_sampling_equals_eager_within_float_tolerance(algo):
     shared = Policy(compiled.algo, compiled.normalizers, sampling=compiled.sampling, seed=0)  # same algorithm
     assert shared._denoiser is None  # compile is a property of one Policy, not of the algorithm it wraps
     with pytest.raises(ValueError, match=r"compile: expected True, False or one of \['trace', 'cuda_graph'\]"):
-        build("yes")
+        _graph_policy(algo, device="cpu", compile="yes")
     from diffusion_rl.algos import BehaviorCloning
 
     with pytest.raises(ValueError, match="compile/precision: bc plans without a denoiser"):
@@ -621,27 +633,6 @@ def test_cuda_graph_is_refused_off_cuda_and_true_picks_the_device_path():
     assert make_denoiser(net, False, "float32", torch.device("cpu")) is None  # the plain network
     with pytest.raises(ValueError, match=r"compile: expected True, False or one of"):
         Policy.load("/nonexistent/artifact", device="cpu", compile="jit")  # refused before any file is read
-
-
-GRAPH_CASES = {  # the sampler settings the whole-plan CUDA graph is checked with
-    "decision_diffuser": FAST["decision_diffuser"],
-    "diffuser": FAST["diffuser"],
-    "diffuser_ddpm": {"sampler": "ddpm", "num_plans": 4},  # fresh noise at every step, value guidance (autograd)
-    "diffusion_policy": {"steps": 3},
-}
-
-
-def _graph_policy(case: str, device: str = "cuda", **kwargs) -> Policy:
-    if case == "diffusion_policy":
-        from diffusion_rl.algos import DiffusionPolicy
-
-        torch.manual_seed(0)
-        algo = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
-                               step_embed_dim=16)
-    else:
-        algo = BUILDERS[case.split("_ddpm")[0]]()
-    algo.to(device)  # compile="cuda_graph" is refused for a model on the CPU
-    return Policy(algo, make_normalizers(), sampling=dict(GRAPH_CASES[case]), seed=0, **kwargs)
 
 
 @pytest.mark.parametrize("case", [*GRAPH_CASES, "warm"])
