@@ -105,6 +105,9 @@ def test_diffuser_on_hopper_and_maze2d(tmp_path, hopper_hdf5):
                  "preset=cpu", "algo.model.dim=8", "algo.model.horizon=8", "algo.model.value_dim=8",
                  "algo.sampling.num_plans=2", "trainer.batch_size=8"], tmp_path / "empty")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    sampling = json.loads((tmp_path / "h" / "policy" / "config.json").read_text())["sampling"]
+    # the cpu preset replans warm with DPM-Solver++ 5 (docs/results.md, quality against speed)
+    assert (sampling["sampler"], sampling["steps"], sampling["warm_start_t"]) == ("dpmsolver++", 5, 6)
 
     store = tmp_path / "store"
     make_local_dataset("maze2d-umaze", num_steps=2000, minari_root=store, progress=False, num_workers=1)
@@ -117,6 +120,8 @@ def test_diffuser_on_hopper_and_maze2d(tmp_path, hopper_hdf5):
     # the env's Diffuser overrides: goal inpainting, no value net, plan once and follow it
     assert config["execution"] == "follow_plan" and config["algo_config"]["goal_conditioned"] is True
     assert config["algo_config"]["value_guided"] is False and config["algo_config"]["horizon"] == 16
+    # ... from noise with the full DDPM chain, whatever the preset samples with
+    assert (config["sampling"]["sampler"], config["sampling"]["warm_start_t"]) == ("ddpm", None)
     assert (run_dir / "plan.png").is_file()
 
 
