@@ -8,8 +8,9 @@ it as a ``Policy`` with the teacher's settings, execution and action bounds, sam
 
 - ``"consistency"``: consistency distillation (:class:`~diffusion_rl.algos.distill.ConsistencyDistillation`),
   1-4 steps;
-- ``"direct"``: one step regressed on ``samples`` plans the teacher draws once with its own sampling settings
-  (:class:`~diffusion_rl.algos.distill.DirectDistillation`), 1 step.
+- ``"direct"``: regressed on ``samples`` plans the teacher draws once with its own sampling settings
+  (:class:`~diffusion_rl.algos.distill.DirectDistillation`), 1-4 steps (the later ones refine the plan
+  re-noised; a student of 2 steps can also replan warm in one, ``warm_start_t`` at its second timestep).
 
 ``scripts/distill.py`` is its command line.
 """
@@ -48,11 +49,11 @@ def _consistency(teacher: Policy, windows: Any, *, intervals: int, guidance_weig
 
 def _direct(teacher: Policy, windows: Any, *, guidance_weight: float | None, clip: float | None,
             temperature: float, student_prediction: str | None, samples: int, next_step_weight: float, seed: int,
-            target_share: float, progress: bool, log: Callable[[str], None],
+            target_share: float, student_steps: int, progress: bool, log: Callable[[str], None],
             **_: Any) -> tuple[Any, Any, str, dict[str, Any]]:
     algo = teacher.algo
     distiller = DirectDistillation(algo, temperature=temperature, student_prediction=student_prediction,
-                                   next_step_weight=next_step_weight)
+                                   next_step_weight=next_step_weight, steps=student_steps)
     sampler, steps = teacher.sampling.get("sampler"), teacher.sampling.get("steps")
     if sampler == "ddpm":  # ancestral steps are not a function of the initial noise: their deterministic twin
         sampler, steps = "ddim", algo.schedule.num_steps
@@ -85,8 +86,6 @@ def check_method(method: str, student_steps: int) -> None:
         raise ValueError(f"method: expected one of {list(DISTILLATION_METHODS)}, got {method!r}")
     if student_steps not in (1, 2, 3, 4):
         raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
-    if method == "direct" and student_steps != 1:
-        raise ValueError(f"student_steps: a direct student is trained for one step only, got {student_steps!r}")
 
 
 def distill_policy(
@@ -152,7 +151,8 @@ def distill_policy(
     distiller, train_data, details, method_meta = _METHODS[method](
         teacher, windows, intervals=intervals, guidance_weight=guidance_weight, target_decay=target_decay,
         clip=clip, temperature=temperature, student_prediction=student_prediction, samples=samples,
-        next_step_weight=next_step_weight, target_share=target_share, seed=cfg.seed, progress=cfg.progress, log=log)
+        next_step_weight=next_step_weight, target_share=target_share, student_steps=student_steps, seed=cfg.seed,
+        progress=cfg.progress, log=log)
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows by {method}: {details}, teacher guidance {guidance_weight}, "
         f"x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")

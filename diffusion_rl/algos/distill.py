@@ -224,8 +224,10 @@ def teacher_samples(teacher: Algorithm, windows: Any, count: int, *, sampler: st
 
 
 class DirectDistillation(_Distillation):
-    """Teacher (frozen) and a one-step student regressed on the teacher's samples; ``loss(batch)`` for Trainer
-    on :class:`TeacherSamples` drawn with the same ``temperature``.
+    """Teacher (frozen) and a student regressed on the teacher's samples in one step from noise (and, with
+    ``steps`` > 1, from those samples re-noised to the later timesteps of the consistency sampler's grid:
+    :func:`~diffusion_rl.diffusion.consistency.direct_distillation_loss`); ``loss(batch)`` for Trainer on
+    :class:`TeacherSamples` drawn with the same ``temperature``.
 
     The loss weights are the algorithm's own (:meth:`Algorithm.denoising_problem`) with the row that decides the
     executed action (:attr:`Algorithm.next_step_row`) multiplied by ``next_step_weight``: on hopper-medium an
@@ -234,13 +236,17 @@ class DirectDistillation(_Distillation):
     50 raised two other teachers' students by 12.8 and 6.0 points over weight 10 (30 episodes each, docs/results.md)."""
 
     def __init__(self, teacher: Algorithm, temperature: float = 1.0, student_prediction: str | None = None,
-                 next_step_weight: float = NEXT_STEP_WEIGHT) -> None:
+                 next_step_weight: float = NEXT_STEP_WEIGHT, steps: int = 1) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps: expected an integer >= 1 (the student's network evaluations per plan), "
+                             f"got {steps!r}")
         if isinstance(next_step_weight, bool) or not isinstance(next_step_weight, (int, float)) or not (
                 0.0 < next_step_weight < float("inf")):
             raise ValueError(f"next_step_weight: expected a finite number > 0 (1 = no emphasis), "
                              f"got {next_step_weight!r}")
         super().__init__(teacher, temperature, student_prediction)
         self.next_step_weight = float(next_step_weight)
+        self.steps = steps
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         problem = self.student.denoising_problem(batch)
@@ -254,6 +260,6 @@ class DirectDistillation(_Distillation):
         value = direct_distillation_loss(
             problem.wrap(self.student.net), batch["noise"], batch["teacher_sample"], self.student.schedule,
             prediction=self.student.prediction, x0=problem.x0, cond=problem.cond, known=problem.known,
-            weights=weights, temperature=self.temperature,
+            weights=weights, temperature=self.temperature, steps=self.steps,
         )
         return {"loss": value, "distillation_loss": value}

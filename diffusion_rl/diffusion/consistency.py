@@ -140,25 +140,39 @@ def direct_distillation_loss(
     known: Tensor | None = None,
     weights: Tensor | None = None,
     temperature: float = 1.0,
+    steps: int = 1,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
-    """One-step distillation of a deterministic sampler (Luhman & Luhman 2021): the clean sample the student
-    implies at the pure-noise end from x_T = temperature * ``noise`` (known entries held at their values in
-    ``x0``) is regressed on ``target``, the teacher sampler's output from the same noise.
+    """Distillation of a deterministic sampler (Luhman & Luhman 2021): the clean sample the student implies at
+    the pure-noise end from x_T = temperature * ``noise`` (known entries held at their values in ``x0``) is
+    regressed on ``target``, the teacher sampler's output from the same noise.
 
-    The student is then sampled by the ``"consistency"`` sampler in one step (its timestep is
-    ``consistency_grid(process, 1)[0]``). ``weights``: per-element loss weights broadcastable to the sample.
+    ``steps`` > 1 also trains the later timesteps of ``consistency_grid(process, steps)``, where the
+    ``"consistency"`` sampler re-noises its estimate: there x_t = a ``target`` + s * temperature * eps (eps
+    fresh, from ``generator``) is regressed on ``target``, so the student refines a plan in further evaluations,
+    or replans warm in one (``warm_start_t`` at the second timestep). The loss is the mean over the timesteps.
+    ``weights``: per-element loss weights broadcastable to the sample.
     """
     temperature = check_noise_temperature(temperature, "direct_distillation_loss: temperature")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"direct_distillation_loss: steps: expected an integer >= 1, got {steps!r}")
     if noise.shape != target.shape:
         raise ValueError(f"direct_distillation_loss: noise {tuple(noise.shape)} and target {tuple(target.shape)} "
                          "must have the same shape")
     if known is not None and x0 is None:
         raise ValueError("direct_distillation_loss: known entries need their values (x0)")
     pred = _student_target(prediction, process, "direct_distillation_loss")
-    t = torch.full((noise.shape[0],), consistency_grid(process, 1)[0], dtype=torch.long, device=noise.device)
-    a, s = process.coefficients(t, noise)
-    x = temperature * noise
-    if known is not None:
-        x = torch.where(known, x0, x)
-    f_student, _ = pred.to_x0_eps(student(x, t, cond), x, a, s)
-    return _weighted_mse(f_student, target, weights)
+    losses = []
+    for k, step in enumerate(consistency_grid(process, steps)):
+        t = torch.full((noise.shape[0],), step, dtype=torch.long, device=noise.device)
+        a, s = process.coefficients(t, noise)
+        if k == 0:  # the pure-noise end: the teacher's own starting noise
+            x = temperature * noise
+        else:
+            eps = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
+            x = a * target + s * temperature * eps
+        if known is not None:
+            x = torch.where(known, x0, x)
+        f_student, _ = pred.to_x0_eps(student(x, t, cond), x, a, s)
+        losses.append(_weighted_mse(f_student, target, weights))
+    return torch.stack(losses).mean()

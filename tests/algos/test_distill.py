@@ -127,6 +127,49 @@ def test_a_directly_distilled_decision_diffuser_reproduces_its_teachers_plans(tr
     assert focused_err < 0.5 * student_err, (focused_err, student_err)
 
 
+def test_a_two_step_direct_student_refines_and_replans_warm_in_one_evaluation(trained_teacher):
+    """Learning test (< 60 s on 2 cores): ``steps=2`` also regresses the teacher's plans re-noised to the second
+    timestep of the consistency grid, so the student refines its one-step plan there, and replans warm from a
+    previous plan in one evaluation (``warm_start_t`` at that timestep) with the condition still steering."""
+    from diffusion_rl.diffusion import consistency_grid
+
+    teacher, data = trained_teacher
+    settings = dict(sampler="ddim", steps=10, guidance_weight=0.5, temperature=0.5, clip_sample=1.0)
+    pairs = teacher_samples(teacher, data, 4096, conditions={"returns": 0.9}, condition_share=1.0,
+                            generator=torch.Generator().manual_seed(0), progress=False, **settings)
+    distiller = DirectDistillation(teacher, temperature=0.5, steps=2)
+    _fit(distiller, pairs, 600)
+    student = distiller.student.eval()
+    second = consistency_grid(student.schedule, 2)[1]
+    assert second == 24  # of T = 50: the grid is [49, 24]
+    obs = data.normalizers["observations"].normalize(torch.tensor([[0.0, 0.5]]).repeat(128, 1))
+    common = dict(target_return=0.9, temperature=0.5, guidance_weight=0.0, sampler="consistency")
+    ode = teacher.plan(obs, generator=torch.Generator().manual_seed(7), guidance_weight=0.5, sampler="ddim",
+                       steps=10, target_return=0.9, temperature=0.5).observations
+    err = lambda plan: ((plan - ode) ** 2).mean().item()  # noqa: E731
+    cold = lambda steps: student.plan(obs, generator=torch.Generator().manual_seed(7), steps=steps,  # noqa: E731
+                                      **common).observations
+    one, two = err(cold(1)), err(cold(2))
+    other = teacher.plan(obs, generator=torch.Generator().manual_seed(8), guidance_weight=0.5, sampler="ddim",
+                         steps=10, target_return=0.9, temperature=0.5).observations
+    spread = err(other)  # how far two of the teacher's own plans (other noise) are apart: 0.0073
+    # measured: the one-step plan 0.0034 from the teacher's of the same noise; the two-step plan, re-noised
+    # afresh, is another of the teacher's plans (0.0085, about the spread)
+    assert one < 0.5 * spread and two < 2.0 * spread, (one, two, spread)
+    # warm: the teacher's plan from another noise, re-noised to t = 24, stays among the teacher's plans in one
+    # evaluation (0.0052); from a plan of the wrong condition (target 0.05, 0.89 away) it moves to the asked-for
+    # one (0.14)
+    low = teacher.plan(obs, generator=torch.Generator().manual_seed(8), guidance_weight=0.5, sampler="ddim",
+                       steps=10, target_return=0.05, temperature=0.5).observations
+    warm = lambda start: student.plan(obs, generator=torch.Generator().manual_seed(7), steps=2,  # noqa: E731
+                                      warm_start=start, warm_start_t=second, **common).observations
+    assert torch.equal(warm(other)[:, 0], obs)  # the current state inpainted exactly
+    assert err(warm(other)) < 1.5 * spread, (err(warm(other)), spread)
+    assert err(warm(low)) < 0.3 * err(low), (err(warm(low)), err(low))
+    with pytest.raises(ValueError, match=r"steps: expected an integer >= 1"):
+        DirectDistillation(teacher, steps=0)
+
+
 def test_direct_distillation_weights_the_row_that_decides_the_action():
     """The executed action comes from one row of the plan (the Decision Diffuser's next state): an error there
     costs ``next_step_weight`` times what it costs elsewhere."""

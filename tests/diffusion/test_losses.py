@@ -94,3 +94,38 @@ def test_loss_trains_a_denoiser() -> None:
         losses.append(loss.item())
     assert sum(losses[:10]) / 10 > 0.6
     assert sum(losses[-50:]) / 50 < 0.35
+
+
+def test_direct_distillation_loss_trains_each_timestep_of_the_students_grid():
+    """One step: the student sees temperature * noise at the pure-noise end. Two steps: also the target re-noised
+    to the grid's second timestep with fresh noise (a x0 + s tau eps), known entries held in both; the loss is
+    the mean of the two regressions onto the target."""
+    from diffusion_rl.diffusion import consistency_grid, direct_distillation_loss
+
+    schedule = NoiseSchedule.from_name("cosine", 50)
+    gen = torch.Generator().manual_seed(0)
+    noise, target = torch.randn(4096, 8, 2, generator=gen), torch.randn(4096, 8, 2, generator=gen)
+    known = torch.zeros(1, 8, 2, dtype=torch.bool)
+    known[:, 0] = True
+    seen = []
+
+    def student(x, t, cond):
+        seen.append((x.clone(), t.clone()))
+        return torch.zeros_like(x)  # "sample" prediction: x0 = 0, so each term is mean(target ** 2)
+
+    kw = dict(prediction="sample", x0=target, known=known, temperature=0.5)
+    one = direct_distillation_loss(student, noise, target, schedule, **kw)
+    assert len(seen) == 1 and torch.equal(seen[0][1], torch.full((4096,), 49))
+    assert torch.equal(seen[0][0][:, 1:], 0.5 * noise[:, 1:]) and torch.equal(seen[0][0][:, 0], target[:, 0])
+    seen.clear()
+    two = direct_distillation_loss(student, noise, target, schedule, steps=2, generator=gen, **kw)
+    grid = consistency_grid(schedule, 2)
+    assert [int(t[0]) for _, t in seen] == grid == [49, 24]
+    a, s = schedule.coefficients(torch.tensor([24]), target[:1])
+    eps = (seen[1][0][:, 1:] - a * target[:, 1:]) / (s * 0.5)
+    assert abs(eps.std().item() - 1.0) < 0.02 and abs(torch.corrcoef(torch.stack(
+        [eps.flatten(), noise[:, 1:].flatten()]))[0, 1].item()) < 0.02  # fresh noise, not the teacher's
+    assert torch.equal(seen[1][0][:, 0], target[:, 0])
+    assert two.item() == pytest.approx(one.item()) == pytest.approx((target ** 2).mean().item())
+    with pytest.raises(ValueError, match=r"steps: expected an integer >= 1, got 0"):
+        direct_distillation_loss(student, noise, target, schedule, steps=0, **kw)

@@ -43,16 +43,17 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     student = Policy.load(out / "policy", device="cpu")
     obs = load_episodes(str(hopper_hdf5))["observations"][:3]
     assert np.all(np.isfinite(student.act(obs)))
-    # the default, direct method: one step regressed on the teacher's own plans, drawn with its sampler
-    proc = _distill([f"policy={teacher_dir / 'policy'}", "samples=16", "trainer.max_steps=4",
+    # the default, direct method: regressed on the teacher's own plans, drawn with its sampler (two steps: the
+    # second refines the plan re-noised to T/2)
+    proc = _distill([f"policy={teacher_dir / 'policy'}", "samples=16", "trainer.max_steps=4", "student_steps=2",
                      "trainer.batch_size=8", f"run_dir={tmp_path / 'direct'}", "eval.episodes=1", "eval.num_envs=1",
                      "trainer.progress=false"], tmp_path / "empty")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "drawing 16 plans of the teacher" in proc.stdout
     result = json.loads((tmp_path / "direct" / "eval.json").read_text())
-    assert result["method"] == "direct" and result["train_steps"] == 4 and result["student_steps"] == 1
+    assert result["method"] == "direct" and result["train_steps"] == 4 and result["student_steps"] == 2
     config = json.loads((tmp_path / "direct" / "policy" / "config.json").read_text())
-    assert config["sampling"]["sampler"] == "consistency" and config["sampling"]["steps"] == 1
+    assert config["sampling"]["sampler"] == "consistency" and config["sampling"]["steps"] == 2
     assert config["metadata"]["distillation"]["method"] == "direct"
     assert config["metadata"]["distillation"]["samples"] == 16
     assert np.all(np.isfinite(Policy.load(tmp_path / "direct" / "policy", device="cpu").act(obs)))
@@ -63,7 +64,7 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     assert bad.returncode != 0 and "student_steps: expected an integer >= 1, got 0" in bad.stderr
     bad = _distill([f"policy={teacher_dir / 'policy'}", "method=progressive"], tmp_path / "empty")
     assert bad.returncode != 0 and "method: expected one of ['consistency', 'direct'], got 'progressive'" in bad.stderr
-    bad = _distill([f"policy={teacher_dir / 'policy'}", "method=direct", "student_steps=2"], tmp_path / "empty")
-    assert bad.returncode != 0 and "a direct student is trained for one step only" in bad.stderr
+    bad = _distill([f"policy={teacher_dir / 'policy'}", "method=direct", "student_steps=5"], tmp_path / "empty")
+    assert bad.returncode != 0 and "student_steps: expected 1 to 4 network evaluations per plan, got 5" in bad.stderr
     bad = _distill([f"policy={teacher_dir / 'policy'}", "method=direct", "samples=0"], tmp_path / "empty")
     assert bad.returncode != 0 and "samples: expected an integer >= 1, got 0" in bad.stderr
