@@ -35,7 +35,7 @@ from diffusion_rl.diffusion import (
     consistency_loss,
     direct_distillation_loss,
 )
-from diffusion_rl.diffusion.consistency import check_noise_temperature
+from diffusion_rl.diffusion.consistency import check_noise_temperature, check_student_steps
 from diffusion_rl.progress import progress_bar
 
 __all__ = ["DETERMINISTIC_SAMPLERS", "NEXT_STEP_WEIGHT", "ConsistencyDistillation", "DirectDistillation",
@@ -237,9 +237,7 @@ class DirectDistillation(_Distillation):
 
     def __init__(self, teacher: Algorithm, temperature: float = 1.0, student_prediction: str | None = None,
                  next_step_weight: float = NEXT_STEP_WEIGHT, steps: int = 1) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected an integer >= 1 (the student's network evaluations per plan), "
-                             f"got {steps!r}")
+        steps = check_student_steps(steps)
         if isinstance(next_step_weight, bool) or not isinstance(next_step_weight, (int, float)) or not (
                 0.0 < next_step_weight < float("inf")):
             raise ValueError(f"next_step_weight: expected a finite number > 0 (1 = no emphasis), "

@@ -26,7 +26,13 @@ from diffusion_rl.diffusion.prediction import get_prediction
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.timesteps import spaced_timesteps
 
-__all__ = ["check_noise_temperature", "consistency_grid", "consistency_loss", "direct_distillation_loss"]
+__all__ = [
+    "check_noise_temperature",
+    "check_student_steps",
+    "consistency_grid",
+    "consistency_loss",
+    "direct_distillation_loss",
+]
 
 
 def check_noise_temperature(temperature: Any, name: str = "temperature") -> float:
@@ -35,6 +41,13 @@ def check_noise_temperature(temperature: Any, name: str = "temperature") -> floa
         raise ValueError(f"{name}: expected a number in (0, 1] (the sampling temperature the student is used at), "
                          f"got {temperature!r}")
     return float(temperature)
+
+
+def check_student_steps(steps: Any, name: str = "steps") -> int:
+    """A student's network evaluations per plan as an int >= 1, or a ValueError naming ``name``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {steps!r}")
+    return steps
 
 
 def _student_target(prediction: str, process: ForwardProcess, caller: str) -> Any:
@@ -154,8 +167,7 @@ def direct_distillation_loss(
     ``weights``: per-element loss weights broadcastable to the sample.
     """
     temperature = check_noise_temperature(temperature, "direct_distillation_loss: temperature")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"direct_distillation_loss: steps: expected an integer >= 1, got {steps!r}")
+    steps = check_student_steps(steps, "direct_distillation_loss: steps")
     if noise.shape != target.shape:
         raise ValueError(f"direct_distillation_loss: noise {tuple(noise.shape)} and target {tuple(target.shape)} "
                          "must have the same shape")
