@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffusion_rl.nets.checks import (
@@ -37,7 +38,13 @@ from diffusion_rl.nets.layers import (
 
 
 class FiLMResidualBlock1D(nn.Module):
-    """Two conv blocks with ``out = scale * out + bias`` between them, scale and bias predicted from cond."""
+    """Two conv blocks with ``out = scale * out + bias`` between them, scale and bias predicted from cond.
+
+    ``film`` is ``Mish -> Linear`` as in Chi et al.'s network. Every block of a U-Net reads the same condition,
+    so :class:`ConditionalUnet1D` applies the Mish once and passes ``activated=True``: one activation per
+    network evaluation instead of one per block (12 fewer kernels per evaluation of the default network, the
+    same numbers, the same parameters and state_dict keys).
+    """
 
     def __init__(
         self, in_channels: int, out_channels: int, cond_dim: int, kernel_size: int = 5, n_groups: int = 8
@@ -51,8 +58,9 @@ class FiLMResidualBlock1D(nn.Module):
             ShortConv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, bias = self.film(cond)[:, :, None].chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, activated: bool = False) -> torch.Tensor:
+        film = self.film[1](cond) if activated else self.film(cond)
+        scale, bias = film[:, :, None].chunk(2, dim=1)
         out = scale * self.block1(x) + bias
         return self.block2(out) + self.residual(x)
 
@@ -139,18 +147,19 @@ class ConditionalUnet1D(nn.Module):
             check_drop_mask(drop_mask, batch)
         temb = self.time_mlp(t)
         cond = null_where_dropped(cond.to(temb.dtype), self.null_cond, drop_mask)
-        feature = torch.cat([temb, cond], dim=-1)
+        # the Mish of every block's FiLM encoder, applied once (FiLMResidualBlock1D)
+        feature = F.mish(torch.cat([temb, cond], dim=-1))
 
         h = pad_length(x.transpose(1, 2), self.horizon_multiple)
         skips = []
         for res1, res2, down in self.downs:
-            h = res2(res1(h, feature), feature)
+            h = res2(res1(h, feature, True), feature, True)
             skips.append(h)
             h = down(h)
         for mid in self.mids:
-            h = mid(h, feature)
+            h = mid(h, feature, True)
         for res1, res2, up in self.ups:
             h = torch.cat([h, skips.pop()], dim=1)
-            h = up(res2(res1(h, feature), feature))
+            h = up(res2(res1(h, feature, True), feature, True))
         out = self.final(h)[:, :, :horizon]
         return out.transpose(1, 2).to(x.dtype)

@@ -70,3 +70,32 @@ def test_missing_or_misshaped_condition_raises():
         net(torch.randn(2, 8, 2), t, torch.randn(2, 6))
     with pytest.raises(ValueError, match="divisible by n_groups"):
         ConditionalUnet1D(3, 6, down_dims=(12, 24))
+
+
+def test_film_mish_runs_once_per_evaluation_with_the_same_numbers_and_keys():
+    import torch.nn.functional as F
+
+    from diffusion_rl.nets.conditional_unet import FiLMResidualBlock1D
+
+    torch.manual_seed(0)
+    block = FiLMResidualBlock1D(4, 8, cond_dim=5)
+    x, cond = torch.randn(2, 4, 16), torch.randn(2, 5)
+    # the shared activation gives what each block's own Mish -> Linear gave
+    torch.testing.assert_close(block(x, F.mish(cond), activated=True), block(x, cond), rtol=0, atol=0)
+    assert {"film.1.weight", "film.1.bias"} <= set(block.state_dict())
+
+    net = small()
+    calls = []
+    for module in net.modules():
+        if isinstance(module, FiLMResidualBlock1D):
+            module.film[0].register_forward_hook(lambda *_: calls.append(1))
+    mishes = []
+    original = F.mish
+    try:
+        F.mish = lambda t, *a, **k: (mishes.append(t.shape), original(t, *a, **k))[1]
+        net(torch.randn(2, 16, 3), torch.tensor([3, 50]), torch.randn(2, 6))
+    finally:
+        F.mish = original
+    assert calls == []  # no block applies its own FiLM Mish
+    # conv blocks and the time MLP have their own Mish; [time embedding, condition] gets one per evaluation
+    assert mishes.count(torch.Size([2, 16 + 6])) == 1
