@@ -61,7 +61,7 @@ class FiLMResidualBlock1D(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, activated: bool = False) -> torch.Tensor:
         film = self.film[1](cond) if activated else self.film(cond)
         scale, bias = film[:, :, None].chunk(2, dim=1)
-        out = scale * self.block1(x) + bias
+        out = torch.addcmul(bias, scale, self.block1(x))  # scale * h + bias in one kernel
         return self.block2(out) + self.residual(x)
 
 
