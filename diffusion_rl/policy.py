@@ -191,8 +191,10 @@ class Policy:
         self.compile = compile
         """How the denoiser is prepared per batch size: ``False`` eager; ``"trace"`` traced and frozen by
         TorchScript (less Python and dispatch per network call; what pays on CPU); ``"cuda_graph"`` captured as a
-        CUDA graph and replayed (CUDA only); ``True`` the device's choice (``cuda_graph`` on CUDA, ``trace``
-        elsewhere). The same plans within float tolerance (see docs/benchmarks.md for when it pays)."""
+        CUDA graph and replayed (CUDA only); ``"inductor"`` compiled by ``torch.compile`` (and captured like
+        ``"cuda_graph"`` on CUDA; its first call per batch size compiles); ``True`` the device's choice
+        (``cuda_graph`` on CUDA, ``trace`` elsewhere). The same plans within float tolerance (see
+        docs/benchmarks.md for when it pays)."""
         self.precision = check_precision(precision)
         """The denoiser's forward precision: ``"float32"`` or ``"bfloat16"`` (under ``torch.autocast``; plans stay
         float32; pays on GPUs and CPUs with bfloat16 units)."""

@@ -458,7 +458,8 @@ def cuda(cfg: DictConfig) -> dict[str, Any]:
     paper networks, the preset's fast sampler with guidance) at batch 1 and 64, eager, CUDA graph
     (``compile=True``: the whole plan captured as one graph), CUDA graph in bfloat16, and CUDA graph replanning
     warm where the preset sets ``warm_start_t`` (``_warm``; the others plan from noise); a Diffusion Policy
-    replanning call (point-obstacle, cpu preset network) eager and as a CUDA graph; and
+    replanning call (point-obstacle, cpu preset network) eager, as a CUDA graph, as a CUDA graph of TorchInductor's
+    kernels (``compile="inductor"``) and as a CUDA graph of two steps (a two-step student's cost); and
     ``train_samples_per_s_cuda`` of the paper Decision Diffuser's training step (bf16 autocast, fused AdamW)
     against the same step in float32."""
     if not torch.cuda.is_available():
@@ -497,11 +498,17 @@ def cuda(cfg: DictConfig) -> dict[str, Any]:
     obs, obs_dim, act_dim = _first_observation("point-obstacle")
     dp = _preset_policy("diffusion_policy", "task", "point-obstacle", cfg.get("policy_diffusion_policy"),
                         obs_dim, act_dim).to("cuda")
-    t = interleaved({"eager": _act_timers(dp, obs)[0], "graph": _act_timers(_with_sampling(dp, compile=True), obs)[0]},
+    t = interleaved({"eager": _act_timers(dp, obs)[0], "graph": _act_timers(_with_sampling(dp, compile=True), obs)[0],
+                     # TorchInductor's fused kernels under the same whole-call graph (compiles on its first call)
+                     "inductor": _act_timers(_with_sampling(dp, compile="inductor"), obs)[0],
+                     # two evaluations per replan: what a two-step distilled student (scripts/distill.py) costs
+                     "graph_2": _act_timers(_with_sampling(dp, compile=True, steps=2), obs)[0]},
                     int(cfg.rounds), int(cfg.calls))
     results["diffusion_policy"] = {"setting": f"point-obstacle, cpu preset network, {dp.sampling['sampler']} "
                                               f"{dp.sampling['steps']} steps, batch 1",
-                                   "replan_ms_cuda_eager": 1e3 * t["eager"], "replan_ms_cuda_graph": 1e3 * t["graph"]}
+                                   "replan_ms_cuda_eager": 1e3 * t["eager"], "replan_ms_cuda_graph": 1e3 * t["graph"],
+                                   "replan_ms_cuda_inductor_graph": 1e3 * t["inductor"],
+                                   "replan_ms_cuda_graph_2_steps": 1e3 * t["graph_2"]}
     model_cfg = dict(OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "algo" / "decision_diffuser.yaml").model))
     data = SequenceDataset(_random_store(11, 3, episodes=16, length=400), int(model_cfg["horizon"]), returns=True)
 

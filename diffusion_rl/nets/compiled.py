@@ -9,6 +9,11 @@ signature (shapes, dtypes, device, which optional inputs are given), in eval mod
   buffers and replayed: one launch instead of hundreds of kernel launches per call. CUDA only. Its
   :meth:`~CUDAGraphDenoiser.graphed_call` captures a whole sampling call instead (every step, the guidance, the
   constraints, the noise draws): what ``Policy`` uses, so a replan is one graph launch plus the copies in and out.
+- :class:`InductorDenoiser` (``"inductor"``): the network compiled by ``torch.compile`` (TorchInductor fuses the
+  element-wise work around each convolution -- GroupNorm, Mish, FiLM, residual adds -- into a few kernels), and on
+  CUDA captured like ``"cuda_graph"``: fewer kernels per replay where a graph replay is kernel-bound (Diffusion
+  Policy at batch 1). The first call per signature compiles (tens of seconds); not the default anywhere until
+  measured to pay (docs/benchmarks.md).
 
 ``precision="bfloat16"`` runs the forward under ``torch.autocast`` in bfloat16 (for the fast paths, the trace or
 the capture is made under it) and returns the output in the input's dtype. Only tensor conditions take the fast
@@ -28,7 +33,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["COMPILE_MODES", "PRECISIONS", "CUDAGraphDenoiser", "EagerDenoiser", "TracedDenoiser", "make_denoiser"]
+__all__ = [
+    "COMPILE_MODES",
+    "PRECISIONS",
+    "CUDAGraphDenoiser",
+    "EagerDenoiser",
+    "InductorDenoiser",
+    "TracedDenoiser",
+    "make_denoiser",
+]
 
 PRECISIONS = ("float32", "bfloat16")
 """Forward precisions a sampling denoiser can run at (``Policy(precision=...)``)."""
@@ -239,6 +252,20 @@ class CUDAGraphDenoiser(EagerDenoiser):
         return run
 
 
+class InductorDenoiser(CUDAGraphDenoiser):
+    """``net`` compiled by ``torch.compile`` (TorchInductor, one graph per input signature, no dynamic shapes),
+    and on CUDA captured as :class:`CUDAGraphDenoiser` does: the whole sampling call, or each forward, replayed
+    from a CUDA graph of the compiled kernels. On other devices the compiled network is called directly."""
+
+    mode = "inductor"
+
+    def __init__(self, net: nn.Module, precision: str = "float32", warmup: int = 3) -> None:
+        super().__init__(net, precision, warmup)
+        # compiled by its first call per shape and dtype (a warm-up call on CUDA); the weights stay inputs of the
+        # compiled graph, so this wrapper has nothing of its own to forget on clear()
+        self.net = torch.compile(net, dynamic=False, fullgraph=True)
+
+
 def _call_key(fn: Callable[..., Any], tensors: dict[str, Tensor], options: dict[str, Any],
               generator: torch.Generator | None) -> tuple | None:
     """What one captured sampling call is specific to; None when it cannot be graphed (not every tensor on one
@@ -272,12 +299,13 @@ def _copy_tensors(value: Any) -> Any:
 COMPILE_MODES: dict[str, type[EagerDenoiser]] = {
     "trace": TracedDenoiser,
     "cuda_graph": CUDAGraphDenoiser,
+    "inductor": InductorDenoiser,
 }
 """The prepared paths by name (``Policy(compile=...)``); ``True`` picks ``cuda_graph`` on CUDA, ``trace`` elsewhere."""
 
 
 def resolve_compile(compile: Any, device: torch.device) -> str | None:
-    """The compiled path ``compile`` asks for on ``device``: None (eager), ``"trace"`` or ``"cuda_graph"``.
+    """The compiled path ``compile`` asks for on ``device``: None (eager) or a name in :data:`COMPILE_MODES`.
 
     ``False`` is eager; ``True`` the device's default; a name must be one of :data:`COMPILE_MODES`, and
     ``"cuda_graph"`` needs a CUDA device. Anything else is a ``ValueError`` naming the allowed values."""

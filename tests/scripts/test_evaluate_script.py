@@ -150,7 +150,8 @@ def test_bad_values_are_one_line_before_the_policy_is_loaded(tmp_path):
              ("seed=-1", "error: seed: expected an integer >= 0, got -1"),
              ("max_episode_steps=0", "error: max_episode_steps: expected null or an integer >= 1, got 0"),
              ("video=maybe", "error: video: expected true or false, got 'maybe'"),
-             ("compile=jit", "error: compile: expected True, False or one of ['trace', 'cuda_graph'], got 'jit'"),
+             ("compile=jit", "error: compile: expected True, False or one of ['trace', 'cuda_graph', 'inductor'], "
+                            "got 'jit'"),
              ("precision=fp16", "error: precision: expected one of ['float32', 'bfloat16'], got 'fp16'"),
              ("device=tpu", "error: device: 'tpu' is not a device"),
              ("out=/proc/eval.json", "error: out=/proc/eval.json: cannot write there"),
