@@ -22,6 +22,7 @@ import torch
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.algos._common import check_process, check_settings
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
+from diffusion_rl.data.sequence import RETURN_LABELS, check_normalizer_spec
 from diffusion_rl.evaluation import (
     EvalResult,
     action_bounds,
@@ -40,6 +41,14 @@ from envs.catalogue import CATALOGUE
 
 class ConfigError(ValueError):
     """A user's run configuration is invalid (found before any work is done); the message says what to fix."""
+
+
+DATA_OPTIONS = ("normalizer", "discount", "value_discount", "terminal_penalty", "return_label")
+"""The ``data`` settings of a run (SequenceDataset options it passes on; see ``PlannerRunConfig.data``)."""
+
+TRAINER_KEYS_OWNED = {"seed": "seed=N", "device": "device=...", "run_dir": "run_dir=...",
+                      "eval_every": "eval.every=N"}
+"""TrainerConfig fields a run sets from its own settings (a ``trainer`` entry would be overridden or ignored)."""
 
 
 def _int_at_least(name: str, value: Any, minimum: int) -> None:
@@ -92,6 +101,25 @@ class PlannerRunConfig:
             raise ConfigError(f"env: unknown {self.env!r}; expected a catalogue name ({', '.join(sorted(CATALOGUE))}) "
                               f"or a task ({', '.join(sorted(TASKS))})")
         cls = ALGORITHMS[self.algo]
+        given = set(inspect.signature(cls.__init__).parameters) - {"self", "obs_dim", "act_dim"}
+        unknown = sorted(set(self.model) - given)
+        if unknown:
+            raise ConfigError(f"algo.model: unknown setting(s) {unknown} for {self.algo}; its settings are "
+                              f"{sorted(given)}")
+        unknown = sorted(set(self.data) - set(DATA_OPTIONS))
+        if unknown:
+            raise ConfigError(f"algo.data: unknown setting(s) {unknown}; expected some of {list(DATA_OPTIONS)}")
+        try:
+            check_normalizer_spec(self.data.get("normalizer", "gaussian"), ("observations", "actions"))
+        except ValueError as err:
+            raise ConfigError(f"algo.data.{err}") from None
+        label = self.data.get("return_label", "minmax")
+        if not isinstance(label, str) or label not in RETURN_LABELS:
+            raise ConfigError(f"algo.data.return_label: expected one of {sorted(RETURN_LABELS)}, got {label!r}")
+        owned = sorted(set(self.trainer) & set(TRAINER_KEYS_OWNED))
+        if owned:
+            raise ConfigError(f"trainer: {owned} are set by the run itself; use "
+                              + ", ".join(TRAINER_KEYS_OWNED[k] for k in owned))
         unknown = sorted(set(self.sampling) - set(cls.sampling_names()))
         if unknown:
             raise ConfigError(f"algo.sampling: unknown setting(s) {unknown} for {self.algo}; its settings are "

@@ -14,8 +14,10 @@ the command line. The dataset is made locally when missing.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,6 +71,19 @@ def resolve_config(cfg: DictConfig, user_keys: set[str], cuda: bool, target: str
     return cfg, preset
 
 
+def trainer_settings(cfg: DictConfig, user_keys: set[str]) -> dict[str, Any]:
+    """The trainer settings of a resolved config: the algorithm's (preset and env layers applied), then the
+    top-level ``trainer`` section's, where null means "the preset's" -- except a null the user set on a setting
+    for which None means something (``trainer.grad_clip=null``: no clipping)."""
+    from diffusion_rl.training import TrainerConfig
+
+    nullable = {f.name for f in dataclasses.fields(TrainerConfig) if f.default is None or "None" in str(f.type)}
+    trainer = dict(to_plain(cfg.algo.trainer))
+    trainer.update({k: v for k, v in to_plain(cfg.trainer).items()
+                    if v is not None or (k in nullable and f"trainer.{k}" in user_keys)})
+    return trainer
+
+
 def run(cfg: DictConfig, target: str = "env") -> None:
     """Resolve the config, train, score and print (shared by train_planner.py and train_policy.py)."""
     import torch
@@ -81,9 +96,9 @@ def run(cfg: DictConfig, target: str = "env") -> None:
         device = resolve_device(cfg.device)
     except (RuntimeError, ValueError) as err:
         raise SystemExit(f"error: device: {cfg.device!r} is not a device ({err})") from None
-    cfg, preset = resolve_config(cfg, user_override_keys(), device.type == "cuda", target)
-    trainer = {k: v for k, v in to_plain(cfg.algo.trainer).items()}
-    trainer.update({k: v for k, v in to_plain(cfg.trainer).items() if v is not None})
+    user_keys = user_override_keys()
+    cfg, preset = resolve_config(cfg, user_keys, device.type == "cuda", target)
+    trainer = trainer_settings(cfg, user_keys)
     run_cfg = PlannerRunConfig(
         env=cfg[target].name,
         algo=cfg.algo.name,

@@ -31,21 +31,42 @@ A batch is a dict of tensors on ``device``:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from diffusion_rl.data.normalizers import MinMaxNormalizer, Normalizer, QuantileNormalizer, make_normalizer
+from diffusion_rl.data.normalizers import (
+    NORMALIZERS,
+    MinMaxNormalizer,
+    Normalizer,
+    QuantileNormalizer,
+    make_normalizer,
+)
 from diffusion_rl.data.returns import discounted_values
 from diffusion_rl.data.store import EpisodeStore
 
-__all__ = ["RETURN_LABELS", "SequenceDataset", "window_starts"]
+__all__ = ["RETURN_LABELS", "SequenceDataset", "check_normalizer_spec", "window_starts"]
 
 #: How return-to-go values become the Decision Diffuser's [0, 1] condition (see the module docstring).
 RETURN_LABELS = {
     "minmax": lambda: MinMaxNormalizer(0.0, 1.0),
     "quantile": lambda: QuantileNormalizer(),
 }
+
+
+def check_normalizer_spec(spec: Any, keys: Sequence[str]) -> None:
+    """``ValueError`` unless ``spec`` is a normalizer name, or a mapping from some of ``keys`` to names (the
+    others get ``gaussian``): a misspelt key or name is refused rather than silently replaced by the default."""
+    names = spec.values() if isinstance(spec, Mapping) else [spec]
+    bad = [n for n in names if not isinstance(n, str) or n not in NORMALIZERS]
+    if bad:
+        raise ValueError(f"normalizer: unknown name(s) {bad}; expected one of {sorted(NORMALIZERS)}"
+                         + (f", or a mapping from {list(keys)} to them" if isinstance(spec, Mapping) else ""))
+    if isinstance(spec, Mapping):
+        unknown = sorted(str(k) for k in spec if k not in keys)
+        if unknown:
+            raise ValueError(f"normalizer: unknown key(s) {unknown}; expected some of {list(keys)}")
 
 
 def window_starts(
@@ -93,6 +114,7 @@ class SequenceDataset:
         if return_label not in RETURN_LABELS:
             raise ValueError(f"return_label must be one of {sorted(RETURN_LABELS)}, got {return_label!r}")
         keys = list(keys)
+        check_normalizer_spec(normalizer, keys)
         missing = [k for k in keys if k not in store]
         if missing:
             raise ValueError(f"keys {missing} are not in the store; available keys: {store.keys()}")

@@ -215,3 +215,49 @@ def test_env_override_of_an_unknown_preset_is_refused():
     env = {"name": "x", "algo_overrides": {"decision_diffuser": {"presets": {"gpu": {"model": {"dim": 64}}}}}}
     with pytest.raises(SystemExit, match=r"unknown preset\(s\) \['gpu'\]; expected paper or cpu"):
         _resolve(env, "cpu")
+
+
+def test_a_null_the_user_sets_reaches_the_trainer_where_none_means_something():
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_planner import trainer_settings
+
+    cfg = OmegaConf.create({"algo": {"trainer": {"max_steps": 500, "lr": 1e-3}},
+                            "trainer": {"max_steps": None, "lr": None, "grad_clip": None, "log_every": 100}})
+    # trainer.grad_clip=null on the command line: clipping off (the config default is 1.0)
+    settings = trainer_settings(cfg, {"trainer.grad_clip"})
+    assert settings == {"max_steps": 500, "lr": 1e-3, "grad_clip": None, "log_every": 100}
+    # a null nobody set, or one on a setting where None means nothing, leaves the preset's value
+    assert "grad_clip" not in trainer_settings(cfg, set())
+    assert trainer_settings(cfg, {"trainer.max_steps"})["max_steps"] == 500
+
+
+@pytest.mark.parametrize("target", ["env", "task"])
+def test_every_shipped_configuration_validates(target):
+    """Every env (or task) x algorithm x preset the configs ship passes PlannerRunConfig.validate, so the checks
+    refuse only what a user mistyped."""
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _cli import to_plain
+    from train_planner import resolve_config, trainer_settings
+
+    from diffusion_rl.pipeline import PlannerRunConfig
+
+    top = OmegaConf.load(ROOT / "configs" / ("train_planner.yaml" if target == "env" else "train_policy.yaml"))
+    checked = 0
+    for target_file in sorted((ROOT / "configs" / target).glob("*.yaml")):
+        for algo_file in sorted((ROOT / "configs" / "algo").glob("*.yaml")):
+            for preset in ("cpu", "paper"):
+                cfg = OmegaConf.create({"preset": preset, "algo": OmegaConf.load(algo_file),
+                                        target: OmegaConf.load(target_file), "trainer": top.trainer,
+                                        "sampling": {}})
+                cfg, _ = resolve_config(cfg, set(), cuda=False, target=target)
+                PlannerRunConfig(env=cfg[target].name, algo=cfg.algo.name, model=to_plain(cfg.algo.model),
+                                 data=to_plain(cfg.algo.get("data", {})), sampling=to_plain(cfg.algo.sampling),
+                                 execution=cfg.algo.get("execution", "first_action"),
+                                 execution_options=to_plain(cfg.algo.get("execution_options", {})) or {},
+                                 trainer=trainer_settings(cfg, set())).validate()
+                checked += 1
+    assert checked >= 8

@@ -1,0 +1,46 @@
+"""PlannerRunConfig.validate: every setting of a run is checked before a dataset is made or a step trained."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffusion_rl.data import SequenceDataset
+from diffusion_rl.pipeline import ConfigError, PlannerRunConfig
+from tests.data.conftest import make_store
+
+
+def _validate(**kwargs) -> None:
+    PlannerRunConfig(env="hopper-medium", **kwargs).validate()
+
+
+def test_a_valid_configuration_passes():
+    _validate(model={"horizon": 8, "dim": 8}, data={"normalizer": {"observations": "cdf"}, "discount": 0.9,
+                                                      "return_label": "quantile"}, trainer={"max_steps": 3})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"model": {"horizn": 20}}, "algo.model: unknown setting(s) ['horizn'] for decision_diffuser"),
+    ({"data": {"normaliser": "cdf"}}, "algo.data: unknown setting(s) ['normaliser']; expected some of"),
+    ({"data": {"discout": 0.5}}, "algo.data: unknown setting(s) ['discout']"),
+    ({"data": {"normalizer": "cdff"}}, "algo.data.normalizer: unknown name(s) ['cdff']; expected one of"),
+    ({"data": {"normalizer": {"observation": "cdf"}}},
+     "algo.data.normalizer: unknown key(s) ['observation']; expected some of ['observations', 'actions']"),
+    ({"data": {"return_label": "bogus"}}, "algo.data.return_label: expected one of ['minmax', 'quantile']"),
+    ({"trainer": {"eval_every": 100}}, "trainer: ['eval_every'] are set by the run itself; use eval.every=N"),
+    ({"trainer": {"seed": 1, "device": "cpu"}}, "trainer: ['device', 'seed'] are set by the run itself"),
+])
+def test_unknown_or_misplaced_settings_are_refused(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        _validate(**kwargs)
+    assert message in str(err.value)
+
+
+def test_sequence_dataset_refuses_a_normalizer_mapping_it_would_ignore():
+    store = make_store([12, 9])
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['observation'\]"):
+        SequenceDataset(store, 4, normalizer={"observation": "cdf"})
+    with pytest.raises(ValueError, match=r"unknown name\(s\) \['cdff'\]"):
+        SequenceDataset(store, 4, normalizer="cdff")
+    data = SequenceDataset(store, 4, normalizer={"observations": "cdf"})
+    assert type(data.normalizers["observations"]).__name__ == "CDFNormalizer"
+    assert type(data.normalizers["actions"]).__name__ == "GaussianNormalizer"  # the documented default for the rest
