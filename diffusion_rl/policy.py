@@ -287,13 +287,23 @@ class Policy:
         Keyword arguments: ``goal`` (``[2]``/``[B, 2]`` or a full state, for goal-conditioned planners) and any
         sampler setting (``steps=10``, ``guidance_weight=0.5``...) for this call only. For planners conditioned
         on a history of K states (Decision Diffuser ``history=K``) the policy remembers the observations given
-        to ``act`` since the last :meth:`reset` and plans from the last K of them.
+        to ``act`` since the last :meth:`reset` and plans from the last K of them. A call that raises leaves no
+        trace: its observation is not remembered and its plan is neither warm-started from nor queued.
         """
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=True)
-        action_n = self._execution.step(self, obs_n, context)
-        return self._finish(action_n, single, as_numpy, count=True)
+        try:
+            action_n = self._execution.step(self, obs_n, context)
+            return self._finish(action_n, single, as_numpy, count=True)
+        except Exception:
+            # a failed call leaves nothing behind: its observation (a glitch would condition the next plans of a
+            # history-conditioned policy) and its plan (a NaN plan would be warm-started from, or its queued
+            # actions popped, by the next calls)
+            if context["history"] is not None and self._history:
+                self._history.pop()
+            self._execution.reset()
+            raise
 
     def _observe(self, obs: Any, check_range: bool = True) -> tuple[torch.Tensor, bool, bool]:
         """Checked, normalized observations ``[B, S]`` on the model's device (numpy input is normalized in numpy:

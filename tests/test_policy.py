@@ -482,6 +482,25 @@ def test_values_beyond_float32_are_refused_not_turned_into_nan(policy):
         policy.act(np.zeros((2, 3, OBS_DIM)))
 
 
+def test_a_failed_act_leaves_no_plan_behind_for_the_next_calls():
+    """A plan that came out non-finite is refused, and neither warm-started from nor popped from the queue later."""
+    import warnings
+
+    far = np.full(OBS_DIM, 1e30, np.float32)  # finite, but its plan is not
+    warm = Policy(make_dd(), make_normalizers(), sampling={"steps": 4, "warm_start_t": 10}, seed=0)
+    queue = Policy(_graph_policy("diffusion_policy", device="cpu").algo, make_normalizers(), sampling={"steps": 2},
+                   execution="action_queue", execution_options={"action_steps": 4}, seed=0)
+    for policy, calls in ((warm, 1), (queue, 4)):
+        for _ in range(calls):  # a plan to warm-start from; the queue emptied, so the far observation replans
+            policy.act(raw_obs())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "far outside the training data"
+            with pytest.raises(ValueError, match="NaN or infinite actions"):
+                policy.act(far)
+        for seed in range(3):  # fresh plans from noise, then warm from a finite plan again
+            assert np.isfinite(policy.act(raw_obs(seed=seed))).all()
+
+
 def test_actions_are_clipped_into_the_recorded_action_space_and_counted(tmp_path):
     low, high = [ACT_MEAN - 0.001] * ACT_DIM, [ACT_MEAN + 0.001] * ACT_DIM  # narrower than the actions' spread
     policy = make_policy(action_bounds=(low, high))
