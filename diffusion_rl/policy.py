@@ -229,7 +229,10 @@ class Policy:
 
     def to(self, device: str | torch.device) -> Policy:
         """Move the model to ``device`` (``"auto"`` allowed) and restart the random stream there."""
-        target = resolve_device(device)
+        try:
+            target = check_device(device)
+        except ValueError as err:
+            raise ValueError(f"device: {err}") from None
         resolve_compile(self.compile, target)  # e.g. a CUDA graph cannot follow the model to the CPU
         self.algo.to(target)
         self._denoiser = self._make_denoiser(target)  # prepared on the old device; True picks the new one's path
@@ -476,12 +479,27 @@ class Policy:
 
     def _goal_state(self, goal: Any, batch: int) -> torch.Tensor:
         """A goal given as positions ``[.., k]`` (k < obs_dim) is padded with zeros to a full state, normalized."""
-        g = torch.as_tensor(np.asarray(goal, dtype=np.float32) if not torch.is_tensor(goal) else goal)
+        expected = f"goal: expected finite real numbers of shape [k] or [{batch}, k] with k <= {self.obs_dim}"
+        if torch.is_tensor(goal):
+            if not (goal.dtype.is_floating_point or _is_int_dtype(goal.dtype)):
+                raise ValueError(f"{expected}; got dtype {goal.dtype}")
+            g = goal.detach()
+        else:
+            try:
+                arr = np.asarray(goal)
+            except (TypeError, ValueError) as err:  # ragged nested lists and the like
+                raise ValueError(f"{expected}; got {type(goal).__name__} ({err})") from None
+            if arr.dtype.kind not in "fiu":
+                raise ValueError(f"{expected}; got dtype {arr.dtype}")
+            with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
+                g = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         g = g.to(self.device, torch.float32)
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError(f"{expected}; it contains NaN or inf, or values beyond float32")
         if g.ndim == 1:
             g = g.expand(batch, -1)
         if g.ndim != 2 or g.shape[0] != batch or g.shape[1] > self.obs_dim:
-            raise ValueError(f"goal must have shape [k] or [{batch}, k] with k <= {self.obs_dim}; got {tuple(g.shape)}")
+            raise ValueError(f"{expected}; got shape {tuple(g.shape)}")
         full = torch.zeros(batch, self.obs_dim, device=self.device)
         full[:, : g.shape[1]] = g
         return self._normalize("observations", full)
@@ -565,7 +583,11 @@ class Policy:
              precision: str = "float32") -> Policy:
         """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile`` and
         ``precision`` as in the constructor (settings of this process, not of the artifact)."""
-        resolve_compile(compile, resolve_device(device))  # the caller's choice, refused before reading files
+        try:
+            target = check_device(device)  # the caller's choices, refused before reading files
+        except ValueError as err:
+            raise ValueError(f"device: {err}") from None
+        resolve_compile(compile, target)
         check_precision(precision)
         state_dict, config = load_artifact(path)
         absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
@@ -594,7 +616,7 @@ class Policy:
                 f"{path}: weights do not match the {name} network in config.json "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
-        algo.to(resolve_device(device))
+        algo.to(target)
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
         normalizers = {}

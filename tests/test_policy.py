@@ -13,6 +13,7 @@ import torch
 from diffusion_rl import Policy
 from diffusion_rl.algos import DecisionDiffuser, Diffuser
 from diffusion_rl.data import GaussianNormalizer
+from diffusion_rl.policy import resolve_device
 
 torch.set_num_threads(1)
 
@@ -292,8 +293,15 @@ def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
     # one goal [2] is shared by every observation of the batch
     shared = policy.plan(obs, goal=goal[0]).observations
     np.testing.assert_allclose(shared[:, -1, :2], np.broadcast_to(goal[0], (2, 2)), atol=1e-4)
-    with pytest.raises(ValueError, match=r"goal must have shape"):
+    with pytest.raises(ValueError, match=r"goal: expected finite real numbers of shape \[k\] or \[2, k\] with "
+                                         r"k <= 4; got shape \(3, 2\)"):
         policy.plan(obs, goal=np.zeros((3, 2)))
+    # a goal is checked as an observation is: real numbers, finite once cast to float32 (else NaN plans follow)
+    for bad, message in [(np.array([np.nan, 1.0]), "NaN or inf"), (np.array([1e39, 0.0]), "beyond float32"),
+                         (torch.tensor([np.inf, 1.0]), "NaN or inf"), (np.array([True, False]), "dtype bool"),
+                         (["a", "b"], "dtype <U1"), (torch.tensor([True, False]), "dtype torch.bool")]:
+        with pytest.raises(ValueError, match=message):
+            policy.act(obs, goal=bad)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -782,3 +790,17 @@ def test_cuda_graph_replans_warm_and_acts_in_a_loop():
         obs = raw_obs(batch=2, seed=int(rng.integers(1 << 30)))
         np.testing.assert_allclose(graphed.act(obs), eager.act(obs), rtol=1e-4, atol=1e-3 * ACT_STD)
     assert len(graphed._denoiser._calls) == 2 and None not in graphed._denoiser._calls.values()
+
+
+def test_load_and_to_refuse_a_device_this_machine_lacks_before_any_work(tmp_path):
+    path = make_policy().save(tmp_path / "policy")
+    with pytest.raises(ValueError, match=r"device: 'gpu' is not a device"):
+        Policy.load(path, device="gpu")
+    with pytest.raises(ValueError, match=r"device: 'gpu' is not a device"):
+        make_policy().to("gpu")
+    with pytest.raises(ValueError, match=r"device: 'meta': expected auto, cpu, cuda or cuda:N"):
+        Policy.load(tmp_path / "nowhere", device="meta")  # refused before the (missing) files are read
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="asked for CUDA, but this machine has no CUDA device"):
+            Policy.load(path, device="cuda")
+    assert Policy.load(path, device="auto").device == resolve_device("auto")
