@@ -79,6 +79,29 @@ def _remove_stale_temporaries(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder at ``path`` if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to save over anything but nothing, an empty folder or an artifact folder: a save replaces the whole
+    folder, and must not delete a user's other files (``Policy.save("results")``) or a file of the same name."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise ArtifactError(f"{path} exists and is not a folder; an artifact is saved as a folder (or to a path "
+                            "ending in .safetensors): choose another path or remove it")
+    others = sorted(p.name for p in path.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME))
+    if others:
+        raise ArtifactError(f"{path} holds files that are not an artifact's ({others[:5]}); saving would replace "
+                            f"the whole folder: choose another path (expected nothing, an empty folder or a "
+                            f"folder of {CONFIG_NAME} and {WEIGHTS_NAME})")
+
+
 def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Write weights and config atomically to a folder, or to one file when ``path`` ends in ``.safetensors``."""
     path = Path(path)
@@ -98,6 +121,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
             if os.path.exists(tmp):
                 os.remove(tmp)
         return path
+    _check_replaceable(path)
     tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         # the weights also record what network they are (algorithm and algo_config), so a config.json edited or
@@ -108,11 +132,14 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         _ordinary_permissions(tmp_dir)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+            _remove(old)
             os.replace(path, old)
-            os.replace(tmp_dir, path)
-            shutil.rmtree(old)
+            try:
+                os.replace(tmp_dir, path)
+            except OSError:
+                os.replace(old, path)  # the previous artifact back in place: a failed save loses nothing
+                raise
+            _remove(old)
         else:
             os.replace(tmp_dir, path)
     finally:

@@ -331,6 +331,43 @@ def test_a_failed_save_leaves_the_old_artifact_intact(tmp_path, layout, monkeypa
     np.testing.assert_array_equal(actions_after_reset(Policy.load(path), obs), expected)
 
 
+def test_a_save_that_fails_at_the_final_rename_puts_the_old_artifact_back(tmp_path, monkeypatch):
+    path = tmp_path / "policy"
+    obs = raw_obs()
+    make_policy("decision_diffuser").save(path)
+    expected = actions_after_reset(Policy.load(path), obs)
+    real_replace = os.replace
+
+    def refuse_the_new_folder(src, dst):
+        if Path(src).name.endswith(".tmp"):  # the finished new folder moving into place
+            raise OSError("device busy")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifact.os, "replace", refuse_the_new_folder)
+    with pytest.raises(OSError, match="device busy"):
+        make_policy("diffuser").save(path)
+    monkeypatch.undo()
+    assert listing(tmp_path) == ["policy"]
+    np.testing.assert_array_equal(actions_after_reset(Policy.load(path), obs), expected)
+
+
+def test_a_save_refuses_to_replace_what_is_not_an_artifact(tmp_path):
+    results = tmp_path / "results"  # a user's folder: a save would replace it whole
+    (results / "sub").mkdir(parents=True)
+    (results / "train_log.csv").write_text("step,loss\n")
+    with pytest.raises(ArtifactError, match=r"holds files that are not an artifact's \(\['sub', 'train_log.csv'\]\)"):
+        make_policy("decision_diffuser").save(results)
+    assert sorted(p.name for p in results.iterdir()) == ["sub", "train_log.csv"]
+    a_file = tmp_path / "notes"
+    a_file.write_text("mine")
+    for _ in range(2):  # refused every time, with the file untouched and nothing left beside it
+        with pytest.raises(ArtifactError, match="exists and is not a folder"):
+            make_policy("decision_diffuser").save(a_file)
+    assert a_file.read_text() == "mine" and listing(tmp_path) == ["notes", "results"]
+    (tmp_path / "empty").mkdir()  # an empty folder is fine
+    Policy.load(make_policy("decision_diffuser").save(tmp_path / "empty"))
+
+
 def test_unknown_settings_in_config_json_are_refused_naming_the_file(tmp_path):
     from diffusion_rl.artifact import ArtifactError
     from tests.test_policy import make_policy
