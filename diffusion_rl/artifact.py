@@ -159,7 +159,11 @@ def _check_config(config: Any, where: Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{where} has artifact format_version={version!r}; this library reads versions 1 to {FORMAT_VERSION}"
         )
-    return from_jsonable(config)
+    try:
+        return from_jsonable(config)
+    except (TypeError, ValueError) as err:  # an array record edited by hand: a dtype or values numpy refuses
+        raise ArtifactError(f"{where}: config.json holds an array numpy cannot read ({err}); expected the "
+                            "records Policy.save writes") from None
 
 
 #: config.json is small (normalizer statistics included, a few hundred kB for CDF normalizers); a larger one is

@@ -187,6 +187,17 @@ def test_damaged_config_json_is_refused(saved, tmp_path):
         Policy.load(damaged)
 
 
+@pytest.mark.parametrize("record", [{"__ndarray__": [1.0, 2.0], "dtype": "not_a_dtype"},
+                                    {"__ndarray__": [[1.0], [2.0, 3.0]], "dtype": "float64"}])
+def test_an_array_record_numpy_cannot_read_is_refused_naming_the_file(saved, tmp_path, record):
+    damaged = copy_artifact(saved, tmp_path / "damaged")
+    config = json.loads((saved / "config.json").read_text())
+    config["normalizers"]["observations"]["mean"] = record
+    (damaged / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"damaged: config.json holds an array numpy cannot read"):
+        Policy.load(damaged)
+
+
 @pytest.mark.parametrize("suffix", [".txt", ".safetensors", ""])
 def test_random_text_file_is_refused(tmp_path, suffix):
     path = tmp_path / f"notes{suffix}"
