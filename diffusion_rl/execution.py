@@ -44,18 +44,25 @@ class Execution:
     def reset(self) -> None:
         self.expected_next: torch.Tensor | None = None
         self.previous: torch.Tensor | None = None  # the last plan's trajectory (normalized), for warm starts
+        self.previous_now = 0  # the row of the then-current state in it (PlanOutput.now)
 
-    def _warm(self, context: dict[str, Any], shift: int) -> dict[str, Any]:
-        """``context`` plus the previous plan shifted ``shift`` steps forward (its last step repeated at the end),
-        which a planner with ``warm_start_t`` set re-noises and denoises in a few steps instead of starting from
-        noise. The inpainted current state still overrides the shifted plan's first step. The shift is computed
-        only if the plan uses it (``Policy`` asks for it when ``warm_start_t`` is set)."""
+    def _keep(self, out: Any) -> None:
+        """Remember a plan to warm-start the next from."""
+        self.previous, self.previous_now = out.trajectory, int(out.now)
+
+    def _warm(self, context: dict[str, Any], executed: int) -> dict[str, Any]:
+        """``context`` plus the previous plan moved on by the ``executed`` steps since it was made (its last step
+        repeated at the end), which a planner with ``warm_start_t`` set re-noises and denoises in a few steps
+        instead of starting from noise. ``Policy`` calls it with the new plan's ``now`` (the row of the current
+        state), so a window that still starts at the episode's start (a Decision Diffuser remembering fewer than
+        K states) moves by fewer rows. The inpainted states still override the shifted plan's rows. Computed only
+        if the plan uses it (``Policy`` asks for it when ``warm_start_t`` is set)."""
         if self.previous is None:
             return context
-        prev = self.previous
+        prev, prev_now = self.previous, self.previous_now
 
-        def shifted() -> torch.Tensor:
-            k = min(shift, prev.shape[1] - 1)
+        def shifted(now: int = prev_now) -> torch.Tensor:
+            k = min(max(executed - (now - prev_now), 0), prev.shape[1] - 1)
             return torch.cat([prev[:, k:], prev[:, -1:].expand(-1, k, -1)], dim=1) if k > 0 else prev
 
         return {**context, "warm_start": shifted}
@@ -99,7 +106,7 @@ class FirstAction(Execution):
 
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         out = policy._plan_normalized(obs_n, self._warm(context, 1))
-        self.previous = out.trajectory
+        self._keep(out)
         self.expected_next = out.next_observations
         return out.actions
 
@@ -176,7 +183,7 @@ class ActionQueue(Execution):
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         if self.k >= len(self.actions) or self.batch != obs_n.shape[0]:
             out = policy._plan_normalized(obs_n, self._warm(context, self.k))
-            self.previous = out.trajectory
+            self._keep(out)
             if out.action_chunk is None:
                 raise ValueError(f"execution 'action_queue' needs a plan with an action chunk; {policy.algo.name} "
                                  "plans give only the next action (use execution='first_action')")

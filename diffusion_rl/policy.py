@@ -450,7 +450,8 @@ class Policy:
             settings["denoiser"] = self._denoiser
         warm = context.get("warm_start")  # the execution's previous plan, shifted when asked for
         if warm is not None and settings.get("warm_start_t") is not None:
-            warm = warm()
+            history = context.get("history")
+            warm = warm(self.algo.plan_now(1 if history is None else len(history.items)))
             if warm.shape[0] == obs_n.shape[0]:
                 settings["warm_start"] = warm
         if isinstance(self._denoiser, CUDAGraphDenoiser):  # the whole plan as one graph where it can be captured

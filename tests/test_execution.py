@@ -125,6 +125,38 @@ def test_algorithm_and_policy_plans_are_the_same_kind_of_object(algo):
         assert one.next_observations.shape == (OBS_DIM,)
 
 
+def test_warm_start_keeps_rows_aligned_while_a_history_fills():
+    """A Decision Diffuser conditioned on K = 3 states plans windows that start at the episode's start until three
+    states are remembered: the previous plan moves on by the executed step minus the rows ``now`` moved."""
+    from diffusion_rl.algos import DecisionDiffuser
+
+    torch.manual_seed(0)
+    algo = DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=8, num_steps=20, dim=16, dim_mults=(1, 2),
+                            inv_hidden_dim=32, history=3)
+    policy = Policy(algo, make_normalizers(), sampling={"steps": 4, "warm_start_t": 6}, seed=0)
+    given = []
+    plan = algo.plan
+
+    def spied(*args, **kwargs):
+        given.append(kwargs.get("warm_start"))
+        return plan(*args, **kwargs)
+
+    algo.plan = spied
+    nows, plans = [], []
+    for i in range(5):
+        policy.act(raw_obs(seed=i))
+        nows.append(policy._execution.previous_now)
+        plans.append(policy._execution.previous)
+    assert nows == [0, 1, 2, 2, 2] and given[0] is None
+    torch.testing.assert_close(given[1], plans[0], rtol=0, atol=0)  # now 0 -> 1: the same rows, unshifted
+    torch.testing.assert_close(given[2], plans[1], rtol=0, atol=0)  # now 1 -> 2
+    for i in (3, 4):  # the window now moves with time: one row per executed step, the last one repeated
+        torch.testing.assert_close(given[i][:, :-1], plans[i - 1][:, 1:], rtol=0, atol=0)
+        torch.testing.assert_close(given[i][:, -1], plans[i - 1][:, -1], rtol=0, atol=0)
+    policy.reset()
+    assert policy._execution.previous is None and policy._execution.previous_now == 0
+
+
 @pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser"])
 def test_warm_start_replans_from_the_shifted_previous_plan_in_fewer_steps(algo):
     from tests.test_policy import BUILDERS, NetCalls, make_normalizers

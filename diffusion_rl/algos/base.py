@@ -129,6 +129,11 @@ class Algorithm(nn.Module):
         n = self.action_chunk_length
         return None if n is None else int(self.config()["horizon"]) - n
 
+    def plan_now(self, remembered: int) -> int:
+        """The row of the current state in a plan made from ``remembered`` observations (``PlanOutput.now``):
+        what a warm start aligns the previous plan by. 0 unless a planner's window starts at past states."""
+        return 0
+
     @torch.no_grad()
     def plan(self, obs: torch.Tensor, **settings: Any) -> PlanOutput:  # pragma: no cover - abstract
         raise NotImplementedError

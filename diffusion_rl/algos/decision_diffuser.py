@@ -138,6 +138,10 @@ class DecisionDiffuser(Algorithm):
     def action_chunk_length(self) -> int:
         return self.horizon - self.history
 
+    def plan_now(self, remembered: int) -> int:
+        # the window starts at the oldest of the last K states: until K are remembered, at the episode's start
+        return min(max(int(remembered), 1), self.history) - 1
+
     @torch.no_grad()
     def plan(
         self,
