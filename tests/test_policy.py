@@ -442,7 +442,8 @@ def test_low_precision_float_tensors_are_read_as_the_floats_they_hold():
 @pytest.mark.parametrize("algo, setting, value", [
     ("decision_diffuser", "guidance_weight", float("nan")), ("decision_diffuser", "target_return", float("inf")),
     ("decision_diffuser", "steps", 0), ("decision_diffuser", "temperature", -1.0),
-    ("diffuser", "num_plans", -3), ("diffuser", "guide_scale", float("nan")),
+    ("diffuser", "num_plans", -3), ("diffuser", "guide_scale", float("nan")), ("diffuser", "guide_scale", -0.1),
+    ("decision_diffuser", "eta", 1.5),  # refused when set, not at the next act()
 ])
 def test_bad_settings_are_refused_per_call_and_as_attributes(algo, setting, value):
     policy = make_policy(algo)

@@ -152,8 +152,9 @@ class Diffuser(Algorithm):
     ) -> PlanOutput:
         """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks)."""
         b = obs.shape[0]
-        guided = self.value is not None and goal is None and guide_scale > 0
-        n = int(num_plans) if guided else 1
+        ranked = self.value is not None and goal is None  # num_plans plans, the best by value is executed
+        guided = ranked and guide_scale > 0  # ... each steered by the value's gradient on the way
+        n = int(num_plans) if ranked else 1
         starts = obs.repeat_interleave(n, 0)
         goals = None if goal is None else goal.repeat_interleave(n, 0)
         mask, values = state_inpainting(
