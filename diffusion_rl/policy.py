@@ -188,17 +188,34 @@ class Policy:
         """Take the ``compile`` and ``precision`` settings (refused, naming the allowed values) and build the
         prepared denoiser they ask for."""
         resolve_compile(compile, self.algo.device)  # refused now, naming the allowed values
-        self.compile = compile
+        check_precision(precision)
+        object.__setattr__(self, "_compile", compile)
+        object.__setattr__(self, "_precision", precision)
+        self._denoiser = self._make_denoiser(self.algo.device)
+
+    @property
+    def compile(self) -> bool | str:
         """How the denoiser is prepared per batch size: ``False`` eager; ``"trace"`` traced and frozen by
         TorchScript (less Python and dispatch per network call; what pays on CPU); ``"cuda_graph"`` captured as a
         CUDA graph and replayed (CUDA only); ``"inductor"`` compiled by ``torch.compile`` (and captured like
         ``"cuda_graph"`` on CUDA; its first call per batch size compiles); ``True`` the device's choice
         (``cuda_graph`` on CUDA, ``trace`` elsewhere). The same plans within float tolerance (see
-        docs/benchmarks.md for when it pays)."""
-        self.precision = check_precision(precision)
+        docs/benchmarks.md for when it pays). Setting it prepares the new path (refused values change nothing)."""
+        return self._compile
+
+    @compile.setter
+    def compile(self, value: bool | str) -> None:
+        self._prepare(value, self._precision)
+
+    @property
+    def precision(self) -> str:
         """The denoiser's forward precision: ``"float32"`` or ``"bfloat16"`` (under ``torch.autocast``; plans stay
-        float32; pays on GPUs and CPUs with bfloat16 units)."""
-        self._denoiser = self._make_denoiser(self.algo.device)
+        float32; pays on GPUs and CPUs with bfloat16 units). Setting it prepares the denoiser anew."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._prepare(self._compile, value)
 
     def _make_denoiser(self, device: torch.device) -> Any:
         """The prepared denoiser ``compile`` and ``precision`` ask for on ``device``; None for the plain network.

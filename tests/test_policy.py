@@ -680,6 +680,26 @@ def test_cuda_graph_is_refused_off_cuda_and_true_picks_the_device_path():
         Policy.load("/nonexistent/artifact", device="cpu", compile="jit")  # refused before any file is read
 
 
+def test_setting_compile_or_precision_prepares_the_new_path_or_is_refused():
+    from diffusion_rl.nets.compiled import EagerDenoiser, TracedDenoiser
+
+    policy, eager = make_policy(), make_policy()
+    obs = raw_obs(batch=2)
+    policy.compile = "trace"
+    assert policy.compile == "trace" and isinstance(policy._denoiser, TracedDenoiser)
+    np.testing.assert_allclose(policy.act(obs), eager.act(obs), rtol=0, atol=1e-3 * ACT_STD)
+    for name, value, message in [("compile", "jit", "compile: expected True, False or one of"),
+                                 ("compile", "cuda_graph", "needs a CUDA device"),
+                                 ("precision", "float16", r"precision: expected one of \['float32', 'bfloat16'\]")]:
+        with pytest.raises(ValueError, match=message):
+            setattr(policy, name, value)
+        assert policy.compile == "trace" and policy.precision == "float32"  # a refused value changes nothing
+    policy.compile, policy.precision = False, "bfloat16"
+    assert type(policy._denoiser) is EagerDenoiser and policy._denoiser.precision == "bfloat16"
+    policy.precision = "float32"
+    assert policy._denoiser is None  # the plain network again
+
+
 @pytest.mark.parametrize("case", [*GRAPH_CASES, "warm"])
 def test_plans_run_without_host_syncs_so_cuda_graphs_can_capture_them(case):
     """What a whole-plan CUDA graph needs, checked on any device: once its caches are filled, a plan (every step,
