@@ -41,7 +41,7 @@ def make_dd(seed: int = 0) -> DecisionDiffuser:
 def make_diffuser(seed: int = 0, **kwargs) -> Diffuser:
     torch.manual_seed(seed)
     options = {"obs_dim": OBS_DIM, "act_dim": ACT_DIM, "horizon": HORIZON, "num_steps": 20, "dim": 16,
-               "dim_mults": (1, 2), "value_dim": 16, "value_dim_mults": (1, 2), **kwargs}
+               "dim_mults": (1, 2), "value_dim": 32, "value_dim_mults": (1, 2), **kwargs}
     return Diffuser(**options)
 
 

@@ -7,7 +7,7 @@ from diffusion_rl.training import Trainer, TrainerConfig
 
 from .toy import ACT_DIM, OBS_DIM, toy_dataset
 
-SMALL = dict(horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_dim=16, value_dim_mults=(1, 2))
+SMALL = dict(horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_dim=32, value_dim_mults=(1, 2))
 
 
 def test_loss_weights_first_action_and_trains_value_net():

@@ -18,7 +18,7 @@ BUILD = {
     "decision_diffuser": lambda **kw: DecisionDiffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=20, dim=8,
                                                         dim_mults=(1, 2), inv_hidden_dim=16, **kw),
     "diffuser": lambda **kw: Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=20, dim=8, dim_mults=(1, 2),
-                                      value_dim=16, value_dim_mults=(1, 2), **kw),
+                                      value_dim=32, value_dim_mults=(1, 2), **kw),
     "diffusion_policy": lambda **kw: DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=20,
                                                      down_dims=(16, 32), step_embed_dim=16, **kw),
 }

@@ -39,7 +39,7 @@ CASES = {
         lambda: ((torch.randn(B, H, 5), torch.randint(0, 100, (B,)), torch.randn(B, 2)), {"drop_mask": MASK}),
     ),
     "value_net": (
-        lambda: ValueNet(5, H, dim=16, dim_mults=(1, 2)),
+        lambda: ValueNet(5, H, dim=32, dim_mults=(1, 2)),
         lambda: ((torch.randn(B, H, 5), torch.randint(0, 20, (B,))), {}),
     ),
     "inverse_dynamics": (

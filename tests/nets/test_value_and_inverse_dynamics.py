@@ -12,11 +12,21 @@ def test_value_net_parameter_count_equals_diffusers_hopper_value_function():
 
 @pytest.mark.parametrize("horizon", [1, 4, 7, 32, 37, 100])
 def test_value_net_builds_and_runs_for_any_horizon(horizon):
-    net = ValueNet(6, horizon, dim=8, dim_mults=(1, 2, 4, 8))
+    net = ValueNet(6, horizon, dim=16, dim_mults=(1, 2, 4, 8))
     x = torch.randn(3, horizon, 6)
     out = net(x, torch.tensor([0, 3, 19]))
     assert out.shape == (3,) and torch.isfinite(out).all()
     assert (out - net(x + 1.0, torch.tensor([0, 3, 19]))).abs().max() > 1e-6
+    torch.testing.assert_close(net(x[:1], torch.tensor([0])), out[:1])  # one trajectory: a plan, or a goal's
+
+
+def test_value_net_refuses_group_norms_of_single_numbers():
+    """8 channels in 8 groups at length 1 would normalize single numbers (the bias out whatever the input;
+    torch refuses it at batch 1): refused when built, naming the fix."""
+    with pytest.raises(ValueError, match=r"would group-normalize single numbers \(8 channels in 8 groups at "
+                                         r"length 1\); increase dim"):
+        ValueNet(6, 8, dim=16, dim_mults=(1, 2))
+    ValueNet(6, 8, dim=32, dim_mults=(1, 2))(torch.randn(1, 8, 6), torch.tensor([3]))
 
 
 def test_value_net_rejects_a_different_horizon():
@@ -28,7 +38,7 @@ def test_value_net_rejects_a_different_horizon():
 def test_value_net_learns_to_rank_trajectories_by_return():
     # targets: the mean of the first feature over the horizon (a "return"); after a short fit the predictions
     # must correlate with it on held-out trajectories
-    net = ValueNet(3, 8, dim=16, dim_mults=(1, 2))
+    net = ValueNet(3, 8, dim=32, dim_mults=(1, 2))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(80):
         x = torch.randn(64, 8, 3)

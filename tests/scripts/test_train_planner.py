@@ -75,7 +75,7 @@ def test_flow_matching_by_configuration_alone(tmp_path, hopper_hdf5):
     the artifacts record it and Policy.load serves them with any sampler of the registry."""
     obs = load_episodes(str(hopper_hdf5))["observations"][:2]
     for algo, extra in (("decision_diffuser", TINY_DD), ("diffuser", ["preset=cpu", "algo.model.dim=8",
-                                                                      "algo.model.horizon=8", "algo.model.value_dim=8",
+                                                                      "algo.model.horizon=8", "algo.model.value_dim=16",
                                                                       "algo.sampling.num_plans=2"])):
         run_dir = tmp_path / algo
         proc = _run(["env=hopper-medium", f"algo={algo}", f"dataset={hopper_hdf5}", f"run_dir={run_dir}",
@@ -102,7 +102,7 @@ def test_flow_matching_by_configuration_alone(tmp_path, hopper_hdf5):
 def test_diffuser_on_hopper_and_maze2d(tmp_path, hopper_hdf5):
     proc = _run(["env=hopper-medium", "algo=diffuser", f"dataset={hopper_hdf5}", f"run_dir={tmp_path / 'h'}",
                  "trainer.max_steps=10", "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=10",
-                 "preset=cpu", "algo.model.dim=8", "algo.model.horizon=8", "algo.model.value_dim=8",
+                 "preset=cpu", "algo.model.dim=8", "algo.model.horizon=8", "algo.model.value_dim=16",
                  "algo.sampling.num_plans=2", "trainer.batch_size=8"], tmp_path / "empty")
     assert proc.returncode == 0, proc.stderr[-3000:]
     sampling = json.loads((tmp_path / "h" / "policy" / "config.json").read_text())["sampling"]
