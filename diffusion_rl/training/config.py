@@ -37,7 +37,7 @@ class TrainerConfig:
     grad_accum: int = 1
     ema_decay: float = 0.995
     ema_every: int = 10
-    """Update the EMA every this many steps (Diffuser / Decision Diffuser style)."""
+    """Update the EMA every this many steps (Diffuser / Decision Diffuser style), and at the last step."""
     ema_start: int = 0
     """Before this step the EMA copies the weights instead of averaging them."""
     ema_power: float | None = None

@@ -217,7 +217,7 @@ class Trainer:
                     sums[key] = sums[key] + value if key in sums else value
                 count += 1
                 self.step += 1
-                if self.step % cfg.ema_every == 0:
+                if self.step % cfg.ema_every == 0 or self.step == cfg.max_steps:  # the last steps count too
                     self.ema.update(self.model, self.step)
                 pbar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:

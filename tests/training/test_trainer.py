@@ -64,9 +64,15 @@ def test_ema_every_and_start_follow_the_reference_rule():
     data = ToyRegressionData(seed=1)
     model = _model()
     init = _state(model)
-    trainer = Trainer(model, data, _cfg(max_steps=4, ema_every=5, lr=1e-2))
+    seen = []
+    trainer = Trainer(model, data, _cfg(max_steps=4, ema_every=5, lr=1e-2),
+                      callbacks=[lambda t, step: seen.append(_state(t.ema_model))])
     trainer.fit()
-    _assert_same(_state(trainer.ema_model), init)  # no EMA update in the first 4 steps
+    for state in seen[:3]:
+        _assert_same(state, init)  # no EMA update between multiples of ema_every...
+    final = _state(trainer.ema_model)  # ...except at the last step: a short run's EMA is not its initial weights
+    assert not torch.equal(final["net.0.weight"], init["net.0.weight"])
+    assert not torch.equal(final["net.0.weight"], model.net[0].weight)  # an average, not a copy
     model = _model()
     trainer = Trainer(model, data, _cfg(max_steps=10, ema_every=5, ema_start=100))
     trainer.fit()
