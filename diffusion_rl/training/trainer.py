@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -327,7 +328,13 @@ class Trainer:
             try:
                 state = self._read_checkpoint(path)
             except ValueError as err:
-                log.warning("skipping damaged checkpoint %s: %s", path, err)
+                # moved aside, not left in place: pruning keeps the newest step numbers, so a damaged newer file
+                # would take a slot and every good checkpoint written after this resume would be deleted
+                aside = path.with_name(path.name + ".damaged")
+                if self.dist.is_main:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(path, aside)
+                log.warning("skipping damaged checkpoint %s (moved aside to %s): %s", path, aside.name, err)
                 continue
             self._apply_checkpoint(state, path)
             log.info("resumed from %s at step %d", path, self.step)

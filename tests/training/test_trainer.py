@@ -313,6 +313,20 @@ def test_resume_without_checkpoint_starts_fresh_and_changed_settings_warn(tmp_pa
     assert more.fit()["step"] == 20
 
 
+def test_a_damaged_checkpoint_ahead_of_the_run_does_not_make_pruning_delete_its_checkpoints(tmp_path):
+    cut = Trainer(_model(), ToyRegressionData(seed=1), _resume_cfg(tmp_path), callbacks=[_stop_at(25)])
+    with pytest.raises(_StopAt):
+        cut.fit()
+    (tmp_path / "checkpoints" / "step_00000090.pt").write_bytes(b"junk")  # e.g. from a longer run, damaged
+    resumed = Trainer(_model(), ToyRegressionData(seed=1), _resume_cfg(tmp_path, resume=True, keep_checkpoints=1))
+    assert resumed.step == 20
+    resumed.fit()
+    # moved aside when skipped: left in place, step 90 would hold the one kept place and each new checkpoint
+    # (the final one included) would be deleted as soon as it was written
+    assert [step for step, _ in list_checkpoints(tmp_path / "checkpoints")] == [40]
+    assert (tmp_path / "checkpoints" / "step_00000090.pt.damaged").read_bytes() == b"junk"
+
+
 def test_resume_skips_a_damaged_newest_checkpoint_and_removes_unfinished_writes(tmp_path, caplog):
     data = ToyRegressionData(seed=1)
     cut = Trainer(_model(), data, _resume_cfg(tmp_path), callbacks=[_stop_at(25)])
@@ -328,6 +342,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_removes_unfinished_writes(
     assert resumed.step == 10  # the newest readable checkpoint
     assert "skipping damaged checkpoint" in caplog.text and "step_00000020.pt" in caplog.text
     assert not stale.exists() and "removed the unfinished checkpoint write" in caplog.text
+    assert (tmp_path / "checkpoints" / "step_00000020.pt.damaged").is_file()  # moved aside, kept to look at
     for _, path in list_checkpoints(tmp_path / "checkpoints"):
         path.write_bytes(b"junk")
     with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
