@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from diffusion_rl.data._atomic import atomic_path
-from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
+from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, flat_layout
 from diffusion_rl.progress import progress_bar
 
 __all__ = ["REQUIRED_D4RL_KEYS", "d4rl_episode_ends", "load_d4rl_hdf5", "save_d4rl_hdf5"]
@@ -170,7 +170,7 @@ def save_d4rl_hdf5(
     timeouts = store.get("timeouts", np.zeros(n, dtype=bool)).copy()
     last = store.episode_ends - 1
     timeouts[last[~(terminals[last] | timeouts[last])]] = True
-    arrays = {k: v for k, v in store.items()}
+    arrays = flat_layout(store, "a D4RL HDF5 file")
     arrays["terminals"], arrays["timeouts"] = terminals, timeouts
     meta = {k: v for k, v in store.metadata.items() if k not in PROVENANCE_KEYS}
     meta.update(metadata or {})

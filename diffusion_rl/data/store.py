@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROVENANCE_KEYS", "EpisodeStore"]
+__all__ = ["PROVENANCE_KEYS", "EpisodeStore", "flat_layout"]
 
-PROVENANCE_KEYS = ("format", "path", "dataset_id")
-"""Metadata keys a loader sets to say where a store came from; writers do not copy them into new files."""
+PROVENANCE_KEYS = ("format", "path", "dataset_id", "dropped_partial_steps")
+"""Metadata keys a loader sets to say where a store came from and how it read it; writers do not copy them into
+new files (a file written from a store has no partial tail to drop, for one)."""
 
 _FLAG_KEYS = ("terminals", "timeouts")
 
@@ -129,7 +130,7 @@ class EpisodeStore:
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64)
         if idx.size and (idx.min() < -self.num_episodes or idx.max() >= self.num_episodes):
             raise IndexError(f"episode indices must lie in [-{self.num_episodes}, {self.num_episodes})")
-        idx %= max(self.num_episodes, 1)
+        idx = idx % max(self.num_episodes, 1)  # a new array: the caller's indices stay as they were
         starts, lengths = self.episode_starts[idx], self.episode_lengths()[idx]
         rows = (
             np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
@@ -224,3 +225,24 @@ class EpisodeStore:
 
     def __repr__(self) -> str:
         return f"EpisodeStore(episodes={self.num_episodes}, steps={self.num_steps}, keys={self.keys()})"
+
+
+def flat_layout(store: EpisodeStore, layout: str) -> dict[str, np.ndarray]:
+    """The arrays of ``store`` for a file that holds one array per path (D4RL HDF5, zarr), where a name cannot be
+    both an array and a folder of arrays. The ``observations`` copy a Minari loader adds beside dict observations
+    (``observations`` = ``observations/observation``) is written once, as ``observations``; any other clash is a
+    ``ValueError`` naming the keys, before anything is written."""
+    arrays = dict(store.items())
+    for key in [k for k in arrays if k.endswith("/observation")]:
+        alias = key[: -len("/observation")]
+        if alias in arrays and (arrays[alias] is arrays[key] or np.array_equal(arrays[alias], arrays[key])):
+            del arrays[key]
+    clashes = sorted(k for k in arrays if any(other.startswith(k + "/") for other in arrays))
+    if clashes:
+        parts = sorted(other for other in arrays if any(other.startswith(k + "/") for k in clashes))
+        raise ValueError(f"{layout} holds one array per name, so {clashes} cannot also be folders of {parts[:5]} "
+                         "(dict observations from a Minari dataset): save it with save_minari, or build a store "
+                         "without one of them, e.g. EpisodeStore({k: v for k, v in store.items() if '/' not in k}, "
+                         "store.episode_ends, store.metadata)")
+    return arrays
+

@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from diffusion_rl.data._atomic import atomic_path
-from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
+from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, flat_layout
 from diffusion_rl.progress import progress_bar
 
 __all__ = ["is_zarr_store", "load_zarr", "save_zarr"]
@@ -96,10 +96,11 @@ def save_zarr(
 ) -> Path:
     """Write ``store`` as a zarr v3 replay buffer at ``path``, atomically."""
     path = Path(path)
+    arrays = flat_layout(store, "a zarr replay buffer")
     with atomic_path(path, overwrite=overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for key, array in progress_bar(
-            list(store.items()),
+            list(arrays.items()),
             desc=f"writing {path.name}",
             unit="key",
             disable=(not progress) if progress is not None else store.num_steps < 200_000,

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from diffusion_rl.data import d4rl_episode_ends, load_d4rl_hdf5, load_episodes, save_d4rl_hdf5
+from diffusion_rl.data import EpisodeStore, d4rl_episode_ends, load_d4rl_hdf5, load_episodes, save_d4rl_hdf5
 from diffusion_rl.data import d4rl_hdf5 as d4rl_module
 from tests.data.conftest import make_store
 
@@ -54,6 +54,9 @@ def test_d4rl_layout_gives_exact_episode_boundaries(tmp_path: Path) -> None:
     assert store.metadata["dropped_partial_steps"] == 2 and store.metadata["format"] == "d4rl_hdf5"
     kept = load_d4rl_hdf5(path, keep_partial=True)
     np.testing.assert_array_equal(kept.episode_ends, [3, 7, 10, 12])
+    # how a file was read is not copied into a file written from the store (which has no tail to drop)
+    again = load_d4rl_hdf5(save_d4rl_hdf5(store, tmp_path / "again.hdf5"))
+    assert "dropped_partial_steps" not in again.metadata and again.metadata["algorithm"] == "SAC"
 
 
 def test_split_rule_matches_d4rl_sequence_dataset() -> None:
@@ -130,3 +133,29 @@ def test_existing_file_needs_overwrite(tmp_path: Path) -> None:
         save_d4rl_hdf5(store, path)
     save_d4rl_hdf5(make_store([4]), path, overwrite=True)
     assert load_episodes(path).num_steps == 4
+
+
+def _dict_observation_store(goal: bool) -> EpisodeStore:
+    """A store as load_minari makes from dict observations: ``observations`` is ``observations/observation``."""
+    store = make_store([3, 4])
+    arrays = dict(store.items())
+    arrays["observations/observation"] = arrays["observations"]
+    if goal:
+        arrays["observations/desired_goal"] = np.ones((store.num_steps, 2))
+    return EpisodeStore(arrays, store.episode_ends, store.metadata)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "zarr"])
+def test_dict_observations_are_written_once_or_refused_by_name(tmp_path: Path, fmt: str) -> None:
+    from diffusion_rl.data import load_zarr, save_zarr
+
+    save, load = (save_d4rl_hdf5, load_d4rl_hdf5) if fmt == "hdf5" else (save_zarr, load_zarr)
+    store = _dict_observation_store(goal=False)
+    written = load(save(store, tmp_path / f"alias.{fmt}"))  # the loader's copy: written once, as observations
+    np.testing.assert_array_equal(written["observations"], store["observations"])
+    assert "observations/observation" not in written
+    with pytest.raises(ValueError, match=r"one array per name, so \['observations'\] cannot also be folders of "
+                                         r"\['observations/desired_goal'\].*save_minari"):
+        save(_dict_observation_store(goal=True), tmp_path / f"goal.{fmt}")
+    assert not (tmp_path / f"goal.{fmt}").exists()
+

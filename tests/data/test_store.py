@@ -55,6 +55,9 @@ def test_select_and_concatenate_keep_episodes_intact() -> None:
     store = make_store([4, 2, 3])
     picked = store.select_episodes([2, 0])
     np.testing.assert_array_equal(picked.episode_ends, [3, 7])
+    negative = np.array([-1, 0])  # counted from the end, and the caller's array left as it was
+    np.testing.assert_array_equal(store.select_episodes(negative)["observations"][:, 0], picked["observations"][:, 0])
+    np.testing.assert_array_equal(negative, [-1, 0])
     np.testing.assert_array_equal(picked["observations"][:, 0], [2, 2, 2, 0, 0, 0, 0])
     both = EpisodeStore.concatenate([store, picked])
     np.testing.assert_array_equal(both.episode_ends, [4, 6, 9, 12, 16])
