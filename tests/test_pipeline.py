@@ -44,3 +44,12 @@ def test_sequence_dataset_refuses_a_normalizer_mapping_it_would_ignore():
     data = SequenceDataset(store, 4, normalizer={"observations": "cdf"})
     assert type(data.normalizers["observations"]).__name__ == "CDFNormalizer"
     assert type(data.normalizers["actions"]).__name__ == "GaussianNormalizer"  # the documented default for the rest
+
+
+def test_a_run_dir_holding_checkpoints_needs_resume(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step_00000200.pt").write_bytes(b"a finished run's")
+    with pytest.raises(ConfigError, match=r"already holds checkpoints \(latest step 200\); expected "
+                                          r"trainer.resume=true to continue that run, or a new run_dir"):
+        _validate(run_dir=str(tmp_path))
+    _validate(run_dir=str(tmp_path), trainer={"resume": True})
