@@ -305,7 +305,9 @@ class Policy:
         """Action(s) for one observation ``[obs_dim]`` or a batch ``[B, obs_dim]``; numpy in -> numpy out.
 
         Keyword arguments: ``goal`` (``[2]``/``[B, 2]`` or a full state, for goal-conditioned planners) and any
-        sampler setting (``steps=10``, ``guidance_weight=0.5``...) for this call only. For planners conditioned
+        sampler setting (``steps=10``, ``guidance_weight=0.5``...) for this call only; both act through the plan
+        this call makes (with ``execution="action_queue"``, a call that pops a queued action makes none: call
+        :meth:`reset` first to replan with them at once). For planners conditioned
         on a history of K states (Decision Diffuser ``history=K``) the policy remembers the observations given
         to ``act`` since the last :meth:`reset` and plans from the last K of them. A call that raises leaves no
         trace: its observation is not remembered and its plan is neither warm-started from nor queued.

@@ -795,6 +795,34 @@ def test_inductor_graph_sampling_equals_eager_on_cuda(case):
     assert differs(graphed.plan(obs).action_chunk, graphed.plan(obs).action_chunk)
 
 
+def test_captured_calls_are_kept_least_recently_used_first_out():
+    from diffusion_rl.nets.compiled import LRUCache
+
+    cache = LRUCache(3)
+    for key in "abc":
+        cache.put(key, key.upper())
+    assert cache.get("a") == "A"  # read: now the most recent
+    cache.put("d", "D")  # full: "b", the least recently used, goes
+    assert list(cache) == ["c", "a", "d"] and cache.get("b") is None and "b" not in cache
+    cache.put("e", None)  # a failed capture (None) is remembered too, so it is not retried at every call
+    assert list(cache) == ["a", "d", "e"] and "e" in cache and cache.get("e", "missing") is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_sweep_of_option_values_keeps_a_bounded_number_of_graphs():
+    graphed, eager = _graph_policy("decision_diffuser", compile=True), _graph_policy("decision_diffuser")
+    obs = raw_obs(batch=2)
+    limit = graphed._denoiser.max_calls
+    for i in range(limit + 4):  # each target_return is a capture of its own
+        graphed.plan(obs, target_return=0.5 + 0.01 * i)
+    assert len(graphed._denoiser._calls) == limit
+    graphed.reset()  # an evicted value is captured again and still plans as the eager path
+    eager.reset()
+    np.testing.assert_allclose(graphed.plan(obs, target_return=0.5).action_chunk,
+                               eager.plan(obs, target_return=0.5).action_chunk, rtol=1e-4, atol=1e-3 * ACT_STD)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_replans_warm_and_acts_in_a_loop():

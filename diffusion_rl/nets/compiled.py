@@ -24,6 +24,7 @@ change).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import warnings
@@ -134,6 +135,27 @@ class TracedDenoiser(EagerDenoiser):
         return run
 
 
+class LRUCache(collections.OrderedDict):
+    """A dict of at most ``size`` entries: :meth:`put` drops the least recently used (read by :meth:`get` or put)
+    when full."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = int(size)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 class CUDAGraphDenoiser(EagerDenoiser):
     """``net`` captured as one CUDA graph per input signature and replayed (see the module docstring).
 
@@ -145,11 +167,15 @@ class CUDAGraphDenoiser(EagerDenoiser):
 
     mode = "cuda_graph"
 
+    #: captured sampling calls kept (least recently used dropped first): each distinct option value (a
+    #: ``target_return`` sweep, say) is a capture of its own, and would otherwise stay in memory for good
+    max_calls = 16
+
     def __init__(self, net: nn.Module, precision: str = "float32", warmup: int = 3) -> None:
         super().__init__(net, precision)
         self.warmup = int(warmup)
         self._pool: Any = None
-        self._calls: dict[tuple, tuple[dict[str, Tensor], Any, Any] | None] = {}
+        self._calls: LRUCache = LRUCache(self.max_calls)
 
     def clear(self) -> None:
         super().clear()
@@ -172,8 +198,8 @@ class CUDAGraphDenoiser(EagerDenoiser):
         if key is None:
             return None
         if key not in self._calls:
-            self._calls[key] = self._capture_call(fn, tensors, options, generator)
-        entry = self._calls[key]
+            self._calls.put(key, self._capture_call(fn, tensors, options, generator))
+        entry = self._calls.get(key)
         if entry is None:
             return None
         static, out, graph = entry
