@@ -84,6 +84,16 @@ def trainer_settings(cfg: DictConfig, user_keys: set[str]) -> dict[str, Any]:
     return trainer
 
 
+EVAL_SEED_STRIDE = 10_000
+"""``eval.seed: null`` scores training seed k on episodes ``EVAL_SEED_STRIDE * k + i``: disjoint across seeds (the
+spread over seeds then holds the evaluation noise too), fixed per seed (reruns score the same episodes)."""
+
+
+def eval_seed(cfg: DictConfig) -> Any:
+    """The first evaluation episode's reset seed: ``eval.seed``, or when null one of its own per training seed."""
+    return cfg.eval.seed if cfg.eval.seed is not None else EVAL_SEED_STRIDE * cfg.seed
+
+
 def run(cfg: DictConfig, target: str = "env") -> None:
     """Resolve the config, train, score and print (shared by train_planner.py and train_policy.py)."""
     import torch
@@ -111,7 +121,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
         eval_episodes=cfg.eval.episodes,
         eval_num_envs=cfg.eval.num_envs,
         eval_every=cfg.eval.every,
-        eval_seed=cfg.eval.seed,
+        eval_seed=eval_seed(cfg),
         eval_max_episode_steps=cfg.eval.max_episode_steps,
         video=cfg.eval.video,
         plot=cfg.eval.plot,

@@ -261,3 +261,20 @@ def test_every_shipped_configuration_validates(target):
                                  trainer=trainer_settings(cfg, set())).validate()
                 checked += 1
     assert checked >= 8
+
+
+def test_each_training_seed_is_scored_on_its_own_episodes():
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_planner import EVAL_SEED_STRIDE, eval_seed
+
+    for name in ("train_planner.yaml", "train_policy.yaml"):
+        top = OmegaConf.load(ROOT / "configs" / name)
+        assert top.eval.seed is None
+        episodes = int(top.eval.episodes)
+        blocks = [set(range(eval_seed(OmegaConf.merge(top, {"seed": k})),
+                            eval_seed(OmegaConf.merge(top, {"seed": k})) + episodes)) for k in range(3)]
+        assert not (blocks[0] & blocks[1]) and not (blocks[1] & blocks[2])  # disjoint across training seeds
+        assert min(blocks[1]) == EVAL_SEED_STRIDE and EVAL_SEED_STRIDE >= episodes
+        assert eval_seed(OmegaConf.merge(top, {"seed": 2, "eval": {"seed": 7}})) == 7  # an explicit one wins
