@@ -91,6 +91,9 @@ class PlannerRunConfig:
     run_dir: str = "runs/hopper-medium/decision_diffuser"
     seed: int = 0
     device: str = "auto"
+    preset: str | None = None
+    """The size preset these settings came from (``cpu``, ``paper``), recorded in ``eval.json`` so score tables
+    never mix presets; None when the settings were given directly."""
 
     def validate(self) -> None:
         """Check every value before any work (dataset, training, evaluation); ``ConfigError`` names the key, what
@@ -319,7 +322,7 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     result = evaluate(policy, env_name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
                       seed=cfg.eval_seed, video_path=video, max_episode_steps=cfg.eval_max_episode_steps)
     payload = {**result.to_dict(), "train_steps": summary["step"], "algo": cfg.algo, "seed": cfg.seed,
-               "dataset": cfg.dataset or cfg.env, "policy": str(policy_path)}
+               "dataset": cfg.dataset or cfg.env, "policy": str(policy_path), "preset": cfg.preset}
     if spec is not None:
         payload["dataset_mean_normalized_return"] = float(np.mean(spec.normalized_score(store.episode_returns())))
     if "success" in store:  # demonstrations: how often the demonstrator succeeded

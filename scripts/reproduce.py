@@ -74,6 +74,15 @@ def resolved_preset(preset: str) -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
+def run_preset(run_dir: Path) -> str | None:
+    """The preset a finished run folder's ``eval.json`` records (None: unfinished, or from before presets were
+    recorded)."""
+    try:
+        return json.loads((run_dir / "eval.json").read_text()).get("preset")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig, task: bool = False) -> list[str]:
     """The ``train_planner.py`` command of one cell (``train_policy.py`` for a robot task), resuming when the run
     folder holds checkpoints."""
@@ -198,6 +207,10 @@ def main(cfg: DictConfig) -> None:
                 for seed in seeds:
                     run_dir = cell_dir(cfg.root, env, algo, seed).resolve()
                     entry = ledger_record_for(ledger, env, algo, seed, preset)
+                    other = run_preset(run_dir)
+                    if other not in (None, preset):
+                        sys.exit(f"error: {run_dir} holds a preset={other} run and this table is preset={preset}: "
+                                 "use another root= for each preset")
                     if (run_dir / "eval.json").is_file():
                         done += 1
                         finished.append((env, algo, seed, run_dir))

@@ -129,6 +129,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
         run_dir=cfg.run_dir,
         seed=cfg.seed,
         device=str(device),
+        preset=preset,
     )
     try:
         run_cfg.validate()  # every value checked before the dataset is made or a step is trained

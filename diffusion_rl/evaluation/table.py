@@ -159,6 +159,8 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
             for seed in seeds:
                 run = cell_dir(root, env, algo, seed)
                 result = _read_json(run / "eval.json")
+                if result is not None and preset is not None and result.get("preset") not in (None, preset):
+                    result = None  # another preset's run (one root for both): not this table's
                 if result is not None:
                     result = {**result, **(_read_json(run / "reproduce.json") or {})}
                 else:

@@ -42,6 +42,10 @@ def test_run_folders_win_and_the_ledger_fills_missing_seeds_of_the_same_preset(t
     assert cell.seeds == [0, 1] and cell.scores == [0.8, 0.6] and cell.from_ledger == [1]
     assert cell.wall_s == [30.0, 60.0] and cell.dataset_mean == 0.5
     assert collect_scores(root, ["hopper-medium"], ["bc"], [0, 1, 2])[("hopper-medium", "bc")].seeds == [0]
+    # a run folder that records another preset is not this table's (its ledger record of this preset is)
+    (run / "eval.json").write_text(json.dumps({"episodes": 10, "normalized_score_mean": 0.8, "preset": "paper"}))
+    cell = collect_scores(root, ["hopper-medium"], ["bc"], [0], ledger=ledger, preset="cpu")[("hopper-medium", "bc")]
+    assert cell.scores == [0.1] and cell.from_ledger == [0]
 
 
 def test_a_malformed_ledger_is_a_clear_error(tmp_path):

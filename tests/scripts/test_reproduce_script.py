@@ -96,6 +96,10 @@ def test_ledger_keeps_finished_cells_when_run_folders_are_gone(tmp_path, hopper_
         assert cell["normalized_score_mean"] == result["normalized_score_mean"] and cell["wall_s"] > 0
         assert "train_planner.py env=hopper-medium algo=bc seed=" in cell["command"]
     row = next(line for line in results.read_text().splitlines() if line.startswith("| hopper-medium"))
+    assert result["preset"] == "cpu"  # recorded by the run: one root never mixes presets in a table
+    mixed = _run(tmp_path, *args, "preset=paper", "dry_run=true")
+    assert mixed.returncode != 0 and "holds a preset=cpu run and this table is preset=paper" in mixed.stderr
+    assert "use another root= for each preset" in mixed.stderr and "Traceback" not in mixed.stderr
 
     import shutil
 
