@@ -134,7 +134,10 @@ def get_spec(name: str) -> EnvSpec:
     if name in CATALOGUE:
         return CATALOGUE[name]
     for spec in CATALOGUE.values():
-        if name in (spec.d4rl_name, spec.minari_id, spec.local_id):
+        # an official Minari id names the entry only where its data come from the entry's env (a PointMaze id
+        # is not Maze2D's: scored there, it would run in the wrong maze against the wrong reference returns)
+        ids = (spec.d4rl_name, spec.local_id) + ((spec.minari_id,) if spec.official_matches_env else ())
+        if name in ids:
             return spec
     raise KeyError(f"unknown environment {name!r}; valid catalogue names: {', '.join(catalogue_names())}")
 

@@ -65,6 +65,11 @@ class EvalResult:
         self.lengths = np.asarray(self.lengths, dtype=np.int64)
         if self.normalized_scores is not None:
             self.normalized_scores = np.asarray(self.normalized_scores, dtype=np.float64)
+            if self.normalized_scores.shape != self.returns.shape:
+                raise ValueError(
+                    f"EvalResult: normalized_scores must hold one value per episode ({self.returns.shape}), "
+                    f"got shape {self.normalized_scores.shape}"
+                )
         if self.successes is not None:
             self.successes = np.asarray(self.successes, dtype=bool)
             if self.successes.shape != self.returns.shape:

@@ -3,7 +3,9 @@
 Episodes run in waves of ``num_envs`` environments in lockstep: every env of a wave is reset with its own seed
 (episode ``i`` uses ``seed + i``), the policy acts on the whole batch each step, and an env that has finished
 is frozen (its last observation is shown to the policy again, its rewards are ignored) until the wave ends.
-So the episode results do not depend on ``num_envs``: they equal a plain one-env loop with the same seeds.
+So a deterministic policy's episode results do not depend on ``num_envs``: they equal a plain one-env loop with
+the same seeds. A stochastic one's do (every diffusion ``Policy``: its sampling noise is drawn per wave for the
+whole batch), which is why results record ``num_envs``: rerun with the same ``num_envs`` to get the same episodes.
 
 Policy protocol: ``policy.reset()`` (optional) at the start of each wave, then
 ``policy.act(obs [N, obs_dim], **context) -> actions [N, act_dim]`` with ``context = {"goal": [N, 2]}`` when
@@ -261,7 +263,7 @@ def evaluate(
         if writer is not None:
             writer.abort()
         vec.close()
-        if base_seed is not None:
+        if base_seed is not None and hasattr(policy, "reset"):
             policy.reset(seed=base_seed)
     scores = None if spec is None else np.asarray(spec.normalized_score(np.asarray(returns)), dtype=np.float64)
     return EvalResult(

@@ -60,6 +60,8 @@ class MetaWorldTaskEnv(gym.Env):
         self._env._set_task_called = True
         self._env._freeze_rand_vec = False
         self._env.seeded_rand_vec = True
+        # videos play at the simulated rate (80 steps/s for the Sawyer tasks), not at a fixed guess
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self._env.dt))}
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,), dtype=np.float64)
         self.action_space = spaces.Box(-1.0, 1.0, shape=self._env.action_space.shape, dtype=np.float32)
         self._seeded = False
@@ -75,11 +77,12 @@ class MetaWorldTaskEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
-        obs, reward, _, _, info = self._env.step(action)
+        obs, reward, _, truncated, info = self._env.step(action)
         success = bool(info.get("success", 0.0) > 0)
         out = {"success": success, "near_object": float(info.get("near_object", 0.0)),
                "grasp_success": float(info.get("grasp_success", 0.0))}
-        return np.asarray(obs, dtype=np.float64), float(reward), success, False, out
+        # Meta-World's own limit (max_path_length, 500 steps) ends an episode too: it refuses a step after it
+        return np.asarray(obs, dtype=np.float64), float(reward), success, bool(truncated), out
 
     def render(self) -> np.ndarray | None:
         return self._env.render()

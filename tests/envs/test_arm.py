@@ -54,3 +54,13 @@ def test_catalogue_entries_and_spaces():
         env.close()
     with pytest.raises(ValueError, match="unknown Meta-World task"):
         envs.arm.MetaWorldTaskEnv("juggle-v3")
+
+
+def test_meta_worlds_own_step_limit_truncates_and_videos_play_at_the_simulated_rate():
+    env = envs.arm.MetaWorldTaskEnv("reach-v3")
+    assert env.metadata["render_fps"] == round(1 / env._env.dt) == 80  # 12.5 ms per step
+    env.reset(seed=0)
+    still = np.zeros(4, dtype=np.float32)  # standing still: no success, so only a time limit ends it
+    flags = [env.step(still)[2:4] for _ in range(env._env.max_path_length)]
+    assert flags[-1] == (False, True) and not any(t for _, t in flags[:-1])  # truncated at step 500, not an error
+    env.close()

@@ -187,3 +187,14 @@ def test_passes_gymnasium_checker_and_vectorizes() -> None:
     assert obs.shape == (2, 4)
     np.testing.assert_array_equal(info["goal"], [[1, 1], [1, 1]])
     vec.close()
+
+
+def test_a_pointmaze_minari_id_is_not_taken_for_the_maze2d_entry() -> None:
+    from diffusion_rl.evaluation import resolve_env
+
+    assert get_spec("maze2d-umaze-v1") is get_spec("maze2d-umaze")  # the D4RL name is this env's
+    assert get_spec("mujoco/hopper/medium-v0") is get_spec("hopper-medium")  # recorded in the env we score in
+    with pytest.raises(KeyError, match="unknown environment 'D4RL/pointmaze/umaze-v2'"):
+        get_spec("D4RL/pointmaze/umaze-v2")  # PointMaze: another maze, coordinates and step limit
+    with pytest.raises(ValueError, match="unknown environment 'D4RL/pointmaze/umaze-v2'"):
+        resolve_env("D4RL/pointmaze/umaze-v2")

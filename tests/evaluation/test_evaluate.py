@@ -307,6 +307,8 @@ def test_task_success_and_routes_are_recorded_per_episode(tmp_path):
     assert saved["route_fractions"] == {"left": 0.5, "right": 0.5} and saved["routes"] == r.routes
     with pytest.raises(ValueError, match="one name per episode"):
         EvalResult(env_name="x", gym_id="x", returns=[1.0], lengths=[1], routes=["left", "right"])
+    with pytest.raises(ValueError, match=r"normalized_scores must hold one value per episode \(\(3,\)\)"):
+        EvalResult(env_name="x", gym_id="x", returns=[1.0, 2.0, 3.0], lengths=[1, 1, 1], normalized_scores=[50.0])
 
 
 def test_seeded_policies_get_fresh_sampling_noise_per_wave_and_their_seed_back():
@@ -324,3 +326,15 @@ def test_seeded_policies_get_fresh_sampling_noise_per_wave_and_their_seed_back()
     evaluate(policy, "hopper-medium", episodes=5, num_envs=2, seed=100, max_episode_steps=5, progress=False)
     assert policy.seen == [7 + 100 + 0, 7 + 100 + 2, 7 + 100 + 4, 7]  # one per wave, then the original back
     assert policy.seed == 7
+
+
+def test_a_seeded_policy_without_reset_is_evaluated():
+    class SeededNoReset:  # reset() is optional in the policy protocol, a seed attribute or not
+        seed = 3
+
+        def act(self, obs, **context):
+            return Feedback.single(obs)
+
+    result = evaluate(SeededNoReset(), "hopper-medium", episodes=2, num_envs=2, seed=0, max_episode_steps=5,
+                      progress=False)
+    assert result.episodes == 2 and (result.lengths == 5).all()
