@@ -16,10 +16,10 @@ from typing import Iterable
 import numpy as np
 
 __all__ = [
-    "EnvSpec",
     "CATALOGUE",
-    "get_spec",
+    "EnvSpec",
     "catalogue_names",
+    "get_spec",
     "normalized_score",
 ]
 
