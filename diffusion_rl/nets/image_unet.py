@@ -122,7 +122,7 @@ class ImageUnet2D(nn.Module):
     def _embedding(self, t: Tensor, cond: Tensor | None, drop_mask: Tensor | None, batch: int) -> Tensor:
         if t.shape != (batch,):
             raise ValueError(f"t must be an integer tensor of shape [{batch}], got {tuple(t.shape)}")
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(self.time_mlp[0].weight.dtype))
         if self.cond_dim is None:
             if cond is not None:
                 raise ValueError("this ImageUnet2D was built without cond_dim, so cond must be None")

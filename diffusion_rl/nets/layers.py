@@ -21,7 +21,8 @@ class SinusoidalEmbedding(nn.Module):
 
     The first half holds ``sin(t * f_i)``, the second ``cos(t * f_i)``, with
     ``f_i = 10000^(-i / (dim/2 - 1))`` as in Janner's and Chi's networks. Computed in float32, even under
-    autocast.
+    autocast, and returned in the network's dtype (``net.double()``, ``net.to(torch.bfloat16)``: the layers after
+    it take their own dtype).
     """
 
     def __init__(self, dim: int) -> None:
@@ -29,6 +30,8 @@ class SinusoidalEmbedding(nn.Module):
         if dim < 4 or dim % 2:
             raise ValueError(f"SinusoidalEmbedding dim must be an even integer >= 4, got {dim}")
         self.dim = dim
+        # follows the module's .to(dtype) like every floating tensor of it; not saved (checkpoints unchanged)
+        self.register_buffer("dtype_probe", torch.empty(0), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
@@ -37,7 +40,7 @@ class SinusoidalEmbedding(nn.Module):
             torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1))
         )
         angles = t.to(torch.float32)[:, None] * freqs[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.dtype_probe.dtype)
 
 
 def time_mlp(dim: int, out_dim: int | None = None, activation: type[nn.Module] = nn.Mish) -> nn.Sequential:

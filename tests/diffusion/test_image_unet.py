@@ -42,6 +42,13 @@ def test_condition_and_drop_mask() -> None:
     assert torch.allclose(net(x, t), net(x, t, c1, drop_mask=torch.ones(2, dtype=torch.bool)))
 
 
+def test_runs_in_the_dtype_it_is_cast_to() -> None:
+    torch.manual_seed(0)
+    net = ImageUnet2D(1, base_channels=8).double()  # float32 timestep features follow the weights
+    out = net(torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 4]))
+    assert out.dtype == torch.float64 and out.shape == (2, 1, 8, 8)
+
+
 def test_bad_inputs() -> None:
     net = ImageUnet2D(1, base_channels=8, channel_mults=(1, 2))
     with pytest.raises(ValueError, match=r"H and W must be divisible by 2"):

@@ -92,6 +92,21 @@ def test_bf16_autocast_on_cpu_runs_and_stays_close_to_float32(name):
     assert (low - ref).abs().mean() < 0.05 * ref.abs().mean() + 1e-3
 
 
+@pytest.mark.parametrize("name", [n for n in CASES if n != "inverse_dynamics"])  # the timestep-embedding nets
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_network_cast_to_another_dtype_runs_in_it(name, dtype):
+    """net.double() or net.to(torch.bfloat16): the float32 timestep features follow the network's dtype."""
+    net, args, kwargs = make(name)
+    train_steps(net, args, kwargs, 3)
+    with torch.no_grad():
+        ref = net(*args, **kwargs).double()
+        cast = lambda v: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v  # noqa: E731
+        out = net.to(dtype)(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    tolerance = 1e-6 if dtype == torch.float64 else 0.05
+    assert (out.double() - ref).abs().mean() < tolerance * ref.abs().mean() + 1e-3
+
+
 @pytest.mark.parametrize("name", ["temporal_unet", "conditional_unet1d", "transformer1d", "value_net"])
 def test_torch_compile_traces_the_whole_forward_without_graph_breaks(name):
     net, args, kwargs = make(name)
