@@ -66,4 +66,12 @@ def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, 
             )
         if not out or t < out[-1]:
             out.append(int(t))
+    # "leading" rounds the step down to num_train // steps: when steps does not divide num_train the chain starts
+    # below the last timestep (DDIM 13 of 20 at t = 12, as diffusers does), and under the DPM rule with steps =
+    # num_train (or DDIM's one step) at t = 0, where pure noise would be taken for an almost clean sample: refused
+    if out[0] < (num_train - 1) / 2:
+        raise ValueError(
+            f"timestep_spacing={spacing!r} with steps={steps} of num_steps={num_train} starts the chain at t={out[0]}, "
+            f"far from pure noise at t={num_train - 1}: use timestep_spacing='trailing' or 'linspace'"
+        )
     return out

@@ -92,11 +92,27 @@ def test_timestep_spacing_parity_with_diffusers(spacing: str) -> None:
                 continue
             ddim = diffusers.DDIMScheduler(num_train_timesteps=num_train, timestep_spacing=spacing)
             ddim.set_timesteps(steps)
-            ref = [t for t in ddim.timesteps.tolist() if t >= 0]
-            assert spaced_timesteps(num_train, steps, spacing) == ref, (num_train, steps)
+            expected = [([t for t in ddim.timesteps.tolist() if t >= 0], False)]
             if steps < num_train:  # at steps == num_train the DPM rule repeats timesteps (we de-duplicate)
                 dpm = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=num_train, timestep_spacing=spacing)
                 dpm.set_timesteps(steps)
                 ref = [t for t in dpm.timesteps.tolist() if t >= 0]
                 if len(set(ref)) == len(ref):
-                    assert spaced_timesteps(num_train, steps, spacing, final_to_zero=True) == ref, (num_train, steps)
+                    expected.append((ref, True))
+            for ref, dpm_rule in expected:
+                if ref[0] < (num_train - 1) / 2:  # one step placed at t = 0: pure noise taken for a sample
+                    with pytest.raises(ValueError, match=rf"starts the chain at t={ref[0]}, far from pure noise"):
+                        spaced_timesteps(num_train, steps, spacing, final_to_zero=dpm_rule)
+                    assert spacing != "trailing" and steps == 1
+                else:
+                    assert spaced_timesteps(num_train, steps, spacing, final_to_zero=dpm_rule) == ref, (num_train, steps)
+
+
+def test_a_spacing_that_would_start_from_an_almost_clean_timestep_is_refused() -> None:
+    """DPM-Solver++'s rule with "leading" and steps = num_steps places every point at t = 0: pure noise would be
+    taken for an almost clean sample (diffusers samples from it silently)."""
+    with pytest.raises(ValueError, match=r"steps=20 of num_steps=20 starts the chain at t=0, far from pure noise at "
+                                         r"t=19: use timestep_spacing='trailing' or 'linspace'"):
+        spaced_timesteps(20, 20, "leading", final_to_zero=True)
+    assert spaced_timesteps(20, 20, "trailing", final_to_zero=True)[0] == 19
+    assert spaced_timesteps(20, 13, "leading")[0] == 12  # diffusers' DDIM list: below 19, still kept
