@@ -21,6 +21,21 @@ def sample_timesteps(
     return schedule.sample_timesteps(batch, device, generator)
 
 
+def _check_given_timesteps(t: Tensor, schedule: ForwardProcess) -> None:
+    """``ValueError`` unless ``t`` holds integer timesteps in [0, num_steps) (or, on a flow path, float times in
+    [0, 1]): a negative index would wrap to the noisy end and a flow path would extrapolate."""
+    if not torch.is_tensor(t) or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"t must be a tensor of integer timesteps, got {t!r:.80}")
+    if t.dtype.is_floating_point:
+        if schedule.kind != "flow":
+            raise ValueError(f"t must hold integer timesteps for a {schedule.kind} process, got dtype {t.dtype}")
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = 0, schedule.num_steps - 1
+    if t.numel() and not (bool((t >= lo).all()) and bool((t <= hi).all())):
+        raise ValueError(f"t must lie in [{lo}, {hi}], got values from {t.min().item()} to {t.max().item()}")
+
+
 def diffusion_loss(
     denoiser: Callable[..., Tensor],
     x0: Tensor,
@@ -52,6 +67,8 @@ def diffusion_loss(
     batch = x0.shape[0]
     if t is None:
         t = sample_timesteps(batch, schedule, x0.device, generator)
+    else:  # a caller's timesteps: checked here (once, off the training loop's own draws), not wrapped or extrapolated
+        _check_given_timesteps(t, schedule)
     if noise is None:
         gen_device = generator.device if generator is not None else x0.device
         noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)

@@ -127,6 +127,15 @@ class NoiseSchedule(ForwardProcess):
         self.alphas_cumprod = self.alphas_cumprod.to(device)
         return self
 
+    def check_prediction(self, prediction: str) -> None:
+        """As the base class; also refuses ``epsilon`` where the last step has no signal left (a beta of 1,
+        alpha_bar = 0: zero terminal SNR), since x0 = (x - s eps) / a cannot be recovered there."""
+        super().check_prediction(prediction)
+        if prediction == "epsilon" and self._alpha_bar_host[-1] <= 0.0:
+            raise ValueError("prediction 'epsilon' needs signal at every timestep, but this schedule's last beta is 1 "
+                             "(alpha_bar = 0: zero terminal SNR); use prediction='v_prediction' or 'sample', or "
+                             "max_beta < 1")
+
     def alpha_bar(self, t: int) -> float:
         """alpha_bar_t as a Python float (for host-side planning of sampler tables; -1 means 'clean', 1.0)."""
         if t < 0:

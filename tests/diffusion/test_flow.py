@@ -229,6 +229,9 @@ def test_euler_on_the_flow_path_is_the_velocity_integral() -> None:
     for t in sampler.timesteps:
         y = sampler.step(den(y, torch.full((5,), t)), t, y, prediction="velocity", state=state)
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    heun = make_sampler("heun", PATH, steps=4)  # its step evaluates the model twice: one output cannot make it
+    with pytest.raises(ValueError, match=r"HeunSampler evaluates the model again within a step.*use sample\(\)"):
+        heun.step(den(x, torch.full((5,), heun.timesteps[0])), heun.timesteps[0], x, prediction="velocity")
 
 
 # ------------------------------------------------------------------------------------------------ an image model

@@ -39,6 +39,24 @@ def test_targets_per_prediction_type() -> None:
     assert torch.equal(zero.calls[0]["t"], t)
 
 
+def test_given_timesteps_outside_the_chain_are_refused() -> None:
+    """A negative timestep would wrap to the noisy end of the table, a flow time past 1 would extrapolate."""
+    from diffusion_rl.diffusion import FlowPath
+
+    zero, x0 = Recorder(lambda x, t: torch.zeros_like(x)), torch.randn(2, 3)
+    for schedule, t, message in [
+        (NoiseSchedule.cosine(20), torch.tensor([-1, 3]), r"t must lie in \[0, 19\], got values from -1 to 3"),
+        (NoiseSchedule.cosine(20), torch.tensor([3, 20]), r"t must lie in \[0, 19\]"),
+        (NoiseSchedule.cosine(20), torch.tensor([0.5, 0.2]), "integer timesteps for a diffusion process"),
+        (FlowPath(10), torch.tensor([3, 15]), r"t must lie in \[0, 9\]"),
+        (FlowPath(10), torch.tensor([0.5, 2.0]), r"t must lie in \[0.0, 1.0\]"),
+    ]:
+        prediction = "velocity" if isinstance(schedule, FlowPath) else "epsilon"
+        with pytest.raises(ValueError, match=message):
+            diffusion_loss(zero, x0, schedule, prediction=prediction, t=t)
+    assert torch.isfinite(diffusion_loss(zero, x0, FlowPath(10), prediction="velocity", t=torch.tensor([0.0, 1.0])))
+
+
 def test_weights_scale_elements_before_the_mean() -> None:
     sch = NoiseSchedule.linear(10)
     x0 = torch.zeros(2, 4, 3)

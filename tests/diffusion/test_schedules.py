@@ -116,3 +116,19 @@ def test_a_spacing_that_would_start_from_an_almost_clean_timestep_is_refused() -
         spaced_timesteps(20, 20, "leading", final_to_zero=True)
     assert spaced_timesteps(20, 20, "trailing", final_to_zero=True)[0] == 19
     assert spaced_timesteps(20, 13, "leading")[0] == 12  # diffusers' DDIM list: below 19, still kept
+
+
+def test_epsilon_prediction_is_refused_on_a_schedule_without_signal_at_its_last_step() -> None:
+    """max_beta = 1 ends the cosine chain at alpha_bar = 0: eps cannot give x0 there (samples would be NaN);
+    v-prediction and x0-prediction can."""
+    from diffusion_rl.diffusion import make_sampler
+
+    zero_snr = NoiseSchedule.cosine(20, max_beta=1.0)
+    assert zero_snr.alphas_cumprod[-1] == 0
+    with pytest.raises(ValueError, match=r"prediction 'epsilon' needs signal at every timestep.*zero terminal SNR"):
+        make_sampler("ddim", zero_snr, steps=4).sample(lambda x, t, c=None: torch.zeros_like(x), (2, 3))
+    for prediction in ("v_prediction", "sample"):
+        out = make_sampler("ddim", zero_snr, steps=4).sample(lambda x, t, c=None: torch.zeros_like(x), (2, 3),
+                                                              prediction=prediction)
+        assert torch.isfinite(out).all()
+    NoiseSchedule.cosine(20).check_prediction("epsilon")  # the usual cap (0.999) keeps some signal

@@ -147,8 +147,12 @@ class Sampler(ABC):
         """One step from timestep ``t`` (one of ``self.timesteps``) to the next, for custom loops and tests.
 
         ``noise`` is used by stochastic steps (drawn with ``torch.randn_like`` if None). Multistep samplers keep
-        their history in ``state``: pass the same dict to every step of one trajectory.
+        their history in ``state``: pass the same dict to every step of one trajectory. Samplers that evaluate the
+        model again within a step (Heun) cannot step from one output: ``ValueError``, use :meth:`sample`.
         """
+        if type(self)._update_with_model is not Sampler._update_with_model:
+            raise ValueError(f"{type(self).__name__} evaluates the model again within a step, so step() cannot take "
+                             "one model output; use sample() (or the first-order 'euler' for a custom loop)")
         pred = get_prediction(prediction)
         self.schedule.check_prediction(prediction)
         i = self._index(t)
