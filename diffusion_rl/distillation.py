@@ -80,12 +80,18 @@ _METHODS: dict[str, Callable[..., tuple[Any, Any, str, dict[str, Any]]]] = {"con
 DISTILLATION_METHODS = tuple(_METHODS)
 
 
-def check_method(method: str, student_steps: int) -> None:
-    """A ValueError naming the allowed values unless ``method`` is known and can sample in ``student_steps``."""
+def check_method(method: str, student_steps: int, intervals: int | None = None) -> None:
+    """A ValueError naming the allowed values unless ``method`` is known and can sample in ``student_steps``
+    (a consistency student: only at timesteps of its training grid, so ``student_steps`` must divide
+    ``intervals``)."""
     if method not in DISTILLATION_METHODS:
         raise ValueError(f"method: expected one of {list(DISTILLATION_METHODS)}, got {method!r}")
     if student_steps not in (1, 2, 3, 4):
         raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
+    if method == "consistency" and intervals is not None and intervals % student_steps:
+        raise ValueError(f"student_steps={student_steps} must divide intervals={intervals}: a consistency student "
+                         "is trained only at its grid's timesteps, and would sample between them (e.g. intervals="
+                         f"{intervals + student_steps - intervals % student_steps})")
 
 
 def distill_policy(
@@ -119,7 +125,7 @@ def distill_policy(
     share of those plans drawn at the planner's own condition, e.g. the Decision Diffuser's ``target_return``,
     instead of the window's label: 1 = a student for that condition only; None = 1 for a direct student of a
     conditioned teacher, 0 otherwise)."""
-    check_method(method, student_steps)
+    check_method(method, student_steps, intervals)
     if next_step_weight is None:
         next_step_weight = NEXT_STEP_WEIGHT
     algo = teacher.algo

@@ -38,6 +38,18 @@ def test_methods_and_steps_are_checked():
     with pytest.raises(ValueError, match=r"student_steps: expected 1 to 4 network evaluations per plan, got 5"):
         check_method("consistency", 5)
     check_method("direct", 2)  # the later steps refine the re-noised plan
+    # a consistency student samples only where it was trained: at timesteps of its grid
+    from diffusion_rl.diffusion import NoiseSchedule, consistency_grid, make_sampler
+
+    for num_steps in (50, 100, 200):
+        grid = set(consistency_grid(NoiseSchedule.cosine(num_steps), 20))
+        for steps in (1, 2, 4):
+            check_method("consistency", steps, 20)
+            assert set(make_sampler("consistency", NoiseSchedule.cosine(num_steps), steps=steps).timesteps) <= grid
+        assert not set(make_sampler("consistency", NoiseSchedule.cosine(num_steps), steps=3).timesteps) <= grid
+    with pytest.raises(ValueError, match=r"student_steps=3 must divide intervals=20.*\(e.g. intervals=21\)"):
+        check_method("consistency", 3, 20)
+    check_method("direct", 3, 20)  # a direct student trains on its own sampler's timesteps
     with pytest.raises(ValueError, match=r"student_steps: expected 1 to 4 network evaluations per plan, got 0"):
         check_method("direct", 0)
 
