@@ -5,6 +5,10 @@ This is what ``scripts/train_planner.py`` runs, callable from Python without Hyd
     from diffusion_rl.pipeline import PlannerRunConfig, train_planner
     result = train_planner(PlannerRunConfig(env="hopper-medium", trainer={"max_steps": 200}))
     print(result.policy_path, result.evaluation.normalized_score_mean)
+
+Settings left empty take the algorithm's constructor defaults (the papers' sizes), not ``configs/algo/*.yaml`` or
+a preset: the script composes those (with the env's overrides) into ``model``, ``data``, ``sampling`` and
+``trainer``, and sets ``eval_seed`` to ``10000 * seed``; pass the same values to reproduce one of its runs.
 """
 
 from __future__ import annotations
