@@ -243,7 +243,7 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
     try:
         obs, info = env.reset(seed=seed)
         policy.reset()
-        context = {"goal": info["goal"]} if "goal" in info else {}
+        context = {"goal": info["goal"]} if "goal" in info and policy.accepts_goal else {}
         plan = policy.plan(obs, **context)
         states = plan.observations is not None  # else an action-only policy: its chunk against what it did
         planned = plan.observations if states else plan.action_chunk

@@ -281,6 +281,12 @@ class Policy:
         return self._execution.options()
 
     @property
+    def accepts_goal(self) -> bool:
+        """Whether ``act``/``plan`` take a ``goal`` (goal-conditioned planners, e.g. Diffuser): evaluation passes an
+        env's goal only to policies that do."""
+        return "goal" in self.algo.plan_arguments()
+
+    @property
     def history_length(self) -> int:
         """How many recent observations the planner conditions on (the algorithm's ``history``, K; 1 = none)."""
         return int(getattr(self.algo, "history", 1) or 1)

@@ -9,7 +9,8 @@ whole batch), which is why results record ``num_envs``: rerun with the same ``nu
 
 Policy protocol: ``policy.reset()`` (optional) at the start of each wave, then
 ``policy.act(obs [N, obs_dim], **context) -> actions [N, act_dim]`` with ``context = {"goal": [N, 2]}`` when
-the env reports a goal in ``info["goal"]`` (maze2d).
+the env reports a goal in ``info["goal"]`` (maze2d) and the policy takes one (``policy.accepts_goal``, True when
+absent): a goal-free policy (a Decision Diffuser, BC) is scored in a maze without it.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ def evaluate(
     base_seed = getattr(policy, "seed", None)  # a seeded policy (diffusion_rl.Policy): restored at the end
     if isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer)):
         base_seed = None
+    wants_goal = bool(getattr(policy, "accepts_goal", True))
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
     try:
         for start in range(0, episodes, n):
@@ -219,7 +221,7 @@ def evaluate(
             if writer is not None and active[0]:
                 writer.append(vec.envs[0].render())
             while active.any():
-                context = {} if goal is None else {"goal": goal.copy()}
+                context = {} if goal is None or not wants_goal else {"goal": goal.copy()}
                 actions = _check_actions(policy.act(last_obs.copy(), **context), action_shape)
                 obs, reward, terminated, truncated, info = vec.step(actions.astype(action_dtype, copy=False))
                 ret[active] += reward[active]

@@ -184,6 +184,27 @@ def test_maze2d_policies_get_the_goal():
     np.testing.assert_allclose(result.normalized_scores, spec.normalized_score(result.returns))
 
 
+def test_a_goal_free_planner_is_scored_in_a_maze_without_the_goal():
+    """A Decision Diffuser takes no goal (act(goal=...) is refused): evaluation leaves the maze's goal out."""
+    import torch
+
+    from diffusion_rl import Policy
+    from diffusion_rl.algos import DecisionDiffuser
+    from diffusion_rl.data import GaussianNormalizer
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = Policy(DecisionDiffuser(obs_dim=4, act_dim=2, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2),
+                                     inv_hidden_dim=16),
+                    {"observations": GaussianNormalizer().fit(rng.normal(size=(64, 4))),
+                     "actions": GaussianNormalizer().fit(rng.normal(size=(64, 2)))}, sampling={"steps": 2})
+    assert not policy.accepts_goal
+    with pytest.raises(ValueError, match="plans take no goal"):
+        policy.act(np.zeros(4, dtype=np.float32), goal=np.zeros(2))
+    result = evaluate(policy, "maze2d-umaze", episodes=2, num_envs=2, max_episode_steps=3, progress=False)
+    assert result.episodes == 2 and (result.lengths == 3).all()
+
+
 def test_video_of_env0_is_written(tmp_path):
     import imageio.v2 as imageio
 
