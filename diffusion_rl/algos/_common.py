@@ -144,4 +144,5 @@ def check_process(model: dict[str, Any], sampling: dict[str, Any], num_steps: in
         proc.check_prediction(model["prediction"])
     name = sampling.get("sampler")
     if name in SAMPLERS:
-        SAMPLERS[name](proc, **({"steps": 1} if "steps" in sampler_options(name) else {}))
+        # a probe that the sampler runs on this process: every timestep, so no spacing rule can refuse it
+        SAMPLERS[name](proc, **({"steps": num_steps} if "steps" in sampler_options(name) else {}))
