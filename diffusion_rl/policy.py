@@ -85,6 +85,25 @@ def _schedule_steps(algo: Algorithm) -> int | None:
     return None if schedule is None else int(schedule.num_steps)
 
 
+def _real_values(value: Any, expected: str) -> np.ndarray | torch.Tensor:
+    """``value`` as a numpy array (anything array-like) or the dense tensor it is; a ``ValueError`` starting with
+    ``expected`` unless it holds real floats or integers (not bool, complex, dates, objects or ragged lists)."""
+    if torch.is_tensor(value):
+        if value.layout != torch.strided or value.is_nested or value.device.type == "meta":
+            raise ValueError(f"{expected} as a dense tensor; got a {value.layout} tensor on "
+                             f"{value.device}{' (nested)' if value.is_nested else ''}")
+        if not (value.dtype.is_floating_point or _is_int_dtype(value.dtype)):  # bool and complex are neither
+            raise ValueError(f"{expected}; got dtype {value.dtype}")
+        return value
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists and the like
+        raise ValueError(f"{expected}; got {type(value).__name__} ({err})") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{expected}; got dtype {arr.dtype}")
+    return arr
+
+
 class _History:
     """The remembered normalized observations, stacked to ``[B, k, S]`` only when a plan reads them (popping an
     action queue needs no stacking)."""
@@ -506,20 +525,11 @@ class Policy:
     def _goal_state(self, goal: Any, batch: int) -> torch.Tensor:
         """A goal given as positions ``[.., k]`` (k < obs_dim) is padded with zeros to a full state, normalized."""
         expected = f"goal: expected finite real numbers of shape [k] or [{batch}, k] with k <= {self.obs_dim}"
-        if torch.is_tensor(goal):
-            if not (goal.dtype.is_floating_point or _is_int_dtype(goal.dtype)):
-                raise ValueError(f"{expected}; got dtype {goal.dtype}")
-            g = goal.detach()
-        else:
-            try:
-                arr = np.asarray(goal)
-            except (TypeError, ValueError) as err:  # ragged nested lists and the like
-                raise ValueError(f"{expected}; got {type(goal).__name__} ({err})") from None
-            if arr.dtype.kind not in "fiu":
-                raise ValueError(f"{expected}; got dtype {arr.dtype}")
+        g = _real_values(goal, expected)
+        if isinstance(g, np.ndarray):
             with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
-                g = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        g = g.to(self.device, torch.float32)
+                g = torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32))
+        g = g.detach().to(self.device, torch.float32)
         if not bool(torch.isfinite(g).all()):
             raise ValueError(f"{expected}; it contains NaN or inf, or values beyond float32")
         if g.ndim == 1:
@@ -535,22 +545,9 @@ class Policy:
         objects), shape ``[obs_dim]`` or ``[B, obs_dim]`` with B >= 1, any strides, finite once cast to float32;
         anything else is a ``ValueError`` naming the expected shape and dtypes."""
         expected = f"expected real floats or integers of shape [{self.obs_dim}] or [B, {self.obs_dim}] with B >= 1"
-        as_numpy = not torch.is_tensor(obs)
-        if as_numpy:
-            try:
-                arr = np.asarray(obs)
-            except (TypeError, ValueError) as err:  # ragged nested lists and the like
-                raise ValueError(f"observation: {expected}; got {type(obs).__name__} ({err})") from None
-            if arr.dtype.kind not in "fiu":
-                raise ValueError(f"observation: {expected}; got dtype {arr.dtype}")
-            shape = arr.shape
-        else:
-            if obs.layout != torch.strided or obs.is_nested or obs.device.type == "meta":
-                raise ValueError(f"observation: {expected} as a dense tensor; got a {obs.layout} tensor on "
-                                 f"{obs.device}{' (nested)' if obs.is_nested else ''}")
-            if not (obs.dtype.is_floating_point or _is_int_dtype(obs.dtype)):  # bool and complex are neither
-                raise ValueError(f"observation: {expected}; got dtype {obs.dtype}")
-            shape = tuple(obs.shape)
+        checked = _real_values(obs, f"observation: {expected}")
+        as_numpy = isinstance(checked, np.ndarray)
+        arr, shape = checked, tuple(checked.shape)
         if len(shape) not in (1, 2) or shape[-1] != self.obs_dim or (len(shape) == 2 and shape[0] == 0):
             raise ValueError(f"observation: {expected}; got shape {tuple(shape)}")
         if as_numpy:
