@@ -2,8 +2,8 @@
 
 A recipe is a list of :class:`Segment` s (one behaviour each, e.g. the medium policy for 1M steps, or one training
 snapshot after another). Each segment is cut into tasks of about ``chunk_steps`` steps that a pool of worker
-processes collects independently (one seed per task from a ``SeedSequence``, so results do not depend on which
-worker ran what); the results are concatenated in segment/task order. Every task collects exactly its number of
+processes collects independently (one seed per task from a ``SeedSequence``; the tasks follow from the segments
+and ``chunk_steps`` alone, so results depend neither on which worker ran what nor on how many there are); the results are concatenated in segment/task order. Every task collects exactly its number of
 steps; an episode still running when its task's quota is reached is cut and flagged as a timeout, as D4RL cut its
 datasets at N steps. Per-episode statistics say which episodes were cut, so summaries can leave them out.
 
@@ -223,6 +223,11 @@ def _init_worker(counter: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------------- driver
+MIN_TASKS = 2
+"""A segment shorter than ``chunk_steps`` (a replay snapshot, a small dataset) is still cut into this many tasks
+(of at least 1,000 steps), so two workers share it; how many workers run them never changes the data."""
+
+
 def collect(
     segments: list[Segment],
     *,
@@ -242,7 +247,8 @@ def collect(
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     tasks = []
     for seg in segments:
-        n_tasks = max(-(-seg.steps // chunk_steps), min(num_workers, max(1, seg.steps // 1000)))
+        # from the segment alone, never from num_workers: the same seed makes the same data on any machine
+        n_tasks = max(-(-seg.steps // chunk_steps), min(MIN_TASKS, max(1, seg.steps // 1000)))
         for steps in split_steps(seg.steps, n_tasks):
             tasks.append([seg.kind, seg.env_id, steps, 0, seg.params])
     for task, child in zip(tasks, np.random.SeedSequence(seed).spawn(len(tasks))):

@@ -127,6 +127,10 @@ def test_collect_policy_exact_steps_layout_and_determinism():
     np.testing.assert_array_equal(d1.arrays["actions"], d2.arrays["actions"])  # worker count does not matter
     d3 = collect([seg], seed=8, num_workers=1, chunk_steps=700, progress=False)
     assert not np.array_equal(d1.arrays["actions"], d3.arrays["actions"])
+    # a segment below chunk_steps (a replay snapshot): split the same way for one worker or two
+    short = Segment("policy", "Hopper-v5", 2500, seg.params)
+    one, two = (collect([short], seed=7, num_workers=n, progress=False) for n in (1, 2))
+    np.testing.assert_array_equal(one.arrays["actions"], two.arrays["actions"])
 
 
 def test_collect_maze2d_recipe():
