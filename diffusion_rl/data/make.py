@@ -65,6 +65,18 @@ def summarize(spec: EnvSpec, data: Collected, path: Path | None = None) -> MakeS
                        float(scores.max()), data.seconds)
 
 
+_POLICY_ALGORITHMS = {"linear": "ARS V2-t linear policy", "mlp": "SAC MLP policy"}
+
+
+def _algorithm_name(recipe: Recipe) -> str:
+    """What made the behaviour, from the recipe's own segments (their policies' kinds)."""
+    kinds = sorted({str(seg.params["policy"].get("kind", "linear")) for seg in recipe.segments
+                    if isinstance(seg.params.get("policy"), dict)})
+    if not kinds:
+        return "scripted waypoint controller" if recipe.spec.env == "maze2d" else "scripted controller"
+    return " + ".join(_POLICY_ALGORITHMS.get(k, f"{k} policy") for k in kinds)
+
+
 def _metadata(recipe: Recipe, data: Collected, seed: int, summary: MakeSummary) -> dict:
     spec = recipe.spec
     return {
@@ -80,7 +92,7 @@ def _metadata(recipe: Recipe, data: Collected, seed: int, summary: MakeSummary) 
         "seed": int(seed),
         "num_steps": int(data.num_steps),
         "mean_normalized_return": round(summary.mean_score, 3),
-        "algorithm_name": "scripted waypoint controller" if spec.env == "maze2d" else "ARS V2-t linear policy",
+        "algorithm_name": _algorithm_name(recipe),
         "author": "diffusion_rl make_dataset",
         "code_permalink": "envs/recipes (diffusion_rl)",
     }

@@ -122,8 +122,9 @@ def _maze2d(spec: EnvSpec, steps: int) -> Recipe:
                   dict(noise_std=MAZE2D_NOISE_STD, max_episode_steps=spec.max_episode_steps), spec.quality)
     desc = (f"maze2d recipe of D4RL: waypoint PD controller (shortest cell path, p_gain 10, d_gain -1) steering "
             f"to random goal cells of the {spec.quality} maze, a new goal whenever the current one is reached, "
-            f"Gaussian action noise std {MAZE2D_NOISE_STD} clipped to [-1, 1]; one continuous trajectory cut into "
-            f"episodes of {spec.max_episode_steps} steps (timeouts); no RL")
+            f"Gaussian action noise std {MAZE2D_NOISE_STD} clipped to [-1, 1]; one continuous trajectory per "
+            f"collection chunk (the env resets at each chunk's start), cut into episodes of {spec.max_episode_steps} "
+            "steps (timeouts); no RL")
     return Recipe(spec, [seg], desc)
 
 

@@ -90,3 +90,12 @@ def test_make_hopper_medium_small(tmp_path):
     assert "ARS" in meta["recipe"] and meta["ref_max_score"] == 3234.3
     returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
     assert returns.max() > 500  # a walking hopper, not a random one
+
+
+def test_the_metadata_names_the_algorithm_of_each_recipes_behaviour():
+    from diffusion_rl.data.make import _algorithm_name
+    from envs.recipes import recipe_for
+
+    assert _algorithm_name(recipe_for("hopper-medium")) == "ARS V2-t linear policy"
+    assert _algorithm_name(recipe_for("walker2d-medium")) == "SAC MLP policy"  # the committed SAC policies
+    assert _algorithm_name(recipe_for("maze2d-umaze")) == "scripted waypoint controller"
