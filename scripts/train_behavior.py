@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     episodes = int(script["select_episodes"])
 
     def evaluate(policy) -> float:
-        if method == "ars":
+        if policy.kind == "linear":  # by the snapshot's own kind: from_run= may hold SAC snapshots with method=ars
             returns, _ = evaluate_policy(policy, config.env_id, episodes=episodes, noise_std=config.eval_noise_std,
                                          seed=12345, num_workers=config.num_workers)
         else:
