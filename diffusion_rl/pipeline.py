@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,6 +103,10 @@ class PlannerRunConfig:
     def validate(self) -> None:
         """Check every value before any work (dataset, training, evaluation); ``ConfigError`` names the key, what
         was expected and what was given."""
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            # every rank would make the dataset, save the artifact and evaluate: not a multi-process pipeline
+            raise ConfigError("train_planner runs in one process; under torchrun (WORLD_SIZE > 1) train with "
+                              "diffusion_rl.training.Trainer directly, which is DDP-aware")
         if self.algo not in ALGORITHMS:
             raise ConfigError(f"algo: unknown algorithm {self.algo!r}; expected one of: {', '.join(sorted(ALGORITHMS))}")
         if self.env not in TASKS and self.env not in CATALOGUE:

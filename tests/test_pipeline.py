@@ -53,3 +53,11 @@ def test_a_run_dir_holding_checkpoints_needs_resume(tmp_path):
                                           r"trainer.resume=true to continue that run, or a new run_dir"):
         _validate(run_dir=str(tmp_path))
     _validate(run_dir=str(tmp_path), trainer={"resume": True})
+
+
+def test_a_run_under_torchrun_is_refused_before_any_work(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"runs in one process; under torchrun \(WORLD_SIZE > 1\)"):
+        _validate()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    _validate()
