@@ -208,9 +208,10 @@ class Policy:
         prepared denoiser they ask for."""
         resolve_compile(compile, self.algo.device)  # refused now, naming the allowed values
         check_precision(precision)
+        denoiser = self._make_denoiser(self.algo.device, compile, precision)  # built first: a refusal changes nothing
         object.__setattr__(self, "_compile", compile)
         object.__setattr__(self, "_precision", precision)
-        self._denoiser = self._make_denoiser(self.algo.device)
+        self._denoiser = denoiser
 
     @property
     def compile(self) -> bool | str:
@@ -236,14 +237,17 @@ class Policy:
     def precision(self, value: str) -> None:
         self._prepare(self._compile, value)
 
-    def _make_denoiser(self, device: torch.device) -> Any:
-        """The prepared denoiser ``compile`` and ``precision`` ask for on ``device``; None for the plain network.
-        Refused for algorithms that plan without a denoiser (e.g. behaviour cloning)."""
-        if self.compile is False and self.precision == "float32":
+    def _make_denoiser(self, device: torch.device, compile: Any = None, precision: str | None = None) -> Any:
+        """The prepared denoiser ``compile`` and ``precision`` (the policy's own when not given) ask for on
+        ``device``; None for the plain network. Refused for algorithms that plan without a denoiser (e.g. behaviour
+        cloning)."""
+        compile = self.compile if compile is None else compile
+        precision = self.precision if precision is None else precision
+        if compile is False and precision == "float32":
             return None
         if "denoiser" not in self.algo.plan_arguments():
             raise ValueError(f"compile/precision: {self.algo.name} plans without a denoiser; nothing to compile")
-        return make_denoiser(self.algo.net, self.compile, self.precision, device)
+        return make_denoiser(self.algo.net, compile, precision, device)
 
     # -- sampler settings as attributes ---------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:

@@ -625,6 +625,10 @@ def test_compiled_sampling_equals_eager_within_float_tolerance(algo):
 
     with pytest.raises(ValueError, match="compile/precision: bc plans without a denoiser"):
         Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers(), compile=True)
+    bc = Policy(BehaviorCloning(obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_dim=8), make_normalizers())
+    with pytest.raises(ValueError, match="compile/precision: bc plans without a denoiser"):
+        bc.compile = "trace"
+    assert bc.compile is False and bc.to("cpu") is bc  # the refused value was not kept
 
 
 def test_inductor_compiled_sampling_equals_eager_on_cpu():
