@@ -30,11 +30,12 @@ from diffusion_rl.algos.distill import (
     teacher_samples,
 )
 from diffusion_rl.data import EpisodeStore
+from diffusion_rl.diffusion import consistency_grid, make_sampler
 from diffusion_rl.pipeline import _sequence_dataset
 from diffusion_rl.policy import Policy
 from diffusion_rl.training import Trainer, TrainerConfig
 
-__all__ = ["DISTILLATION_METHODS", "check_method", "distill_policy"]
+__all__ = ["DISTILLATION_METHODS", "check_method", "check_on_grid", "distill_policy"]
 
 
 def _consistency(teacher: Policy, windows: Any, *, intervals: int, guidance_weight: float | None,
@@ -80,18 +81,31 @@ _METHODS: dict[str, Callable[..., tuple[Any, Any, str, dict[str, Any]]]] = {"con
 DISTILLATION_METHODS = tuple(_METHODS)
 
 
-def check_method(method: str, student_steps: int, intervals: int | None = None) -> None:
-    """A ValueError naming the allowed values unless ``method`` is known and can sample in ``student_steps``
-    (a consistency student: only at timesteps of its training grid, so ``student_steps`` must divide
-    ``intervals``)."""
+def check_method(method: str, student_steps: int) -> None:
+    """A ValueError naming the allowed values unless ``method`` is known and can sample in ``student_steps``."""
     if method not in DISTILLATION_METHODS:
         raise ValueError(f"method: expected one of {list(DISTILLATION_METHODS)}, got {method!r}")
     if student_steps not in (1, 2, 3, 4):
         raise ValueError(f"student_steps: expected 1 to 4 network evaluations per plan, got {student_steps!r}")
-    if method == "consistency" and intervals is not None and intervals % student_steps:
-        raise ValueError(f"student_steps={student_steps} must divide intervals={intervals}: a consistency student "
-                         "is trained only at its grid's timesteps, and would sample between them (e.g. intervals="
-                         f"{intervals + student_steps - intervals % student_steps})")
+
+
+def check_on_grid(process: Any, intervals: int, student_steps: int) -> None:
+    """A ValueError unless the consistency sampler's ``student_steps`` timesteps on ``process`` lie on the grid of
+    ``intervals`` the student is trained at (trailing spacing rounds, so divisibility alone does not say); it
+    names the interval counts that would do."""
+    if isinstance(intervals, bool) or not isinstance(intervals, int) or not 1 <= intervals <= process.num_steps:
+        raise ValueError(f"intervals: expected an integer in [1, {process.num_steps}] (the teacher's steps), got "
+                         f"{intervals!r}")
+    grid = set(consistency_grid(process, intervals))
+    wanted = make_sampler("consistency", process, steps=student_steps).timesteps
+    if set(wanted) <= grid:
+        return
+    fits = [m for m in range(student_steps, process.num_steps + 1)
+            if set(wanted) <= set(consistency_grid(process, m))]
+    near = sorted(fits, key=lambda m: (abs(m - intervals), m))[:3]
+    raise ValueError(f"student_steps={student_steps}: a consistency student samples at timesteps {wanted}, but "
+                     f"intervals={intervals} trains it only at {sorted(grid, reverse=True)[:8]}...; use intervals in "
+                     f"{sorted(near)} (or another student_steps)")
 
 
 def distill_policy(
@@ -125,7 +139,7 @@ def distill_policy(
     share of those plans drawn at the planner's own condition, e.g. the Decision Diffuser's ``target_return``,
     instead of the window's label: 1 = a student for that condition only; None = 1 for a direct student of a
     conditioned teacher, 0 otherwise)."""
-    check_method(method, student_steps, intervals)
+    check_method(method, student_steps)
     if next_step_weight is None:
         next_step_weight = NEXT_STEP_WEIGHT
     algo = teacher.algo
@@ -136,6 +150,8 @@ def distill_policy(
         raise ValueError(f"target_share: only the direct method draws the teacher's plans (method={method!r})")
     if target_share > 0 and not algo.plan_conditions:
         raise ValueError(f"target_share: {algo.name} plans without a condition to target (it has none)")
+    if method == "consistency":  # before any work: the student must sample where it is trained
+        check_on_grid(algo.schedule, intervals, student_steps)
     settings = dict(data if data is not None else teacher.metadata.get("data", {}))
     if guidance_weight is None:
         guidance_weight = teacher.sampling.get("guidance_weight")

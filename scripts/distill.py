@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit("error: policy=<path> is required: the teacher artifact to distil")
     check_values(cfg, ints={"student_steps": 1, "intervals": 1, "samples": 1, "seed": 0}, out=None)
     try:
-        check_method(cfg.method, cfg.student_steps, int(cfg.intervals))  # before anything is loaded
+        check_method(cfg.method, cfg.student_steps)  # before anything is loaded
     except ValueError as err:
         sys.exit(f"error: {err}")
     check_values(cfg.eval, ints={"episodes": 1, "num_envs": 1, "seed": 0}, out=None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffusion_rl.algos import Diffuser
-from diffusion_rl.distillation import DISTILLATION_METHODS, check_method, distill_policy
+from diffusion_rl.distillation import DISTILLATION_METHODS, check_method, check_on_grid, distill_policy
 from diffusion_rl.policy import Policy
 from tests.algos.toy import ACT_DIM, OBS_DIM, toy_dataset, toy_store
 
@@ -38,18 +38,20 @@ def test_methods_and_steps_are_checked():
     with pytest.raises(ValueError, match=r"student_steps: expected 1 to 4 network evaluations per plan, got 5"):
         check_method("consistency", 5)
     check_method("direct", 2)  # the later steps refine the re-noised plan
-    # a consistency student samples only where it was trained: at timesteps of its grid
+    # a consistency student samples only where it was trained: at timesteps of its grid, on the teacher's process
     from diffusion_rl.diffusion import NoiseSchedule, consistency_grid, make_sampler
 
     for num_steps in (50, 100, 200):
-        grid = set(consistency_grid(NoiseSchedule.cosine(num_steps), 20))
+        process = NoiseSchedule.cosine(num_steps)
         for steps in (1, 2, 4):
-            check_method("consistency", steps, 20)
-            assert set(make_sampler("consistency", NoiseSchedule.cosine(num_steps), steps=steps).timesteps) <= grid
-        assert not set(make_sampler("consistency", NoiseSchedule.cosine(num_steps), steps=3).timesteps) <= grid
-    with pytest.raises(ValueError, match=r"student_steps=3 must divide intervals=20.*\(e.g. intervals=21\)"):
-        check_method("consistency", 3, 20)
-    check_method("direct", 3, 20)  # a direct student trains on its own sampler's timesteps
+            check_on_grid(process, 20, steps)
+            assert set(make_sampler("consistency", process, steps=steps).timesteps) <= set(consistency_grid(process, 20))
+        with pytest.raises(ValueError, match=r"student_steps=3: a consistency student samples at timesteps .* use "
+                                             r"intervals in \["):
+            check_on_grid(process, 20, 3)
+    check_on_grid(NoiseSchedule.cosine(20), 20, 3)  # a grid of every timestep holds any student's
+    with pytest.raises(ValueError, match="student_steps=4"):
+        check_on_grid(NoiseSchedule.cosine(50), 12, 4)  # 4 divides 12, yet rounding puts 37 and 11 off the grid
     with pytest.raises(ValueError, match=r"student_steps: expected 1 to 4 network evaluations per plan, got 0"):
         check_method("direct", 0)
 
