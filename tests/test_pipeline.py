@@ -10,7 +10,8 @@ from tests.data.conftest import make_store
 
 
 def _validate(**kwargs) -> None:
-    PlannerRunConfig(env="hopper-medium", **kwargs).validate()
+    # a run_dir of its own: the default (runs/hopper-medium/...) may hold a user's checkpoints
+    PlannerRunConfig(env="hopper-medium", **{"run_dir": "/nonexistent/diffusion_rl-test-run", **kwargs}).validate()
 
 
 def test_a_valid_configuration_passes():

@@ -75,16 +75,13 @@ class ValueNet(nn.Module):
         self.mid_down1 = Downsample1d(mid // 2)
         self.mid2 = block(mid // 2, mid // 4)
         self.mid_down2 = Downsample1d(mid // 4)
-        # a GroupNorm whose groups hold one number (one channel each, at length 1) outputs its bias whatever the
-        # input, and torch refuses it at batch 1 (one plan, or a goal): refused here, naming the fix
+        # a GroupNorm whose groups hold one number (one channel each, at length 1: small widths and horizons)
+        # outputs its bias whatever that number, and torch's batch-size check refuses it at batch 1 (one plan, or
+        # a goal): forward() runs such a net on the row twice (GroupNorm is per sample: the same numbers)
         norms = [(c, downsampled_length(horizon, i)) for i, c in enumerate(channels)]
         norms += [(mid // 2, downsampled_length(horizon, len(channels))),
                   (mid // 4, downsampled_length(horizon, len(channels) + 1))]
-        single = [(c, length) for c, length in norms if c // n_groups == 1 and length == 1]
-        if single:
-            raise ValueError(f"ValueNet(dim={dim}, dim_mults={list(dim_mults)}, horizon={horizon}): its deepest "
-                             f"blocks would group-normalize single numbers ({single[0][0]} channels in {n_groups} "
-                             "groups at length 1); increase dim (or the last of dim_mults) or use fewer dim_mults")
+        self.single_value_norms = any(c // n_groups == 1 and length == 1 for c, length in norms)
         fc_dim = (mid // 4) * downsampled_length(horizon, len(channels) + 2)
         self.head = nn.Sequential(nn.Linear(fc_dim + dim, fc_dim // 2), nn.Mish(), nn.Linear(fc_dim // 2, 1))
 
@@ -96,6 +93,8 @@ class ValueNet(nn.Module):
                 f"ValueNet was built for), got {tuple(x.shape)}"
             )
         t = check_timesteps(t, batch, x.device)
+        if batch == 1 and self.single_value_norms:
+            return self.forward(x.expand(2, -1, -1), t.expand(2))[:1]
         emb = self.time_mlp(t)
         h = x.transpose(1, 2)
         for res1, res2, down in self.blocks:

@@ -20,13 +20,14 @@ def test_value_net_builds_and_runs_for_any_horizon(horizon):
     torch.testing.assert_close(net(x[:1], torch.tensor([0])), out[:1])  # one trajectory: a plan, or a goal's
 
 
-def test_value_net_refuses_group_norms_of_single_numbers():
-    """8 channels in 8 groups at length 1 would normalize single numbers (the bias out whatever the input;
-    torch refuses it at batch 1): refused when built, naming the fix."""
-    with pytest.raises(ValueError, match=r"would group-normalize single numbers \(8 channels in 8 groups at "
-                                         r"length 1\); increase dim"):
-        ValueNet(6, 8, dim=16, dim_mults=(1, 2))
-    ValueNet(6, 8, dim=32, dim_mults=(1, 2))(torch.randn(1, 8, 6), torch.tensor([3]))
+def test_value_net_whose_group_norms_hold_single_numbers_runs_at_batch_1():
+    """8 channels in 8 groups at length 1 normalize single numbers, which torch refuses at batch 1 (one plan, or a
+    goal): the net runs there all the same, with the numbers it gives that row in a batch."""
+    torch.manual_seed(0)
+    net = ValueNet(6, 8, dim=16, dim_mults=(1, 2))
+    assert net.single_value_norms and not ValueNet(6, 8, dim=32, dim_mults=(1, 2)).single_value_norms
+    x, t = torch.randn(3, 8, 6), torch.tensor([3, 5, 7])
+    torch.testing.assert_close(net(x[:1], t[:1]), net(x, t)[:1])
 
 
 def test_value_net_rejects_a_different_horizon():

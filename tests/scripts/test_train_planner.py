@@ -258,7 +258,7 @@ def test_every_shipped_configuration_validates(target):
                                  data=to_plain(cfg.algo.get("data", {})), sampling=to_plain(cfg.algo.sampling),
                                  execution=cfg.algo.get("execution", "first_action"),
                                  execution_options=to_plain(cfg.algo.get("execution_options", {})) or {},
-                                 trainer=trainer_settings(cfg, set())).validate()
+                                 trainer=trainer_settings(cfg, set()), run_dir="/nonexistent/run").validate()
                 checked += 1
     assert checked >= 8
 
