@@ -338,8 +338,8 @@ class Policy:
         this call makes (with ``execution="action_queue"``, a call that pops a queued action makes none: call
         :meth:`reset` first to replan with them at once). For planners conditioned
         on a history of K states (Decision Diffuser ``history=K``) the policy remembers the observations given
-        to ``act`` since the last :meth:`reset` and plans from the last K of them. A call that raises leaves no
-        trace: its observation is not remembered and its plan is neither warm-started from nor queued.
+        to ``act`` since the last :meth:`reset` and plans from the last K of them. A call that raises does not
+        remember its observation and drops the kept plan and action queue: the next call plans afresh.
         """
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
