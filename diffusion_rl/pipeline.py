@@ -8,7 +8,7 @@ This is what ``scripts/train_planner.py`` runs, callable from Python without Hyd
 
 Settings left empty take the algorithm's constructor defaults (the papers' sizes), not ``configs/algo/*.yaml`` or
 a preset: the script composes those (with the env's overrides) into ``model``, ``data``, ``sampling`` and
-``trainer``, and sets ``eval_seed`` to ``10000 * seed``; pass the same values to reproduce one of its runs.
+``trainer``, and sets ``eval_seed`` to ``1e9 + 10000 * seed``; pass the same values to reproduce one of its runs.
 """
 
 from __future__ import annotations

@@ -84,14 +84,16 @@ def trainer_settings(cfg: DictConfig, user_keys: set[str]) -> dict[str, Any]:
     return trainer
 
 
-EVAL_SEED_STRIDE = 10_000
-"""``eval.seed: null`` scores training seed k on episodes ``EVAL_SEED_STRIDE * k + i``: disjoint across seeds (the
-spread over seeds then holds the evaluation noise too), fixed per seed (reruns score the same episodes)."""
+EVAL_SEED_BASE, EVAL_SEED_STRIDE = 1_000_000_000, 10_000
+"""``eval.seed: null`` scores training seed k on episodes reset with ``EVAL_SEED_BASE + EVAL_SEED_STRIDE * k + i``:
+disjoint across seeds (the spread over seeds then holds the evaluation noise too), fixed per seed (reruns score the
+same episodes), and far from the reset seeds demonstrations are made with (``100000 + i``: a robot task is never
+scored on the scenes it learned from). Below 2**32, as Meta-World's seeding needs, for k up to 300,000."""
 
 
 def eval_seed(cfg: DictConfig) -> Any:
     """The first evaluation episode's reset seed: ``eval.seed``, or when null one of its own per training seed."""
-    return cfg.eval.seed if cfg.eval.seed is not None else EVAL_SEED_STRIDE * cfg.seed
+    return cfg.eval.seed if cfg.eval.seed is not None else EVAL_SEED_BASE + EVAL_SEED_STRIDE * cfg.seed
 
 
 def run(cfg: DictConfig, target: str = "env") -> None:

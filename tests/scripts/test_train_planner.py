@@ -267,7 +267,9 @@ def test_each_training_seed_is_scored_on_its_own_episodes():
     from omegaconf import OmegaConf
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from train_planner import EVAL_SEED_STRIDE, eval_seed
+    from train_planner import EVAL_SEED_BASE, EVAL_SEED_STRIDE, eval_seed
+
+    from diffusion_rl.data.demos import DEMO_SEED
 
     for name in ("train_planner.yaml", "train_policy.yaml"):
         top = OmegaConf.load(ROOT / "configs" / name)
@@ -276,5 +278,8 @@ def test_each_training_seed_is_scored_on_its_own_episodes():
         blocks = [set(range(eval_seed(OmegaConf.merge(top, {"seed": k})),
                             eval_seed(OmegaConf.merge(top, {"seed": k})) + episodes)) for k in range(3)]
         assert not (blocks[0] & blocks[1]) and not (blocks[1] & blocks[2])  # disjoint across training seeds
-        assert min(blocks[1]) == EVAL_SEED_STRIDE and EVAL_SEED_STRIDE >= episodes
+        assert min(blocks[1]) == EVAL_SEED_BASE + EVAL_SEED_STRIDE and EVAL_SEED_STRIDE >= episodes
+        # never a demonstration's scene (reset seeds DEMO_SEED + i), for any training seed
+        assert eval_seed(OmegaConf.merge(top, {"seed": 0})) > DEMO_SEED + 10**6
+        assert eval_seed(OmegaConf.merge(top, {"seed": 300_000})) + episodes < 2**32
         assert eval_seed(OmegaConf.merge(top, {"seed": 2, "eval": {"seed": 7}})) == 7  # an explicit one wins
