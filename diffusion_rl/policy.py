@@ -8,6 +8,7 @@ it was loaded from or saves to.
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections import deque
@@ -127,6 +128,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int if it is a whole number in [0, 2**63) (what a torch generator and config.json hold), else a
+    ``ValueError`` naming that range."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
 def check_device(device: str | torch.device | None = "auto") -> torch.device:
     """``resolve_device`` that also checks the device exists here; ``ValueError`` names what is available."""
     try:
@@ -178,15 +187,15 @@ class Policy:
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "
                              f"{algo.sampling_names() or 'none'}")
-        object.__setattr__(self, "sampling", {**algo.default_sampling, **(sampling or {})})
-        check_settings(self.sampling, _schedule_steps(algo))
+        object.__setattr__(self, "sampling", check_settings({**algo.default_sampling, **(sampling or {})},
+                                                            _schedule_steps(algo)))
         self.algo = algo.eval()
         self.normalizers = dict(normalizers)
         self.env_name = env_name
         self.metadata = dict(metadata or {})
         self.obs_dim = int(algo.config()["obs_dim"])
         self.act_dim = int(algo.config()["act_dim"])
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.action_bounds = _check_bounds(action_bounds, self.act_dim)
         self._bounds_np = None if self.action_bounds is None else tuple(b.numpy() for b in self.action_bounds)
         self.stats = {"actions": 0, "clipped_actions": 0}
@@ -258,8 +267,8 @@ class Policy:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.__dict__.get("sampling", {}):
-            check_settings({name: value}, _schedule_steps(self.algo))  # refused now, not at the next act()
-            self.sampling[name] = value
+            # refused now, not at the next act()
+            self.sampling[name] = check_settings({name: value}, _schedule_steps(self.algo))[name]
         else:
             object.__setattr__(self, name, value)
 
@@ -284,7 +293,7 @@ class Policy:
         """Start a new episode: forget the executed plan (and queued actions) and the observation history, and
         restart the sampler's random stream from the seed."""
         if seed is not None:
-            self.seed = seed
+            self.seed = check_seed(seed)  # checked before it is kept: a bad seed changes nothing
         self._device = self.algo.device  # cached: looking it up walks the modules, too slow for every act()
         if getattr(self, "_generator", None) is None or self._generator.device != self._device:
             # one generator per device for the policy's life: a captured CUDA graph draws from this one
@@ -520,8 +529,7 @@ class Policy:
         unknown = [k for k in kwargs if k not in self.sampling]
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
-        check_settings(kwargs, _schedule_steps(self.algo))
-        context: dict[str, Any] = {"settings": kwargs}
+        context: dict[str, Any] = {"settings": check_settings(kwargs, _schedule_steps(self.algo))}
         if goal is not None:
             context["goal"] = self._goal_state(goal, batch)
         return context

@@ -857,3 +857,25 @@ def test_load_and_to_refuse_a_device_this_machine_lacks_before_any_work(tmp_path
         with pytest.raises(ValueError, match="asked for CUDA, but this machine has no CUDA device"):
             Policy.load(path, device="cuda")
     assert Policy.load(path, device="auto").device == resolve_device("auto")
+
+
+def test_numpy_settings_default_steps_and_seeds_are_taken_or_refused_when_given():
+    # steps=None: the sampler's default (DDIM 50) capped at this schedule's 20 steps, not an error at act()
+    policy = Policy(make_dd(), make_normalizers(), sampling={"sampler": "ddim", "steps": None}, seed=0)
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs())
+    assert calls.count == 20
+    # numpy scalars (e.g. from a sweep with np.arange) are numbers like any other, kept as Python numbers
+    policy = Policy(make_dd(), make_normalizers(), sampling={"steps": np.int64(4)}, seed=0)
+    policy.guidance_weight = np.float32(0.5)
+    assert type(policy.steps) is int and type(policy.guidance_weight) is float
+    assert np.isfinite(policy.act(raw_obs(), steps=np.int32(2))).all()
+    # seeds: whole numbers in [0, 2**63), refused before they are kept (a kept bad seed broke save/load)
+    for bad in ("abc", 1.5, True, -1, 2**70):
+        with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\)"):
+            policy.reset(seed=bad)
+        assert policy.seed == 0
+    with pytest.raises(ValueError, match=r"seed: expected an integer"):
+        Policy(make_dd(), make_normalizers(), seed=1.5)
+    policy.reset(seed=np.int64(7))
+    assert policy.seed == 7 and type(policy.seed) is int

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffusion_rl.diffusion import SAMPLERS, ForwardProcess, make_process, sampler_options
@@ -56,7 +58,7 @@ MAX_NUM_PLANS = 4096
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -64,11 +66,13 @@ _FLOAT32_MAX = 3.4028234663852886e38
 
 def _is_real(v: Any) -> bool:
     """A finite number the model's float32 math can hold."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= _FLOAT32_MAX
+    return (isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+            and abs(v) <= _FLOAT32_MAX)
 
 
-def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> None:
-    """Refuse sampler settings outside their ranges (``ValueError`` naming the setting, the range and the value).
+def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> dict[str, Any]:
+    """Refuse sampler settings outside their ranges (``ValueError`` naming the setting, the range and the value);
+    returns them with numpy scalars (``np.int64(4)``) as plain Python numbers, which is what they are kept as.
     ``clip_sample="auto"`` is left to ``Policy``, which resolves it from the observation normalizer."""
     max_steps = num_steps if num_steps is not None else 10**6
     rules: dict[str, tuple[Any, str]] = {
@@ -93,6 +97,7 @@ def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> No
     for name, value in settings.items():
         if name in rules and not rules[name][0](value):
             raise ValueError(f"sampling setting {name}: expected {rules[name][1]}, got {value!r}")
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in settings.items()}
 
 
 def warm_start_args(warm_start: torch.Tensor | None, warm_start_t: int | None) -> dict[str, Any]:

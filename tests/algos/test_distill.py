@@ -173,6 +173,7 @@ def test_a_two_step_direct_student_refines_and_replans_warm_in_one_evaluation(tr
 def test_direct_distillation_weights_the_row_that_decides_the_action():
     """The executed action comes from one row of the plan (the Decision Diffuser's next state): an error there
     costs ``next_step_weight`` times what it costs elsewhere."""
+    torch.manual_seed(0)  # seeded: the ratio of two loss differences carries float32 rounding of a random teacher
     teacher = DecisionDiffuser(OBS_DIM, ACT_DIM, **SMALL).eval()
     pairs = teacher_samples(teacher, toy_dataset(8, return_label="quantile"), 64, temperature=0.5,
                             generator=torch.Generator().manual_seed(0), progress=False)
@@ -186,7 +187,7 @@ def test_direct_distillation_weights_the_row_that_decides_the_action():
             distiller = DirectDistillation(teacher, temperature=0.5, next_step_weight=weight)
             torch.manual_seed(0)
             rises.append(distiller.loss(moved)["loss"].item() - distiller.loss(batch)["loss"].item())
-        assert rises[1] / rises[0] == pytest.approx(ratio, rel=1e-4), (row, rises)
+        assert rises[1] / rises[0] == pytest.approx(ratio, rel=1e-3), (row, rises)
     with pytest.raises(ValueError, match=r"next_step_weight: expected a finite number > 0"):
         DirectDistillation(teacher, next_step_weight=0.0)
     # one default, written once: the constructor's, and the script's config defers to it

@@ -48,7 +48,8 @@ def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler
 
     Options: ddim -- steps, eta, timestep_spacing, steps_offset, set_alpha_to_one; dpmsolver++ -- steps, order,
     timestep_spacing, steps_offset; euler, heun, consistency -- steps, timestep_spacing, steps_offset; ddpm --
-    none (it runs all of the schedule's steps). ``consistency`` samples a consistency-distilled model.
+    none (it runs all of the schedule's steps). ``steps`` left out (or None) is the sampler's default (ddim 50,
+    dpmsolver++ 20, ...), capped at the schedule's steps. ``consistency`` samples a consistency-distilled model.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
@@ -56,4 +57,7 @@ def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; expected some of {allowed}")
+    if "steps" in allowed and options.get("steps") is None:  # the default, at most the schedule's own steps
+        default = inspect.signature(SAMPLERS[name].__init__).parameters["steps"].default
+        options = {**options, "steps": min(int(default), schedule.num_steps)}
     return SAMPLERS[name](schedule, **options)
