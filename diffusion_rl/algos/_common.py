@@ -70,6 +70,17 @@ def _is_real(v: Any) -> bool:
             and abs(v) <= _FLOAT32_MAX)
 
 
+def check_sizes(minimum: int = 1, **sizes: Any) -> None:
+    """``ValueError`` naming the argument unless each of ``sizes`` is an integer >= ``minimum`` (a sequence, such
+    as ``dim_mults``: of such integers), before a constructor compares or allocates with it."""
+    for name, value in sizes.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values or isinstance(value, str) or not all(_is_int(v) and v >= minimum for v in values):
+            listed = isinstance(value, (list, tuple)) or name.endswith(("_mults", "_dims"))  # dim_mults, down_dims
+            kind = "a list of integers" if listed else "an integer"
+            raise ValueError(f"{name}: expected {kind} >= {minimum}, got {value!r}")
+
+
 def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> dict[str, Any]:
     """Refuse sampler settings outside their ranges (``ValueError`` naming the setting, the range and the value);
     returns them with numpy scalars (``np.int64(4)``) as plain Python numbers, which is what they are kept as.

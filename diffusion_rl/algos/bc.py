@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffusion_rl.algos._common import masked_mean
+from diffusion_rl.algos._common import check_sizes, masked_mean
 from diffusion_rl.algos.base import Algorithm, PlanOutput, register_algorithm
 
 __all__ = ["BehaviorCloning"]
@@ -26,6 +26,8 @@ class BehaviorCloning(Algorithm):
     default_sampling: dict[str, Any] = {}
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, depth: int = 2, horizon: int = 1) -> None:
+        check_sizes(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, horizon=horizon)
+        check_sizes(0, depth=depth)
         super().__init__(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, depth=depth, horizon=horizon)
         self.obs_dim, self.act_dim, self.horizon = obs_dim, act_dim, horizon
         layers: list[nn.Module] = []

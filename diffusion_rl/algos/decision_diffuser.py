@@ -28,6 +28,7 @@ from torch import nn
 from diffusion_rl.algos._common import (
     applicable_options,
     check_finite,
+    check_sizes,
     check_unit_interval,
     forward_process,
     make_backbone,
@@ -80,6 +81,8 @@ class DecisionDiffuser(Algorithm):
         inv_weight: float = 0.5,
         inv_noise: float = 0.0,
     ) -> None:
+        check_sizes(obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, dim=dim,
+                    dim_mults=dim_mults, inv_hidden_dim=inv_hidden_dim, history=history)
         if not 1 <= history < horizon:
             raise ValueError(f"history must be in [1, horizon={horizon}); got {history}")
         if horizon < 2:

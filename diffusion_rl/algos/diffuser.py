@@ -17,6 +17,7 @@ from torch import nn
 
 from diffusion_rl.algos._common import (
     applicable_options,
+    check_sizes,
     forward_process,
     make_backbone,
     state_inpainting,
@@ -69,6 +70,8 @@ class Diffuser(Algorithm):
         value_weight: float = 1.0,
         goal_conditioned: bool = False,
     ) -> None:
+        check_sizes(obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, dim=dim,
+                    dim_mults=dim_mults, value_dim=value_dim, value_dim_mults=value_dim_mults)
         proc, prediction = forward_process(process, schedule, num_steps, prediction, "sample")
         super().__init__(
             obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, schedule=schedule,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from diffusion_rl.algos._common import applicable_options, forward_process
+from diffusion_rl.algos._common import applicable_options, check_sizes, forward_process
 from diffusion_rl.algos.base import Algorithm, DenoisingProblem, PlanOutput, register_algorithm
 from diffusion_rl.diffusion import diffusion_loss
 from diffusion_rl.nets import build_network
@@ -60,10 +60,8 @@ class DiffusionPolicy(Algorithm):
         d_model: int = 256,
         depth: int = 8,
     ) -> None:
-        for name, value in (("obs_dim", obs_dim), ("act_dim", act_dim), ("horizon", horizon),
-                            ("obs_steps", obs_steps), ("num_steps", num_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_sizes(obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, obs_steps=obs_steps, num_steps=num_steps,
+                    down_dims=down_dims)
         if obs_steps > horizon:
             raise ValueError(f"obs_steps (To={obs_steps}) must be <= horizon (Tp={horizon})")
         if backbone not in BACKBONES:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_rl.algos import BehaviorCloning, DiffusionPolicy
+from diffusion_rl.algos import BehaviorCloning, DecisionDiffuser, Diffuser, DiffusionPolicy
 from diffusion_rl.data import SequenceDataset
 from diffusion_rl.policy import Policy
 from diffusion_rl.training import Trainer, TrainerConfig
@@ -91,3 +91,17 @@ def test_multimodal_demonstrations_stay_multimodal_where_bc_averages_them():
     starts = np.stack([np.linspace(-0.4, 0.4, 8), np.full(8, 0.9)], axis=-1)
     returns = rollout_return(policy, starts, steps=12)
     assert np.all(returns > 9.0), returns  # 12 steps at +0.9 earn 10.8
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: Diffuser(11, -1), r"act_dim: expected an integer >= 1, got -1"),
+    (lambda: Diffuser(0, 3), r"obs_dim: expected an integer >= 1, got 0"),
+    (lambda: DecisionDiffuser(11, 3, horizon=8.0), r"horizon: expected an integer >= 1, got 8.0"),
+    (lambda: DecisionDiffuser(11, 3, dim_mults="12"), r"dim_mults: expected a list of integers >= 1, got '12'"),
+    (lambda: BehaviorCloning(11, 3, depth=-1), r"depth: expected an integer >= 0, got -1"),
+    (lambda: BehaviorCloning("11", 3), r"obs_dim: expected an integer >= 1, got '11'"),
+    (lambda: DiffusionPolicy(11, 3, down_dims=(16, 0)), r"down_dims: expected a list of integers >= 1"),
+])
+def test_every_algorithm_refuses_nonsense_sizes_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
