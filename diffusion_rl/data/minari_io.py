@@ -124,7 +124,15 @@ def load_minari(
     progress: bool | None = None,
 ) -> EpisodeStore:
     """Read a local Minari dataset into an ``EpisodeStore`` (never downloads)."""
-    parse_dataset_id(dataset_id)  # ValueError for malformed ids
+    try:
+        parse_dataset_id(dataset_id)
+    except (TypeError, ValueError):  # minari's parser fails with a bare TypeError on ids without a version
+        from envs import catalogue_names
+
+        raise DatasetNotFoundError(
+            f"{dataset_id!r} is not a dataset source: expected a catalogue name ({', '.join(catalogue_names())}), "
+            "a Minari id such as 'mujoco/hopper/medium-v0', a D4RL .hdf5 file or a .zarr replay buffer"
+        ) from None
     root = resolve_minari_root(minari_root)
     if not minari_dataset_exists(dataset_id, root):
         raise DatasetNotFoundError(

@@ -173,6 +173,9 @@ def evaluate(
         raise ValueError(f"policy: expected an object with .act(obs_batch, **context), got {type(policy)!r}")
     episodes = _positive_int("episodes", episodes)
     num_envs = _positive_int("num_envs", num_envs)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32 - episodes:
+        raise ValueError(f"seed: expected an integer in [0, 2**32 - episodes) (episode i resets with seed + i), "
+                         f"got {seed!r}")
     if max_episode_steps is not None:
         max_episode_steps = _positive_int("max_episode_steps", max_episode_steps)
     gym_id, spec = resolve_env(env_name)

@@ -205,3 +205,12 @@ def test_env_shape_mismatch_is_reported(minari_root: Path) -> None:
     with pytest.raises(ValueError, match=r"Hopper-v5 has observation shape \(11,\).*\(4,\)"):
         save_minari(make_store([3]), "local/hopper/medium-v0", spec_name="hopper-medium")
     assert minari.list_local_datasets() == {}
+
+
+def test_a_source_that_is_nothing_we_read_names_what_is(minari_root: Path) -> None:
+    from diffusion_rl.data import DatasetNotFoundError, load_episodes
+
+    for source in ("hopper", "x.npz"):  # minari's id parser fails on these with a bare TypeError
+        with pytest.raises(DatasetNotFoundError, match=rf"'{source}' is not a dataset source: expected a catalogue "
+                                                       r"name \(.*hopper-medium.*\), a Minari id"):
+            load_episodes(source)

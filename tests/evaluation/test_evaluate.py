@@ -235,6 +235,9 @@ def test_single_episode_stderr_is_undefined():
         ({"episodes": 0}, "episodes"),
         ({"num_envs": 0}, "num_envs"),
         ({"video_path": "out.gif"}, ".mp4"),
+        ({"seed": -1}, r"seed: expected an integer in \[0, 2\*\*32 - episodes\)"),
+        ({"seed": "0"}, "seed: expected an integer"),
+        ({"seed": 1.5}, "seed: expected an integer"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, match):
