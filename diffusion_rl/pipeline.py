@@ -331,7 +331,8 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     result = evaluate(policy, env_name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,
                       seed=cfg.eval_seed, video_path=video, max_episode_steps=cfg.eval_max_episode_steps)
     payload = {**result.to_dict(), "train_steps": summary["step"], "algo": cfg.algo, "seed": cfg.seed,
-               "dataset": cfg.dataset or cfg.env, "policy": str(policy_path), "preset": cfg.preset}
+               "dataset": cfg.dataset or cfg.env, "policy": str(policy_path), "preset": cfg.preset,
+               "eval_seed": cfg.eval_seed}  # "seed" is the training seed; episode i reset with eval_seed + i
     if spec is not None:
         payload["dataset_mean_normalized_return"] = float(np.mean(spec.normalized_score(store.episode_returns())))
     if "success" in store:  # demonstrations: how often the demonstrator succeeded

@@ -59,7 +59,9 @@ def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, ho
     policy = Policy.load(run_dir / "policy", device="cpu")
     obs = load_episodes(str(hopper_hdf5))["observations"][:4]
     assert policy.act(obs[0]).shape == (3,) and policy.act(obs).shape == (4, 3)
-    again = evaluate(policy, "hopper-medium", episodes=2, num_envs=2, seed=0, max_episode_steps=30, progress=False)
+    assert result["seed"] == 0 and result["eval_seed"] == 10**9  # training seed 0's own evaluation episodes
+    again = evaluate(policy, "hopper-medium", episodes=2, num_envs=2, seed=result["eval_seed"], max_episode_steps=30,
+                     progress=False)
     assert np.allclose(again.returns, result["returns"])
 
     # resume=true continues from the last checkpoint to a larger budget
