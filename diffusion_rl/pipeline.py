@@ -39,7 +39,7 @@ from diffusion_rl.evaluation import (
 from diffusion_rl.evaluation._files import write_text_atomic
 from diffusion_rl.execution import make_execution
 from diffusion_rl.policy import Policy, check_device, resolve_device
-from diffusion_rl.training import Trainer, TrainerConfig, list_checkpoints
+from diffusion_rl.training import Trainer, TrainerConfig, check_fresh_run
 from envs import TASKS, get_spec
 from envs.catalogue import CATALOGUE
 
@@ -160,11 +160,11 @@ class PlannerRunConfig:
             raise ConfigError(str(err).replace("TrainerConfig.", "trainer.")) from None
         if trainer.max_steps < 1:
             raise ConfigError(f"trainer.max_steps: expected an integer >= 1 (a run trains), got {trainer.max_steps!r}")
-        existing = list_checkpoints(Path(self.run_dir) / "checkpoints")
-        if existing and not trainer.resume:  # found now, not after the dataset was loaded
-            raise ConfigError(f"run_dir: {str(self.run_dir)!r} already holds checkpoints (latest step "
-                              f"{existing[-1][0]}); expected trainer.resume=true to continue that run, or a new "
-                              "run_dir")
+        if not trainer.resume:  # the trainer's own check, made now rather than after the dataset was loaded
+            try:
+                check_fresh_run(Path(self.run_dir) / "checkpoints", "trainer.resume=true")
+            except ValueError as err:
+                raise ConfigError(f"run_dir: {err}") from None
         try:
             check_device(self.device)
         except ValueError as err:

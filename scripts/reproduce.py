@@ -74,15 +74,6 @@ def resolved_preset(preset: str) -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
-def run_preset(run_dir: Path) -> str | None:
-    """The preset a finished run folder's ``eval.json`` records (None: unfinished, or from before presets were
-    recorded)."""
-    try:
-        return json.loads((run_dir / "eval.json").read_text()).get("preset")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig, task: bool = False) -> list[str]:
     """The ``train_planner.py`` command of one cell (``train_policy.py`` for a robot task), resuming when the run
     folder holds checkpoints."""
@@ -178,6 +169,7 @@ def main(cfg: DictConfig) -> None:
         ledger_record_for,
         read_ledger,
         replace_section,
+        run_preset,
         update_ledger,
         write_text_atomic,
     )

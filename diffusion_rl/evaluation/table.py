@@ -26,8 +26,8 @@ from diffusion_rl.evaluation._files import write_atomic, write_text_atomic
 from diffusion_rl.evaluation.result import mean_and_stderr
 
 __all__ = ["ALGO_TITLES", "LEDGER_KEYS", "METRICS", "ScoreCell", "cell_dir", "cell_record", "collect_scores",
-           "ledger_record_for", "plot_score_chart", "read_ledger", "replace_section", "score_table_markdown",
-           "update_ledger", "write_text_atomic"]
+           "ledger_record_for", "plot_score_chart", "read_ledger", "replace_section", "run_preset",
+           "score_table_markdown", "update_ledger", "write_text_atomic"]
 
 #: Column titles of the algorithms in tables and charts (unknown names are shown as they are).
 ALGO_TITLES = {"decision_diffuser": "Decision Diffuser", "diffuser": "Diffuser", "bc": "BC",
@@ -99,6 +99,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def run_preset(run_dir: str | os.PathLike) -> str | None:
+    """The preset a finished run folder's ``eval.json`` records (None: unfinished, or from before presets were
+    recorded)."""
+    result = _read_json(Path(run_dir) / "eval.json")
+    return result.get("preset") if isinstance(result, dict) else None
 
 
 def cell_record(run_dir: str | os.PathLike, env: str, algo: str, seed: int, preset: str) -> dict[str, Any] | None:

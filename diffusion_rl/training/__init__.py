@@ -1,6 +1,11 @@
 """Training: the ``Trainer`` (EMA, AdamW, lr schedules, bf16, checkpoints and resume, logs, eval, DDP)."""
 
-from diffusion_rl.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from diffusion_rl.training.checkpoint import (
+    check_fresh_run,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from diffusion_rl.training.config import MIXED_PRECISION_MODES, TrainerConfig
 from diffusion_rl.training.ema import EMA
 from diffusion_rl.training.logger import read_jsonl
@@ -16,6 +21,7 @@ __all__ = [
     "ToyRegressor",
     "Trainer",
     "TrainerConfig",
+    "check_fresh_run",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "check_fresh_run",
     "checkpoint_path",
     "latest_checkpoint",
     "list_checkpoints",
@@ -44,6 +45,15 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
         if m and p.is_file():
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def check_fresh_run(directory: str | os.PathLike, resume_option: str = "resume=True") -> None:
+    """``ValueError`` if ``directory`` already holds checkpoints: a run that does not resume must not train over
+    (and prune) another run's; ``resume_option`` is how the caller's user asks to continue instead."""
+    existing = list_checkpoints(directory)
+    if existing:
+        raise ValueError(f"{str(directory)!r} already holds checkpoints (latest step {existing[-1][0]}); expected "
+                         f"{resume_option} to continue that run, or a new run_dir")
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from diffusion_rl.progress import progress_bar
 from diffusion_rl.training.checkpoint import (
+    check_fresh_run,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
@@ -313,12 +314,7 @@ class Trainer:
         if self.checkpoint_dir is None:
             return None
         if not self.config.resume:
-            existing = list_checkpoints(self.checkpoint_dir)
-            if existing:
-                raise ValueError(
-                    f"{str(self.checkpoint_dir)!r} already holds checkpoints (latest step {existing[-1][0]}); "
-                    "expected resume=True to continue that run, or a new run_dir"
-                )
+            check_fresh_run(self.checkpoint_dir)
             return None
         found = list_checkpoints(self.checkpoint_dir)
         if not found:

@@ -3,7 +3,8 @@
 A recipe is a list of :class:`Segment` s (one behaviour each, e.g. the medium policy for 1M steps, or one training
 snapshot after another). Each segment is cut into tasks of about ``chunk_steps`` steps that a pool of worker
 processes collects independently (one seed per task from a ``SeedSequence``; the tasks follow from the segments
-and ``chunk_steps`` alone, so results depend neither on which worker ran what nor on how many there are); the results are concatenated in segment/task order. Every task collects exactly its number of
+and ``chunk_steps`` alone, so results depend neither on which worker ran what nor on how many there are); the
+results are concatenated in segment/task order. Every task collects exactly its number of
 steps; an episode still running when its task's quota is reached is cut and flagged as a timeout, as D4RL cut its
 datasets at N steps. Per-episode statistics say which episodes were cut, so summaries can leave them out.
 

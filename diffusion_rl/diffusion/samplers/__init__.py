@@ -36,10 +36,15 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
+def _defaults(name: str) -> dict[str, Any]:
+    """The keyword options of sampler ``name`` and their defaults (from its constructor's signature)."""
+    params = inspect.signature(SAMPLERS[name].__init__).parameters
+    return {p: v.default for p, v in params.items() if p not in ("self", "schedule")}
+
+
 def sampler_options(name: str) -> list[str]:
     """The keyword options that ``make_sampler(name, schedule, **options)`` accepts."""
-    params = inspect.signature(SAMPLERS[name].__init__).parameters
-    return [p for p in params if p not in ("self", "schedule")]
+    return list(_defaults(name))
 
 
 def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler:
@@ -53,11 +58,11 @@ def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    allowed = sampler_options(name)
+    defaults = _defaults(name)
+    allowed = list(defaults)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; expected some of {allowed}")
     if "steps" in allowed and options.get("steps") is None:  # the default, at most the schedule's own steps
-        default = inspect.signature(SAMPLERS[name].__init__).parameters["steps"].default
-        options = {**options, "steps": min(int(default), schedule.num_steps)}
+        options = {**options, "steps": min(int(defaults["steps"]), schedule.num_steps)}
     return SAMPLERS[name](schedule, **options)
