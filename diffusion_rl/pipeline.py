@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
-from diffusion_rl.algos._common import check_process, check_settings
+from diffusion_rl.algos._common import check_kinds, check_process, check_settings
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.data.sequence import RETURN_LABELS, check_normalizer_spec
 from diffusion_rl.evaluation import (
@@ -136,6 +136,10 @@ class PlannerRunConfig:
         if unknown:
             raise ConfigError(f"algo.sampling: unknown setting(s) {unknown} for {self.algo}; its settings are "
                               f"{cls.sampling_names() or 'none'}")
+        try:
+            check_kinds(cls, self.model)
+        except ValueError as err:
+            raise ConfigError(f"algo.model.{err}") from None
         try:
             steps = self.model.get("num_steps")
             steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None

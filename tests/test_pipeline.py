@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from diffusion_rl.data import SequenceDataset
@@ -15,7 +16,7 @@ def _validate(**kwargs) -> None:
 
 
 def test_a_valid_configuration_passes():
-    _validate(model={"horizon": 8, "dim": 8}, data={"normalizer": {"observations": "cdf"}, "discount": 0.9,
+    _validate(model={"horizon": np.int64(8), "dim": 8, "dim_mults": (1, 2), "cond_drop": 0}, data={"normalizer": {"observations": "cdf"}, "discount": 0.9,
                                                       "return_label": "quantile"}, trainer={"max_steps": 3})
 
 
@@ -29,6 +30,12 @@ def test_a_valid_configuration_passes():
     ({"data": {"return_label": "bogus"}}, "algo.data.return_label: expected one of ['minmax', 'quantile']"),
     ({"trainer": {"eval_every": 100}}, "trainer: ['eval_every'] are set by the run itself; use eval.every=N"),
     ({"trainer": {"seed": 1, "device": "cpu"}}, "trainer: ['device', 'seed'] are set by the run itself"),
+    ({"model": {"horizon": "32"}}, "algo.model.horizon: expected an integer, got '32' (str)"),
+    ({"model": {"num_steps": 20.0}}, "algo.model.num_steps: expected an integer, got 20.0 (float)"),
+    ({"model": {"dim_mults": [1, "2"]}}, "algo.model.dim_mults: expected a list of values each an integer"),
+    ({"model": {"cond_drop": "0.1"}}, "algo.model.cond_drop: expected a number"),
+    ({"algo": "diffuser", "model": {"value_guided": "no"}}, "algo.model.value_guided: expected true or false"),
+    ({"trainer": {"lr": "1e-3"}}, "trainer.lr: expected a number, got '1e-3' (str)"),
 ])
 def test_unknown_or_misplaced_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError) as err:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,6 +70,37 @@ def _is_real(v: Any) -> bool:
     """A finite number the model's float32 math can hold."""
     return (isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
             and abs(v) <= _FLOAT32_MAX)
+
+
+def check_kinds(cls: type, settings: dict[str, Any]) -> None:
+    """``ValueError`` naming the setting when a constructor argument has the wrong kind of value for its default
+    (``horizon: "32"`` from a hand-edited file, a float for an integer), so a run refuses it before loading data;
+    ranges stay the constructor's to check."""
+    params = inspect.signature(cls.__init__).parameters
+    kinds: list[tuple[type, Callable[[Any], bool], str]] = [
+        (bool, lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
+        (int, _is_int, "an integer"),
+        (float, lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)), "a number"),
+        (str, lambda v: isinstance(v, str), "a string"),
+    ]
+
+    def rule(default: Any) -> tuple[Callable[[Any], bool], str] | None:
+        for kind, ok, what in kinds:  # bool first: a bool is an int
+            if isinstance(default, kind):
+                return ok, what
+        return None
+
+    for name, value in settings.items():
+        default = params[name].default if name in params else inspect.Parameter.empty
+        if isinstance(default, (tuple, list)) and default:
+            item = rule(default[0])
+            if item is not None and (not isinstance(value, (tuple, list)) or not all(item[0](v) for v in value)):
+                raise ValueError(f"{name}: expected a list of values each {item[1]} (like {list(default)}), "
+                                 f"got {value!r}")
+            continue
+        found = rule(default)
+        if found is not None and not found[0](value):
+            raise ValueError(f"{name}: expected {found[1]}, got {value!r} ({type(value).__name__})")
 
 
 def check_sizes(minimum: int = 1, **sizes: Any) -> None:

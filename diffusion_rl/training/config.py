@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -9,6 +10,12 @@ __all__ = ["MIXED_PRECISION_MODES", "TrainerConfig"]
 
 MIXED_PRECISION_MODES: tuple[str, ...] = ("auto", "bf16", "no")
 """``auto`` = bf16 autocast on CUDA and off on CPU; ``bf16`` = bf16 autocast on any device; ``no`` = float32."""
+
+
+def _check_real(name: str, value: Any) -> None:
+    """Refuse what is not a real number (a string such as "1e-3" from a hand-edited file, a bool) by field name."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"TrainerConfig.{name}: expected a number, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -62,6 +69,15 @@ class TrainerConfig:
     """Passed to DistributedDataParallel for models whose loss leaves some parameters unused."""
 
     def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "min_lr_ratio", "ema_decay", "grad_clip", "ema_power"):
+            value = getattr(self, name)
+            if value is not None or name not in ("grad_clip", "ema_power"):
+                _check_real(name, value)
+                setattr(self, name, float(value))  # a numpy scalar would not survive json
+        if not isinstance(self.betas, (tuple, list)):
+            raise ValueError(f"TrainerConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
+        for beta in self.betas:
+            _check_real("betas", beta)
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if self.grad_clip is not None and self.grad_clip <= 0:
             self.grad_clip = None

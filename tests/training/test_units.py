@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -123,11 +125,22 @@ def test_ema_rejects_bad_decay():
         ({"ema_decay": 2.0}, "ema_decay"),
         ({"resume": True}, "run_dir"),
         ({"keep_checkpoints": 0}, "keep_checkpoints"),
+        ({"lr": "1e-3"}, r"lr: expected a number, got '1e-3' \(str\)"),
+        ({"grad_clip": "1"}, "grad_clip: expected a number"),
+        ({"ema_power": True}, "ema_power: expected a number"),
+        ({"betas": "ab"}, "betas: expected two floats"),
+        ({"betas": [0.9, "0.99"]}, "betas: expected a number"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainerConfig(**kwargs)
+
+
+def test_numpy_scalar_settings_are_kept_as_plain_floats():
+    cfg = TrainerConfig(lr=np.float32(1e-3), ema_decay=np.float64(0.9), grad_clip=np.float32(2.0))
+    assert type(cfg.lr) is float and type(cfg.ema_decay) is float and type(cfg.grad_clip) is float
+    assert cfg.lr == pytest.approx(1e-3) and json.loads(json.dumps(cfg.to_dict()))["grad_clip"] == 2.0
 
 
 def test_config_round_trip_and_unknown_keys():
