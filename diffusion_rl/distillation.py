@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from diffusion_rl.algos._common import auto_clip
 from diffusion_rl.algos.distill import (
     NEXT_STEP_WEIGHT,
     ConsistencyDistillation,
@@ -159,7 +160,7 @@ def distill_policy(
         temperature = teacher.sampling.get("temperature", 1.0)
     clip = teacher.sampling.get("clip_sample", algo.plan_arguments().get("clip_sample"))
     if clip == "auto":
-        clip = teacher.normalizers["observations"].clip_range
+        clip = auto_clip(type(algo), teacher.normalizers)
     device = next(algo.parameters()).device  # where the teacher was loaded
     # the exported student is the trainer's EMA: with a fixed decay it would keep 0.995^(steps/10) of the
     # teacher's weights (37% after 2,000 steps), read in the student's new parametrization; the warm-up EMA of
@@ -181,7 +182,8 @@ def distill_policy(
     runner = Trainer(distiller, train_data, cfg)
     summary = runner.fit()
     student = runner.ema_model.student.eval()  # the EMA of the student, as every trained artifact
-    sampling = {**teacher.sampling, **distiller.student_sampling(student_steps)}
+    # the student plans from noise at the temperature it was trained at, whatever the teacher's was
+    sampling = {**teacher.sampling, **distiller.student_sampling(student_steps), "temperature": distiller.temperature}
     if "warm_start_t" in sampling:
         sampling["warm_start_t"] = None  # a one-step student plans from noise
     policy = Policy(student, teacher.normalizers, env_name=teacher.env_name, sampling=sampling,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
-from diffusion_rl.algos._common import check_settings
+from diffusion_rl.algos._common import auto_clip, check_settings
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
@@ -497,7 +497,7 @@ class Policy:
     def _plan_normalized(self, obs_n: torch.Tensor, context: dict[str, Any]) -> PlanOutput:
         settings = {**self.sampling, **context.get("settings", {})}
         if settings.get("clip_sample") == "auto":
-            settings["clip_sample"] = self.normalizers["observations"].clip_range
+            settings["clip_sample"] = auto_clip(type(self.algo), self.normalizers)
         goal = context.get("goal")
         if goal is not None:
             settings["goal"] = goal

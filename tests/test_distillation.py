@@ -30,6 +30,18 @@ def test_a_ddpm_teacher_is_distilled_from_its_ddim_twin():
     assert np.all(np.isfinite(student.act(np.zeros((2, OBS_DIM), dtype=np.float32))))
 
 
+def test_the_student_plans_at_the_temperature_it_was_trained_at():
+    torch.manual_seed(0)
+    data = toy_dataset(8, normalizer="gaussian", returns=False)
+    teacher = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_guided=False)
+    policy = Policy(teacher, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=0,
+                    sampling={"sampler": "ddim", "steps": 10, "temperature": 0.5})
+    student, _ = distill_policy(policy, toy_store(), data={"normalizer": "gaussian"}, samples=8, temperature=1.0,
+                                trainer={"max_steps": 1, "batch_size": 4, "progress": False})
+    assert student.metadata["distillation"]["temperature"] == 1.0
+    assert student.sampling["temperature"] == 1.0 and policy.sampling["temperature"] == 0.5
+
+
 def test_methods_and_steps_are_checked():
     assert DISTILLATION_METHODS == ("consistency", "direct")
     check_method("consistency", 2)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from diffusion_rl import Policy
-from diffusion_rl.algos import DecisionDiffuser, Diffuser
+from diffusion_rl.algos import DecisionDiffuser, Diffuser, DiffusionPolicy
 from diffusion_rl.data import GaussianNormalizer
 from diffusion_rl.policy import resolve_device
 
@@ -456,15 +456,28 @@ def test_bad_settings_are_refused_per_call_and_as_attributes(algo, setting, valu
     assert np.all(np.isfinite(policy.act(raw_obs())))
 
 
-@pytest.mark.parametrize("norm, expected", [("gaussian", None), ("cdf", 1.0), ("minmax", 1.0)])
-def test_auto_clip_follows_the_observation_normalizer(norm, expected, monkeypatch):
+def make_dp(seed: int = 0) -> DiffusionPolicy:
+    torch.manual_seed(seed)
+    return DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
+                           step_embed_dim=16, n_groups=4)
+
+
+@pytest.mark.parametrize(("algo", "obs_norm", "act_norm", "expected"), [
+    ("decision_diffuser", "gaussian", "minmax", None), ("decision_diffuser", "cdf", "gaussian", 1.0),
+    ("decision_diffuser", "minmax", "minmax", 1.0),
+    ("diffuser", "cdf", "minmax", 1.0), ("diffuser", "cdf", "gaussian", None),  # states and actions both
+    ("diffusion_policy", "minmax", "gaussian", None),  # its sample is actions: a Gaussian's are not cut at 1 std
+    ("diffusion_policy", "gaussian", "minmax", 1.0),
+])
+def test_auto_clip_follows_the_normalizers_of_what_is_sampled(algo, obs_norm, act_norm, expected, monkeypatch):
     from diffusion_rl.data import CDFNormalizer, MinMaxNormalizer
 
     kinds = {"gaussian": GaussianNormalizer, "cdf": CDFNormalizer, "minmax": MinMaxNormalizer}
     rng = np.random.default_rng(0)
-    normalizers = {"observations": kinds[norm]().fit(rng.normal(size=(500, OBS_DIM))),
-                   "actions": kinds[norm]().fit(rng.normal(size=(500, ACT_DIM)))}
-    policy = Policy(make_dd(), normalizers, sampling={"steps": 2})
+    normalizers = {"observations": kinds[obs_norm]().fit(rng.normal(size=(500, OBS_DIM))),
+                   "actions": kinds[act_norm]().fit(rng.normal(size=(500, ACT_DIM)))}
+    builders = {**BUILDERS, "diffusion_policy": make_dp}
+    policy = Policy(builders[algo](), normalizers, sampling={"sampler": "ddim", "steps": 2})
     assert policy.clip_sample == "auto"
     seen = {}
     original = policy.algo.plan
@@ -592,8 +605,6 @@ GRAPH_CASES = {  # the sampler settings the whole-plan CUDA graph is checked wit
 
 def _graph_policy(case: str, device: str = "cuda", **kwargs) -> Policy:
     if case == "diffusion_policy":
-        from diffusion_rl.algos import DiffusionPolicy
-
         torch.manual_seed(0)
         algo = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32),
                                step_embed_dim=16)

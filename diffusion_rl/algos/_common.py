@@ -72,6 +72,14 @@ def _is_real(v: Any) -> bool:
             and abs(v) <= _FLOAT32_MAX)
 
 
+def auto_clip(algo_cls: type, normalizers: dict[str, Any]) -> float | None:
+    """What ``clip_sample="auto"`` means for an algorithm: the widest range of the normalizers its sample lives in
+    (``sample_keys``), or None (no clipping) when one of them is unbounded, e.g. Gaussian: clipping there would cut
+    off real states or actions."""
+    ranges = [normalizers[key].clip_range for key in algo_cls.sample_keys if key in normalizers]
+    return None if not ranges or any(r is None for r in ranges) else max(ranges)
+
+
 def check_kinds(cls: type, settings: dict[str, Any]) -> None:
     """``ValueError`` naming the setting when a constructor argument has the wrong kind of value for its default
     (``horizon: "32"`` from a hand-edited file, a float for an integer), so a run refuses it before loading data;
@@ -117,7 +125,7 @@ def check_sizes(minimum: int = 1, **sizes: Any) -> None:
 def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> dict[str, Any]:
     """Refuse sampler settings outside their ranges (``ValueError`` naming the setting, the range and the value);
     returns them with numpy scalars (``np.int64(4)``) as plain Python numbers, which is what they are kept as.
-    ``clip_sample="auto"`` is left to ``Policy``, which resolves it from the observation normalizer."""
+    ``clip_sample="auto"`` is left to ``Policy``, which resolves it with :func:`auto_clip`."""
     max_steps = num_steps if num_steps is not None else 10**6
     rules: dict[str, tuple[Any, str]] = {
         "sampler": (lambda v: isinstance(v, str) and v in SAMPLERS, f"one of {sorted(SAMPLERS)}"),

@@ -78,6 +78,8 @@ class Algorithm(nn.Module):
     batch_keys: ClassVar[tuple[str, ...]] = ("observations", "actions", "mask")
     #: whether plans hold future states (``PlanOutput.observations``), which ``follow_plan`` tracks
     plans_states: ClassVar[bool] = False
+    #: the normalizers the diffused sample lives in: ``clip_sample="auto"`` clips x0 estimates to their range
+    sample_keys: ClassVar[tuple[str, ...]] = ("observations",)
     #: sampler settings used when the caller does not override them
     default_sampling: ClassVar[dict[str, Any]] = {}
     #: batch keys that are conditions, each with the sampling setting that gives its value when planning (a

@@ -58,7 +58,7 @@ class DecisionDiffuser(Algorithm):
         "guidance_weight": 0.2,  # Ho & Salimans' w; the DD paper's w=1.2 in its own convention
         "target_return": 0.1,  # quantile level of the data's return labels, in [0, 1] (see the module docstring)
         "temperature": 0.5,  # the paper code's low-temperature sampling
-        "clip_sample": "auto",  # Policy: the observation normalizer's range (none for Gaussian)
+        "clip_sample": "auto",  # Policy: the state normalizer's range (none for Gaussian)
         "warm_start_t": None,  # replan from the previous plan re-noised to this timestep (None: from noise)
     }
 

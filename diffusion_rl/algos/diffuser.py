@@ -36,6 +36,7 @@ class Diffuser(Algorithm):
 
     name = "diffuser"
     plans_states = True
+    sample_keys = ("observations", "actions")
     batch_keys = ("observations", "actions", "mask", "values")
     default_sampling = {
         "sampler": "ddpm",
@@ -47,7 +48,7 @@ class Diffuser(Algorithm):
         "t_stopgrad": 2,
         "scale_by_variance": True,
         "temperature": 1.0,
-        "clip_sample": "auto",  # Policy: the observation normalizer's range (none for Gaussian)
+        "clip_sample": "auto",  # Policy: the state and action normalizers' range (none for Gaussian)
         "warm_start_t": None,  # replan from the previous plan re-noised to this timestep (None: from noise)
     }
 

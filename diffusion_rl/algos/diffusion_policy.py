@@ -33,13 +33,14 @@ BACKBONES = ("conditional_unet1d", "transformer1d")
 @register_algorithm
 class DiffusionPolicy(Algorithm):
     name = "diffusion_policy"
+    sample_keys = ("actions",)
     batch_keys = ("observations", "actions", "mask")
     default_sampling = {
         "sampler": "ddim",
         "steps": 10,
         "eta": 0.0,
         "temperature": 1.0,
-        "clip_sample": 1.0,  # actions are min-max normalized to [-1, 1]
+        "clip_sample": "auto",  # Policy: the action normalizer's range ([-1, 1] for min-max, none for Gaussian)
     }
 
     def __init__(
