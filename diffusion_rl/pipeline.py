@@ -318,6 +318,10 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
                       execution_options=cfg.execution_options, action_bounds=bounds,
                       seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env, "data": dict(cfg.data)})
 
+    try:  # the policy's own checks (execution against the model, sampler settings) before training, not after
+        make_policy(algo)
+    except ValueError as err:
+        raise ConfigError(f"the trained model could not be used as configured: {err}") from None
     eval_fn = None
     if cfg.eval_every > 0:
         eval_fn = rollout_eval_fn(make_policy, env_name, episodes=cfg.eval_episodes, num_envs=cfg.eval_num_envs,

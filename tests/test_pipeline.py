@@ -69,3 +69,20 @@ def test_a_run_under_torchrun_is_refused_before_any_work(monkeypatch):
         _validate()
     monkeypatch.setenv("WORLD_SIZE", "1")
     _validate()
+
+
+def test_an_execution_the_model_cannot_drive_is_refused_before_training(tmp_path):
+    from diffusion_rl.data import save_d4rl_hdf5
+    from diffusion_rl.pipeline import train_planner
+
+    path = tmp_path / "small.hdf5"
+    save_d4rl_hdf5(make_store([30, 30]), path)
+    run_dir = tmp_path / "run"
+    cfg = PlannerRunConfig(env="hopper-medium", algo="diffusion_policy", dataset=str(path), run_dir=str(run_dir),
+                           model={"horizon": 8, "obs_steps": 2, "down_dims": [8, 16], "step_embed_dim": 8,
+                                  "n_groups": 4},
+                           execution="action_queue", execution_options={"action_steps": 8},  # chunks hold 7
+                           trainer={"max_steps": 5, "batch_size": 4, "progress": False}, device="cpu")
+    with pytest.raises(ConfigError, match=r"action_steps \(Ta=8\) must be in \[1, 7\]"):
+        train_planner(cfg, log=lambda line: None)
+    assert not (run_dir / "checkpoints").exists()  # no training was done and then thrown away
