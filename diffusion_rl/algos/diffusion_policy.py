@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from diffusion_rl.algos._common import applicable_options, check_sizes, forward_process
 from diffusion_rl.algos.base import Algorithm, DenoisingProblem, PlanOutput, register_algorithm
@@ -86,6 +87,11 @@ class DiffusionPolicy(Algorithm):
         else:
             self.net = build_network(backbone, transition_dim=act_dim, cond_dim=cond_dim, d_model=d_model,
                                      depth=depth, max_horizon=max(horizon, 16))
+        # the observations always condition the chunk (no guidance dropout), so the backbone's learned null
+        # condition never gets a gradient: frozen, DDP does not wait for it (a 2-GPU run failed at step 2)
+        null = getattr(self.net, "null_cond", None)
+        if isinstance(null, nn.Parameter):
+            null.requires_grad_(False)
 
     def _cond(self, observations: torch.Tensor) -> torch.Tensor:
         """The global condition: the last To observations ``[B, To, S]`` flattened to ``[B, To * S]``."""

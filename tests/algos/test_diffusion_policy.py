@@ -7,6 +7,7 @@ import torch
 
 from diffusion_rl.algos import BehaviorCloning, DecisionDiffuser, Diffuser, DiffusionPolicy
 from diffusion_rl.data import SequenceDataset
+from diffusion_rl.pipeline import _sequence_dataset
 from diffusion_rl.policy import Policy
 from diffusion_rl.training import Trainer, TrainerConfig
 
@@ -105,3 +106,23 @@ def test_multimodal_demonstrations_stay_multimodal_where_bc_averages_them():
 def test_every_algorithm_refuses_nonsense_sizes_when_built(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: DiffusionPolicy(OBS_DIM, ACT_DIM, **SMALL),
+    lambda: DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, obs_steps=2, num_steps=10, backbone="transformer1d",
+                            d_model=32, depth=2),
+    lambda: DecisionDiffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2)),
+    lambda: Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_dim=16,
+                     value_dim_mults=(1, 2)),
+    lambda: BehaviorCloning(OBS_DIM, ACT_DIM),
+], ids=["dp-unet", "dp-transformer", "dd", "diffuser", "bc"])
+def test_every_trained_parameter_gets_a_gradient_from_one_batch(build):
+    """What multi-GPU training needs: DDP waits for a gradient of every trainable parameter at every step."""
+    torch.manual_seed(0)
+    algo = build()
+    data = _sequence_dataset(algo, toy_store(), int(algo.config()["horizon"]), {"normalizer": "minmax"}, "cpu")
+    batch = data.sample_batch(64, torch.Generator().manual_seed(0))
+    algo.loss({k: batch[k] for k in algo.batch_keys})["loss"].backward()
+    missing = [name for name, p in algo.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
