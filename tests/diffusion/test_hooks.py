@@ -175,6 +175,28 @@ def test_gradient_guidance_scales_by_posterior_variance() -> None:
     assert x.shape == (1, 2)
 
 
+@pytest.mark.parametrize("name,options", [("consistency", {"steps": 1}), ("euler", {"steps": 1}),
+                                          ("ddim", {"steps": 1, "timestep_spacing": "trailing"})])
+def test_gradient_guidance_moves_a_one_step_plan(name: str, options: dict) -> None:
+    """A one-step chain lands on x0 (posterior variance 0) and has no step before whose variance it could take:
+    it takes one DDPM step's from where it starts, so guidance is not silently multiplied by zero."""
+    seen = []
+
+    def fn(x, t):
+        seen.append(x.detach().clone())
+        return x.sum(dim=1)
+
+    sch = NoiseSchedule.linear(3, beta_start=0.1, beta_end=0.3)
+    sampler = make_sampler(name, sch, **options)
+    zero = lambda x, t, c: torch.zeros_like(x)
+    free = sampler.sample(zero, (1, 2), generator=_gen(), dtype=torch.float64)
+    guided = sampler.sample(zero, (1, 2), generator=_gen(), dtype=torch.float64,
+                            grad_guidance=GradientGuidance(fn, scale=0.5, n_steps=2, t_stopgrad=0))
+    var = sch.posterior_variance(2, 1)
+    assert var > 0.05 and torch.allclose(seen[1] - seen[0], torch.full((1, 2), 0.5 * var, dtype=torch.float64))
+    assert not torch.equal(guided, free)
+
+
 # ------------------------------------------------------------------------------------------------ temperature, warm start
 @pytest.mark.parametrize("name,options", [("ddpm", {}), ("ddim", {"steps": 10, "timestep_spacing": "trailing"}),
                                           ("ddim", {"steps": 10, "eta": 1.0, "timestep_spacing": "trailing"}),

@@ -106,12 +106,16 @@ class Sampler(ABC):
 
     def _common_host_tables(self) -> dict[str, list[float]]:
         """a = sqrt(alpha_bar_t), s = sqrt(sigma2_t), and the posterior variance of each step for gradient guidance
-        (a final zero variance is replaced by the step before's, like DDPM's clipped log variance)."""
+        (a final zero variance is replaced by the step before's, like DDPM's clipped log variance; a chain of one
+        step, which has no step before, takes the variance of one DDPM step from where it starts, so that
+        gradient guidance still moves a one-step plan)."""
         proc = self.schedule
         ts = self.timesteps
         var = [proc.posterior_variance(t, p) for t, p in zip(ts, self._prev_timesteps())]
         if len(var) > 1 and var[-1] <= 0.0:
             var[-1] = var[-2]
+        elif len(var) == 1 and var[0] <= 0.0 and ts[0] >= 1:
+            var[0] = proc.posterior_variance(ts[0], ts[0] - 1)
         return {"a": [math.sqrt(proc.alpha_bar(t)) for t in ts], "s": [math.sqrt(proc.sigma2(t)) for t in ts],
                 "guide_var": var}
 
