@@ -87,10 +87,13 @@ def diffusion_loss(
 
     x_t = schedule.q_sample(x0, t, noise)
     a, s = schedule.coefficients(t, x0)
+    # float flow times tau reach the network on the samplers' scale (integer timestep k is tau = (k + 1) / N), so
+    # a model trained on continuous times is sampled at the times it learned
+    net_t = t * schedule.num_steps - 1 if t.dtype.is_floating_point else t
     if drop_mask is None:
-        out = denoiser(x_t, t, cond)
+        out = denoiser(x_t, net_t, cond)
     else:
-        out = denoiser(x_t, t, cond, drop_mask=drop_mask)
+        out = denoiser(x_t, net_t, cond, drop_mask=drop_mask)
     if out.shape != x0.shape:
         raise ValueError(f"denoiser output must have the data shape {tuple(x0.shape)}, got {tuple(out.shape)}")
     sq_err = (out - pred.target(x0, noise, a, s)) ** 2

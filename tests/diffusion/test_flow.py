@@ -88,6 +88,27 @@ def test_flow_matching_loss_regresses_the_velocity() -> None:
     torch.testing.assert_close(loss, ((eps - x0) ** 2).mean())
 
 
+def test_continuous_times_reach_the_network_on_the_samplers_scale() -> None:
+    """Training on float times tau must feed the network what the samplers feed it at the same tau (integer
+    timestep k is tau = (k + 1) / N): a model trained on tau in [0, 1] was sampled at times about N times larger."""
+    x0, eps = torch.randn(4, 5, generator=_gen()), torch.randn(4, 5, generator=_gen(1))
+    k = torch.tensor([0, 24, 49, 99])
+    seen = []
+
+    def model(x, tt, cond=None):
+        seen.append((x, tt.to(torch.float64)))
+        return x * 0.3
+
+    grid = diffusion_loss(model, x0, PATH, prediction="velocity", t=k, noise=eps)
+    continuous = diffusion_loss(model, x0, PATH, prediction="velocity", t=(k + 1) / 100.0, noise=eps)
+    torch.testing.assert_close(seen[1][1], seen[0][1])  # the network sees 0, 24, 49, 99 both times
+    torch.testing.assert_close(seen[1][0], seen[0][0])
+    torch.testing.assert_close(continuous, grid)
+    sampler = make_sampler("euler", PATH, steps=4)
+    sampler.sample(model, (4, 5), prediction="velocity", generator=_gen())
+    assert [int(t[0]) for _, t in seen[2:]] == sampler.timesteps == [99, 74, 49, 24]
+
+
 # ------------------------------------------------------------------------------------------------ exact Gaussian
 FLOW_CONFIGS = [
     ("euler", {"steps": 50}, "velocity"),
