@@ -289,9 +289,22 @@ class Policy:
         return self
 
     # -- control loop ---------------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, env_ids: Any = None) -> None:
         """Start a new episode: forget the executed plan (and queued actions) and the observation history, and
-        restart the sampler's random stream from the seed."""
+        restart the sampler's random stream from the seed.
+
+        ``env_ids`` (indices, or a bool mask over the batch) restarts only those environments of a batch, as a
+        vector env that resets finished episodes by itself needs: their remembered observations are replaced by
+        the next observation given for them (an episode's start, as training pads it), and the next call
+        replans every environment of the batch from its current observation (queued actions and the kept plan
+        are dropped). The sampler's stream goes on. Planners whose short histories are not padded by repeating
+        the first observation (a Decision Diffuser with ``history`` > 1) restart only the whole batch."""
+        if env_ids is not None:
+            if seed is not None:
+                raise ValueError("reset(seed=..., env_ids=...): a seed restarts the sampler stream of the whole "
+                                 "batch; call reset(seed=...) without env_ids")
+            self._restart_envs(env_ids)
+            return
         if seed is not None:
             self.seed = check_seed(seed)  # checked before it is kept: a bad seed changes nothing
         self._device = self.algo.device  # cached: looking it up walks the modules, too slow for every act()
@@ -300,7 +313,33 @@ class Policy:
             self._generator = torch.Generator(device=self._device)
         self._generator.manual_seed(int(self.seed))
         self._history: deque[torch.Tensor] = deque(maxlen=self.history_length)  # normalized [B, S] each
+        self._restart: torch.Tensor | None = None  # [B] bool: environments whose history restarts at next act()
         self._execution.reset()
+
+    def _restart_envs(self, env_ids: Any) -> None:
+        batch = self._history[-1].shape[0] if self._history else getattr(self._execution, "batch", 0) or None
+        ids = np.asarray(env_ids)
+        if ids.dtype == np.bool_:
+            if ids.ndim != 1 or (batch is not None and ids.shape[0] != batch):
+                raise ValueError(f"env_ids: a bool mask must have one entry per environment of the batch "
+                                 f"({batch}), got shape {ids.shape}")
+            ids = np.flatnonzero(ids)
+        if ids.ndim > 1 or ids.dtype.kind not in "iu" and ids.size:
+            raise ValueError(f"env_ids: expected indices of environments (or a bool mask), got {env_ids!r}")
+        ids = ids.reshape(-1).astype(np.int64)
+        if batch is not None and ids.size and not (0 <= ids.min() and ids.max() < batch):
+            raise ValueError(f"env_ids: expected indices in [0, {batch}) (the batch the policy is acting on), got "
+                             f"{ids.tolist()}")
+        if self.history_length > 1 and not self.algo.repeats_first_observation:
+            raise ValueError(f"reset(env_ids=...): {self.algo.name} with a history of {self.history_length} plans "
+                             "from fewer states at an episode's start, which a batch cannot mix; reset() the "
+                             "whole batch (or use one Policy per environment)")
+        self._execution.reset()  # the next call replans the whole batch, the restarted environments included
+        if batch is None or self.history_length <= 1 or not ids.size:
+            return  # nothing remembered to restart
+        mask = torch.zeros(batch, dtype=torch.bool, device=self._device)
+        mask[torch.from_numpy(ids).to(self._device)] = True
+        self._restart = mask if self._restart is None else self._restart | mask
 
     @property
     def execution(self) -> str:
@@ -332,12 +371,17 @@ class Policy:
         if k <= 1:
             return None
         same = bool(self._history) and self._history[-1].shape[0] == obs_n.shape[0]
+        kept: Any = self._history if same else []
+        if same and self._restart is not None:  # restarted environments start here, padded with this observation
+            kept = [torch.where(self._restart[:, None], obs_n, h) for h in self._history]
         if store:
-            if not same:
+            self._restart = None
+            if kept is not self._history:
                 self._history.clear()
+                self._history.extend(kept)
             self._history.append(obs_n)
             return _History(self._history)
-        return _History([*(list(self._history)[-(k - 1) :] if same else []), obs_n])
+        return _History([*list(kept)[-(k - 1) :], obs_n])
 
     def act(self, obs: np.ndarray | torch.Tensor, **kwargs: Any) -> np.ndarray | torch.Tensor:
         """Action(s) for one observation ``[obs_dim]`` or a batch ``[B, obs_dim]``; numpy in -> numpy out.

@@ -890,3 +890,71 @@ def test_numpy_settings_default_steps_and_seeds_are_taken_or_refused_when_given(
         Policy(make_dd(), make_normalizers(), seed=1.5)
     policy.reset(seed=np.int64(7))
     assert policy.seed == 7 and type(policy.seed) is int
+
+
+# ----------------------------------------------------------------------------------------- one environment restarts
+def _spy_plans(policy: Policy, monkeypatch) -> list[dict]:
+    calls = []
+    original = policy.algo.plan
+
+    def spy(obs, **kwargs):
+        calls.append({"obs": obs.clone(), "history": None if kwargs.get("history") is None
+                      else kwargs["history"].clone()})
+        return original(obs, **kwargs)
+
+    monkeypatch.setattr(policy.algo, "plan", spy)
+    return calls
+
+
+@pytest.mark.parametrize("as_mask", [False, True])
+def test_one_environment_of_a_batch_restarts_its_history_and_the_batch_replans(as_mask, monkeypatch):
+    """A vector env that resets a finished episode by itself: that environment's remembered observations are its
+    new first one (Diffusion Policy pads an episode's start so), its queued actions of the old episode are gone,
+    and the other environments keep their history."""
+    policy = Policy(make_dp(), make_normalizers(), sampling={"steps": 2}, execution="action_queue",
+                    execution_options={"action_steps": 4}, seed=0)
+    calls = _spy_plans(policy, monkeypatch)
+    o1, o2, o3 = (raw_obs(3, seed=s) for s in (1, 2, 3))
+    policy.act(o1)
+    policy.act(o2)  # popped from the queue: one plan so far
+    assert len(calls) == 1
+    policy.reset(env_ids=np.array([False, True, False]) if as_mask else [1])
+    policy.act(o3)
+    assert len(calls) == 2  # replanned at once, although two queued actions were left
+    history = calls[1]["history"]
+    n2, n3 = (torch.as_tensor(policy.normalizers["observations"].normalize(o), dtype=torch.float32) for o in (o2, o3))
+    torch.testing.assert_close(history[[0, 2]], torch.stack([n2, n3], dim=1)[[0, 2]])
+    torch.testing.assert_close(history[1], torch.stack([n3[1], n3[1]]))
+    policy.act(o1)
+    assert len(calls) == 2  # a fresh queue of the new plan is popped again
+    # plan() looks the same way without storing: env 0 restarted, env 1 keeps its new episode
+    policy.reset(env_ids=[0])
+    policy.plan(o2)
+    torch.testing.assert_close(calls[-1]["history"][0], torch.stack([calls[-1]["history"][0, 1]] * 2))
+
+
+def test_restarting_environments_is_checked():
+    policy = Policy(make_dp(), make_normalizers(), sampling={"steps": 2}, execution="action_queue",
+                    execution_options={"action_steps": 4}, seed=0)
+    policy.act(raw_obs(3))
+    with pytest.raises(ValueError, match=r"env_ids: expected indices in \[0, 3\) \(the batch the policy is acting "
+                                         r"on\), got \[3\]"):
+        policy.reset(env_ids=[3])
+    with pytest.raises(ValueError, match=r"env_ids: a bool mask must have one entry per environment of the batch "
+                                         r"\(3\), got shape \(2,\)"):
+        policy.reset(env_ids=[True, False])
+    with pytest.raises(ValueError, match="a seed restarts the sampler stream of the whole batch"):
+        policy.reset(seed=1, env_ids=[0])
+    with pytest.raises(ValueError, match="env_ids: expected indices of environments"):
+        policy.reset(env_ids=[0.5])
+    torch.manual_seed(0)
+    dd = DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),
+                          inv_hidden_dim=32, history=3)
+    with_history = Policy(dd, make_normalizers(), sampling={"steps": 2})
+    with_history.act(raw_obs(2))
+    with pytest.raises(ValueError, match=r"decision_diffuser with a history of 3 plans from fewer states"):
+        with_history.reset(env_ids=[0])
+    plain = make_policy()  # no history: restarting one environment only replans the batch
+    plain.act(raw_obs(2))
+    plain.reset(env_ids=[1])
+    assert np.all(np.isfinite(plain.act(raw_obs(2))))

@@ -78,6 +78,9 @@ class Algorithm(nn.Module):
     batch_keys: ClassVar[tuple[str, ...]] = ("observations", "actions", "mask")
     #: whether plans hold future states (``PlanOutput.observations``), which ``follow_plan`` tracks
     plans_states: ClassVar[bool] = False
+    #: whether a history shorter than ``history`` is filled by repeating its oldest observation (as training pads
+    #: an episode's start), so one environment of a batch can restart while the others go on
+    repeats_first_observation: ClassVar[bool] = False
     #: the normalizers the diffused sample lives in: ``clip_sample="auto"`` clips x0 estimates to their range
     sample_keys: ClassVar[tuple[str, ...]] = ("observations",)
     #: sampler settings used when the caller does not override them

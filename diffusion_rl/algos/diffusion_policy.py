@@ -35,6 +35,7 @@ BACKBONES = ("conditional_unet1d", "transformer1d")
 class DiffusionPolicy(Algorithm):
     name = "diffusion_policy"
     sample_keys = ("actions",)
+    repeats_first_observation = True
     batch_keys = ("observations", "actions", "mask")
     default_sampling = {
         "sampler": "ddim",
