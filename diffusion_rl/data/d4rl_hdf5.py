@@ -83,7 +83,12 @@ def load_d4rl_hdf5(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no D4RL HDF5 file at {path}")
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:  # h5py's "file signature not found" names neither the file nor what was expected
+        raise ValueError(f"{path} is not a readable HDF5 file ({err}); expected a D4RL-layout .hdf5 file with "
+                         f"datasets {list(REQUIRED_D4RL_KEYS)}") from None
+    with handle as f:
         datasets = _read_datasets(f)
         missing = [k for k in REQUIRED_D4RL_KEYS if k not in datasets]
         if missing:
@@ -119,6 +124,10 @@ def load_d4rl_hdf5(
         data["terminals"], timeouts, max_episode_steps=max_episode_steps, keep_partial=keep_partial
     )
     used = int(ends[-1]) if ends.size else 0
+    if n and not used:
+        cut = "max_episode_steps=N to cut episodes every N steps, or " if timeouts is None else ""
+        raise ValueError(f"{path}: none of its {n} steps ends an episode (no 'terminals' or 'timeouts' set); pass "
+                         f"{cut}keep_partial=True to keep the steps as one episode")
     if used < n:
         metadata["dropped_partial_steps"] = n - used
         log.info("%s: dropped %d steps after the last terminal/timeout (D4RL's rule)", path, n - used)

@@ -92,6 +92,29 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
         load_episodes(path)
 
 
+def test_a_file_that_is_not_hdf5_is_named_with_what_was_expected(tmp_path: Path) -> None:
+    path = tmp_path / "notes.hdf5"
+    path.write_text("not an HDF5 file")
+    with pytest.raises(ValueError, match=r"notes.hdf5 is not a readable HDF5 file \(.*\); expected a D4RL-layout"):
+        load_episodes(path)
+
+
+@pytest.mark.parametrize("with_timeouts", [True, False])
+def test_steps_that_never_end_an_episode_are_refused_with_the_ways_out(tmp_path: Path, with_timeouts: bool) -> None:
+    path = tmp_path / "open.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"], f["actions"] = np.zeros((10, 3)), np.zeros((10, 2))
+        f["rewards"], f["terminals"] = np.zeros(10), np.zeros(10, dtype=bool)
+        if with_timeouts:
+            f["timeouts"] = np.zeros(10, dtype=bool)
+    cut = "" if with_timeouts else "max_episode_steps=N to cut episodes every N steps, or "
+    with pytest.raises(ValueError, match=rf"none of its 10 steps ends an episode .*; pass {cut}keep_partial=True"):
+        load_episodes(path)
+    assert load_d4rl_hdf5(path, keep_partial=True).num_episodes == 1
+    if not with_timeouts:
+        assert load_d4rl_hdf5(path, max_episode_steps=5).num_episodes == 2
+
+
 def test_write_then_read_is_equal_and_marks_open_episode_ends(tmp_path: Path) -> None:
     store = make_store([5, 3, 4], terminal_last=(0,))
     store["timeouts"][store.episode_ends[2] - 1] = False  # an episode that ended without either flag
