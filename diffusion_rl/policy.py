@@ -21,7 +21,7 @@ import torch
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
 from diffusion_rl.algos._common import auto_clip, check_settings
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
-from diffusion_rl.data import normalizer_from_state
+from diffusion_rl.data import Normalizer, normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
 from diffusion_rl.nets.compiled import CUDAGraphDenoiser, check_precision, make_denoiser, resolve_compile
 
@@ -105,6 +105,22 @@ def _real_values(value: Any, expected: str) -> np.ndarray | torch.Tensor:
     return arr
 
 
+def _check_normalizers(normalizers: dict[str, Any], algo: Algorithm) -> None:
+    """Refuse, when the policy is built, normalizers it could not use: not a fitted ``Normalizer`` or of another
+    width than the model's observations/actions (found otherwise at the first act, or as an AttributeError)."""
+    dims = {"observations": getattr(algo, "obs_dim", None), "actions": getattr(algo, "act_dim", None)}
+    for key, normalizer in normalizers.items():
+        if not isinstance(normalizer, Normalizer):
+            raise ValueError(f"normalizers[{key!r}]: expected a fitted Normalizer (diffusion_rl.data), got "
+                             f"{type(normalizer).__name__}")
+        if not normalizer.stats:
+            raise ValueError(f"normalizers[{key!r}]: {type(normalizer).__name__} is not fitted; call .fit(data) or "
+                             "build it with normalizer_from_state(state)")
+        if dims.get(key) is not None and normalizer.dim != dims[key]:
+            raise ValueError(f"normalizers[{key!r}] normalizes {normalizer.dim} dimensions; {algo.name} has "
+                             f"{key} of {dims[key]}")
+
+
 class _History:
     """The remembered normalized observations, stacked to ``[B, k, S]`` only when a plan reads them (popping an
     action queue needs no stacking)."""
@@ -183,6 +199,7 @@ class Policy:
         missing = [k for k in ("observations", "actions") if k not in normalizers]
         if missing:
             raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")
+        _check_normalizers(normalizers, algo)
         unknown = sorted(set(sampling or {}) - set(algo.sampling_names()))
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "

@@ -958,3 +958,17 @@ def test_restarting_environments_is_checked():
     plain.act(raw_obs(2))
     plain.reset(env_ids=[1])
     assert np.all(np.isfinite(plain.act(raw_obs(2))))
+
+
+@pytest.mark.parametrize(("normalizers", "message"), [
+    (lambda: {"observations": GaussianNormalizer(), "actions": make_normalizers()["actions"]},
+     r"normalizers\['observations'\]: GaussianNormalizer is not fitted"),
+    (lambda: make_normalizers(obs_dim=5), r"normalizers\['observations'\] normalizes 5 dimensions; decision_diffuser "
+                                          r"has observations of 11"),
+    (lambda: make_normalizers(act_dim=2), r"normalizers\['actions'\] normalizes 2 dimensions"),
+    (lambda: {"observations": 3, "actions": make_normalizers()["actions"]},
+     r"normalizers\['observations'\]: expected a fitted Normalizer \(diffusion_rl.data\), got int"),
+])
+def test_normalizers_the_policy_could_not_use_are_refused_when_it_is_built(normalizers, message):
+    with pytest.raises(ValueError, match=message):
+        Policy(make_dd(), normalizers(), sampling={"steps": 2})
