@@ -22,7 +22,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PROCESSES", "FlowPath", "ForwardProcess", "make_process", "process_from_config"]
+__all__ = ["MAX_NUM_STEPS", "PROCESSES", "FlowPath", "ForwardProcess", "check_num_steps", "make_process",
+           "process_from_config"]
+
+MAX_NUM_STEPS = 100_000
+"""The most steps a forward process may have (papers use 20 to 1,000; a typo such as 1e9 would fill memory)."""
+
+
+def check_num_steps(num_steps: Any) -> None:
+    """``ValueError`` unless ``num_steps`` is an integer in [1, MAX_NUM_STEPS]."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= MAX_NUM_STEPS:
+        raise ValueError(f"num_steps must be an integer in [1, {MAX_NUM_STEPS:,}], got {num_steps!r}")
 
 
 class ForwardProcess(ABC):
@@ -111,8 +121,7 @@ class FlowPath(ForwardProcess):
     default_prediction = "velocity"
 
     def __init__(self, num_steps: int = 1000) -> None:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        check_num_steps(num_steps)
         self._num_steps = num_steps
 
     @property

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusion_rl.diffusion.process import ForwardProcess
+from diffusion_rl.diffusion.process import ForwardProcess, check_num_steps
 
 __all__ = ["SCHEDULES", "NoiseSchedule"]
 
@@ -25,11 +25,6 @@ def _alpha_bar_betas(num_steps: int, s: float, max_beta: float) -> Tensor:
     alpha_bar = torch.cos((u + s) / (1.0 + s) * (math.pi / 2.0)) ** 2
     betas = 1.0 - alpha_bar[1:] / alpha_bar[:-1]
     return betas.clamp(min=0.0, max=max_beta)
-
-
-def _check_num_steps(num_steps: int) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
 
 
 class NoiseSchedule(ForwardProcess):
@@ -61,7 +56,7 @@ class NoiseSchedule(ForwardProcess):
     @classmethod
     def linear(cls, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> NoiseSchedule:
         """Betas evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020; diffusers' "linear")."""
-        _check_num_steps(num_steps)
+        check_num_steps(num_steps)
         if not 0.0 < beta_start <= beta_end <= 1.0:
             raise ValueError(f"need 0 < beta_start <= beta_end <= 1, got beta_start={beta_start}, beta_end={beta_end}")
         betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
@@ -71,7 +66,7 @@ class NoiseSchedule(ForwardProcess):
     @classmethod
     def cosine(cls, num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
         """Cosine schedule of Nichol & Dhariwal (2021), as Diffuser and Decision Diffuser use it."""
-        _check_num_steps(num_steps)
+        check_num_steps(num_steps)
         if not (s >= 0.0 and 0.0 < max_beta <= 1.0):
             raise ValueError(f"need s >= 0 and 0 < max_beta <= 1, got s={s}, max_beta={max_beta}")
         cfg = {"name": "cosine", "num_steps": num_steps, "s": s, "max_beta": max_beta}
@@ -81,7 +76,7 @@ class NoiseSchedule(ForwardProcess):
     def squaredcos_cap_v2(cls, num_steps: int) -> NoiseSchedule:
         """diffusers' "squaredcos_cap_v2" (what Diffusion Policy uses): the cosine schedule with s=0.008 and betas
         capped at 0.999, so it equals ``cosine(num_steps)`` up to float rounding."""
-        _check_num_steps(num_steps)
+        check_num_steps(num_steps)
         return cls(_alpha_bar_betas(num_steps, 0.008, 0.999), config={"name": "squaredcos_cap_v2", "num_steps": num_steps})
 
     @classmethod

@@ -72,8 +72,10 @@ def test_other_bad_options_and_inputs() -> None:
         make_sampler("dpmsolver++", SCH, steps=5, order=3)
     with pytest.raises(ValueError, match="out of range"):
         make_sampler("ddim", SCH, steps=5, steps_offset=10)
-    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 100,000\], got 0"):
         NoiseSchedule.linear(0)
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 100,000\], got 1000000000"):
+        NoiseSchedule.cosine(10**9)  # a typo, refused before a table of 1e9 float64 values is computed
     with pytest.raises(ValueError, match="betas must be"):
         NoiseSchedule.from_betas([0.1, 0.0])
     sampler = make_sampler("ddim", SCH, steps=5)

@@ -66,8 +66,10 @@ def test_flow_refuses_what_it_does_not_define() -> None:
         make_sampler("heun", NoiseSchedule.cosine(10))
     with pytest.raises(ValueError, match=r"process: unknown 'ode'; expected one of \['diffusion', 'flow'\]"):
         make_process("ode", "cosine", 10)
-    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 100,000\], got 0"):
         FlowPath(0)
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 100,000\], got 1000001"):
+        FlowPath(1_000_001)
     with pytest.raises(ValueError, match="t must be integer timesteps or float times"):
         PATH.coefficients(torch.tensor([True, False]), torch.zeros(2, 1))
 
