@@ -149,6 +149,9 @@ class PlannerRunConfig:
                 check_process(self.model, self.sampling, steps)
         except ValueError as err:
             raise ConfigError(f"algo: {err}") from None
+        for key, value in (("eval.video", self.video), ("eval.plot", self.plot)):
+            if not isinstance(value, (bool, np.bool_)):  # "no" or "off" would be truthy and do the opposite
+                raise ConfigError(f"{key}: expected true or false, got {value!r}")
         _int_at_least("eval.episodes", self.eval_episodes, 1)
         _int_at_least("eval.num_envs", self.eval_num_envs, 1)
         _int_at_least("eval.every", self.eval_every, 0)

@@ -36,6 +36,8 @@ def test_a_valid_configuration_passes():
     ({"model": {"cond_drop": "0.1"}}, "algo.model.cond_drop: expected a number"),
     ({"algo": "diffuser", "model": {"value_guided": "no"}}, "algo.model.value_guided: expected true or false"),
     ({"trainer": {"lr": "1e-3"}}, "trainer.lr: expected a number, got '1e-3' (str)"),
+    ({"video": "no"}, "eval.video: expected true or false, got 'no'"),
+    ({"plot": "off"}, "eval.plot: expected true or false, got 'off'"),
 ])
 def test_unknown_or_misplaced_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError) as err:
