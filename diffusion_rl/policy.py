@@ -121,6 +121,12 @@ def _check_normalizers(normalizers: dict[str, Any], algo: Algorithm) -> None:
                              f"{key} of {dims[key]}")
 
 
+def _check_out_of_range(value: Any) -> str:
+    if not isinstance(value, str) or value not in OUT_OF_RANGE:
+        raise ValueError(f"out_of_range: expected one of {list(OUT_OF_RANGE)}, got {value!r}")
+    return value
+
+
 class _History:
     """The remembered normalized observations, stacked to ``[B, k, S]`` only when a plan reads them (popping an
     action queue needs no stacking)."""
@@ -219,15 +225,15 @@ class Policy:
         """Counts over this policy's life: actions returned by :meth:`act` (rows), and how many of them had to be
         clipped into ``action_bounds``."""
         self._warned_clip = False
-        if out_of_range not in OUT_OF_RANGE:
-            raise ValueError(f"out_of_range: expected one of {list(OUT_OF_RANGE)}, got {out_of_range!r}")
-        self.out_of_range = out_of_range
-        """What an observation far outside the training data does (normalized beyond ``FAR`` in some dimension):
+        self.out_of_range = _check_out_of_range(out_of_range)
+        """What an observation far outside the training data does (in some dimension beyond ``FAR`` normalized, or
+        for a CDF normalizer, which clips, as far outside the data's range as min-max scaling would put that):
         ``"warn"`` (once, counted in ``stats["far_observations"]``), ``"error"`` (a ValueError) or ``"ignore"``."""
         self.stats["far_observations"] = 0
         self._warned_far = False
         self._prepare(compile, precision)
         self.reset()
+        self._built = True  # from now on a misspelt public attribute is refused, not silently created
 
     def _prepare(self, compile: bool | str, precision: str) -> None:
         """Take the ``compile`` and ``precision`` settings (refused, naming the allowed values) and build the
@@ -286,8 +292,17 @@ class Policy:
         if name in self.__dict__.get("sampling", {}):
             # refused now, not at the next act()
             self.sampling[name] = check_settings({name: value}, _schedule_steps(self.algo))[name]
-        else:
+        elif name == "out_of_range":
+            object.__setattr__(self, name, _check_out_of_range(value))
+        elif name == "seed":
+            object.__setattr__(self, name, check_seed(value))
+        elif (name.startswith("_") or not self.__dict__.get("_built") or name in self.__dict__
+              or hasattr(type(self), name)):
             object.__setattr__(self, name, value)
+        else:  # policy.guidance_weigth = 5 would otherwise be kept and change nothing
+            raise AttributeError(f"Policy has no setting {name!r}; {self.algo.name}'s sampling settings are "
+                                 f"{sorted(self.sampling) or 'none'}; the policy's own are ['compile', "
+                                 "'out_of_range', 'precision', 'seed']")
 
     @property
     def device(self) -> torch.device:
@@ -429,27 +444,27 @@ class Policy:
     def _observe(self, obs: Any, check_range: bool = True) -> tuple[torch.Tensor, bool, bool]:
         """Checked, normalized observations ``[B, S]`` on the model's device (numpy input is normalized in numpy:
         for one small observation that is several times cheaper than torch's per-op overhead)."""
-        x, single, as_numpy = self._check_obs(obs, keep_numpy=True)
-        x = self._normalize("observations", x)
+        raw, single, as_numpy = self._check_obs(obs, keep_numpy=True)
+        x = self._normalize("observations", raw)
         if check_range and self.out_of_range != "ignore":
-            self._check_range(x)
+            self._check_range(raw, x)
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
         return x, single, as_numpy
 
-    def _check_range(self, x_n: Any) -> None:
-        """Count (and warn once about, or refuse) observations whose normalized value exceeds ``FAR``."""
-        far = (np.abs(x_n) > FAR).any(axis=-1) if isinstance(x_n, np.ndarray) else (x_n.abs() > FAR).any(dim=-1)
-        n = int(far.sum())
+    def _check_range(self, x: Any, x_n: Any) -> None:
+        """Count (and warn once about, or refuse) observations far outside the training data: normalized beyond
+        ``FAR`` (for a saturating normalizer such as the CDF, as far outside the data's range as that)."""
+        n = int(self.normalizers["observations"].far(x, x_n, FAR).any(-1).sum())
         if not n:
             return
         if self.out_of_range == "error":
-            raise ValueError(f"observation far outside the training data (normalized beyond ±{FAR:g} in some "
-                             "dimension); out_of_range='warn' acts anyway")
+            raise ValueError(f"observation far outside the training data (beyond ±{FAR:g} in some dimension on the "
+                             "normalized scale); out_of_range='warn' acts anyway")
         self.stats["far_observations"] += n
         if not self._warned_far:
             self._warned_far = True
-            warnings.warn(f"Policy: an observation lies far outside the training data (normalized beyond ±{FAR:g}); "
+            warnings.warn(f"Policy: an observation lies far outside the training data (beyond ±{FAR:g} normalized); "
                           "its action is an extrapolation (policy.stats counts them; out_of_range='error' refuses "
                           "them)", RuntimeWarning, stacklevel=4)
 
@@ -676,15 +691,16 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", compile: bool | str = False,
-             precision: str = "float32") -> Policy:
-        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile`` and
-        ``precision`` as in the constructor (settings of this process, not of the artifact)."""
+             precision: str = "float32", out_of_range: str = "warn") -> Policy:
+        """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile``,
+        ``precision`` and ``out_of_range`` as in the constructor (settings of this process, not of the artifact)."""
         try:
             target = check_device(device)  # the caller's choices, refused before reading files
         except ValueError as err:
             raise ValueError(f"device: {err}") from None
         resolve_compile(compile, target)
         check_precision(precision)
+        _check_out_of_range(out_of_range)
         state_dict, config = load_artifact(path)
         absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
         if absent:
@@ -736,6 +752,7 @@ class Policy:
         except ValueError as err:  # settings in config.json that this library refuses: name the file
             raise ArtifactError(f"{path}: config.json: {err}") from None
         policy._prepare(compile, precision)  # the caller's settings, not the file's: refused without the path
+        policy.out_of_range = out_of_range
         return policy
 
     def __repr__(self) -> str:

@@ -595,6 +595,46 @@ def test_observations_far_outside_the_training_data_warn_once_or_are_refused():
         make_policy(out_of_range="loud")
 
 
+@pytest.mark.parametrize("as_numpy", [True, False])
+def test_a_cdf_normalizer_which_clips_still_tells_far_observations(as_numpy):
+    """The Decision Diffuser's default normalizer maps everything into [-1, 1]: the raw value is measured against
+    the data's range instead (as far out as min-max scaling to +-10 would put it: 4.5 ranges)."""
+    from diffusion_rl.data import CDFNormalizer
+
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0.0, 2.0, size=(500, OBS_DIM))
+    normalizers = {"observations": CDFNormalizer().fit(data), "actions": make_normalizers()["actions"]}
+    policy = Policy(make_dd(), normalizers, sampling={"steps": 2}, out_of_range="error")
+    obs = np.full((2, OBS_DIM), 1.0, dtype=np.float32)
+    obs[1, 3] = 2.0 + 4.0 * (data[:, 3].max() - data[:, 3].min())  # outside, but less than 4.5 ranges out
+    convert = (lambda a: a) if as_numpy else torch.from_numpy
+    policy.act(convert(obs))
+    obs[1, 3] = 1e3
+    with pytest.raises(ValueError, match="far outside the training data"):
+        policy.act(convert(obs))
+    obs[1, 3] = -1e3
+    with pytest.raises(ValueError, match="far outside the training data"):
+        policy.act(convert(obs))
+
+
+def test_a_misspelt_setting_set_on_a_policy_is_refused():
+    policy = make_policy()
+    with pytest.raises(AttributeError, match=r"Policy has no setting 'guidance_weigth'; decision_diffuser's sampling "
+                                             r"settings are \['clip_sample', 'eta', 'guidance_weight'"):
+        policy.guidance_weigth = 5.0
+    with pytest.raises(ValueError, match=r"out_of_range: expected one of \['warn', 'error', 'ignore'\], got 'eror'"):
+        policy.out_of_range = "eror"
+    with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\), got -1"):
+        policy.seed = -1
+    assert policy.out_of_range == "warn" and policy.seed == 0  # refused values are not kept
+    policy.guidance_weight, policy.out_of_range, policy.seed = 0.5, "error", 3
+    assert (policy.guidance_weight, policy.out_of_range, policy.seed) == (0.5, "error", 3)
+    dp = Policy(make_dp(), make_normalizers(), sampling={"steps": 2}, execution="action_queue",
+                execution_options={"action_steps": 4})
+    with pytest.raises(AttributeError, match="Policy has no setting 'warm_start_t'; diffusion_policy's"):
+        dp.warm_start_t = 30  # a planner's setting; Diffusion Policy has none such
+
+
 GRAPH_CASES = {  # the sampler settings the whole-plan CUDA graph is checked with
     "decision_diffuser": FAST["decision_diffuser"],
     "diffuser": FAST["diffuser"],
@@ -972,3 +1012,11 @@ def test_restarting_environments_is_checked():
 def test_normalizers_the_policy_could_not_use_are_refused_when_it_is_built(normalizers, message):
     with pytest.raises(ValueError, match=message):
         Policy(make_dd(), normalizers(), sampling={"steps": 2})
+
+
+def test_load_takes_the_out_of_range_choice_of_this_process(tmp_path):
+    path = make_policy().save(tmp_path / "policy")
+    assert Policy.load(path, device="cpu", out_of_range="error").out_of_range == "error"
+    assert Policy.load(path, device="cpu").out_of_range == "warn"
+    with pytest.raises(ValueError, match=r"out_of_range: expected one of \['warn', 'error', 'ignore'\], got 'loud'"):
+        Policy.load(path, device="cpu", out_of_range="loud")

@@ -120,6 +120,12 @@ class Normalizer:
         """Invert ``normalize``."""
         return self._apply(x, inverse=True)
 
+    def far(self, x: ArrayLike, x_n: ArrayLike, limit: float) -> ArrayLike:
+        """Which entries of raw ``x`` (``x_n`` = ``normalize(x)``) lie far from the fitted data: beyond ``±limit``
+        once normalized. Normalizers that saturate (the empirical CDF maps everything into [-1, 1]) measure the raw
+        value instead."""
+        return x_n.abs() > limit if isinstance(x_n, torch.Tensor) else np.abs(x_n) > limit
+
     def _apply(self, x: ArrayLike, *, inverse: bool) -> ArrayLike:
         self._require_fit()
         if x.shape[-1:] != (self.dim,):
@@ -275,6 +281,21 @@ class CDFNormalizer(Normalizer):
     def _options_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
         k = int(state.get("max_knots", -1))
         return {"max_knots": None if k < 0 else k}
+
+    def far(self, x: ArrayLike, x_n: ArrayLike, limit: float) -> ArrayLike:
+        """Beyond the fitted data's range by more than min-max normalization's ``±limit`` would allow, i.e. by more
+        than ``(limit - 1) / 2`` ranges (a constant dimension: by more than ``limit``); the normalized value says
+        nothing there, being clipped into [-1, 1]."""
+        self._require_fit()
+        counts = self.stats["counts"]
+        rows = np.arange(counts.size)
+        low, high = self.stats["quantiles"][rows, 0], self.stats["quantiles"][rows, counts - 1]
+        span = high - low
+        margin = np.where(span > 0, (limit - 1.0) / 2.0 * span, limit)
+        low, high = low - margin, high + margin
+        if isinstance(x, torch.Tensor):
+            low, high = (torch.as_tensor(b, device=x.device, dtype=x.dtype) for b in (low, high))
+        return (x < low) | (x > high)
 
     def _columns(self, s: dict[str, Any]):
         for d, k in enumerate(s["counts"].tolist()):
