@@ -12,7 +12,9 @@ __all__ = ["Policy", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "Policy":
-        from diffusion_rl.policy import Policy
-
+        try:
+            from diffusion_rl.policy import Policy
+        except AttributeError as err:  # raised in here it would read "cannot import name 'Policy'", cause lost
+            raise ImportError(f"importing diffusion_rl.policy failed: {type(err).__name__}: {err}") from err
         return Policy
     raise AttributeError(f"module 'diffusion_rl' has no attribute {name!r}")

@@ -329,8 +329,15 @@ class Policy:
         vector env that resets finished episodes by itself needs: their remembered observations are replaced by
         the next observation given for them (an episode's start, as training pads it), and the next call
         replans every environment of the batch from its current observation (queued actions and the kept plan
-        are dropped). The sampler's stream goes on. Planners whose short histories are not padded by repeating
-        the first observation (a Decision Diffuser with ``history`` > 1) restart only the whole batch."""
+        are dropped; an empty selection changes nothing). The sampler's stream goes on. Planners whose short
+        histories are not padded by repeating the first observation (a Decision Diffuser with ``history`` > 1)
+        restart only the whole batch.
+
+        Call it just before the ``act`` that receives an environment's first observation of its new episode:
+        with gymnasium's ``AutoresetMode.SAME_STEP`` that is the observation ``step`` returns with ``done``, so
+        reset right after that step; with the default ``NEXT_STEP`` the observation returned with ``done`` is
+        still the old episode's last (the action chosen for it is ignored) and the next ``step`` returns the new
+        episode's first, so reset the environments that were done one step later."""
         if env_ids is not None:
             if seed is not None:
                 raise ValueError("reset(seed=..., env_ids=...): a seed restarts the sampler stream of the whole "
@@ -362,12 +369,14 @@ class Policy:
         if batch is not None and ids.size and not (0 <= ids.min() and ids.max() < batch):
             raise ValueError(f"env_ids: expected indices in [0, {batch}) (the batch the policy is acting on), got "
                              f"{ids.tolist()}")
+        if not ids.size:
+            return  # reset(env_ids=dones) on a step where none finished: nothing restarts, no plan is dropped
         if self.history_length > 1 and not self.algo.repeats_first_observation:
             raise ValueError(f"reset(env_ids=...): {self.algo.name} with a history of {self.history_length} plans "
                              "from fewer states at an episode's start, which a batch cannot mix; reset() the "
                              "whole batch (or use one Policy per environment)")
         self._execution.reset()  # the next call replans the whole batch, the restarted environments included
-        if batch is None or self.history_length <= 1 or not ids.size:
+        if batch is None or self.history_length <= 1:
             return  # nothing remembered to restart
         mask = torch.zeros(batch, dtype=torch.bool, device=self._device)
         mask[torch.from_numpy(ids).to(self._device)] = True
@@ -428,6 +437,7 @@ class Policy:
         """
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
+        before = (list(self._history), self._restart) if self._restart is not None else None
         context["history"] = self._history_with(obs_n, store=True)
         try:
             action_n = self._execution.step(self, obs_n, context)
@@ -436,7 +446,11 @@ class Policy:
             # a failed call leaves nothing behind: its observation (a glitch would condition the next plans of a
             # history-conditioned policy) and its plan (a NaN plan would be warm-started from, or its queued
             # actions popped, by the next calls)
-            if context["history"] is not None and self._history:
+            if before is not None:  # environments restarted for this call: still to restart at the next
+                self._history.clear()
+                self._history.extend(before[0])
+                self._restart = before[1]
+            elif context["history"] is not None and self._history:
                 self._history.pop()
             self._execution.reset()
             raise

@@ -1020,3 +1020,36 @@ def test_load_takes_the_out_of_range_choice_of_this_process(tmp_path):
     assert Policy.load(path, device="cpu").out_of_range == "warn"
     with pytest.raises(ValueError, match=r"out_of_range: expected one of \['warn', 'error', 'ignore'\], got 'loud'"):
         Policy.load(path, device="cpu", out_of_range="loud")
+
+
+def test_an_empty_restart_changes_nothing_and_a_failed_act_keeps_the_restart_pending(monkeypatch):
+    policy = Policy(make_dp(), make_normalizers(), sampling={"steps": 2}, execution="action_queue",
+                    execution_options={"action_steps": 4}, seed=0)
+    calls = _spy_plans(policy, monkeypatch)
+    for t in range(8):  # the natural loop: reset(env_ids=dones) after every step, mostly with none done
+        policy.act(raw_obs(3, seed=t))
+        policy.reset(env_ids=np.zeros(3, dtype=bool))
+        policy.reset(env_ids=[])
+    assert len(calls) == 2  # the queue of 4 actions still serves 4 steps
+    torch.manual_seed(0)
+    dd = DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),
+                          inv_hidden_dim=32, history=3)
+    with_history = Policy(dd, make_normalizers(), sampling={"steps": 2})
+    with_history.act(raw_obs(2))
+    with_history.reset(env_ids=np.zeros(2, dtype=bool))  # none finished: not refused
+
+    policy.reset()
+    o1, o2, o3 = (raw_obs(3, seed=s) for s in (1, 2, 3))
+    policy.act(o1)
+    policy.act(o2)
+    policy.reset(env_ids=[1])
+    original = policy.algo.plan
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        policy.act(raw_obs(3, seed=9))
+    calls.clear()
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: (calls.append(kwargs["history"].clone()),
+                                                                   original(obs, **kwargs))[1])
+    policy.act(o3)
+    n3 = torch.as_tensor(policy.normalizers["observations"].normalize(o3), dtype=torch.float32)
+    torch.testing.assert_close(calls[0][1], torch.stack([n3[1], n3[1]]))  # restarted from o3, not the failed call's
