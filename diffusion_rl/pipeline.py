@@ -332,7 +332,9 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
                                   results_dir=run_dir / "evals")
     trainer_cfg = TrainerConfig(**{"seed": cfg.seed, "device": str(device), "run_dir": str(run_dir),
                                    "eval_every": cfg.eval_every, **cfg.trainer})
-    trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn)
+    trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn,  # a resume with other ones is refused
+                      run_settings={"env": cfg.env, "algo": cfg.algo, "model": cfg.model, "data": cfg.data,
+                                    "dataset": cfg.dataset or cfg.env})
     summary = trainer.fit()
 
     policy = make_policy(trainer.ema_model)

@@ -32,7 +32,9 @@ class RunLogger:
         self.jsonl_path = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             self._truncate_jsonl(resume_step)
-        self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=resume_step)
+        # TensorBoard drops events at steps >= purge_step: those after the checkpoint, not the checkpoint's own
+        purge = None if resume_step is None else resume_step + 1
+        self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
 
     def _truncate_jsonl(self, step: int) -> None:

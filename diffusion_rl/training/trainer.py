@@ -15,6 +15,7 @@ Protocols it trains against (see ``Trainer``):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -137,7 +138,14 @@ class Trainer:
         *,
         eval_fn: EvalFn | None = None,
         callbacks: Sequence[Callback] = (),
+        run_settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """``run_settings``: what else the weights depend on (a run's model and data settings, its dataset), as
+        JSON-like values; saved in checkpoints, and a resume with other values is refused (the weights would be
+        trained further on another problem)."""
+        # as JSON holds them (a tuple and the list a config gives are the same setting)
+        self.run_settings = json.loads(json.dumps(dict(run_settings or {}),
+                                                  default=lambda v: v.item() if hasattr(v, "item") else str(v)))
         if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
             raise ValueError(f"Trainer: model must be an nn.Module with a .loss(batch) method, got {type(model)!r}")
         if not callable(getattr(data, "sample_batch", None)):
@@ -194,7 +202,9 @@ class Trainer:
         resume_step = self._maybe_resume()
         self.logger: RunLogger | None = None
         if self.run_dir is not None and self.dist.is_main:
-            self.logger = RunLogger(self.run_dir, resume_step=resume_step)
+            # a run that starts at step 0 drops the logs of an earlier start in this folder (one interrupted before
+            # its first checkpoint), or its steps would appear twice
+            self.logger = RunLogger(self.run_dir, resume_step=resume_step or 0)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -226,8 +236,8 @@ class Trainer:
                     now = time.perf_counter()
                     self._log_train(sums, count, count / max(now - t_last, 1e-9), pbar)
                     sums, count, t_last = {}, 0, now
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
-                    self._evaluate(pbar)
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps:
+                    self._evaluate(pbar)  # the last step's before its checkpoint, so a rerun does not repeat it
                 if self.checkpoint_dir is not None and (
                     (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.max_steps
                 ):
@@ -248,6 +258,11 @@ class Trainer:
         """Write ``checkpoints/step_<step>.pt`` (rank 0; every rank contributes its RNG states); prune old ones."""
         if self.checkpoint_dir is None:
             raise ValueError("Trainer.save_checkpoint: config.run_dir is None, there is nowhere to write")
+        # losses are checked only at log steps: weights that went non-finite since must not become the newest
+        # checkpoint (pruning would then delete the last good one); every rank holds the same weights
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise FloatingPointError(f"model weights became non-finite by step {self.step}; not saved as a "
+                                     "checkpoint (the earlier checkpoints are kept)")
         rng = _rng_snapshot(self.device)
         rng["data"] = self.generator.get_state()
         if self.dist.enabled:
@@ -270,6 +285,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "last_eval": dict(self.last_eval),
             "last_eval_step": self.last_eval_step,
+            "run_settings": self.run_settings,
         }
         path = save_checkpoint(state, checkpoint_path(self.checkpoint_dir, self.step))
         prune_checkpoints(self.checkpoint_dir, self.config.keep_checkpoints)
@@ -289,11 +305,29 @@ class Trainer:
         return state
 
     def _apply_checkpoint(self, state: dict[str, Any], path: str | Path) -> None:
+        saved_settings = state.get("run_settings")
+        if saved_settings is not None and self.run_settings and saved_settings != self.run_settings:
+            changed = {k: (saved_settings.get(k), self.run_settings.get(k))
+                       for k in sorted(set(saved_settings) | set(self.run_settings))
+                       if saved_settings.get(k) != self.run_settings.get(k)}
+            raise ValueError(f"checkpoint {str(path)!r} was trained with other run settings (saved -> now): "
+                             f"{changed}; resume with the saved ones, or train a fresh run in another run_dir")
+        if int(state["step"]) > self.config.max_steps:
+            raise ValueError(f"checkpoint {str(path)!r} is at step {int(state['step'])}, beyond max_steps="
+                             f"{self.config.max_steps}; resume with max_steps >= {int(state['step'])}")
         self._warn_config_changes(state.get("config", {}), path)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:  # the parameter groups differ: weight decay switched between 0 and > 0
+            saved = state.get("config", {}).get("weight_decay")
+            raise ValueError(f"checkpoint {str(path)!r}: its optimizer does not fit this run's ({err}); it was "
+                             f"trained with weight_decay={saved!r}, and switching weight decay between 0 and > 0 "
+                             "changes the optimizer's parameter groups: resume with weight_decay "
+                             f"{'> 0' if saved else '0'}") from None
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self._apply_optimizer_settings()
         self.step = int(state["step"])
         self.last_eval = dict(state.get("last_eval", {}))
         self.last_eval_step = state.get("last_eval_step")
@@ -337,6 +371,19 @@ class Trainer:
             return self.step
         log.warning("resume=True but no checkpoint in %s is readable: starting from step 0", self.checkpoint_dir)
         return None
+
+    def _apply_optimizer_settings(self) -> None:
+        """This run's lr, betas and weight decay on the loaded optimizer (loading its state brings back the saved
+        ones, so a resume with a new lr would otherwise go on with the old one); the schedule's position stays."""
+        cfg = self.config
+        self.lr_scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        for group, multiplier in zip(self.optimizer.param_groups, self.lr_scheduler.lr_lambdas):
+            group["initial_lr"] = cfg.lr
+            group["lr"] = cfg.lr * multiplier(self.lr_scheduler.last_epoch)
+            group["betas"] = tuple(cfg.betas)
+            decayed = all(p.ndim >= 2 for p in group["params"])  # _build_optimizer's split
+            group["weight_decay"] = cfg.weight_decay if decayed else 0.0
+        self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # get_last_lr()
 
     def _warn_config_changes(self, saved: Mapping[str, Any], path: str | Path) -> None:
         now = self.config.to_dict()

@@ -348,3 +348,77 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_removes_unfinished_writes(
     with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
         fresh = Trainer(_model(), ToyRegressionData(seed=1), _resume_cfg(tmp_path, resume=True))
     assert fresh.step == 0 and "no checkpoint in" in caplog.text and "is readable" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------- resume: what changes
+def test_a_resume_trains_on_with_this_runs_lr_betas_and_weight_decay(tmp_path):
+    data = ToyRegressionData(seed=1)
+    Trainer(_model(), data, _cfg(max_steps=10, lr=1e-3, weight_decay=0.1, lr_schedule="cosine", warmup_steps=4,
+                                  run_dir=str(tmp_path))).fit()
+    more = Trainer(_model(), data, _cfg(max_steps=20, lr=1e-4, weight_decay=0.01, betas=(0.8, 0.9),
+                                        lr_schedule="cosine", warmup_steps=4, run_dir=str(tmp_path), resume=True))
+    multiplier = lr_multiplier(10, schedule="cosine", warmup_steps=4, max_steps=20)
+    groups = more.optimizer.param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4 * multiplier] * len(groups))  # not 1e-3's position
+    assert all(g["betas"] == (0.8, 0.9) for g in groups)
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.01]  # biases and norms are still not decayed
+    assert more.lr_scheduler.get_last_lr() == pytest.approx([1e-4 * multiplier] * len(groups))  # what is logged
+    more.fit()
+    assert more.lr_scheduler.base_lrs == [1e-4] * len(groups)
+    with pytest.raises(ValueError, match=r"trained with weight_decay=0.01, and switching weight decay between 0 and "
+                                         r"> 0 changes the optimizer's parameter groups: resume with weight_decay > 0"):
+        Trainer(_model(), data, _cfg(max_steps=30, weight_decay=0.0, run_dir=str(tmp_path), resume=True))
+
+
+def test_a_resume_refuses_other_run_settings_and_a_step_beyond_max_steps(tmp_path):
+    data = ToyRegressionData(seed=1)
+    settings = {"model": {"horizon": 8, "dim_mults": (1, 2)}, "data": {"discount": 0.99}}
+    Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path)), run_settings=settings).fit()
+    same = {"model": {"horizon": 8, "dim_mults": [1, 2]}, "data": {"discount": 0.99}}  # a list from a config: same
+    assert Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path), resume=True),
+                   run_settings=same).step == 10
+    other = {"model": {"horizon": 16, "dim_mults": [1, 2]}, "data": {"discount": 0.99}}
+    with pytest.raises(ValueError, match=r"was trained with other run settings \(saved -> now\): \{'model': "):
+        Trainer(_model(), data, _cfg(max_steps=20, run_dir=str(tmp_path), resume=True), run_settings=other)
+    with pytest.raises(ValueError, match=r"is at step 10, beyond max_steps=5; resume with max_steps >= 10"):
+        Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path), resume=True), run_settings=same)
+
+
+def test_weights_gone_non_finite_are_never_saved_as_the_newest_checkpoint(tmp_path):
+    data = ToyRegressionData(seed=1)
+
+    def poison(trainer, step):
+        if step == 7:  # before any log step (only the last): the loss check has not seen it
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    trainer = Trainer(_model(), data, _cfg(max_steps=20, checkpoint_every=5, keep_checkpoints=1, log_every=20,
+                                           run_dir=str(tmp_path)), callbacks=[poison])
+    with pytest.raises(FloatingPointError, match="model weights became non-finite by step 10; not saved"):
+        trainer.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5]  # the good one is kept
+
+
+def test_logs_hold_each_step_once_after_a_restart_and_tensorboard_keeps_the_resume_step(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = ToyRegressionData(seed=1)
+    # interrupted before its first checkpoint, then started again: its steps are logged once
+    with pytest.raises(_StopAt):
+        Trainer(_model(), data, _cfg(max_steps=40, run_dir=str(tmp_path / "a")), callbacks=[_stop_at(35)]).fit()
+    Trainer(_model(), data, _cfg(max_steps=40, run_dir=str(tmp_path / "a"), resume=True)).fit()
+    assert [r["step"] for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")] == [10, 20, 30, 40]
+    # resumed from step 20: TensorBoard still has step 20's scalars (only the later ones are purged)
+    cut = Trainer(_model(), data, _resume_cfg(tmp_path / "b"), eval_fn=_noisy_eval, callbacks=[_stop_at(25)])
+    with pytest.raises(_StopAt):
+        cut.fit()
+    resumed = Trainer(_model(), data, _resume_cfg(tmp_path / "b", resume=True), eval_fn=_noisy_eval)
+    resumed.fit()
+    resumed.logger.close()
+    events = EventAccumulator(str(tmp_path / "b" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [10, 20, 30, 40]
+    # a finished run started again with resume: the last step's evaluation is in its checkpoint, not repeated
+    Trainer(_model(), data, _resume_cfg(tmp_path / "b", resume=True), eval_fn=_noisy_eval).fit()
+    evals = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals == [7, 14, 21, 28, 35, 40]
