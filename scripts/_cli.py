@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -32,19 +33,21 @@ def check_overrides(config_name: str, argv: list[str] | None = None, config_dir:
     plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "hydra.", "-")) and a not in group_args]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=group_args)
+            cfg = compose(config_name=config_name, overrides=group_args, return_hydra_config=True)
     except HydraException:
         return  # Hydra will report a bad group choice itself, with the list of available options
+    # the groups this config's defaults list names, chosen or not (`env: null` adds no key, yet env=... is valid)
+    used_groups = sorted(groups & (set(cfg.hydra.runtime.choices) | set(cfg)))
     for arg in plain:
         key = arg.split("=", 1)[0]
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent, default=_MISSING) if parent else cfg
         if not (isinstance(node, DictConfig) and leaf in node):  # `in` also holds for mandatory (???) values
-            valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
+            valid = sorted(k for k in node if parent or k != "hydra") if isinstance(node, DictConfig) else []
             where = f"under '{parent}'" if parent else "at the top level"
             sys.exit(
                 f"error: unknown config key '{key}'. Valid keys {where}: {', '.join(map(str, valid)) or '(none)'}"
-                + (f"; valid config groups: {', '.join(sorted(groups & set(cfg.keys())))}" if not parent else "")
+                + (f"; valid config groups: {', '.join(used_groups)}" if not parent and used_groups else "")
             )
 
 
@@ -150,10 +153,72 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
             setattr(policy, key, value)
         except ValueError as err:
             sys.exit(f"error: sampling.{key}: {err}")
+    check_sampler_fits(policy)
     env_name = cfg.env.name if cfg.get("env") else policy.env_name
     if not env_name:
         sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>")
+    check_env_fits(policy, env_name)
     return policy, policy_path, env_name
+
+
+def check_sampler_fits(policy: Any) -> None:
+    """Exit with one line when the policy's sampler does not run on its model's forward process (``heun`` on a
+    diffusion model), before the first plan would raise it."""
+    from diffusion_rl.algos._common import check_process
+
+    config = policy.algo.config()
+    steps = config.get("num_steps")
+    if "process" not in config or isinstance(steps, bool) or not isinstance(steps, int):
+        return  # no forward process to check (behaviour cloning)
+    try:
+        check_process(config, policy.sampling, steps)
+    except ValueError as err:
+        sys.exit(f"error: sampling.sampler: {err}")
+
+
+def check_env_fits(policy: Any, env_name: str) -> None:
+    """Exit with one line naming ``env`` when its observations or actions are not the sizes the policy was
+    trained on (one env is built to read its spaces; the catalogue does not record them)."""
+    import gymnasium as gym
+
+    from diffusion_rl.evaluation import resolve_env
+
+    try:
+        gym_id, _ = resolve_env(env_name)
+        env = gym.make(gym_id)
+    except (ValueError, ImportError, gym.error.Error) as err:
+        sys.exit(f"error: env: {err}")
+    try:
+        spaces = {"observations": env.observation_space, "actions": env.action_space}
+    finally:
+        env.close()
+    trained_on = f" ({policy.env_name})" if policy.env_name and policy.env_name != env_name else ""
+    for what, size in (("observations", policy.obs_dim), ("actions", policy.act_dim)):
+        shape = getattr(spaces[what], "shape", None)
+        if isinstance(spaces[what], gym.spaces.Box) and tuple(shape) != (size,):
+            sys.exit(f"error: env: expected an environment with {what} of size {size}, as the policy was trained "
+                     f"on{trained_on}; got {env_name} ({gym_id}) with {what} of shape {list(shape)}")
+
+
+def mean_pm(mean: float, stderr: float | None, scale: float = 1.0) -> str:
+    """``"71.2 ± 3.4"``; the standard error left out where it is undefined (NaN: one episode) or missing."""
+    text = f"{scale * mean:.1f}"
+    return text + (f" ± {scale * stderr:.1f}" if stderr is not None and math.isfinite(stderr) else "")
+
+
+def score_lines(result: Any, label_width: int = 0) -> list[str]:
+    """The lines the scripts print for an ``EvalResult``: the D4RL-normalized score and the success rate, where the
+    result has them, each as mean ± standard error (no "± nan" for one episode). Labels padded to ``label_width``."""
+    n = result.episodes
+    episodes = f"{n} episode{'s' if n != 1 else ''}"
+    lines = []
+    if result.normalized_score_mean is not None:
+        lines.append(f"{'score:':<{label_width}} {mean_pm(result.normalized_score_mean, result.normalized_score_stderr)}"
+                     f" (D4RL-normalized, {episodes})")
+    if result.success_rate_mean is not None:
+        lines.append(f"{'success:':<{label_width}} {mean_pm(result.success_rate_mean, result.success_rate_stderr, 100)}%"
+                     f" ({episodes})")
+    return lines
 
 
 def run_main(main: Any, hint: str = "") -> None:

@@ -14,7 +14,6 @@ The work is done by ``Policy.load`` and ``diffusion_rl.evaluation.evaluate``.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from _cli import (  # noqa: F401  (default_out, sampling_overrides_as_additions:
     load_policy_for_cli,
     run_main,
     sampling_overrides_as_additions,
+    score_lines,
 )
 from omegaconf import DictConfig
 
@@ -53,10 +53,8 @@ def main(cfg: DictConfig) -> None:
                         precision=policy.precision)
     path = result.save_json(out)
     print(f"eval:  {result}")
-    if result.normalized_score_mean is not None:
-        err = result.normalized_score_stderr
-        pm = f" ± {err:.1f}" if err is not None and math.isfinite(err) else ""
-        print(f"score: {result.normalized_score_mean:.1f}{pm} (D4RL-normalized, {result.episodes} episodes)")
+    for line in score_lines(result):
+        print(line)
     print(f"wrote: {path}" + (f" and {result.video_path}" if result.video_path else ""))
 
 

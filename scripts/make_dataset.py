@@ -14,15 +14,17 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import CONFIG_DIR, check_overrides, run_main  # noqa: E402
+from _cli import CONFIG_DIR, check_overrides, check_values, run_main  # noqa: E402
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="make_dataset", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from diffusion_rl.data.make import make_local_dataset
 
+    check_values(cfg, ints={"seed": 0, "num_workers": 1}, optional_ints={"num_steps": 1},
+                 flags=("overwrite", "progress"), out=None)
     try:
-        make_local_dataset(
+        path = make_local_dataset(
             cfg.env.name,
             num_steps=cfg.num_steps,
             seed=int(cfg.seed),
@@ -34,6 +36,8 @@ def main(cfg: DictConfig) -> None:
         )
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
+    if not cfg.progress:  # with progress the library has printed its summary, paths included
+        print(f"wrote: {path}" + (f"; D4RL-layout copy: {cfg.hdf5}" if cfg.hdf5 else ""))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ fields -- step_size, num_directions, top_directions, delta_std, iterations, max_
 eval_every, eval_episodes, eval_noise_std, num_workers, seed, ...; ``sac``: ``envs.recipes.sac.SACConfig``'s
 fields -- max_env_steps, max_seconds, snapshot_every, eval_episodes, eval_noise_std, learning_starts, batch_size,
 hidden, seed, ...), ``out_dir`` (all snapshots of the run, default outputs/behavior), ``weights_dir`` (where the
-chosen policies go, default envs/recipes/weights), ``select`` (true: choose and write medium / expert /
+chosen policies go, default ``<out_dir>/weights``), ``select`` (true: choose and write medium / expert /
 medium-replay policies), ``select_episodes`` (episodes per re-evaluation, default 20), ``write`` (comma list of
-qualities to write, default medium,expert,medium-replay).
+qualities to write, default medium,expert,medium-replay). Relative paths are taken from the repository root.
+
+The dataset recipes read their behaviour policies from ``envs/recipes/weights`` (committed). A run never writes
+there by default: copy a good result in deliberately, or pass ``weights_dir=envs/recipes/weights``.
 
 Plain ``key=value`` arguments rather than Hydra: ``env`` here names an environment family, not a catalogue entry.
 """
@@ -32,8 +35,10 @@ from envs.recipes.ars import ARS_PRESETS, ARSConfig, evaluate_policy, train_ars
 from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies
 from envs.recipes.sac import SAC_PRESETS, SACConfig, rollout_returns, train_sac
 
-SCRIPT_KEYS = {"env": None, "method": "ars", "out_dir": "outputs/behavior", "weights_dir": "envs/recipes/weights",
+SCRIPT_KEYS = {"env": None, "method": "ars", "out_dir": "outputs/behavior", "weights_dir": None,
                "select": "true", "select_episodes": "20", "from_run": None, "write": "medium,expert,medium-replay"}
+"""The script's own keys and their defaults (``weights_dir=None``: ``<out_dir>/weights``, never the committed
+``envs/recipes/weights`` unless asked for)."""
 METHODS = {"ars": (ARSConfig, ARS_PRESETS, train_ars), "sac": (SACConfig, SAC_PRESETS, train_sac)}
 """Training method -> (config dataclass, per-env presets, train function(config, callback=...))."""
 
@@ -71,13 +76,18 @@ def _parse(argv: list[str]) -> tuple[dict[str, str], dict[str, object]]:
     return script, ars
 
 
+def _path(value: str) -> Path:
+    """A path given on the command line; a relative one is taken from the repository root."""
+    return Path(value) if Path(value).is_absolute() else ROOT / value
+
+
 def main(argv: list[str] | None = None) -> None:
     script, overrides = _parse(sys.argv[1:] if argv is None else argv)
     env, method = script["env"], script["method"]
     config_cls, presets, train = METHODS[method]
     config = config_cls(**{**presets[env], **overrides})
     spec = get_spec(f"{env}-medium")
-    out_dir = ROOT / script["out_dir"] if not Path(script["out_dir"]).is_absolute() else Path(script["out_dir"])
+    out_dir = _path(script["out_dir"])
     run_path = out_dir / (f"{env}-seed{config.seed}.npz" if method == "ars" else f"{env}-{method}-seed{config.seed}.npz")
 
     if script["from_run"]:
@@ -119,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.time()
     sel = select_policies(snapshots, evaluate)
-    weights_dir = ROOT / script["weights_dir"] if not Path(script["weights_dir"]).is_absolute() \
-        else Path(script["weights_dir"])
+    given = script["weights_dir"]
+    weights_dir = _path(given) if given not in (None, "", "null", "None") else out_dir / "weights"
     wanted = set(script["write"].split(","))
     for policy in [sel.medium, sel.expert] + sel.replay:
         if policy is not None:
@@ -137,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"expert (normalized {sel.expert.info['score']:.1f}) ->",
               sel.expert.save(weights_dir / f"{env}-expert.npz"))
     print(f"selection took {time.time() - t0:.0f}s; scores {json.dumps({k: round(v, 1) for k, v in sel.scores.items()})}")
+    committed = ROOT / "envs" / "recipes" / "weights"
+    if weights_dir.resolve() != committed.resolve():
+        print(f"the dataset recipes read {committed}: copy the files you want from {weights_dir} there "
+              "deliberately (or pass weights_dir=envs/recipes/weights)")
 
 
 if __name__ == "__main__":

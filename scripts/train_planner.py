@@ -27,6 +27,7 @@ from _cli import (  # noqa: E402
     check_overrides,
     run_main,
     sampling_overrides_as_additions,
+    score_lines,
     to_plain,
     user_override_keys,
 )
@@ -148,12 +149,8 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     ev = result.evaluation
     print(f"\nartifact: {result.policy_path}")
     print(f"eval:     {ev}")
-    if ev.normalized_score_mean is not None:
-        print(f"score:    {ev.normalized_score_mean:.1f} ± {ev.normalized_score_stderr:.1f} "
-              f"(D4RL-normalized, {ev.episodes} episodes)")
-    if ev.success_rate_mean is not None:
-        print(f"success:  {100 * ev.success_rate_mean:.1f} ± {100 * ev.success_rate_stderr:.1f}% "
-              f"({ev.episodes} episodes)")
+    for line in score_lines(ev, label_width=9):
+        print(line)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train_planner", version_base="1.3")

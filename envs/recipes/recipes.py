@@ -57,7 +57,8 @@ def _weights_path(env: str, quality: str) -> Path:
 def _missing(env: str, quality: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"no {quality} behaviour policy for {env}: {_weights_path(env, quality)} is missing; train it with "
-        f"`python scripts/train_behavior.py env={env}` (writes envs/recipes/weights/{env}-*.npz)"
+        f"`python scripts/train_behavior.py env={env} weights_dir=envs/recipes/weights` (without weights_dir it "
+        "writes to outputs/behavior/weights, for you to check before copying)"
     )
 
 

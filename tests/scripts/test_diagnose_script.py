@@ -51,3 +51,15 @@ def test_bad_input_is_one_clear_message(tmp_path):
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     missing = _run(tmp_path, "rollout_steps=2")
     assert missing.returncode != 0 and "policy=<path> is required" in missing.stderr
+
+
+def test_sampler_or_env_that_does_not_fit_the_policy_is_one_line(tmp_path):
+    policy = hopper_artifact(tmp_path / "policy")
+    for arg, message in (("sampling.sampler=heun", "error: sampling.sampler: sampler 'heun' integrates the "
+                                                   "velocity of the linear flow path: it needs process='flow'"),
+                         ("env=maze2d-umaze", "error: env: expected an environment with observations of size 11, "
+                                              "as the policy was trained on (hopper-medium); got maze2d-umaze")):
+        proc = _run(tmp_path / "cwd", f"policy={policy}", arg, "num_plans=2", "rollout_steps=2", "progress=false")
+        assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.rglob("diagnose_*.json"))

@@ -123,6 +123,56 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
     assert "hopper-medium" in bad_env.stderr and "walker2d-expert" in bad_env.stderr
 
 
+def test_unknown_key_lists_the_config_groups_and_no_empty_clause(tmp_path):
+    # `env` defaults to null (no key in the composed config), yet env=... is a valid group: it is listed
+    proc = run_script(tmp_path, "policy=whatever", "episodez=2")
+    line = proc.stderr.strip()
+    assert proc.returncode != 0 and line.startswith("error: unknown config key 'episodez'"), proc.stderr
+    assert line.endswith("; valid config groups: env") and len(line.splitlines()) == 1, line
+    # a config that uses no group: the clause is left out rather than left empty
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _cli import check_overrides
+
+    with pytest.raises(SystemExit) as exit_info:
+        check_overrides("reproduce", ["seedz=3"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: unknown config key 'seedz'") and "seeds" in message
+    assert "config groups" not in message and not message.rstrip().endswith(":"), message
+
+
+def test_sampler_or_env_that_does_not_fit_the_policy_is_one_line(tmp_path):
+    """heun on a diffusion model and an env with other observation sizes are refused before any rollout, naming
+    the key, instead of a traceback at the first act."""
+    policy = hopper_artifact(tmp_path / "policy")
+    cases = [("sampling.sampler=heun", "error: sampling.sampler: sampler 'heun' integrates the velocity of the "
+                                       "linear flow path: it needs process='flow'"),
+             ("env=walker2d-medium", "error: env: expected an environment with observations of size 11, as the "
+                                     "policy was trained on (hopper-medium); got walker2d-medium (Walker2d-v5) "
+                                     "with observations of shape [17]")]
+    for arg, message in cases:
+        proc = run_script(tmp_path / "cwd", f"policy={policy}", arg, "episodes=1", "max_episode_steps=2",
+                          "progress=false")
+        assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.rglob("eval_*.json"))
+
+
+def test_score_lines_leave_out_an_undefined_standard_error():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _cli import score_lines
+
+    from diffusion_rl.evaluation import EvalResult
+
+    one = EvalResult("hopper-medium", "Hopper-v5", returns=[30.0], lengths=[20], normalized_scores=[1.5],
+                     successes=[True])
+    assert score_lines(one) == ["score: 1.5 (D4RL-normalized, 1 episode)", "success: 100.0% (1 episode)"]
+    two = EvalResult("hopper-medium", "Hopper-v5", returns=[30.0, 10.0], lengths=[20, 9],
+                     normalized_scores=[1.0, 3.0], successes=[True, False])
+    assert score_lines(two, label_width=9) == ["score:    2.0 ± 1.0 (D4RL-normalized, 2 episodes)",
+                                               "success:  50.0 ± 50.0% (2 episodes)"]
+    assert score_lines(EvalResult("Hopper-v5", "Hopper-v5", returns=[1.0], lengths=[1])) == []
+
+
 def test_missing_policy_is_a_clear_error(tmp_path):
     missing = tmp_path / "no_such_run" / "policy"
     proc = run_script(tmp_path, f"policy={missing}", "episodes=1")

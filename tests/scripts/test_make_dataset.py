@@ -86,3 +86,31 @@ def test_ctrl_c_leaves_no_dataset(tmp_path):
     assert not (root / "local" / "maze2d" / "umaze-v0").exists()
     leftovers = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     assert not [p for p in leftovers if p.suffix in (".hdf5", ".json") and "umaze" in str(p)]
+
+
+def test_quiet_run_still_says_where_the_dataset_went(tmp_path):
+    root = tmp_path / "store"
+    copy = tmp_path / "copy.hdf5"
+    proc = subprocess.run(_args(tmp_path, "env=maze2d-umaze", "num_steps=300", "num_workers=1", "progress=false",
+                                f"hdf5={copy}"),
+                          env=_env(root), cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dataset = root / "local" / "maze2d" / "umaze-v0"
+    assert dataset.is_dir() and copy.is_file()
+    assert f"wrote: {dataset}; D4RL-layout copy: {copy}" in proc.stdout.splitlines(), proc.stdout
+    assert "making local" not in proc.stderr  # no progress bar
+
+
+def test_bad_values_name_the_key_before_any_work(tmp_path):
+    cases = [("num_steps=abc", "error: num_steps: expected null or an integer >= 1, got 'abc'"),
+             ("num_steps=0", "error: num_steps: expected null or an integer >= 1, got 0"),
+             ("seed=-1", "error: seed: expected an integer >= 0, got -1"),
+             ("num_workers=two", "error: num_workers: expected an integer >= 1, got 'two'"),
+             ("overwrite=maybe", "error: overwrite: expected true or false, got 'maybe'"),
+             ("progress=2", "error: progress: expected true or false, got 2")]
+    for arg, message in cases:
+        proc = subprocess.run(_args(tmp_path, "env=maze2d-umaze", arg), env=_env(tmp_path / "store"), cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "store").exists()

@@ -158,3 +158,24 @@ def test_bad_lists_are_clear_errors(tmp_path):
     dry = _run(tmp_path, "envs=[hopper-medium]", "algos=[bc]", "seeds=2", "dry_run=true", f"root={tmp_path}")
     assert dry.returncode == 0 and dry.stdout.count("train_planner.py") == 2 and "seed=1" in dry.stdout
     assert not (tmp_path / "hopper-medium").exists()
+
+
+def test_the_config_comment_examples_work_as_typed_in_a_shell(tmp_path):
+    """The command-line forms configs/reproduce.yaml shows for `overrides` and `algo_overrides` (single-quoted
+    shell words) parse, as a shell would split them, and reach the cells' commands."""
+    import re
+    import shlex
+
+    comments = [line.split("#", 1)[1] for line in (ROOT / "configs" / "reproduce.yaml").read_text().splitlines()
+                if "#" in line]
+    examples = {}
+    for comment in comments:
+        for word in re.findall(r"'(?:algo_)?overrides=[^']*'", comment):
+            (arg,) = shlex.split(word)
+            examples[arg.split("=", 1)[0]] = arg
+    assert sorted(examples) == ["algo_overrides", "overrides"], comments
+    proc = _run(tmp_path, *examples.values(), "envs=[hopper-medium]", "algos=[diffuser]", "seeds=1", "dry_run=true",
+                f"root={tmp_path}", "results=null", "chart=null")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = next(line for line in proc.stdout.splitlines() if "train_planner.py" in line)
+    assert "trainer.max_steps=1000" in command and "algo.sampling.num_plans=4" in command, command

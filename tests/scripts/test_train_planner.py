@@ -285,3 +285,32 @@ def test_each_training_seed_is_scored_on_its_own_episodes():
         assert eval_seed(OmegaConf.merge(top, {"seed": 0})) > DEMO_SEED + 10**6
         assert eval_seed(OmegaConf.merge(top, {"seed": 300_000})) + episodes < 2**32
         assert eval_seed(OmegaConf.merge(top, {"seed": 2, "eval": {"seed": 7}})) == 7  # an explicit one wins
+
+
+@pytest.mark.parametrize("config_name, target", [("train_planner", "env"), ("train_policy", "task")])
+def test_a_one_episode_evaluation_prints_no_nan(config_name, target, tmp_path, monkeypatch, capsys):
+    """train_planner.py and train_policy.py print score and success rate as evaluate.py does: no "± nan" when one
+    episode leaves the standard error undefined (training replaced by a stub that returns such a result)."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+
+    import diffusion_rl.pipeline
+    from diffusion_rl.evaluation import EvalResult
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_planner
+
+    one = EvalResult("hopper-medium", "Hopper-v5", returns=[30.0], lengths=[20], normalized_scores=[0.7],
+                     successes=[False])
+    monkeypatch.setattr(diffusion_rl.pipeline, "train_planner",
+                        lambda run_cfg: SimpleNamespace(policy_path=tmp_path / "policy", evaluation=one))
+    monkeypatch.setattr(train_planner, "user_override_keys", set)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[f"run_dir={tmp_path / 'run'}", "device=cpu",
+                                                          "eval.episodes=1"])
+    train_planner.run(cfg, target)
+    out = capsys.readouterr().out
+    assert "nan" not in out, out
+    assert "score:    0.7 (D4RL-normalized, 1 episode)" in out.splitlines(), out
+    assert "success:  0.0% (1 episode)" in out.splitlines(), out
