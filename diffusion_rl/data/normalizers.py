@@ -287,14 +287,19 @@ class CDFNormalizer(Normalizer):
         than ``(limit - 1) / 2`` ranges (a constant dimension: by more than ``limit``); the normalized value says
         nothing there, being clipped into [-1, 1]."""
         self._require_fit()
-        counts = self.stats["counts"]
-        rows = np.arange(counts.size)
-        low, high = self.stats["quantiles"][rows, 0], self.stats["quantiles"][rows, counts - 1]
-        span = high - low
-        margin = np.where(span > 0, (limit - 1.0) / 2.0 * span, limit)
-        low, high = low - margin, high + margin
-        if isinstance(x, torch.Tensor):
-            low, high = (torch.as_tensor(b, device=x.device, dtype=x.dtype) for b in (low, high))
+        key = ("far", float(limit), str(x.device) if isinstance(x, torch.Tensor) else "numpy",
+               x.dtype if isinstance(x, torch.Tensor) else None)
+        if key not in self._cache:  # once per limit and device: act() checks every observation
+            counts = self.stats["counts"]
+            rows = np.arange(counts.size)
+            low, high = self.stats["quantiles"][rows, 0], self.stats["quantiles"][rows, counts - 1]
+            span = high - low
+            margin = np.where(span > 0, (limit - 1.0) / 2.0 * span, limit)
+            bounds = (low - margin, high + margin)
+            if isinstance(x, torch.Tensor):
+                bounds = tuple(torch.as_tensor(b, device=x.device, dtype=x.dtype) for b in bounds)
+            self._cache[key] = bounds
+        low, high = self._cache[key]
         return (x < low) | (x > high)
 
     def _columns(self, s: dict[str, Any]):
