@@ -126,8 +126,9 @@ def test_algorithm_and_policy_plans_are_the_same_kind_of_object(algo):
 
 
 def test_warm_start_keeps_rows_aligned_while_a_history_fills():
-    """A Decision Diffuser conditioned on K = 3 states plans windows that start at the episode's start until three
-    states are remembered: the previous plan moves on by the executed step minus the rows ``now`` moved."""
+    """A Decision Diffuser conditioned on K = 3 states pads an episode's first states with the first observation
+    (as its training windows do), so its current state is always row K - 1 and the window moves with time from the
+    first step: the previous plan moves on by one row per executed step, its last row repeated."""
     from diffusion_rl.algos import DecisionDiffuser
 
     torch.manual_seed(0)
@@ -147,10 +148,8 @@ def test_warm_start_keeps_rows_aligned_while_a_history_fills():
         policy.act(raw_obs(seed=i))
         nows.append(policy._execution.previous_now)
         plans.append(policy._execution.previous)
-    assert nows == [0, 1, 2, 2, 2] and given[0] is None
-    torch.testing.assert_close(given[1], plans[0], rtol=0, atol=0)  # now 0 -> 1: the same rows, unshifted
-    torch.testing.assert_close(given[2], plans[1], rtol=0, atol=0)  # now 1 -> 2
-    for i in (3, 4):  # the window now moves with time: one row per executed step, the last one repeated
+    assert nows == [2, 2, 2, 2, 2] and given[0] is None
+    for i in range(1, 5):
         torch.testing.assert_close(given[i][:, :-1], plans[i - 1][:, 1:], rtol=0, atol=0)
         torch.testing.assert_close(given[i][:, -1], plans[i - 1][:, -1], rtol=0, atol=0)
     policy.reset()

@@ -987,10 +987,13 @@ def test_restarting_environments_is_checked():
         policy.reset(seed=1, env_ids=[0])
     with pytest.raises(ValueError, match="env_ids: expected indices of environments"):
         policy.reset(env_ids=[0.5])
+    class StartsShort(DecisionDiffuser):  # a planner that plans from fewer states at an episode's start
+        repeats_first_observation = False
+
     torch.manual_seed(0)
-    dd = DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),
-                          inv_hidden_dim=32, history=3)
-    with_history = Policy(dd, make_normalizers(), sampling={"steps": 2})
+    short = StartsShort(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),
+                        inv_hidden_dim=32, history=3)
+    with_history = Policy(short, make_normalizers(), sampling={"steps": 2})
     with_history.act(raw_obs(2))
     with pytest.raises(ValueError, match=r"decision_diffuser with a history of 3 plans from fewer states"):
         with_history.reset(env_ids=[0])

@@ -2,7 +2,8 @@
 
 The model diffuses state-only trajectories ``[B, H, S]`` with a temporal U-Net whose time embedding is joined by
 a returns embedding. Training drops the returns condition with probability ``cond_drop`` (classifier-free
-guidance); the first ``history`` states are imposed by inpainting; actions come from an inverse-dynamics MLP
+guidance); the first ``history`` states are imposed by inpainting (at an episode's first steps, and in the training
+windows that start before their episode, padded by repeating the first state); actions come from an inverse-dynamics MLP
 ``a_t = f(s_t, s_{t+1})`` trained jointly (loss = ``diffusion_weight * diffusion + inv_weight * MSE``);
 ``inv_noise`` > 0 trains it on ``s_{t+1} + inv_noise * N(0, I)`` (normalized units), so that it reads an imprecise
 plan's next state as an approximate one instead of extrapolating from it: where the data's one-step transitions
@@ -48,6 +49,7 @@ class DecisionDiffuser(Algorithm):
     """Return-conditioned state-trajectory diffusion with an inverse-dynamics head."""
 
     name = "decision_diffuser"
+    repeats_first_observation = True  # an episode's first states are padded by repeating the first, as in training
     plans_states = True
     batch_keys = ("observations", "actions", "mask", "returns")
     plan_conditions = {"returns": "target_return"}
@@ -98,6 +100,10 @@ class DecisionDiffuser(Algorithm):
             inv_weight=inv_weight, inv_noise=inv_noise,
         )
         self.obs_dim, self.act_dim, self.horizon, self.history = obs_dim, act_dim, horizon, history
+        # windows start up to K - 1 steps before their episode, the first state repeated there (and inpainted,
+        # like every history row): what planning does before K states are known, so no plan is made from rows
+        # the network never learned (a window at the episode's start with fewer known rows)
+        self.pad_before = history - 1
         self.prediction, self.cond_drop = prediction, cond_drop
         self.diffusion_weight, self.inv_weight, self.inv_noise = diffusion_weight, inv_weight, float(inv_noise)
         self.schedule = proc
@@ -142,8 +148,8 @@ class DecisionDiffuser(Algorithm):
         return self.horizon - self.history
 
     def plan_now(self, remembered: int) -> int:
-        # the window starts at the oldest of the last K states: until K are remembered, at the episode's start
-        return min(max(int(remembered), 1), self.history) - 1
+        # K history rows always (fewer remembered states are padded with the first), the current state last
+        return self.history - 1
 
     @torch.no_grad()
     def plan(
@@ -172,6 +178,8 @@ class DecisionDiffuser(Algorithm):
         known = obs[:, None] if history is None else history
         if known.shape[1] > self.history:
             known = known[:, -self.history :]
+        if known.shape[1] < self.history:  # an episode's first steps: padded with the first state, as in training
+            known = torch.cat([known[:, :1].expand(-1, self.history - known.shape[1], -1), known], dim=1)
         b, k = known.shape[0], known.shape[1]
         mask, values = state_inpainting(b, self.horizon, self.obs_dim, slice(None), known[:, 0])
         mask[:, :k].fill_(True)

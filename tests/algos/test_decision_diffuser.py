@@ -6,7 +6,7 @@ from diffusion_rl.algos import DecisionDiffuser
 from diffusion_rl.policy import Policy
 from diffusion_rl.training import Trainer, TrainerConfig
 
-from .toy import ACT_DIM, OBS_DIM, rollout_return, toy_dataset
+from .toy import ACT_DIM, OBS_DIM, rollout_return, toy_dataset, toy_store
 
 SMALL = dict(horizon=8, num_steps=50, dim=16, dim_mults=(1, 2), inv_hidden_dim=64)
 
@@ -37,6 +37,29 @@ def test_plan_inpaints_current_state_exactly():
     out = algo.plan(obs, generator=torch.Generator().manual_seed(1), steps=5)
     assert torch.equal(out.observations[:, 0], obs)
     assert out.actions.shape == (5, ACT_DIM) and out.trajectory.shape == (5, 8, OBS_DIM)
+
+
+def test_an_episodes_first_states_are_padded_as_in_training():
+    """With a history of K states, planning before K are known repeats the first state in the missing rows and
+    keeps the current state at row K - 1, which is what the training windows that start before their episode show
+    the network (so no plan comes from rows it never learned)."""
+    from diffusion_rl.pipeline import _sequence_dataset
+
+    torch.manual_seed(0)
+    algo = DecisionDiffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), history=3).eval()
+    s0, s1 = torch.randn(2, OBS_DIM), torch.randn(2, OBS_DIM)
+    first = algo.plan(s0, generator=torch.Generator().manual_seed(1), steps=2)
+    assert first.now == 2 and algo.plan_now(1) == 2
+    torch.testing.assert_close(first.observations[:, :3], s0[:, None].expand(-1, 3, -1), rtol=0, atol=0)
+    second = algo.plan(s1, history=torch.stack([s0, s1], dim=1), generator=torch.Generator().manual_seed(1), steps=2)
+    torch.testing.assert_close(second.observations[:, :3], torch.stack([s0, s0, s1], dim=1), rtol=0, atol=0)
+    data = _sequence_dataset(algo, toy_store(), 8, {"normalizer": "gaussian"}, "cpu")
+    batch = data.gather(torch.arange(len(data)))
+    start = batch["timestep"] == -2  # windows that start two steps before their episode
+    assert start.any()
+    obs = batch["observations"][start]
+    torch.testing.assert_close(obs[:, 0], obs[:, 2], rtol=0, atol=0)  # the first state repeated
+    assert (batch["mask"][start][:, :2] == 0).all() and (batch["mask"][start][:, 2] == 1).all()
 
 
 def test_history_must_fit_in_horizon():
