@@ -139,7 +139,7 @@ class FollowPlan(Execution):
         k = min(self.k + 1, self.plan.shape[1] - 1)
         self.expected_next = policy._normalize("observations", self.plan[:, k])
         target = self.plan[:, k].clone()
-        if k == self.plan.shape[1] - 1:
+        if self.k + 1 > self.plan.shape[1] - 1:  # past the plan's end (not at its last waypoint): hold, no velocity
             target[:, policy.obs_dim // 2 :] = 0.0
         self.k += 1
         obs = policy._unnormalize("observations", obs_n)

@@ -184,3 +184,25 @@ def test_warm_start_replans_from_the_shifted_previous_plan_in_fewer_steps(algo):
     assert after.count == 4
     with pytest.raises(ValueError, match=r"warm_start_t: expected None or an integer in \[0, 19\]"):
         policy.act(obs, warm_start_t=20)
+
+
+def test_follow_plan_tracks_each_waypoint_with_its_velocity_and_holds_after_the_end(monkeypatch):
+    """Diffuser's maze2d controller: the action is (p*_{k+1} - p) + (v*_{k+1} - v); only past the plan's end is the
+    last waypoint held with zero velocity (at the last waypoint itself its planned velocity still counts)."""
+    from diffusion_rl.algos import Diffuser, PlanOutput
+    from diffusion_rl.data import GaussianNormalizer
+
+    torch.manual_seed(0)
+    algo = Diffuser(obs_dim=4, act_dim=2, horizon=4, num_steps=10, dim=8, dim_mults=(1, 2), value_guided=False)
+    rng = np.random.default_rng(0)
+    normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 4))),
+                   "actions": GaussianNormalizer().fit(rng.normal(size=(200, 2)))}
+    policy = Policy(algo, normalizers, execution="follow_plan", sampling={"sampler": "ddim", "steps": 2})
+    waypoints = torch.tensor([[[k, 0.0, 1.0, 0.0] for k in range(4)]])  # x = k, moving at vx = 1
+    planned = normalizers["observations"].normalize(waypoints)
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: PlanOutput(
+        actions=torch.zeros(1, 2), trajectory=planned, observations=planned, now=0))
+    actions = [policy.act(np.zeros(4, dtype=np.float32)) for _ in range(5)]
+    # steps 0, 1, 2 track waypoints 1, 2, 3 with their velocity; steps 3, 4 hold waypoint 3 at rest
+    np.testing.assert_allclose(np.stack(actions)[:, 0], [2.0, 3.0, 4.0, 3.0, 3.0], atol=1e-5)
+    np.testing.assert_allclose(np.stack(actions)[:, 1], 0.0, atol=1e-5)
