@@ -394,9 +394,9 @@ class Policy:
 
     @property
     def accepts_goal(self) -> bool:
-        """Whether ``act``/``plan`` take a ``goal`` (goal-conditioned planners, e.g. Diffuser): evaluation passes an
-        env's goal only to policies that do."""
-        return "goal" in self.algo.plan_arguments()
+        """Whether ``act``/``plan`` take a ``goal`` (goal-conditioned planners: a Diffuser built with
+        ``goal_conditioned=True``): evaluation passes an env's goal only to policies that do."""
+        return self.algo.accepts_goal
 
     @property
     def history_length(self) -> int:
@@ -614,8 +614,9 @@ class Policy:
             return {"settings": {}}
         kwargs = dict(kwargs)
         goal = kwargs.pop("goal", None)
-        if goal is not None and "goal" not in self.algo.plan_arguments():
-            raise ValueError(f"goal: {self.algo.name} plans take no goal (goal-conditioned: diffuser)")
+        if goal is not None and not self.algo.accepts_goal:
+            raise ValueError(f"goal: {self.algo.name} plans take no goal (goal-conditioned planners: a diffuser "
+                             "built with goal_conditioned=True)")
         unknown = [k for k in kwargs if k not in self.sampling]
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")

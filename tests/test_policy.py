@@ -569,6 +569,18 @@ def test_sampling_settings_have_one_source_plan_s_signature():
         Policy(make_dd(), make_normalizers(), sampling={"gudiance_weight": 1.0})
     with pytest.raises(ValueError, match="goal: decision_diffuser plans take no goal"):
         make_policy().act(raw_obs(), goal=np.zeros(2))
+    # a Diffuser takes a goal exactly when it learned to reach one
+    plain = make_policy("diffuser")
+    assert not plain.accepts_goal
+    with pytest.raises(ValueError, match="goal: diffuser plans take no goal"):
+        plain.act(raw_obs(), goal=np.zeros(2))
+    with pytest.raises(ValueError, match=r"this diffuser was trained without goals \(goal_conditioned=False\)"):
+        plain.algo.plan(torch.zeros(1, OBS_DIM), goal=torch.zeros(1, OBS_DIM))
+    reaching = Policy(make_diffuser(value_guided=False, goal_conditioned=True), make_normalizers(),
+                      sampling={"sampler": "ddim", "steps": 2})
+    assert reaching.accepts_goal
+    with pytest.raises(ValueError, match=r"trained to reach goals \(goal_conditioned=True\); pass goal="):
+        reaching.act(raw_obs())
     with pytest.raises(TypeError):  # below Policy, an algorithm refuses what it does not take as well
         make_policy().algo.plan(torch.zeros(1, OBS_DIM), stepz=3)
 

@@ -146,6 +146,11 @@ class Algorithm(nn.Module):
     #: keyword arguments of ``plan`` that carry context (filled by ``Policy``), not sampler settings
     CONTEXT_ARGS: ClassVar[tuple[str, ...]] = ("generator", "history", "goal", "warm_start", "denoiser")
 
+    @property
+    def accepts_goal(self) -> bool:
+        """Whether ``plan`` takes a ``goal`` (pinned as the final state) for this model."""
+        return "goal" in self.plan_arguments()
+
     @classmethod
     def plan_arguments(cls) -> dict[str, Any]:
         """``plan``'s keyword arguments and their defaults (the sampler settings plus context arguments); the

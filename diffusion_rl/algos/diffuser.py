@@ -133,6 +133,10 @@ class Diffuser(Algorithm):
     def action_chunk_length(self) -> int:
         return self.horizon
 
+    @property
+    def accepts_goal(self) -> bool:
+        return self.goal_conditioned
+
     @torch.no_grad()
     def plan(
         self,
@@ -154,7 +158,15 @@ class Diffuser(Algorithm):
         goal: torch.Tensor | None = None,
         warm_start: torch.Tensor | None = None,
     ) -> PlanOutput:
-        """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks)."""
+        """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks: a model
+        built with ``goal_conditioned=True``, which learned its trajectories with the goal pinned, needs one; a
+        model without has not learned plans that end at a given state, and is refused one)."""
+        if goal is not None and not self.goal_conditioned:
+            raise ValueError("goal: this diffuser was trained without goals (goal_conditioned=False); it plans from "
+                             "the current state alone")
+        if goal is None and self.goal_conditioned:
+            raise ValueError("goal: this diffuser was trained to reach goals (goal_conditioned=True); pass goal=... "
+                             "(the final state to reach)")
         b = obs.shape[0]
         ranked = self.value is not None and goal is None  # num_plans plans, the best by value is executed
         guided = ranked and guide_scale > 0  # ... each steered by the value's gradient on the way
