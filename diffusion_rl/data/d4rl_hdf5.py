@@ -178,6 +178,13 @@ def save_d4rl_hdf5(
     terminals = store.get("terminals", np.zeros(n, dtype=bool))
     timeouts = store.get("timeouts", np.zeros(n, dtype=bool)).copy()
     last = store.episode_ends - 1
+    inner = np.ones(n, dtype=bool)
+    inner[last] = False
+    flagged = np.flatnonzero(inner & (np.asarray(terminals, dtype=bool) | timeouts))
+    if flagged.size:  # the file carries episode ends by these flags only: it would read back split there
+        raise ValueError(f"a D4RL file marks episode ends by 'terminals'/'timeouts' alone, but the store flags "
+                         f"{flagged.size} step(s) inside an episode (rows {flagged[:5].tolist()}); only an episode's "
+                         "last step may carry one")
     timeouts[last[~(terminals[last] | timeouts[last])]] = True
     arrays = flat_layout(store, "a D4RL HDF5 file")
     arrays["terminals"], arrays["timeouts"] = terminals, timeouts

@@ -154,6 +154,11 @@ class EpisodeStore:
                     f"episode {n} has keys {sorted(ep)}; expected the keys of episode 0: {sorted(keys)}"
                 )
         lengths = [len(np.asarray(ep[keys[0]])) for ep in episodes]
+        for n, ep in enumerate(episodes):  # else one episode's rows would slide into the next
+            wrong = {k: len(np.asarray(ep[k])) for k in keys if len(np.asarray(ep[k])) != lengths[n]}
+            if wrong:
+                raise ValueError(f"episode {n}: every key must have its {lengths[n]} steps (those of {keys[0]!r}); "
+                                 f"got {wrong}")
         data = {k: np.concatenate([np.asarray(ep[k]) for ep in episodes]) for k in keys}
         return cls(data, np.cumsum(lengths), metadata)
 

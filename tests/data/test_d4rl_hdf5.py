@@ -182,3 +182,13 @@ def test_dict_observations_are_written_once_or_refused_by_name(tmp_path: Path, f
         save(_dict_observation_store(goal=True), tmp_path / f"goal.{fmt}")
     assert not (tmp_path / f"goal.{fmt}").exists()
 
+
+
+def test_a_flag_inside_an_episode_is_refused_rather_than_splitting_it(tmp_path: Path) -> None:
+    store = make_store([6, 4])
+    data = {k: store[k].copy() for k in store.keys()}
+    data["terminals"][1] = True  # inside episode 0: the file would read back as episodes of 2, 4 and 4 steps
+    flagged = EpisodeStore(data, store.episode_ends, store.metadata)
+    with pytest.raises(ValueError, match=r"flags 1 step\(s\) inside an episode \(rows \[1\]\)"):
+        save_d4rl_hdf5(flagged, tmp_path / "flagged.hdf5")
+    assert not (tmp_path / "flagged.hdf5").exists()

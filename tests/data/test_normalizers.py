@@ -68,10 +68,17 @@ def test_cdf_knot_thinning_keeps_the_cdf_close() -> None:
 
 
 def test_quantile_is_the_fraction_of_the_data_below() -> None:
-    # Column [0, 1, 1, 2, 5]: empirical CDF [0.2, 0.6, 0.8, 1.0] at [0, 1, 2, 5], linear in between.
+    # Column [0, 1, 1, 2, 5]: the fraction below each value, its own points counted half (mid-rank), is
+    # [0.1, 0.4, 0.7, 0.9] at [0, 1, 2, 5], linear in between.
     norm = QuantileNormalizer(max_knots=None).fit(np.array([0.0, 1.0, 1.0, 2.0, 5.0]))
-    np.testing.assert_allclose(norm.normalize(np.array([[1.5], [-3.0], [5.0], [3.5]]))[:, 0], [0.7, 0.2, 1.0, 0.9])
-    np.testing.assert_allclose(norm.unnormalize(np.array([[0.7], [0.2], [1.0]]))[:, 0], [1.5, 0.0, 5.0])
+    np.testing.assert_allclose(norm.normalize(np.array([[1.5], [-3.0], [5.0], [3.5]]))[:, 0], [0.55, 0.1, 0.9, 0.8])
+    np.testing.assert_allclose(norm.unnormalize(np.array([[0.55], [0.1], [0.9]]))[:, 0], [1.5, 0.0, 5.0])
+    # ties: a value shared by half the data sits in the middle of its share, thinned to few knots or not
+    rng = np.random.default_rng(1)
+    tied = np.concatenate([-rng.uniform(0.01, 1, 3000), np.zeros(6000), rng.uniform(0.01, 1, 3000)])[:, None]
+    for knots in (None, 1024, 16):
+        np.testing.assert_allclose(QuantileNormalizer(max_knots=knots).fit(tied).normalize(np.zeros((1, 1))), 0.5)
+        np.testing.assert_allclose(CDFNormalizer(max_knots=knots).fit(tied).normalize(np.zeros((1, 1))), 0.5)
     # on any scale, the label of the data's q-quantile is q (returns of 1e4 or 1e-2 get the same labels)
     x = np.random.default_rng(0).exponential(1.0, size=(20001, 1))
     for scale in (1e-2, 1e4):

@@ -111,11 +111,11 @@ def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels(
     plain = np.array([1.5, 1.0, 1.75, 1.5, 1.0])  # 0 turns the penalty off: the plain discounted returns
     np.testing.assert_allclose(no_penalty.gather(torch.arange(5))["returns"][:, 0].numpy(),
                                (plain - 1.0) / 0.75, atol=1e-6)
-    # quantile labels: each window start's rank among the five, on a [0, 1] scale ([0.2, 0.4, ..., 1.0])
+    # quantile labels: each window start's mid-rank among the five, on a [0, 1] scale ([0.1, 0.3, ..., 0.9])
     q = SequenceDataset(store, horizon=2, discount=0.5, terminal_penalty=-10.0, return_label="quantile")
     got = q.gather(torch.arange(5))["returns"][:, 0].numpy()
     ranks = np.argsort(np.argsort(raw))
-    np.testing.assert_allclose(got, (ranks + 1) / 5, atol=1e-6)
+    np.testing.assert_allclose(got, (ranks + 0.5) / 5, atol=1e-6)
     assert q.normalizers["returns"].name == "quantile"
     with pytest.raises(ValueError, match="return_label must be one of"):
         SequenceDataset(store, horizon=2, return_label="percent")

@@ -77,3 +77,13 @@ def test_summary_reports_counts_and_normalized_returns() -> None:
     assert "return: mean 3117.15 min 3000.00 max 3234.30" in text
     # hopper: 100 * (3234.3 + 20.272305) / (3234.3 + 20.272305) = 100 for the second episode
     assert "max 100.0" in text
+
+
+def test_from_episodes_refuses_keys_of_other_lengths_by_episode_and_key() -> None:
+    def episode(n: int) -> dict[str, np.ndarray]:
+        return {"observations": np.zeros((n, 3)), "actions": np.zeros((n, 2))}
+
+    with pytest.raises(ValueError, match=r"episode 0: every key must have its 5 steps \(those of 'observations'\); "
+                                         r"got \{'actions': 4\}"):
+        EpisodeStore.from_episodes([{**episode(5), "actions": np.zeros((4, 2))}, episode(3)])
+    assert EpisodeStore.from_episodes([episode(5), episode(3)]).episode_ends.tolist() == [5, 8]
