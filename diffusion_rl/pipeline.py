@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -125,6 +126,11 @@ class PlannerRunConfig:
             check_normalizer_spec(self.data.get("normalizer", "gaussian"), ("observations", "actions"))
         except ValueError as err:
             raise ConfigError(f"algo.data.{err}") from None
+        for key in ("discount", "value_discount", "terminal_penalty"):  # "0.99" would fail after the data is loaded
+            value = self.data.get(key)
+            if (key in self.data and not (value is None and key == "terminal_penalty")
+                    and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real))):
+                raise ConfigError(f"algo.data.{key}: expected a number, got {value!r} ({type(value).__name__})")
         label = self.data.get("return_label", "minmax")
         if not isinstance(label, str) or label not in RETURN_LABELS:
             raise ConfigError(f"algo.data.return_label: expected one of {sorted(RETURN_LABELS)}, got {label!r}")

@@ -329,9 +329,9 @@ class Policy:
         vector env that resets finished episodes by itself needs: their remembered observations are replaced by
         the next observation given for them (an episode's start, as training pads it), and the next call
         replans every environment of the batch from its current observation (queued actions and the kept plan
-        are dropped; an empty selection changes nothing). The sampler's stream goes on. Planners whose short
-        histories are not padded by repeating the first observation (a Decision Diffuser with ``history`` > 1)
-        restart only the whole batch.
+        are dropped; an empty selection changes nothing). The sampler's stream goes on. A planner whose short
+        histories are not padded by repeating the first observation (``Algorithm.repeats_first_observation``
+        False; every built-in planner pads so) restarts only the whole batch.
 
         Call it just before the ``act`` that receives an environment's first observation of its new episode:
         with gymnasium's ``AutoresetMode.SAME_STEP`` that is the observation ``step`` returns with ``done``, so
@@ -373,8 +373,8 @@ class Policy:
             return  # reset(env_ids=dones) on a step where none finished: nothing restarts, no plan is dropped
         if self.history_length > 1 and not self.algo.repeats_first_observation:
             raise ValueError(f"reset(env_ids=...): {self.algo.name} with a history of {self.history_length} plans "
-                             "from fewer states at an episode's start, which a batch cannot mix; reset() the "
-                             "whole batch (or use one Policy per environment)")
+                             "from fewer states at an episode's start (repeats_first_observation is False), which "
+                             "a batch cannot mix; reset() the whole batch (or use one Policy per environment)")
         self._execution.reset()  # the next call replans the whole batch, the restarted environments included
         if batch is None or self.history_length <= 1:
             return  # nothing remembered to restart

@@ -15,6 +15,10 @@ def _validate(**kwargs) -> None:
     PlannerRunConfig(env="hopper-medium", **{"run_dir": "/nonexistent/diffusion_rl-test-run", **kwargs}).validate()
 
 
+def test_settings_a_constructor_takes_as_null_pass():
+    _validate(algo="diffuser", model={"process": "flow", "schedule": None}, data={"terminal_penalty": None})
+
+
 def test_a_valid_configuration_passes():
     _validate(model={"horizon": np.int64(8), "dim": 8, "dim_mults": (1, 2), "cond_drop": 0}, data={"normalizer": {"observations": "cdf"}, "discount": 0.9,
                                                       "return_label": "quantile"}, trainer={"max_steps": 3})
@@ -37,6 +41,9 @@ def test_a_valid_configuration_passes():
     ({"algo": "diffuser", "model": {"value_guided": "no"}}, "algo.model.value_guided: expected true or false"),
     ({"trainer": {"lr": "1e-3"}}, "trainer.lr: expected a number, got '1e-3' (str)"),
     ({"video": "no"}, "eval.video: expected true or false, got 'no'"),
+    ({"data": {"discount": "0.99"}}, "algo.data.discount: expected a number, got '0.99' (str)"),
+    ({"algo": "diffuser", "data": {"value_discount": True}}, "algo.data.value_discount: expected a number, got True"),
+    ({"data": {"terminal_penalty": "-100"}}, "algo.data.terminal_penalty: expected a number"),
     ({"plot": "off"}, "eval.plot: expected true or false, got 'off'"),
 ])
 def test_unknown_or_misplaced_settings_are_refused(kwargs, message):

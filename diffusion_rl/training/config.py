@@ -74,8 +74,9 @@ class TrainerConfig:
             if value is not None or name not in ("grad_clip", "ema_power"):
                 _check_real(name, value)
                 setattr(self, name, float(value))  # a numpy scalar would not survive json
-        if not isinstance(self.betas, (tuple, list)):
+        if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__iter__"):  # a config's list is fine
             raise ValueError(f"TrainerConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
         for beta in self.betas:
             _check_real("betas", beta)
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]

@@ -15,7 +15,6 @@ Protocols it trains against (see ``Trainer``):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -57,6 +56,18 @@ _CHECKPOINT_VERSION = 1
 # Config keys that may change between an interrupted run and its resumption without a warning.
 _RESUME_FREE_KEYS = {"max_steps", "run_dir", "resume", "progress", "log_every", "checkpoint_every", "eval_every",
                      "keep_checkpoints", "device"}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain Python containers and numbers (mappings -> dicts, sequences -> lists, numpy/torch values
+    -> lists or numbers), so settings compare equal whatever container a config or a caller gave them in."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return _plain(value.tolist())
+    return value
 
 
 class BatchSource(Protocol):
@@ -103,18 +114,22 @@ def _isolated_rng(device: torch.device) -> Iterator[None]:
         _rng_restore(snapshot, device)
 
 
+def _param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's groups: with weight decay, matrices and kernels decayed, biases and norm scales not."""
+    if weight_decay > 0:
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return [g for g in groups if g["params"]]
+    return [{"params": params, "weight_decay": 0.0}]
+
+
 def _build_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("Trainer: the model has no parameters that require gradients")
-    if cfg.weight_decay > 0:
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
-    else:
-        groups = [{"params": params, "weight_decay": 0.0}]
+    groups = _param_groups(params, cfg.weight_decay)
     # torch's fused AdamW kernel (CUDA and CPU): on CPU it takes the hopper Diffuser's optimizer step from 20 ms
     # to 3 ms (the unfused step was 22% of a training step; docs/benchmarks.md, train_speed)
     fused = True if device.type in ("cuda", "cpu") else None
@@ -143,9 +158,8 @@ class Trainer:
         """``run_settings``: what else the weights depend on (a run's model and data settings, its dataset), as
         JSON-like values; saved in checkpoints, and a resume with other values is refused (the weights would be
         trained further on another problem)."""
-        # as JSON holds them (a tuple and the list a config gives are the same setting)
-        self.run_settings = json.loads(json.dumps(dict(run_settings or {}),
-                                                  default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+        # as plain values (a tuple, a config's list and a numpy array of the same numbers are the same setting)
+        self.run_settings = _plain(dict(run_settings or {}))
         if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
             raise ValueError(f"Trainer: model must be an nn.Module with a .loss(batch) method, got {type(model)!r}")
         if not callable(getattr(data, "sample_batch", None)):
@@ -318,14 +332,16 @@ class Trainer:
         self._warn_config_changes(state.get("config", {}), path)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        saved_wd = state.get("config", {}).get("weight_decay")
+        optimizer_state = self._fit_optimizer_state(state["optimizer"], saved_wd)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as err:  # the parameter groups differ: weight decay switched between 0 and > 0
-            saved = state.get("config", {}).get("weight_decay")
-            raise ValueError(f"checkpoint {str(path)!r}: its optimizer does not fit this run's ({err}); it was "
-                             f"trained with weight_decay={saved!r}, and switching weight decay between 0 and > 0 "
-                             "changes the optimizer's parameter groups: resume with weight_decay "
-                             f"{'> 0' if saved else '0'}") from None
+            self.optimizer.load_state_dict(optimizer_state)
+        except ValueError as err:
+            same_groups = len(optimizer_state["param_groups"]) == len(self.optimizer.param_groups)
+            why = ("the model's trainable parameters differ from those it was trained with" if same_groups else
+                   f"it was trained with weight_decay={saved_wd!r}, and switching weight decay between 0 and > 0 "
+                   f"changes the optimizer's parameter groups: resume with weight_decay {'> 0' if saved_wd else '0'}")
+            raise ValueError(f"checkpoint {str(path)!r}: its optimizer does not fit this run's ({err}); {why}") from None
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self._apply_optimizer_settings()
         self.step = int(state["step"])
@@ -371,6 +387,26 @@ class Trainer:
             return self.step
         log.warning("resume=True but no checkpoint in %s is readable: starting from step 0", self.checkpoint_dir)
         return None
+
+    def _fit_optimizer_state(self, saved: dict[str, Any], saved_wd: Any) -> dict[str, Any]:
+        """The saved optimizer state for this run's trainable parameters. A checkpoint written while parameters that
+        are now frozen were still trained (a Diffusion Policy's unused null condition, frozen since) holds entries
+        for them: those are dropped, matching the saved groups to every parameter of the model in order, the split
+        the optimizer was built with then. Returned unchanged when the groups already fit or cannot be matched."""
+        now = [len(g["params"]) for g in self.optimizer.param_groups]
+        if [len(g["params"]) for g in saved["param_groups"]] == now or not isinstance(saved_wd, (int, float)):
+            return saved
+        then = _param_groups(list(self.model.parameters()), float(saved_wd))
+        if [len(g["params"]) for g in then] != [len(g["params"]) for g in saved["param_groups"]]:
+            return saved
+        ids = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
+        state, groups = {}, []
+        for saved_group, old in zip(saved["param_groups"], then):
+            kept = [(i, ids[id(p)]) for i, p in zip(saved_group["params"], old["params"]) if id(p) in ids]
+            state.update({new: saved["state"][i] for i, new in kept if i in saved["state"]})
+            groups.append({**saved_group, "params": [new for _, new in kept]})
+        groups = [g for g in groups if g["params"]]
+        return {"state": state, "param_groups": groups}
 
     def _apply_optimizer_settings(self) -> None:
         """This run's lr, betas and weight decay on the loaded optimizer (loading its state brings back the saved

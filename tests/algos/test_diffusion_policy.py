@@ -126,3 +126,28 @@ def test_every_trained_parameter_gets_a_gradient_from_one_batch(build):
     algo.loss({k: batch[k] for k in algo.batch_keys})["loss"].backward()
     missing = [name for name, p in algo.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-6])
+def test_a_checkpoint_from_before_the_null_condition_was_frozen_resumes(tmp_path, weight_decay):
+    """Checkpoints written while the unused null condition was still in the optimizer resume: its entry is
+    dropped and every trained parameter keeps its AdamW moments."""
+    data = _windows()
+    cfg = dict(max_steps=3, batch_size=8, lr=1e-3, weight_decay=weight_decay, progress=False, device="cpu",
+               run_dir=str(tmp_path), checkpoint_every=3)
+    torch.manual_seed(0)
+    old = DiffusionPolicy(OBS_DIM, ACT_DIM, **SMALL)
+    old.net.null_cond.requires_grad_(True)  # as every model was built before
+    before = Trainer(old, data, TrainerConfig(**cfg))
+    before.fit()
+    moments = {name: before.optimizer.state[p]["exp_avg"].clone() for name, p in old.named_parameters()
+               if p in before.optimizer.state}
+    assert "net.null_cond" not in moments  # it never had a gradient, so no moments either
+    torch.manual_seed(1)
+    resumed = Trainer(DiffusionPolicy(OBS_DIM, ACT_DIM, **SMALL), data,
+                      TrainerConfig(**{**cfg, "max_steps": 4, "resume": True}))
+    assert resumed.step == 3
+    for name, p in resumed.model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(resumed.optimizer.state[p]["exp_avg"], moments[name], rtol=0, atol=0)
+    assert resumed.fit()["step"] == 4

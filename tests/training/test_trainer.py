@@ -370,6 +370,20 @@ def test_a_resume_trains_on_with_this_runs_lr_betas_and_weight_decay(tmp_path):
         Trainer(_model(), data, _cfg(max_steps=30, weight_decay=0.0, run_dir=str(tmp_path), resume=True))
 
 
+def test_run_settings_compare_as_plain_values_whatever_container_holds_them(tmp_path):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    data = ToyRegressionData(seed=1)
+    given = {"model": OmegaConf.create({"dim_mults": [1, 2], "dim": 8}), "data": {"w": np.array([0.5, 1.0])}}
+    first = Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path)), run_settings=given)
+    assert first.run_settings == {"model": {"dim_mults": [1, 2], "dim": 8}, "data": {"w": [0.5, 1.0]}}
+    first.fit()
+    plain = {"model": {"dim_mults": (1, 2), "dim": np.int64(8)}, "data": {"w": [0.5, 1.0]}}
+    assert Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path), resume=True),
+                   run_settings=plain).step == 5
+
+
 def test_a_resume_refuses_other_run_settings_and_a_step_beyond_max_steps(tmp_path):
     data = ToyRegressionData(seed=1)
     settings = {"model": {"horizon": 8, "dim_mults": (1, 2)}, "data": {"discount": 0.99}}

@@ -137,6 +137,13 @@ def test_config_rejects_bad_values(kwargs, match):
         TrainerConfig(**kwargs)
 
 
+def test_betas_from_a_config_list_or_an_array_are_taken():
+    from omegaconf import OmegaConf
+
+    assert TrainerConfig(**OmegaConf.create({"betas": [0.9, 0.95]})).betas == (0.9, 0.95)
+    assert TrainerConfig(betas=np.array([0.8, 0.9])).betas == (0.8, 0.9)
+
+
 def test_numpy_scalar_settings_are_kept_as_plain_floats():
     cfg = TrainerConfig(lr=np.float32(1e-3), ema_decay=np.float64(0.9), grad_clip=np.float32(2.0))
     assert type(cfg.lr) is float and type(cfg.ema_decay) is float and type(cfg.grad_clip) is float
