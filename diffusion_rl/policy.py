@@ -345,7 +345,7 @@ class Policy:
             self._restart_envs(env_ids)
             return
         if seed is not None:
-            self.seed = check_seed(seed)  # checked before it is kept: a bad seed changes nothing
+            self.seed = seed  # checked (by __setattr__) before it is kept: a bad seed changes nothing
         self._device = self.algo.device  # cached: looking it up walks the modules, too slow for every act()
         if getattr(self, "_generator", None) is None or self._generator.device != self._device:
             # one generator per device for the policy's life: a captured CUDA graph draws from this one
