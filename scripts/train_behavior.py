@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from envs import get_spec
+from envs.recipes import WEIGHTS_DIR
 from envs.recipes.ars import ARS_PRESETS, ARSConfig, evaluate_policy, train_ars
 from envs.recipes.behavior import load_policy_sequence, save_policy_sequence, select_policies
 from envs.recipes.sac import SAC_PRESETS, SACConfig, rollout_returns, train_sac
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"expert (normalized {sel.expert.info['score']:.1f}) ->",
               sel.expert.save(weights_dir / f"{env}-expert.npz"))
     print(f"selection took {time.time() - t0:.0f}s; scores {json.dumps({k: round(v, 1) for k, v in sel.scores.items()})}")
-    committed = ROOT / "envs" / "recipes" / "weights"
+    committed = WEIGHTS_DIR  # where the dataset recipes read their behaviour policies
     if weights_dir.resolve() != committed.resolve():
         print(f"the dataset recipes read {committed}: copy the files you want from {weights_dir} there "
               "deliberately (or pass weights_dir=envs/recipes/weights)")
