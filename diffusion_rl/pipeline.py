@@ -32,6 +32,7 @@ from diffusion_rl.data.sequence import RETURN_LABELS, check_normalizer_spec
 from diffusion_rl.evaluation import (
     EvalResult,
     action_bounds,
+    env_dims,
     evaluate,
     plot_plan,
     resolve_env,
@@ -187,6 +188,17 @@ class PlannerRunConfig:
             if path.suffix in (".hdf5", ".h5", ".zarr") and not path.exists():
                 raise ConfigError(f"dataset: {self.dataset!r} does not exist (expected a D4RL .hdf5 file, a .zarr "
                                   "replay buffer, a Minari id or a catalogue name)")
+        # sizes out of range (a horizon or width of 0) are the constructor's to tell: build the model with the env's
+        # dimensions on the meta device (no memory, milliseconds), now rather than after a dataset that may take
+        # many minutes to make
+        obs_dim, act_dim = env_dims(self.env)
+        try:
+            with torch.device("meta"):
+                make_algorithm(self.algo, obs_dim=obs_dim, act_dim=act_dim, **self.model)
+        except ValueError as err:
+            raise ConfigError(f"algo.model: {err}") from None
+        except (RuntimeError, NotImplementedError):
+            pass  # an operation the meta device lacks: the real build, after the data are loaded, checks the sizes
 
 
 @dataclass

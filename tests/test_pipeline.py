@@ -45,6 +45,10 @@ def test_a_valid_configuration_passes():
     ({"algo": "diffuser", "data": {"value_discount": True}}, "algo.data.value_discount: expected a number, got True"),
     ({"data": {"terminal_penalty": "-100"}}, "algo.data.terminal_penalty: expected a number"),
     ({"plot": "off"}, "eval.plot: expected true or false, got 'off'"),
+    # sizes out of range: the constructor's own checks, run before the dataset is loaded or made
+    ({"model": {"horizon": 0}}, "algo.model: horizon: expected an integer >= 1, got 0"),
+    ({"algo": "diffuser", "model": {"dim_mults": []}}, "algo.model: dim_mults: expected a list of integers >= 1"),
+    ({"algo": "diffusion_policy", "model": {"obs_steps": 0}}, "algo.model: obs_steps: expected an integer >= 1"),
 ])
 def test_unknown_or_misplaced_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError) as err:

@@ -21,7 +21,7 @@ __all__ = ["SCHEDULES", "NoiseSchedule"]
 def _alpha_bar_betas(num_steps: int, s: float, max_beta: float) -> Tensor:
     """Betas that discretize alpha_bar(u) = cos((u + s) / (1 + s) * pi / 2)^2 on u = i / num_steps (Nichol &
     Dhariwal 2021), each capped at ``max_beta``. The normalization alpha_bar(0) cancels in the ratios."""
-    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    u = torch.arange(num_steps + 1, dtype=torch.float64, device="cpu") / num_steps
     alpha_bar = torch.cos((u + s) / (1.0 + s) * (math.pi / 2.0)) ** 2
     betas = 1.0 - alpha_bar[1:] / alpha_bar[:-1]
     return betas.clamp(min=0.0, max=max_beta)
@@ -40,7 +40,9 @@ class NoiseSchedule(ForwardProcess):
     default_prediction = "epsilon"
 
     def __init__(self, betas: Tensor, *, config: dict[str, Any] | None = None) -> None:
-        betas = torch.as_tensor(betas).detach().to(dtype=torch.float64)
+        # built where the betas are (host for the builders), never on the default device: a model is built under
+        # torch.device("meta") to check its sizes, and the tables must stay real there
+        betas = (betas if isinstance(betas, Tensor) else torch.tensor(betas, device="cpu")).detach().to(dtype=torch.float64)
         if betas.ndim != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a 1-D tensor with at least one entry, got shape {tuple(betas.shape)}")
         if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
@@ -59,7 +61,7 @@ class NoiseSchedule(ForwardProcess):
         check_num_steps(num_steps)
         if not 0.0 < beta_start <= beta_end <= 1.0:
             raise ValueError(f"need 0 < beta_start <= beta_end <= 1, got beta_start={beta_start}, beta_end={beta_end}")
-        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64, device="cpu")
         cfg = {"name": "linear", "num_steps": num_steps, "beta_start": beta_start, "beta_end": beta_end}
         return cls(betas, config=cfg)
 
@@ -82,7 +84,7 @@ class NoiseSchedule(ForwardProcess):
     @classmethod
     def from_betas(cls, betas: Tensor | list[float]) -> NoiseSchedule:
         """A schedule from explicit betas (e.g. those of a checkpoint trained elsewhere)."""
-        return cls(torch.as_tensor(betas, dtype=torch.float64))
+        return cls(betas if isinstance(betas, Tensor) else torch.tensor(betas, dtype=torch.float64, device="cpu"))
 
     @classmethod
     def from_name(cls, name: str, num_steps: int, **kwargs: Any) -> NoiseSchedule:

@@ -5,7 +5,7 @@ from diffusion_rl.evaluation.diagnostics import DiagnosticRow, diagnose, plan_sp
 from diffusion_rl.evaluation.hooks import rollout_eval_fn
 from diffusion_rl.evaluation.plots import plot_plan
 from diffusion_rl.evaluation.result import EvalResult, mean_and_stderr
-from diffusion_rl.evaluation.rollout import VIDEO_SIZE, action_bounds, evaluate, resolve_env
+from diffusion_rl.evaluation.rollout import VIDEO_SIZE, action_bounds, env_dims, evaluate, resolve_env
 from diffusion_rl.evaluation.video import AtomicVideoWriter
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "EvalResult",
     "action_bounds",
     "diagnose",
+    "env_dims",
     "evaluate",
     "mean_and_stderr",
     "plan_spread",

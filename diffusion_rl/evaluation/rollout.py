@@ -86,14 +86,25 @@ def resolve_env(env_name: str) -> tuple[str, envs.EnvSpec | None]:
     )
 
 
-def action_bounds(env_name: str) -> tuple[list[float], list[float]] | None:
-    """``(low, high)`` of the env's Box action space (what a ``Policy`` clips its actions into), else None."""
+def _spaces(env_name: str) -> tuple[gym.Space, gym.Space]:
     gym_id, _ = resolve_env(env_name)
     env = gym.make(gym_id)
     try:
-        space = env.action_space
+        return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def env_dims(env_name: str) -> tuple[int, int]:
+    """``(obs_dim, act_dim)``: the flat sizes of the env's observation and action spaces (what a model built for
+    its data takes), known without loading a dataset."""
+    obs_space, act_space = _spaces(env_name)
+    return int(gym.spaces.flatdim(obs_space)), int(gym.spaces.flatdim(act_space))
+
+
+def action_bounds(env_name: str) -> tuple[list[float], list[float]] | None:
+    """``(low, high)`` of the env's Box action space (what a ``Policy`` clips its actions into), else None."""
+    space = _spaces(env_name)[1]
     if not isinstance(space, gym.spaces.Box):
         return None
     return np.asarray(space.low, np.float64).reshape(-1).tolist(), np.asarray(space.high, np.float64).reshape(-1).tolist()

@@ -76,6 +76,17 @@ def test_to_moves_in_place_and_returns_self() -> None:
     assert sch.alphas_cumprod.dtype == torch.float64
 
 
+def test_tables_are_real_under_a_meta_default_device() -> None:
+    # a run checks its model sizes by building the model under torch.device("meta"); the schedule must still hold
+    # numbers there (and be the same ones), not shapeless meta tensors
+    with torch.device("meta"):
+        built = [NoiseSchedule.from_name(name, 12) for name in SCHEDULES] + [NoiseSchedule.from_betas([0.1, 0.4])]
+    for sch in built:
+        assert sch.device == torch.device("cpu")
+        assert torch.equal(sch.alphas_cumprod, NoiseSchedule.from_config(sch.to_config()).alphas_cumprod)
+    assert torch.allclose(built[1].betas, NoiseSchedule.cosine(12).betas)
+
+
 def test_diffuser_betas_are_monotone_and_in_range() -> None:
     for name in SCHEDULES:
         ac = NoiseSchedule.from_name(name, 100).alphas_cumprod
