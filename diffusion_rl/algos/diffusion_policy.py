@@ -29,6 +29,29 @@ from diffusion_rl.nets import build_network
 __all__ = ["DiffusionPolicy"]
 
 BACKBONES = ("conditional_unet1d", "transformer1d")
+BACKBONE_SETTINGS = {
+    "conditional_unet1d": ("down_dims", "kernel_size", "n_groups", "step_embed_dim"),
+    "transformer1d": ("d_model", "depth"),
+}
+"""The size settings each backbone reads; those of the backbone not chosen must stay at their defaults."""
+
+
+def _check_unused_sizes(backbone: str, given: dict[str, Any]) -> None:
+    """A size set for the backbone not in use would be ignored (a small preset silently training the paper's
+    network): refuse it, naming the backbone that reads it."""
+    import inspect
+
+    defaults = inspect.signature(DiffusionPolicy.__init__).parameters
+    for other, names in BACKBONE_SETTINGS.items():
+        if other == backbone:
+            continue
+        for name in names:
+            value, default = given[name], defaults[name].default
+            same = list(value) == list(default) if name == "down_dims" else value == default
+            if not same:
+                raise ValueError(f"{name}={value!r} sizes the {other} backbone, but this model uses backbone="
+                                 f"{backbone!r}; expected {name} at its default {default!r} (the {backbone} sizes "
+                                 f"are {', '.join(BACKBONE_SETTINGS[backbone])})")
 
 
 @register_algorithm
@@ -69,6 +92,8 @@ class DiffusionPolicy(Algorithm):
             raise ValueError(f"obs_steps (To={obs_steps}) must be <= horizon (Tp={horizon})")
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; expected one of: {', '.join(BACKBONES)}")
+        _check_unused_sizes(backbone, {"down_dims": down_dims, "kernel_size": kernel_size, "n_groups": n_groups,
+                                       "step_embed_dim": step_embed_dim, "d_model": d_model, "depth": depth})
         proc, prediction = forward_process(process, schedule, num_steps, prediction, "epsilon")
         super().__init__(
             obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, obs_steps=obs_steps, num_steps=num_steps,

@@ -66,6 +66,18 @@ def test_plan_fills_a_short_history_and_returns_the_chunk_from_the_current_step(
     assert transformer.eval().plan(obs, steps=2).action_chunk.shape == (4, 7, ACT_DIM)
 
 
+def test_sizes_of_the_backbone_not_in_use_are_refused_not_ignored():
+    # a cpu preset's small U-Net sizes with backbone=transformer1d trained the paper's 10M-parameter transformer
+    with pytest.raises(ValueError, match=r"down_dims=\[32, 64\] sizes the conditional_unet1d backbone, but this "
+                                         r"model uses backbone='transformer1d'; expected down_dims at its default"):
+        DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, backbone="transformer1d", down_dims=[32, 64], d_model=32)
+    with pytest.raises(ValueError, match=r"depth=2 sizes the transformer1d backbone"):
+        DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, down_dims=(16, 32), depth=2)
+    # the defaults of the other backbone, as a config file spells them (a list), are fine
+    DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, backbone="transformer1d", down_dims=[256, 512, 1024], d_model=32,
+                    depth=2)
+
+
 def test_multimodal_demonstrations_stay_multimodal_where_bc_averages_them():
     """Learning test (< 90 s on 2 cores). At an episode's start the toy's demonstrators pick a speed of -0.9,
     -0.5, +0.5 or +0.9 at random: the first action is multimodal, with nothing in the middle."""

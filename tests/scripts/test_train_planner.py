@@ -180,8 +180,8 @@ def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "r2" / "policy").exists()
 
 
-def _resolve(env_cfg: dict, preset: str, user: dict | None = None):
-    """resolve_config on the decision_diffuser config with ``user`` ({dotted key: value}) set as from the command
+def _resolve(env_cfg: dict, preset: str, user: dict | None = None, algo: str = "decision_diffuser"):
+    """resolve_config on ``configs/algo/<algo>.yaml`` with ``user`` ({dotted key: value}) set as from the command
     line."""
     from omegaconf import OmegaConf
 
@@ -190,7 +190,7 @@ def _resolve(env_cfg: dict, preset: str, user: dict | None = None):
 
     cfg = OmegaConf.create({
         "preset": preset,
-        "algo": OmegaConf.load(ROOT / "configs" / "algo" / "decision_diffuser.yaml"),
+        "algo": OmegaConf.load(ROOT / "configs" / "algo" / f"{algo}.yaml"),
         "env": env_cfg,
     })
     for key, value in (user or {}).items():
@@ -314,3 +314,19 @@ def test_a_one_episode_evaluation_prints_no_nan(config_name, target, tmp_path, m
     assert "nan" not in out, out
     assert "score:    0.7 (D4RL-normalized, 1 episode)" in out.splitlines(), out
     assert "success:  0.0% (1 episode)" in out.splitlines(), out
+
+
+@pytest.mark.parametrize("algo", sorted(p.stem for p in (ROOT / "configs" / "algo").glob("*.yaml")))
+@pytest.mark.parametrize("preset", ["paper", "cpu"])
+def test_every_algo_config_and_preset_builds_its_model(algo, preset, tmp_path):
+    # a preset's sizes must fit its own backbone (the U-Net cpu preset under transformer1d was silently ignored)
+    from diffusion_rl.pipeline import PlannerRunConfig
+
+    resolved, _ = _resolve({"name": "hopper-medium"}, preset, algo=algo)
+    cfg = PlannerRunConfig(env="hopper-medium", algo=resolved["name"], model=resolved["model"],
+                           data=resolved.get("data") or {}, sampling=resolved.get("sampling") or {},
+                           run_dir=str(tmp_path / "run"))
+    cfg.validate()  # builds the model (on the meta device) from these settings
+    if algo == "diffusion_policy_transformer":
+        assert resolved["model"]["backbone"] == "transformer1d"
+        assert resolved["model"]["d_model"] == (256 if preset == "paper" else 128)
