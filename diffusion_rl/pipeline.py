@@ -164,6 +164,10 @@ class PlannerRunConfig:
         _int_at_least("eval.every", self.eval_every, 0)
         _int_at_least("seed", self.seed, 0)
         _int_at_least("eval.seed", self.eval_seed, 0)
+        if self.eval_seed + self.eval_episodes > 2**32:  # evaluate's own bound, told before training, not after
+            raise ConfigError(f"eval.seed: expected an integer in [0, {2**32 - self.eval_episodes}] (episode i resets "
+                              f"with eval.seed + i, below 2**32), got {self.eval_seed} (train_planner.py's "
+                              "eval.seed: null is 1e9 + 10000 x seed)")
         if self.eval_max_episode_steps is not None:
             _int_at_least("eval.max_episode_steps", self.eval_max_episode_steps, 1)
         try:
@@ -324,6 +328,11 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     log(store.summary())
     obs_dim = int(np.prod(store["observations"].shape[1:]))
     act_dim = int(np.prod(store["actions"].shape[1:]))
+    env_obs_dim, env_act_dim = env_dims(env_name)
+    if (obs_dim, act_dim) != (env_obs_dim, env_act_dim):  # else it would train to the end, then fail at act()
+        raise ConfigError(f"dataset: {cfg.dataset or cfg.env!r} has {obs_dim} observation and {act_dim} action values "
+                          f"per step, but {gym_id} has {env_obs_dim} and {env_act_dim}; expected a dataset recorded "
+                          "in the environment the run is scored in")
     algo = make_algorithm(cfg.algo, obs_dim=obs_dim, act_dim=act_dim, **cfg.model)
     horizon = int(algo.config()["horizon"])
     data = _sequence_dataset(algo, store, horizon, cfg.data, device)

@@ -45,6 +45,7 @@ def test_a_valid_configuration_passes():
     ({"algo": "diffuser", "data": {"value_discount": True}}, "algo.data.value_discount: expected a number, got True"),
     ({"data": {"terminal_penalty": "-100"}}, "algo.data.terminal_penalty: expected a number"),
     ({"plot": "off"}, "eval.plot: expected true or false, got 'off'"),
+    ({"eval_seed": 2**32 - 5}, "eval.seed: expected an integer in [0, 4294967286] (episode i resets with eval.seed + i"),
     # sizes out of range: the constructor's own checks, run before the dataset is loaded or made
     ({"model": {"horizon": 0}}, "algo.model: horizon: expected an integer >= 1, got 0"),
     ({"algo": "diffuser", "model": {"dim_mults": []}}, "algo.model: dim_mults: expected a list of integers >= 1"),
@@ -91,7 +92,7 @@ def test_an_execution_the_model_cannot_drive_is_refused_before_training(tmp_path
     path = tmp_path / "small.hdf5"
     save_d4rl_hdf5(make_store([30, 30]), path)
     run_dir = tmp_path / "run"
-    cfg = PlannerRunConfig(env="hopper-medium", algo="diffusion_policy", dataset=str(path), run_dir=str(run_dir),
+    cfg = PlannerRunConfig(env="point-obstacle", algo="diffusion_policy", dataset=str(path), run_dir=str(run_dir),
                            model={"horizon": 8, "obs_steps": 2, "down_dims": [8, 16], "step_embed_dim": 8,
                                   "n_groups": 4},
                            execution="action_queue", execution_options={"action_steps": 8},  # chunks hold 7
@@ -99,3 +100,18 @@ def test_an_execution_the_model_cannot_drive_is_refused_before_training(tmp_path
     with pytest.raises(ConfigError, match=r"action_steps \(Ta=8\) must be in \[1, 7\]"):
         train_planner(cfg, log=lambda line: None)
     assert not (run_dir / "checkpoints").exists()  # no training was done and then thrown away
+
+
+def test_a_dataset_of_other_sizes_than_the_env_is_refused_before_training(tmp_path):
+    # a dataset with the env's actions but other observations trained to the end and failed at the first act()
+    from diffusion_rl.data import save_d4rl_hdf5
+    from diffusion_rl.pipeline import train_planner
+
+    path = tmp_path / "other.hdf5"
+    save_d4rl_hdf5(make_store([30, 30]), path)  # 4 observation and 2 action values per step; Hopper has 11 and 3
+    cfg = PlannerRunConfig(env="hopper-medium", algo="bc", dataset=str(path), run_dir=str(tmp_path / "run"),
+                           trainer={"max_steps": 5, "batch_size": 4, "progress": False}, device="cpu")
+    with pytest.raises(ConfigError, match=r"has 4 observation and 2 action values per step, but Hopper-v5 has 11 "
+                                          r"and 3; expected a dataset recorded in the environment"):
+        train_planner(cfg, log=lambda line: None)
+    assert not (tmp_path / "run" / "checkpoints").exists()
