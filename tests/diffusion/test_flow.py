@@ -257,6 +257,23 @@ def test_euler_on_the_flow_path_is_the_velocity_integral() -> None:
         heun.step(den(x, torch.full((5,), heun.timesteps[0])), heun.timesteps[0], x, prediction="velocity")
 
 
+def test_heun_with_clipping_integrates_the_ode_of_the_clipped_prediction() -> None:
+    """A model that always predicts x0 = 5, clipped to 1: the ODE of the clipped prediction from x = 0 at tau = 1 is
+    x = 1 - tau, a straight line Heun follows exactly. Its velocities once came from the unclipped eps, so the
+    points it evaluated climbed to 4.35."""
+    seen: list[tuple[int, float]] = []
+
+    def constant(x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        seen.append((int(t[0]), float(x[0, 0])))
+        return torch.full_like(x, 5.0)
+
+    out = make_sampler("heun", PATH, steps=5).sample(constant, (1, 1), prediction="sample", clip_sample=1.0,
+                                                     initial_noise=torch.zeros(1, 1), dtype=torch.float64)
+    assert len(seen) == 9 and float(out) == pytest.approx(1.0)
+    for t, x in seen:
+        assert x == pytest.approx(1.0 - (t + 1) / 100, abs=1e-12), seen
+
+
 # ------------------------------------------------------------------------------------------------ an image model
 def test_image_model_learns_bars_with_flow_matching() -> None:
     """The image U-Net trained with the flow-matching loss through the same core, sampled by Heun: the samples

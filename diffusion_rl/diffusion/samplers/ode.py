@@ -51,9 +51,12 @@ class HeunSampler(EulerSampler):
 
     def _update_with_model(self, i: int, x: Tensor, x0: Tensor, eps: Tensor, tab: Tables, state: dict,
                            noise: NoiseFn, predict: PredictFn) -> Tensor:
-        euler = self._update(i, x, x0, eps, tab, state, noise)
         if i == len(self._timesteps) - 1:
-            return euler
-        x0_next, eps_next = predict(euler, i + 1)
-        dt = tab["s_next"][i] - tab["s"][i]  # tau_next - tau
-        return x + dt * 0.5 * ((eps - x0) + (eps_next - x0_next))
+            return self._update(i, x, x0, eps, tab, state, noise)
+        tau, tau_next = tab["s"][i], tab["s_next"][i]  # both > 0 before the last step
+        # velocities from the points and their (clipped) x0: (x - x0) / tau, which is eps - x0 on the path a + s = 1
+        # without clipping; with it, eps - x0 would carry the unclipped part of the model's x0 back into x
+        v = (x - x0) / tau
+        euler = x + (tau_next - tau) * v
+        x0_next, _ = predict(euler, i + 1)
+        return x + (tau_next - tau) * 0.5 * (v + (euler - x0_next) / tau_next)
