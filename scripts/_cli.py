@@ -84,10 +84,12 @@ def default_out(policy_path: str | Path, env_name: str, kind: str = "eval") -> P
 
 
 def check_values(cfg: DictConfig, ints: dict[str, int] = {}, optional_ints: dict[str, int] = {},  # noqa: B006
-                 flags: tuple[str, ...] = (), out: str | None = "out") -> None:
+                 flags: tuple[str, ...] = (), out: str | None = "out", seed_span: str | int | None = None) -> None:
     """Exit with one line naming the key when a value is out of its range, before anything is loaded or run:
     ``ints`` (key -> minimum), ``optional_ints`` (null or >= minimum), boolean ``flags``, ``device`` (must exist
-    here) and ``out`` (its folder must be writable; tried with a temporary file that is removed at once)."""
+    here) and ``out`` (its folder must be writable; tried with a temporary file that is removed at once).
+    ``seed_span`` (a key such as ``episodes``, or a count): ``seed`` must leave room for that many consecutive
+    seeds below 2**32 (episode i resets with seed + i), as ``diffusion_rl.evaluation.evaluate`` requires."""
     import os
     import tempfile
 
@@ -103,6 +105,12 @@ def check_values(cfg: DictConfig, ints: dict[str, int] = {}, optional_ints: dict
     for key in flags:
         if not isinstance(cfg[key], bool):
             fail(key, "true or false")
+    if seed_span is not None:
+        span, named = (int(cfg[seed_span]), f"{seed_span}={cfg[seed_span]}") if isinstance(seed_span, str) \
+            else (int(seed_span), f"{seed_span} episode{'s' if seed_span != 1 else ''}")
+        if cfg.seed >= 2**32 - span:
+            fail("seed", f"an integer in [0, {2**32 - span}) (episode i resets with seed + i, below 2**32 for "
+                         f"{named})")
     if "device" in cfg:
         from diffusion_rl.policy import check_device
 

@@ -64,7 +64,8 @@ def main(cfg: DictConfig) -> None:
     from diffusion_rl.evaluation import diagnose
     from diffusion_rl.evaluation._files import write_text_atomic
 
-    check_values(cfg, ints={"seed": 0, "num_plans": 2, "rollout_steps": 1}, flags=("progress",))
+    check_values(cfg, ints={"seed": 0, "num_plans": 2, "rollout_steps": 1}, flags=("progress",),
+                 seed_span=1)  # one rollout episode
     policy, policy_path, env_name = load_policy_for_cli(cfg)
     policy.reset(seed=int(cfg.seed))
     sweep = to_plain(cfg.sweep) or {}

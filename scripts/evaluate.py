@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
     from diffusion_rl.evaluation import evaluate
 
     check_values(cfg, ints={"episodes": 1, "num_envs": 1, "seed": 0}, optional_ints={"max_episode_steps": 1},
-                 flags=("video", "progress"))
+                 flags=("video", "progress"), seed_span="episodes")
     policy, policy_path, env_name = load_policy_for_cli(cfg)
     policy.reset(seed=int(cfg.seed))
 

@@ -65,6 +65,41 @@ def seed_list(seeds: object) -> list[int]:
              "distinct seeds >= 0")
 
 
+# train_planner.py / train_policy.py keys every cell's command sets itself -> the reproduce key that sets them
+# (a user override of one would come last and win: every seed cell the same run, or a table header that is wrong)
+OWNED_KEYS = {
+    "env": "envs=[...]", "task": "tasks=[...]", "algo": "algos=[...] (or task_algos=[...])",
+    "seed": "seeds=N or seeds=[...]", "preset": "preset=...", "device": "device=...", "run_dir": "root=...",
+    "eval.episodes": "eval_episodes=N (task_eval_episodes=N for robot tasks)",
+    "trainer.progress": "nothing (each cell writes its train.log without a progress bar)",
+    "trainer.resume": "nothing (a cell with checkpoints resumes by itself)",
+}
+
+
+def check_cell_overrides(overrides: object, algo_overrides: object, run_algos: list[str]) -> None:
+    """Exit with one line when ``overrides`` or ``algo_overrides`` are not lists of ``key=value`` strings, set a
+    key the cells' commands set themselves (:data:`OWNED_KEYS`), or name an algorithm this run does not train."""
+    if not isinstance(algo_overrides, dict):
+        sys.exit(f"error: algo_overrides: expected a mapping algorithm -> list of key=value overrides, "
+                 f"got {algo_overrides!r}")
+    unknown = sorted(set(algo_overrides) - set(run_algos))
+    if unknown:
+        sys.exit(f"error: algo_overrides: {', '.join(map(str, unknown))} is not an algorithm this run trains; "
+                 f"expected keys among {', '.join(sorted(set(run_algos)))} (the algos / task_algos with cells)")
+    for where, items in (("overrides", overrides),
+                         *((f"algo_overrides.{a}", v) for a, v in algo_overrides.items())):
+        if not isinstance(items, list) or not all(isinstance(x, str) and "=" in x for x in items):
+            sys.exit(f"error: {where}: expected a list of key=value strings, e.g. [\"trainer.max_steps=1000\"], "
+                     f"got {items!r}")
+        for item in items:
+            key = item.split("=", 1)[0].lstrip("+~")
+            owned = next((k for k in OWNED_KEYS if k == key or k.startswith(key + ".")), None)
+            if owned is not None:
+                what = owned if owned == key else f"{key} (and so {owned})"
+                sys.exit(f"error: {where}: {item!r} sets {what}, which reproduce.py sets for every cell; use "
+                         f"{OWNED_KEYS[owned]} instead")
+
+
 def resolved_preset(preset: str) -> str:
     """``auto`` resolves as train_planner.py does: paper on CUDA, cpu otherwise."""
     if preset != "auto":
@@ -181,6 +216,8 @@ def main(cfg: DictConfig) -> None:
     algos = _names("algos", list(cfg.algos), set(ALGORITHMS))
     task_algos = _names("task_algos", list(cfg.task_algos), set(ALGORITHMS))
     seeds = seed_list(to_plain(cfg.seeds))
+    check_cell_overrides(to_plain(cfg.overrides) or [], to_plain(cfg.algo_overrides) or {},
+                         (algos if envs else []) + (task_algos if tasks else []))
     if isinstance(cfg.jobs, bool) or not isinstance(cfg.jobs, int) or cfg.jobs < 1:
         sys.exit(f"error: jobs={cfg.jobs!r}: expected an integer >= 1")
     for key in ("eval_episodes", "task_eval_episodes"):

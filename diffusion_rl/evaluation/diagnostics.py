@@ -48,10 +48,15 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
 
 
-def plan_spread(policy: Any, obs: np.ndarray, num_plans: int = 64, **settings: Any) -> dict[str, np.ndarray]:
+def plan_spread(policy: Any, obs: np.ndarray, num_plans: int = 64, goal: np.ndarray | None = None,
+                **settings: Any) -> dict[str, np.ndarray]:
     """``num_plans`` plans from the one state ``obs [obs_dim]``: their first actions ``[N, act_dim]`` and
-    planned next states ``[N, obs_dim]`` (raw units), sampled in one batch from the policy's current seed."""
+    planned next states ``[N, obs_dim]`` (raw units), sampled in one batch from the policy's current seed.
+    ``goal`` (``[k]``, e.g. maze2d's ``info["goal"]``) is given to every plan, as evaluation gives it to a policy
+    that takes one (``policy.accepts_goal``); a goal-conditioned planner cannot plan without it."""
     batch = np.repeat(np.asarray(obs, dtype=np.float32)[None], int(num_plans), axis=0)
+    if goal is not None:
+        settings["goal"] = np.repeat(np.asarray(goal, dtype=np.float64).reshape(1, -1), int(num_plans), axis=0)
     policy.reset()
     plan = policy.plan(batch, **settings)
     if plan.next_observations is None:
@@ -78,12 +83,12 @@ def _one_step_errors(policy: Any, gym_id: str, seed: int, actions: np.ndarray,
     return np.asarray(errors)
 
 
-def _measure(policy: Any, env_name: str, gym_id: str, obs0: np.ndarray, seed: int, num_plans: int,
-             rollout_steps: int, setting: str, overrides: Mapping[str, Any]) -> DiagnosticRow:
+def _measure(policy: Any, env_name: str, gym_id: str, obs0: np.ndarray, goal: np.ndarray | None, seed: int,
+             num_plans: int, rollout_steps: int, setting: str, overrides: Mapping[str, Any]) -> DiagnosticRow:
     saved = dict(policy.sampling)
     try:
         policy.sampling.update(overrides)
-        plans = plan_spread(policy, obs0, num_plans)
+        plans = plan_spread(policy, obs0, num_plans, goal=goal)
         errors = _one_step_errors(policy, gym_id, seed, plans["actions"], plans["next_observations"])
         norm = policy.normalizers["observations"]
         next_n = norm.normalize(plans["next_observations"])
@@ -122,9 +127,11 @@ def diagnose(
     gym_id, _ = resolve_env(env_name)
     env = _make_env(gym_id, None, False)
     try:
-        obs0, _ = env.reset(seed=seed)
+        obs0, info = env.reset(seed=seed)
     finally:
         env.close()
+    # maze2d's goal, for a policy that takes one (the rollout gets it from evaluate, as in scoring)
+    goal = info.get("goal") if getattr(policy, "accepts_goal", True) else None
     sweep = dict(sweep or {})
     notes = [f"{k}: not a setting of this policy (its settings: {', '.join(sorted(policy.sampling))})"
              for k in sweep if k not in policy.sampling]
@@ -136,8 +143,8 @@ def diagnose(
     bar = progress_bar(total=len(cases), desc="diagnose", disable=not progress)
     try:
         for name, overrides in cases:
-            rows.append(_measure(policy, env_name, gym_id, np.asarray(obs0), seed, num_plans, rollout_steps,
-                                 name, overrides))
+            rows.append(_measure(policy, env_name, gym_id, np.asarray(obs0), goal, seed, num_plans,
+                                 rollout_steps, name, overrides))
             bar.update(1)
     finally:
         bar.close()

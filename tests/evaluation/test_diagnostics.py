@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from diffusion_rl import Policy
-from diffusion_rl.algos import BehaviorCloning, DecisionDiffuser
+from diffusion_rl.algos import BehaviorCloning, DecisionDiffuser, Diffuser
 from diffusion_rl.data import GaussianNormalizer
-from diffusion_rl.evaluation import diagnose, plan_spread
+from diffusion_rl.evaluation import diagnose, plan_spread, resolve_env
 from diffusion_rl.evaluation.diagnostics import _one_step_errors
 
 torch.set_num_threads(1)
@@ -75,3 +75,33 @@ def test_policies_without_state_plans_are_refused():
     bc = Policy(BehaviorCloning(obs_dim=11, act_dim=3, hidden_dim=16), _normalizers(np.random.default_rng(0)))
     with pytest.raises(ValueError, match="predicts states"):
         plan_spread(bc, np.zeros(11), num_plans=4)
+
+
+def test_goal_conditioned_planner_gets_the_env_goal_in_every_plan():
+    """maze2d reports its goal at reset: a goal-conditioned Diffuser cannot plan without it, so diagnose passes it
+    (one copy per plan) as evaluate does."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    algo = Diffuser(obs_dim=4, act_dim=2, horizon=8, num_steps=8, dim=8, dim_mults=(1, 2), value_guided=False,
+                    goal_conditioned=True)
+    normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 4))),
+                   "actions": GaussianNormalizer().fit(0.3 * rng.normal(size=(200, 2)))}
+    maze = Policy(algo, normalizers, env_name="maze2d-umaze", sampling={"steps": 2, "num_plans": 2})
+    env = gym.make(resolve_env("maze2d-umaze")[0])
+    _, info = env.reset(seed=4)
+    env.close()
+    goals = []
+    plan = maze.plan
+
+    def recording_plan(obs, **kwargs):
+        goals.append(kwargs.get("goal"))
+        return plan(obs, **kwargs)
+
+    maze.plan = recording_plan
+    rows, _ = diagnose(maze, "maze2d-umaze", seed=4, num_plans=3, rollout_steps=3, progress=False,
+                       sweep={"temperature": [0.0]})
+    assert [r.setting for r in rows] == ["default", "temperature=0.0"]
+    assert all(np.isfinite(r.one_step_error) and r.rollout_length == 3 for r in rows)
+    assert len(goals) == 2
+    for goal in goals:
+        np.testing.assert_allclose(goal, np.repeat(np.asarray(info["goal"])[None], 3, axis=0))

@@ -45,6 +45,8 @@ def test_bad_input_is_one_clear_message(tmp_path):
     assert unknown.returncode != 0 and "temprature" in unknown.stderr and "temperature" in unknown.stderr
     for arg, message in (("seed=-2", "error: seed: expected an integer >= 0, got -2"),
                          ("rollout_steps=0", "error: rollout_steps: expected an integer >= 1, got 0"),
+                         ("seed=4294967295", "error: seed: expected an integer in [0, 4294967295) (episode i resets "
+                                             "with seed + i, below 2**32 for 1 episode), got 4294967295"),
                          ("progress=3", "error: progress: expected true or false, got 3"),
                          ("out=/proc/d.json", "error: out=/proc/d.json: cannot write there")):
         proc = _run(tmp_path, f"policy={policy}", arg)

@@ -217,6 +217,35 @@ def test_bad_values_are_one_line_before_the_policy_is_loaded(tmp_path):
     assert not list(tmp_path.rglob("eval_*.json")) and list((tmp_path / "cwd").iterdir()) == []
 
 
+def test_seed_too_close_to_2_to_the_32_is_one_line_before_the_policy_is_loaded(tmp_path):
+    """Episode i resets with seed + i, which must stay below 2**32: the CLI says so up front (no traceback)."""
+    policy = hopper_artifact(tmp_path / "policy")
+    proc = run_script(tmp_path / "cwd", f"policy={policy}", "episodes=10", "seed=4294967290", "progress=false")
+    message = ("error: seed: expected an integer in [0, 4294967286) (episode i resets with seed + i, below 2**32 "
+               "for episodes=10), got 4294967290")
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "policy:" not in proc.stdout  # refused before the policy is loaded
+    last = run_script(tmp_path / "cwd", f"policy={policy}", "episodes=2", "num_envs=1", "seed=4294967293",
+                      "max_episode_steps=2", "sampling.steps=2", "progress=false", f"out={tmp_path / 'e.json'}")
+    assert last.returncode == 0, last.stderr[-1500:]  # the largest seed that fits two episodes
+    assert json.loads((tmp_path / "e.json").read_text())["seed"] == 4294967293
+
+
+def test_num_envs_comment_says_a_stochastic_policy_depends_on_it(tmp_path):
+    """configs/evaluate.yaml must not promise num_envs-independent results: a diffusion Policy draws its sampling
+    noise per wave, so its episodes change with num_envs (as the evaluate docstring says)."""
+    from diffusion_rl.evaluation import evaluate
+
+    policy = Policy.load(hopper_artifact(tmp_path / "policy"))
+    policy.temperature = 1.0
+    runs = [evaluate(policy, "hopper-medium", episodes=2, num_envs=n, seed=0, max_episode_steps=3, progress=False)
+            for n in (1, 2)]
+    assert not np.allclose(runs[0].returns, runs[1].returns)  # the claim the comment must not make
+    line = next(x for x in (ROOT / "configs" / "evaluate.yaml").read_text().splitlines() if x.startswith("num_envs:"))
+    assert "do not depend on it" not in line and "stochastic" in line, line
+
+
 def test_helpers(script_module):
     assert script_module.sampling_overrides_as_additions(
         ["policy=p", "sampling.steps=5", "+sampling.eta=0.1", "seed=1"]

@@ -160,6 +160,30 @@ def test_bad_lists_are_clear_errors(tmp_path):
     assert not (tmp_path / "hopper-medium").exists()
 
 
+def test_overrides_of_keys_reproduce_sets_and_unknown_algorithms_are_refused(tmp_path):
+    """A user override comes after the cell's own keys and would win (every seed cell the same run, a wrong
+    table header), and algo_overrides for an algorithm not trained would be dropped: both are one clear line."""
+    base = ["envs=[hopper-medium]", "algos=[diffuser,bc]", "seeds=2", "dry_run=true", f"root={tmp_path}"]
+    cases = [('overrides=["seed=7"]', "error: overrides: 'seed=7' sets seed, which reproduce.py sets for every "
+                                      "cell; use seeds=N or seeds=[...] instead"),
+             ('overrides=["eval.episodes=2"]', "use eval_episodes=N"),
+             ('overrides=["++run_dir=x"]', "sets run_dir, which reproduce.py sets for every cell; use root="),
+             ('algo_overrides={bc:["env=walker2d-medium"]}',
+              "error: algo_overrides.bc: 'env=walker2d-medium' sets env"),
+             ('algo_overrides={diffusr:["algo.model.dim=8"]}',
+              "error: algo_overrides: diffusr is not an algorithm this run trains; expected keys among bc, diffuser"),
+             ('algo_overrides={decision_diffuser:["algo.model.dim=8"]}', "decision_diffuser is not an algorithm")]
+    for arg, message in cases:
+        proc = _run(tmp_path, *base, arg)
+        assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "train_planner.py" not in proc.stdout
+    ok = _run(tmp_path, *base, 'overrides=["trainer.max_steps=3","eval.num_envs=2"]',
+              'algo_overrides={diffuser:["algo.sampling.num_plans=4"]}')
+    assert ok.returncode == 0, ok.stderr[-1500:]
+    assert ok.stdout.count("trainer.max_steps=3") == 4 and ok.stdout.count("algo.sampling.num_plans=4") == 2
+
+
 def test_the_config_comment_examples_work_as_typed_in_a_shell(tmp_path):
     """The command-line forms configs/reproduce.yaml shows for `overrides` and `algo_overrides` (single-quoted
     shell words) parse, as a shell would split them, and reach the cells' commands."""
