@@ -199,7 +199,11 @@ def evaluate(
     action_dtype = vec.single_action_space.dtype
     writer = None
     if video_path is not None:
-        writer = AtomicVideoWriter(video_path, fps=vec.envs[0].metadata.get("render_fps", 30))
+        try:
+            writer = AtomicVideoWriter(video_path, fps=vec.envs[0].metadata.get("render_fps", 30))
+        except BaseException:  # a bad path: the envs (and their renderers) were already made
+            vec.close()
+            raise
     returns: list[float] = []
     lengths: list[int] = []
     plan_errors: list[float] = []  # per episode: mean over its steps of the policy's plan error

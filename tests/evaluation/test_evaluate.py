@@ -247,6 +247,17 @@ def test_bad_arguments_are_clear_errors(kwargs, match):
         evaluate(Feedback(), **args)
 
 
+def test_a_bad_video_path_closes_the_envs_it_had_made(monkeypatch):
+    import gymnasium as gym
+
+    closed = []
+    real_close = gym.vector.SyncVectorEnv.close
+    monkeypatch.setattr(gym.vector.SyncVectorEnv, "close", lambda self, **kw: (closed.append(1), real_close(self, **kw)))
+    with pytest.raises(ValueError, match=r"video_path: expected a file name ending in \.mp4"):
+        evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, progress=False, video_path="out.gif")
+    assert closed == [1]
+
+
 @pytest.mark.parametrize(
     "actions, match",
     [
