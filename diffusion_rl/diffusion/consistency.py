@@ -181,7 +181,8 @@ def direct_distillation_loss(
         if k == 0:  # the pure-noise end: the teacher's own starting noise
             x = temperature * noise
         else:
-            eps = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
+            eps = torch.randn(noise.shape, generator=generator, dtype=noise.dtype,  # drawn where the generator lives
+                              device=generator.device if generator is not None else noise.device).to(noise.device)
             x = a * target + s * temperature * eps
         if known is not None:
             x = torch.where(known, x0, x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,9 @@ class ClassifierFreeGuidance:
     weight: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool):
-            raise ValueError(f"ClassifierFreeGuidance weight must be a float, got {self.weight!r}")  # noqa: TRY004 (house rule: ValueError)
+        if (not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool)
+                or not math.isfinite(self.weight)):  # a NaN weight would sample NaN without a word
+            raise ValueError(f"ClassifierFreeGuidance weight must be a finite float, got {self.weight!r}")  # noqa: TRY004 (house rule: ValueError)
 
     def model_fn(self, denoiser: Callable[..., Tensor], cond: Any, batch: int, device: torch.device) -> ModelFn:
         """The guided model (x, t) -> output for a batch of ``batch`` rows."""

@@ -72,6 +72,6 @@ def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, 
     if out[0] < (num_train - 1) / 2:
         raise ValueError(
             f"timestep_spacing={spacing!r} with steps={steps} of num_steps={num_train} starts the chain at t={out[0]}, "
-            f"far from pure noise at t={num_train - 1}: use timestep_spacing='trailing' or 'linspace'"
+            f"far from pure noise at t={num_train - 1}: use timestep_spacing='trailing' (it starts at t={num_train - 1})"
         )
     return out

@@ -87,6 +87,9 @@ def test_other_bad_options_and_inputs() -> None:
         sampler.sample(zero, (2, 3), x_init=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="ClassifierFreeGuidance needs cond"):
         sampler.sample(zero, (2, 3), guidance=ClassifierFreeGuidance(1.0))
+    for weight in (float("nan"), float("inf")):  # a NaN weight sampled NaN without a word
+        with pytest.raises(ValueError, match="ClassifierFreeGuidance weight must be a finite float"):
+            ClassifierFreeGuidance(weight)
     with pytest.raises(ValueError, match=r"denoiser output must have the sample shape \(2, 3\)"):
         sampler.sample(lambda x, t, c: x[:, :2], (2, 3))
     with pytest.raises(ValueError, match=r"GradientGuidance fn must return shape \[2\]"):

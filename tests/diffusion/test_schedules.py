@@ -123,7 +123,7 @@ def test_a_spacing_that_would_start_from_an_almost_clean_timestep_is_refused() -
     """DPM-Solver++'s rule with "leading" and steps = num_steps places every point at t = 0: pure noise would be
     taken for an almost clean sample (diffusers samples from it silently)."""
     with pytest.raises(ValueError, match=r"steps=20 of num_steps=20 starts the chain at t=0, far from pure noise at "
-                                         r"t=19: use timestep_spacing='trailing' or 'linspace'"):
+                                         r"t=19: use timestep_spacing='trailing' \(it starts at t="):
         spaced_timesteps(20, 20, "leading", final_to_zero=True)
     assert spaced_timesteps(20, 20, "trailing", final_to_zero=True)[0] == 19
     assert spaced_timesteps(20, 13, "leading")[0] == 12  # diffusers' DDIM list: below 19, still kept
