@@ -26,11 +26,13 @@ from diffusion_rl.data._atomic import atomic_path
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, flat_layout
 from diffusion_rl.progress import progress_bar
 
-__all__ = ["REQUIRED_D4RL_KEYS", "d4rl_episode_ends", "load_d4rl_hdf5", "save_d4rl_hdf5"]
+__all__ = ["REQUIRED_D4RL_KEYS", "check_d4rl_target", "d4rl_episode_ends", "load_d4rl_hdf5", "save_d4rl_hdf5"]
 
 log = logging.getLogger(__name__)
 
 REQUIRED_D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
+D4RL_SUFFIXES = (".hdf5", ".h5")
+_PER_STEP_SCALARS = ("rewards", "terminals", "timeouts")
 
 
 def d4rl_episode_ends(
@@ -111,6 +113,9 @@ def load_d4rl_hdf5(
             dset = datasets[key]
             if dset.shape[0] != n:
                 raise ValueError(f"{path}: dataset {key!r} has {dset.shape[0]} rows but 'rewards' has {n}")
+            if key in _PER_STEP_SCALARS and int(np.prod(dset.shape[1:])) != 1:
+                raise ValueError(f"{path}: dataset {key!r} has shape {dset.shape}; expected one value per step, "
+                                 f"shape [{n}] or [{n}, 1]")
             data[key] = dset[()]
     timeouts = data.get("timeouts")
     if timeouts is None:
@@ -138,6 +143,23 @@ def load_d4rl_hdf5(
     data = {k: v[:used] for k, v in data.items()}
     metadata.update(format="d4rl_hdf5", path=str(path))
     return EpisodeStore(data, ends, metadata)
+
+
+def check_d4rl_target(path: str | os.PathLike) -> Path:
+    """``path`` after checking a D4RL file can be written there: a ``.hdf5``/``.h5`` name and a folder that exists
+    or can be made (its nearest existing ancestor is a writable folder). Cheap, so callers that collect data for
+    a long time before writing (``make_local_dataset``) check first."""
+    path = Path(path)
+    if path.suffix not in D4RL_SUFFIXES:
+        raise ValueError(f"a D4RL file name must end in .hdf5 or .h5, got {path.name!r}")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: the folder {folder} is not writable")
+    return path
 
 
 def _disable(progress: bool | None, size: int) -> bool:
@@ -168,9 +190,7 @@ def save_d4rl_hdf5(
     neither flag gets ``timeouts = True`` there. ``store.metadata`` merged with ``metadata`` goes to
     ``metadata/<key>`` (scalars as they are, other JSON-serializable values as JSON text).
     """
-    path = Path(path)
-    if path.suffix not in (".hdf5", ".h5"):
-        raise ValueError(f"a D4RL file name must end in .hdf5 or .h5, got {path.name!r}")
+    path = check_d4rl_target(path)
     missing = [k for k in REQUIRED_D4RL_KEYS if k != "terminals" and k not in store]
     if missing:
         raise ValueError(f"a D4RL file needs keys {list(REQUIRED_D4RL_KEYS)}; the store lacks {missing}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_rl.data.d4rl_hdf5 import save_d4rl_hdf5
+from diffusion_rl.data.d4rl_hdf5 import check_d4rl_target, save_d4rl_hdf5
 from diffusion_rl.data.minari_io import resolve_minari_root, save_minari
 from diffusion_rl.data.store import EpisodeStore
 from envs import get_spec
@@ -125,8 +125,10 @@ def make_local_dataset(
     target = root / spec.local_id
     if target.exists() and not overwrite:
         raise FileExistsError(f"{spec.local_id} already exists at {target}; pass overwrite=True to remake it")
-    if hdf5_path is not None and Path(hdf5_path).exists() and not overwrite:
-        raise FileExistsError(f"{hdf5_path} already exists; pass overwrite=True to replace it")
+    if hdf5_path is not None:  # checked now, not after collecting for an hour and writing the Minari dataset
+        hdf5_path = check_d4rl_target(hdf5_path)
+        if hdf5_path.exists() and not overwrite:
+            raise FileExistsError(f"{hdf5_path} already exists; pass overwrite=True to replace it")
     recipe, data = run_recipe(spec.name, num_steps, seed=seed, num_workers=num_workers, progress=progress)
     store = EpisodeStore(data.arrays, data.episode_ends)
     summary = summarize(spec, data)

@@ -165,6 +165,12 @@ def load_minari(
                 steps[key] = arr[:t]
         for key, arr in steps.items():
             columns.setdefault(key, []).append(arr)
+    if not lengths:  # an interrupted creation leaves total_episodes at 0 with episodes in main_data.hdf5
+        raise ValueError(
+            f"Minari dataset {dataset_id!r} at {root / dataset_id} has no episodes (its metadata says "
+            f"total_episodes={dataset.total_episodes}): it is empty or was not completely written (an interrupted "
+            f"creation); remake it.{_catalogue_hint(dataset_id)}"
+        )
     data = {k: np.concatenate(v) for k, v in columns.items() if len(v) == len(lengths)}
     if "observations" not in data and "observations/observation" in data:
         data["observations"] = data["observations/observation"]
@@ -184,7 +190,60 @@ def load_minari(
 
 
 def _box_like(array: np.ndarray) -> gym.spaces.Box:
-    return gym.spaces.Box(-np.inf, np.inf, shape=array.shape[1:], dtype=array.dtype)
+    """An unbounded Box for the rows of ``array``: ±inf for floats, the dtype's own limits for integers and
+    booleans (gymnasium refuses infinite bounds for them, e.g. uint8 images)."""
+    shape, dtype = array.shape[1:], array.dtype
+    if dtype.kind == "b":
+        return gym.spaces.Box(0, 1, shape=shape, dtype=dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return gym.spaces.Box(info.min, info.max, shape=shape, dtype=dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"save_minari stores numeric or boolean arrays; got rows of dtype {dtype}")
+    return gym.spaces.Box(-np.inf, np.inf, shape=shape, dtype=dtype)
+
+
+def _nest(flat: Mapping[str, Any]) -> Any:
+    """``{"a/b": x, "c": y}`` -> ``{"a": {"b": x}, "c": y}``; a level whose keys are all ``_index_<i>`` (how
+    ``load_minari`` flattens a Tuple) becomes a tuple again."""
+    tree = _unflatten(flat)
+
+    def build(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out = {k: build(v) for k, v in node.items()}
+        if out and all(k.startswith("_index_") and k[7:].isdigit() for k in out):
+            return tuple(out[k] for k in sorted(out, key=lambda k: int(k[7:])))
+        return out
+
+    return build(tree)
+
+
+def _space_of(tree: Any) -> gym.Space:
+    """The observation space of a nested dict/tuple of example arrays (``[N, ...]`` rows)."""
+    if isinstance(tree, dict):
+        return gym.spaces.Dict({k: _space_of(v) for k, v in tree.items()})
+    if isinstance(tree, tuple):
+        return gym.spaces.Tuple([_space_of(v) for v in tree])
+    return _box_like(tree)
+
+
+def _observation_keys(store: EpisodeStore) -> dict[str, str] | None:
+    """For dict observations (``observations/<name>`` keys): sub-key name -> store key; None for flat ones.
+
+    The ``observations`` copy ``load_minari`` adds beside them (``observations/observation``) is not stored
+    twice; an ``observations`` array that is not that copy is refused (it could not be stored beside them)."""
+    names = {k.removeprefix("observations/"): k for k in store.keys() if k.startswith("observations/")}
+    if not names:
+        return None
+    if "observations" in store:
+        alias = store.get("observations/observation")
+        if alias is None or not (alias is store["observations"] or np.array_equal(alias, store["observations"])):
+            raise ValueError(
+                f"the store has both an 'observations' array and dict observations {sorted(names.values())}; a "
+                "Minari observation is either one array or a dict of them: drop one of the two"
+            )
+    return names
 
 
 def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -198,26 +257,49 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def _episode_buffers(store: EpisodeStore, info_keys: list[str]) -> Iterator[EpisodeBuffer]:
-    has_next = "next_observations" in store
+def _episode_buffers(
+    store: EpisodeStore, info_keys: list[str], obs_keys: dict[str, str], next_keys: dict[str, str] | None
+) -> Iterator[EpisodeBuffer]:
+    """One buffer per episode: ``T + 1`` observations (the last from ``next_keys``, else the last one repeated)
+    under the names of ``obs_keys`` (``""`` for a flat observation)."""
     n = store.num_steps
     terminals = store.get("terminals", np.zeros(n, dtype=bool))
     timeouts = store.get("timeouts", np.zeros(n, dtype=bool))
     for start, end in zip(store.episode_starts, store.episode_ends):
-        obs = store["observations"][start:end]
-        final = store["next_observations"][end - 1] if has_next else obs[-1]
+        observations = {}
+        for name, key in obs_keys.items():
+            obs = store[key][start:end]
+            final = store[next_keys[name]][end - 1 : end] if next_keys else obs[-1:]
+            observations[name] = np.concatenate([obs, final])
         infos = {
             k.removeprefix("infos/"): np.concatenate([store[k][start:end], store[k][end - 1 : end]])
             for k in info_keys
         }
         yield EpisodeBuffer(
-            observations=np.concatenate([obs, final[None]]),
+            observations=observations[""] if "" in observations else _nest(observations),
             actions=store["actions"][start:end],
             rewards=store["rewards"][start:end],
             terminations=terminals[start:end],
             truncations=timeouts[start:end],
             infos=_unflatten(infos) if infos else None,
         )
+
+
+def _check_env_space(env_id: str, what: str, space: gym.Space, tree: Any, where: str = "") -> None:
+    """Refuse an env whose ``what`` space does not match the store's arrays (a dict/tuple or one array)."""
+    if isinstance(tree, (dict, tuple)):
+        keys = list(tree) if isinstance(tree, dict) else list(range(len(tree)))
+        space_keys = (list(space.spaces) if isinstance(space, gym.spaces.Dict)
+                      else list(range(len(space.spaces))) if isinstance(space, gym.spaces.Tuple) else None)
+        if space_keys is None or sorted(map(str, space_keys)) != sorted(map(str, keys)):
+            raise ValueError(f"{env_id} has {what} space {space}{where}, but the store holds "
+                             f"{type(tree).__name__} {what}s with entries {keys}")
+        for k in keys:
+            _check_env_space(env_id, what, space[k], tree[k], f"{where}[{k!r}]")
+        return
+    if space.shape is None or tuple(space.shape) != tree.shape[1:]:
+        raise ValueError(f"{env_id} has {what}{where} shape {space.shape} but the store's rows have shape "
+                         f"{tree.shape[1:]}")
 
 
 def save_minari(
@@ -236,16 +318,19 @@ def save_minari(
     ``spec_name`` (a catalogue name) supplies the evaluation env id and D4RL's
     ``ref_min_score``/``ref_max_score``; ``env_id`` overrides the env. ``store.metadata`` merged with
     ``metadata`` is stored in Minari's metadata (``algorithm_name``, ``author``, ``description``... go to
-    Minari's own fields). Without a ``next_observations`` key the final observation of each episode repeats
-    its last observation (recorded as ``final_observation_repeated``). Keys other than observations, actions,
-    rewards, terminals, timeouts, next_observations and ``infos/*`` are not stored (a warning names them).
+    Minari's own fields). Dict observations (``observations/<name>`` keys, as ``load_minari`` gives them) are
+    stored as a Dict observation space. Without ``next_observations`` the final observation of each episode
+    repeats its last observation (recorded as ``final_observation_repeated``). Keys other than observations,
+    actions, rewards, terminals, timeouts, next_observations and ``infos/*`` are not stored (a warning names
+    them).
     """
     parse_dataset_id(dataset_id)
+    has_dict_obs = any(k.startswith("observations/") for k in store.keys())
     missing = [k for k in ("observations", "actions", "rewards") if k not in store]
+    missing = [k for k in missing if not (k == "observations" and has_dict_obs)]
     if missing:
-        raise ValueError(
-            f"a Minari dataset needs keys ['observations', 'actions', 'rewards']; the store lacks {missing}"
-        )
+        raise ValueError(f"a Minari dataset needs keys ['observations' (or observations/*), 'actions', 'rewards']; "
+                         f"the store lacks {missing}")
     root = resolve_minari_root(minari_root)
     final = root / dataset_id
     if final.exists() and not overwrite:
@@ -260,17 +345,26 @@ def save_minari(
         meta.setdefault("ref_min_score", spec.ref_min_score)
         meta.setdefault("ref_max_score", spec.ref_max_score)
         meta["spec_name"] = spec.name
+    names = _observation_keys(store)
+    obs_keys = {"": "observations"} if names is None else names
+    next_keys = {name: "next_" + key for name, key in obs_keys.items()}
+    if not all(k in store for k in next_keys.values()):
+        next_keys = None
+        meta["final_observation_repeated"] = True
     known = {"observations", "actions", "rewards", "terminals", "timeouts", "next_observations"}
+    known |= set(obs_keys.values()) | set((next_keys or {}).values())
     info_keys = [k for k in store.keys() if k.startswith("infos/")]
     dropped = [k for k in store.keys() if k not in known and k not in info_keys]
     if dropped:
         warnings.warn(
-            f"save_minari stores only {sorted(known)} and infos/*; not stored: {dropped}", stacklevel=2
+            f"save_minari stores only observations (one array or observations/*), actions, rewards, terminals, "
+            f"timeouts, their next_observations and infos/*; not stored: {dropped}",
+            stacklevel=2,
         )
-    if "next_observations" not in store:
-        meta["final_observation_repeated"] = True
 
-    obs_space, act_space = _box_like(store["observations"]), _box_like(store["actions"])
+    observations = {name: store[key] for name, key in obs_keys.items()}
+    obs_space = _box_like(observations[""]) if names is None else _space_of(_nest(observations))
+    act_space = _box_like(store["actions"])
     env_spec = None
     if env_id is not None:
         import envs  # noqa: F401  (registers the catalogue's custom envs, e.g. Maze2D)
@@ -279,15 +373,8 @@ def save_minari(
         env = gym.make(env_spec)
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
-        for what, space, key in (
-            ("observation", obs_space, "observations"),
-            ("action", act_space, "actions"),
-        ):
-            if tuple(space.shape) != store[key].shape[1:]:
-                raise ValueError(
-                    f"{env_id} has {what} shape {space.shape} but the store's {key!r} rows have "
-                    f"shape {store[key].shape[1:]}"
-                )
+        _check_env_space(env_id, "observation", obs_space, _nest(observations) if names else observations[""])
+        _check_env_space(env_id, "action", act_space, store["actions"])
     ref = (meta.pop("ref_min_score", None), meta.pop("ref_max_score", None))
     minari_kwargs = {k: meta.pop(k) for k in _MINARI_FIELDS if k in meta}
     if isinstance(minari_kwargs.get("author"), (list, tuple)):
@@ -304,7 +391,7 @@ def save_minari(
     tmp_root = root / f".tmp-{uuid.uuid4().hex[:12]}"
     try:
         buffers = progress_bar(
-            _episode_buffers(store, info_keys),
+            _episode_buffers(store, info_keys, obs_keys, next_keys),
             total=store.num_episodes,
             desc=f"writing {dataset_id}",
             unit="episode",

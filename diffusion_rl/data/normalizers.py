@@ -9,7 +9,8 @@
 - ``QuantileNormalizer``: the empirical CDF ``F(x)`` in ``[0, 1]`` (a value's quantile level in the data); the
   Decision Diffuser's return labels.
 
-Zero-variance dimensions are guarded: they map to the centre of the output range (CDF: ``x - c``) and back.
+Zero-variance dimensions are guarded: they map to the centre of the output range (CDF: ``x - c``) and back; the
+CDF normalizers also treat a dimension whose spread is below float32 resolution as constant.
 ``state_dict()`` gives ``{"name": str, <stat>: np.ndarray}`` (safetensors/json friendly);
 ``normalizer_from_state`` rebuilds the normalizer. Inputs have the normalized dimension last: ``[..., D]``.
 """
@@ -34,6 +35,7 @@ __all__ = [
 
 ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
 _EPS = 1e-6
+_F32_EPS = float(np.finfo(np.float32).eps)
 
 
 class Normalizer:
@@ -50,14 +52,23 @@ class Normalizer:
         self._cache: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
 
     # --- fitting and serialization -------------------------------------------------------------------------
-    def fit(self, data: np.ndarray | torch.Tensor) -> Normalizer:
-        """Fit the per-dimension statistics on ``data`` of shape ``[N, D]`` (or ``[N]`` for one dimension)."""
+    def fit(self, data: np.ndarray | torch.Tensor, *, key: str | None = None) -> Normalizer:
+        """Fit the per-dimension statistics on ``data`` of shape ``[N, D]`` (or ``[N]`` for one dimension).
+
+        ``key`` (e.g. ``"observations"``) only names the data in error messages."""
         x = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        what = f"{key!r}" if key is not None else "data"
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"cannot fit a {self.name} normalizer on {what}: expected [N, D] with N > 0, "
+                             f"got shape {x.shape}")
         x = x.astype(np.float64).reshape(x.shape[0], -1) if x.ndim != 1 else x.astype(np.float64)[:, None]
-        if x.shape[0] == 0:
-            raise ValueError("cannot fit a normalizer on an empty array")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("cannot fit a normalizer on data with NaN or infinite values")
+        finite = np.isfinite(x)
+        if not finite.all():
+            row, dim = (int(i[0]) for i in np.nonzero(~finite))
+            raise ValueError(
+                f"cannot fit a {self.name} normalizer on {what}: it holds NaN or infinite values, first "
+                f"{x[row, dim]} at row {row}, dimension {dim}"
+            )
         self.stats = self._fit(x)
         self._cache.clear()
         return self
@@ -240,10 +251,15 @@ class MinMaxNormalizer(Normalizer):
 
 
 def _interp_torch(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """``np.interp`` for a 1-D increasing ``xp`` (inputs already clipped into its range)."""
+    """``np.interp`` for a 1-D non-decreasing ``xp`` (inputs already clipped into its range).
+
+    Knots distinct in float64 can coincide once cast to float32 (values equal up to rounding noise, CDF levels
+    of huge datasets): where ``x1 == x0`` the result is ``y1``, as ``np.interp`` gives, never ``0 / 0``."""
     idx = torch.searchsorted(xp, x.contiguous(), right=True).clamp(1, xp.numel() - 1)
     x0, x1, y0, y1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
-    return y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+    gap = x1 - x0
+    t = torch.where(gap > 0, (x - x0) / torch.where(gap > 0, gap, torch.ones_like(gap)), torch.ones_like(gap))
+    return y0 + t * (y1 - y0)
 
 
 class CDFNormalizer(Normalizer):
@@ -266,6 +282,12 @@ class CDFNormalizer(Normalizer):
     def _fit(self, x: np.ndarray) -> dict[str, np.ndarray]:
         knots = []
         for column in x.T:
+            low, high = column.min(), column.max()
+            if high - low <= _F32_EPS * max(abs(low), abs(high)):
+                # a spread below float32 resolution (a unit quaternion's w, 1.0 up to rounding noise) is no
+                # signal: spread over [-1, 1] it would map float32 copies of the same states to -1 or 1
+                knots.append((np.array([np.median(column)]), np.array([self._tied_share])))
+                continue
             values, counts = np.unique(column, return_counts=True)
             cumprob = (np.cumsum(counts) - (1.0 - self._tied_share) * counts) / column.size
             if self.max_knots is not None and values.size > self.max_knots:

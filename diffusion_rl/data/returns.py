@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffusion_rl.data.store import check_episode_ends
+
 __all__ = ["discounted_values", "returns_to_go"]
 
 
 def _check(rewards: np.ndarray, episode_ends: np.ndarray, discount: float) -> tuple[np.ndarray, np.ndarray]:
-    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-    ends = np.asarray(episode_ends, dtype=np.int64).reshape(-1)
-    if ends.size and ends[-1] != rewards.size:
-        raise ValueError(
-            f"episode_ends[-1] must equal the number of rewards ({rewards.size}), got {ends[-1]}"
-        )
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim > 1 and rewards.size != rewards.shape[0]:
+        raise ValueError(f"rewards must hold one value per step, shape [N] or [N, 1], got {rewards.shape}")
+    rewards = rewards.reshape(-1)
+    # the same rules as EpisodeStore: a decreasing or fractional end would mix or cut episodes silently
+    ends = check_episode_ends(episode_ends, num_steps=rewards.size)
     if not 0.0 <= discount <= 1.0:
         raise ValueError(f"discount must lie in [0, 1], got {discount}")
     return rewards, ends

@@ -167,14 +167,14 @@ class SequenceDataset:
     def _normalizer_for(self, key: str, spec: str | Mapping[str, str], flat: np.ndarray) -> Normalizer:
         if key not in self.normalizers:
             name = spec if isinstance(spec, str) else spec.get(key, "gaussian")
-            self.normalizers[key] = make_normalizer(name).fit(flat)
+            self.normalizers[key] = make_normalizer(name).fit(flat, key=key)
         return self.normalizers[key]
 
     def _scalar(
         self, key: str, per_step: np.ndarray, starts: np.ndarray, default: Normalizer
     ) -> torch.Tensor:
         if key not in self.normalizers:
-            self.normalizers[key] = default.fit(per_step[starts][:, None])
+            self.normalizers[key] = default.fit(per_step[starts][:, None], key=key)
         normed = self.normalizers[key].normalize(per_step[:, None])[:, 0]
         return torch.as_tensor(normed, dtype=torch.float32, device=self.device)
 

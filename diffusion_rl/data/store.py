@@ -13,17 +13,71 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROVENANCE_KEYS", "EpisodeStore", "flat_layout"]
+__all__ = ["PROVENANCE_KEYS", "EpisodeStore", "check_episode_ends", "flat_layout"]
 
 PROVENANCE_KEYS = ("format", "path", "dataset_id", "dropped_partial_steps")
 """Metadata keys a loader sets to say where a store came from and how it read it; writers do not copy them into
 new files (a file written from a store has no partial tail to drop, for one)."""
 
 _FLAG_KEYS = ("terminals", "timeouts")
+_UNCHECKED_PREFIX = "infos/"
+"""Keys under this prefix are auxiliary (qpos, goals, log-probs) and may use NaN as "missing"; they are not
+checked for finiteness. Every other float array feeds training and must be finite."""
+_FINITE_BLOCK = 1 << 24
+"""Elements checked per block, so the finiteness check of a large image array needs no full-size temporary."""
+
+
+def check_episode_ends(episode_ends: Iterable[int] | np.ndarray, num_steps: int | None = None) -> np.ndarray:
+    """``episode_ends`` as int64 after checking it is 1-D, integer, strictly increasing and above 0 (every
+    episode has at least one step) and, when ``num_steps`` is given, that its last entry is ``num_steps``."""
+    ends = np.asarray(episode_ends)
+    if ends.ndim != 1 or (ends.size and not np.issubdtype(ends.dtype, np.integer)):
+        raise ValueError(
+            f"episode_ends must be a 1-D integer array, got shape {ends.shape} dtype {ends.dtype}"
+        )
+    ends = ends.astype(np.int64)
+    if ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
+        raise ValueError(
+            "episode_ends must be strictly increasing cumulative end indices starting above 0 "
+            f"(every episode has at least one step), got {ends[:10].tolist()}..."
+        )
+    last = int(ends[-1]) if ends.size else 0
+    if num_steps is not None and last != num_steps:
+        raise ValueError(f"episode_ends[-1] must equal the number of steps ({num_steps}), got {last}")
+    return ends
+
+
+def _origin(metadata: Mapping[str, Any]) -> str:
+    """`` in <file>`` when the metadata says which file a store was read from, else ``""``."""
+    return f" in {metadata['path']}" if metadata.get("path") else ""
+
+
+def _check_finite(key: str, arr: np.ndarray, ends: np.ndarray, metadata: Mapping[str, Any]) -> None:
+    """Refuse NaN or infinite values in a float array, naming the key, the first bad row, its episode and the
+    file: they would reach training as NaN losses, or a normalizer fit error that names none of these."""
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return
+    flat = arr.reshape(arr.shape[0], -1)
+    rows = max(1, _FINITE_BLOCK // max(flat.shape[1], 1))
+    for start in range(0, flat.shape[0], rows):
+        bad = ~np.isfinite(flat[start : start + rows]).all(axis=1)
+        if bad.any():
+            row = start + int(np.argmax(bad))
+            episode = int(np.searchsorted(ends, row, side="right"))
+            step = row - (int(ends[episode - 1]) if episode else 0)
+            value = flat[row][~np.isfinite(flat[row])][0]
+            raise ValueError(
+                f"array {key!r} holds a non-finite value ({value}) at row {row} (episode {episode}, step {step})"
+                f"{_origin(metadata)}; NaN or infinite values cannot be trained on: repair the source data or drop "
+                "the episodes that hold them there"
+            )
 
 
 class EpisodeStore:
-    """Episodes as flat arrays per key plus cumulative ``episode_ends``; see the module docstring."""
+    """Episodes as flat arrays per key plus cumulative ``episode_ends``; see the module docstring.
+
+    Construction refuses NaN or infinite values in float arrays other than ``infos/*``, naming the key, row,
+    episode and (from ``metadata["path"]``) the file, so every loader reports bad data where it was read."""
 
     def __init__(
         self,
@@ -31,19 +85,10 @@ class EpisodeStore:
         episode_ends: Iterable[int] | np.ndarray,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        ends = np.asarray(episode_ends)
-        if ends.ndim != 1 or (ends.size and not np.issubdtype(ends.dtype, np.integer)):
-            raise ValueError(
-                f"episode_ends must be a 1-D integer array, got shape {ends.shape} dtype {ends.dtype}"
-            )
-        ends = ends.astype(np.int64)
-        if ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
-            raise ValueError(
-                "episode_ends must be strictly increasing cumulative end indices starting above 0 "
-                f"(every episode has at least one step), got {ends[:10].tolist()}..."
-            )
+        ends = check_episode_ends(episode_ends)
         if not data:
             raise ValueError("an EpisodeStore needs at least one data array (e.g. 'observations')")
+        meta = dict(metadata or {})
         num_steps = int(ends[-1]) if ends.size else 0
         arrays: dict[str, np.ndarray] = {}
         for key, value in data.items():
@@ -51,17 +96,24 @@ class EpisodeStore:
             if arr.ndim == 0 or arr.shape[0] != num_steps:
                 raise ValueError(
                     f"array {key!r} has shape {arr.shape}; expected {num_steps} rows "
-                    f"(episode_ends[-1]) in its first dimension"
+                    f"(episode_ends[-1]) in its first dimension{_origin(meta)}"
                 )
-            if key in _FLAG_KEYS:
-                arr = arr.reshape(num_steps).astype(bool)
-            elif key == "rewards":
+            if key in _FLAG_KEYS or key == "rewards":
+                if arr.size != num_steps:  # [N, 2] rewards would otherwise fail in a bare numpy reshape
+                    raise ValueError(
+                        f"array {key!r} has shape {arr.shape}; expected one value per step, shape "
+                        f"[{num_steps}] or [{num_steps}, 1]{_origin(meta)}"
+                    )
                 arr = arr.reshape(num_steps)
+                if key in _FLAG_KEYS:
+                    arr = arr.astype(bool)
+            if not key.startswith(_UNCHECKED_PREFIX):
+                _check_finite(key, arr, ends, meta)
             arrays[key] = arr
         self._data = arrays
         self._ends = ends
         self._ends.setflags(write=False)
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.metadata: dict[str, Any] = meta
 
     # --- mapping-like access --------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> np.ndarray:

@@ -7,6 +7,7 @@ Reads zarr v2 and v3 stores (Diffusion Policy's own files are v2); writes zarr v
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,10 +17,12 @@ import numpy as np
 import zarr
 
 from diffusion_rl.data._atomic import atomic_path
-from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, flat_layout
+from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, check_episode_ends, flat_layout
 from diffusion_rl.progress import progress_bar
 
 __all__ = ["is_zarr_store", "load_zarr", "save_zarr"]
+
+log = logging.getLogger(__name__)
 
 
 def is_zarr_store(path: str | os.PathLike) -> bool:
@@ -33,9 +36,16 @@ def load_zarr(
     *,
     rename: Mapping[str, str] | None = None,
     progress: bool | None = None,
+    allow_missing_chunks: bool = False,
 ) -> EpisodeStore:
     """Read a replay-buffer zarr into an ``EpisodeStore``; ``rename`` maps stored keys to store keys
-    (e.g. ``{"state": "observations", "action": "actions"}`` for Diffusion Policy's Push-T files)."""
+    (e.g. ``{"state": "observations", "action": "actions"}`` for Diffusion Policy's Push-T files).
+
+    Every ``data/`` array must have the same number of rows, at least ``episode_ends[-1]``; rows past it (an
+    unfinished last episode) are dropped and counted in ``metadata["dropped_partial_steps"]``. A chunk that
+    was never written (an interrupted writer or copy) is refused, since zarr would read it as the fill value;
+    flags, rewards and boolean arrays are exempt (a writer may skip their all-fill chunks, as zarr-python 3 does
+    by default), and ``allow_missing_chunks=True`` accepts any."""
     path = Path(path)
     if not is_zarr_store(path):
         raise FileNotFoundError(f"no zarr store at {path}")
@@ -47,19 +57,23 @@ def load_zarr(
                 f"{path} is not a replay-buffer zarr: missing {needed!r} "
                 f"(expected 'data/<key>' arrays and 'meta/episode_ends'; found {sorted(members)})"
             )
-    ends = np.asarray(members["meta/episode_ends"][:], dtype=np.int64)
+    ends = _episode_ends(members["meta/episode_ends"][:], path)
     arrays = {
         k.removeprefix("data/"): v
         for k, v in members.items()
         if k.startswith("data/") and isinstance(v, zarr.Array)
     }
-    rename = dict(rename or {})
-    unknown = set(rename) - set(arrays)
-    if unknown:
-        raise ValueError(
-            f"rename names keys {sorted(unknown)} that are not in {path}; stored keys: {sorted(arrays)}"
-        )
+    targets = _renamed(arrays, dict(rename or {}), path)
     n = int(ends[-1]) if ends.size else 0
+    rows = _common_rows(arrays, n, path)
+    if not allow_missing_chunks:
+        for key, array in arrays.items():
+            _check_chunks(key, targets[key], array, path)
+    metadata: dict[str, Any] = dict(root.attrs)
+    if rows > n:
+        metadata["dropped_partial_steps"] = rows - n
+        log.warning("%s: dropped %d rows after episode_ends[-1] = %d (an unfinished last episode)",
+                    path, rows - n, n)
     data = {}
     for key in progress_bar(
         arrays,
@@ -67,10 +81,80 @@ def load_zarr(
         unit="key",
         disable=(not progress) if progress is not None else n < 200_000,
     ):
-        data[rename.get(key, key)] = np.asarray(arrays[key][:n])
-    metadata: dict[str, Any] = dict(root.attrs)
+        data[targets[key]] = np.asarray(arrays[key][:n])
     metadata.update(format="zarr", path=str(path))
     return EpisodeStore(data, ends, metadata)
+
+
+def _episode_ends(raw: np.ndarray, path: Path) -> np.ndarray:
+    """``meta/episode_ends`` as int64; float ends are accepted only when they hold whole numbers (a cast would
+    truncate 12.7 to 12 and shift every episode boundary)."""
+    ends = np.asarray(raw)
+    if ends.size and ends.dtype.kind == "f":
+        if not np.all(np.isfinite(ends) & (ends == np.round(ends))):
+            bad = ends[~(np.isfinite(ends) & (ends == np.round(ends)))]
+            raise ValueError(f"{path}: meta/episode_ends must hold whole numbers of steps, got {ends.dtype} "
+                             f"values such as {bad[:5].tolist()}")
+        ends = ends.astype(np.int64)
+    elif ends.size and ends.dtype.kind not in "iu":
+        raise ValueError(f"{path}: meta/episode_ends must be integers, got dtype {ends.dtype}")
+    try:
+        return check_episode_ends(ends)
+    except ValueError as err:
+        raise ValueError(f"{path}: meta/episode_ends: {err}") from None
+
+
+def _renamed(arrays: Mapping[str, zarr.Array], rename: dict[str, str], path: Path) -> dict[str, str]:
+    """The store key of every stored key; two stored keys may not land on one store key."""
+    unknown = set(rename) - set(arrays)
+    if unknown:
+        raise ValueError(
+            f"rename names keys {sorted(unknown)} that are not in {path}; stored keys: {sorted(arrays)}"
+        )
+    targets = {key: rename.get(key, key) for key in arrays}
+    sources: dict[str, list[str]] = {}
+    for key, target in targets.items():
+        sources.setdefault(target, []).append(key)
+    clashes = {t: sorted(k) for t, k in sources.items() if len(k) > 1}
+    if clashes:
+        raise ValueError(
+            f"{path}: rename {rename} maps several stored keys onto one store key: "
+            + "; ".join(f"{t!r} <- {k}" for t, k in sorted(clashes.items()))
+            + " (one would silently replace the other); rename the stored key that is in the way too"
+        )
+    return targets
+
+
+def _common_rows(arrays: Mapping[str, zarr.Array], n: int, path: Path) -> int:
+    """The number of rows every ``data/`` array holds; refuses differing lengths or fewer than ``n`` rows."""
+    lengths = {key: (int(a.shape[0]) if a.ndim else 0) for key, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        lengths = dict(sorted(lengths.items()))
+        raise ValueError(f"{path}: the data/ arrays must all have the same number of rows, got {lengths}")
+    rows = next(iter(lengths.values()), n)
+    if rows < n:
+        raise ValueError(f"{path}: meta/episode_ends ends at step {n} but the data/ arrays hold only {rows} rows")
+    return rows
+
+
+_MAY_BE_ALL_FILL = ("rewards", "terminals", "timeouts")
+"""Store keys whose chunks may legitimately equal the fill value (sparse rewards, all-False flags), so a writer
+that skips such chunks leaves them out; observations, actions or images never are all fill over a whole chunk."""
+
+
+def _check_chunks(key: str, target: str, array: zarr.Array, path: Path) -> None:
+    """Refuse ``array`` when some of its chunks were never written (they would read as the fill value), unless
+    it is a flag/reward array or boolean, whose chunks a writer may skip as all-fill."""
+    if target in _MAY_BE_ALL_FILL or array.dtype == np.bool_ or array.ndim == 0:
+        return
+    missing = array.nchunks - array.nchunks_initialized
+    if missing:
+        fill = array.fill_value.item() if isinstance(array.fill_value, np.generic) else array.fill_value
+        raise ValueError(
+            f"{path}: {missing} of the {array.nchunks} chunks of 'data/{key}' were never written, so they would "
+            f"read as the fill value {fill!r}: the file is incomplete (an interrupted writer or copy). If its "
+            "writer skips chunks equal to the fill value (zarr-python 3's default), pass allow_missing_chunks=True"
+        )
 
 
 def _json_safe(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,4 +196,6 @@ def save_zarr(
 
 
 def _write_array(root: zarr.Group, name: str, array: np.ndarray) -> None:
-    root.create_array(name, data=np.ascontiguousarray(array))
+    # every chunk is written, even one equal to the fill value: a missing chunk then always means an
+    # incomplete file, which load_zarr refuses
+    root.create_array(name, data=np.ascontiguousarray(array), config={"write_empty_chunks": True})

@@ -192,3 +192,30 @@ def test_a_flag_inside_an_episode_is_refused_rather_than_splitting_it(tmp_path: 
     with pytest.raises(ValueError, match=r"flags 1 step\(s\) inside an episode \(rows \[1\]\)"):
         save_d4rl_hdf5(flagged, tmp_path / "flagged.hdf5")
     assert not (tmp_path / "flagged.hdf5").exists()
+
+
+def test_non_finite_values_in_a_file_are_refused_by_key_row_episode_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "inf obs.hdf5"
+    _write_d4rl_file(path)
+    with h5py.File(path, "r+") as f:
+        f["observations"][8, 1] = np.inf
+    with pytest.raises(ValueError, match=r"'observations' holds a non-finite value \(inf\) at row 8 "
+                                         r"\(episode 2, step 1\) in .*inf obs\.hdf5"):
+        load_d4rl_hdf5(path)
+    with h5py.File(path, "r+") as f:
+        f["observations"][8, 1] = 0.0
+        f["observations"][11, 0] = np.nan  # in the unfinished tail that D4RL's rule drops: never read
+    assert load_d4rl_hdf5(path).num_steps == 10
+
+
+@pytest.mark.parametrize("key", ["rewards", "terminals"])
+def test_per_step_scalars_with_several_columns_are_refused_by_name(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "wide.hdf5"
+    _write_d4rl_file(path)
+    with h5py.File(path, "r+") as f:
+        column = f[key][()]
+        del f[key]
+        f[key] = np.stack([column, column], axis=1)
+    with pytest.raises(ValueError, match=rf"wide\.hdf5: dataset '{key}' has shape \(12, 2\); expected one value "
+                                         r"per step, shape \[12\] or \[12, 1\]"):
+        load_d4rl_hdf5(path)

@@ -99,3 +99,18 @@ def test_the_metadata_names_the_algorithm_of_each_recipes_behaviour():
     assert _algorithm_name(recipe_for("hopper-medium")) == "ARS V2-t linear policy"
     assert _algorithm_name(recipe_for("walker2d-medium")) == "SAC MLP policy"  # the committed SAC policies
     assert _algorithm_name(recipe_for("maze2d-umaze")) == "scripted waypoint controller"
+
+
+def test_a_bad_hdf5_path_is_refused_before_collecting(tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("run_recipe ran before hdf5_path was checked")
+
+    monkeypatch.setattr("diffusion_rl.data.make.run_recipe", never)
+    root = tmp_path / "m"
+    with pytest.raises(ValueError, match=r"\.hdf5 or \.h5, got 'copy\.hdf'"):
+        make_local_dataset("maze2d-umaze", num_steps=300, minari_root=root, hdf5_path=tmp_path / "copy.hdf")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="a_file is not a folder"):
+        make_local_dataset("maze2d-umaze", num_steps=300, minari_root=root,
+                           hdf5_path=tmp_path / "a_file" / "sub" / "copy.hdf5")
+    assert not root.exists()  # nothing written either

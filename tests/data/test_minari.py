@@ -3,7 +3,9 @@ atomic writes, and the catalogue lookup (official id first, then the local one).
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,6 +16,7 @@ from minari.data_collector import EpisodeBuffer
 
 from diffusion_rl.data import (
     DatasetNotFoundError,
+    EpisodeStore,
     load_episodes,
     minari_io,
     save_d4rl_hdf5,
@@ -113,8 +116,8 @@ def test_interrupted_minari_write_leaves_nothing_loadable(
 ) -> None:
     original = minari_io._episode_buffers
 
-    def interrupted(store, info_keys):
-        for n, buffer in enumerate(original(store, info_keys)):
+    def interrupted(store, *layout):
+        for n, buffer in enumerate(original(store, *layout)):
             if n == 2:
                 raise KeyboardInterrupt
             yield buffer
@@ -214,3 +217,84 @@ def test_a_source_that_is_nothing_we_read_names_what_is(minari_root: Path) -> No
         with pytest.raises(DatasetNotFoundError, match=rf"'{source}' is not a dataset source: expected a catalogue "
                                                        r"name \(.*hopper-medium.*\), a Minari id"):
             load_episodes(source)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, bool, np.float16])
+def test_integer_and_boolean_observations_round_trip(minari_root: Path, dtype: type) -> None:
+    store = make_store([3, 4], infos=False)
+    images = (np.arange(7 * 8 * 8 * 3) % 2).reshape(7, 8, 8, 3).astype(dtype)
+    data = {k: v for k, v in store.items() if k != "next_observations"}
+    data["observations"] = images
+    save_minari(EpisodeStore(data, store.episode_ends), "test/pixels-v0")
+    back = load_episodes("test/pixels-v0")
+    assert back["observations"].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back["observations"], images)
+    space = minari.load_dataset("test/pixels-v0").observation_space
+    assert space.dtype == np.dtype(dtype) and space.contains(images[0])
+
+
+def _dict_dataset(dataset_id: str) -> None:
+    space = gym.spaces.Dict({"observation": gym.spaces.Box(-np.inf, np.inf, (3,)),
+                             "desired_goal": gym.spaces.Box(-np.inf, np.inf, (2,))})
+    rng = np.random.default_rng(0)
+    buffers = [
+        EpisodeBuffer(observations={"observation": rng.normal(size=(t + 1, 3)).astype(np.float32),
+                                    "desired_goal": rng.normal(size=(t + 1, 2)).astype(np.float32)},
+                      actions=rng.uniform(-1, 1, (t, 2)).astype(np.float32), rewards=np.ones(t),
+                      terminations=np.r_[np.zeros(t - 1, bool), True], truncations=np.zeros(t, bool))
+        for t in (5, 7)
+    ]
+    minari.create_dataset_from_buffers(dataset_id, buffers, observation_space=space,
+                                       action_space=gym.spaces.Box(-1, 1, (2,)))
+
+
+def test_dict_observations_round_trip_through_save_minari(minari_root: Path) -> None:
+    _dict_dataset("test/dict-v0")
+    store = load_episodes("test/dict-v0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is dropped, so nothing to warn about
+        save_minari(store, "test/dictcopy-v0")
+    space = minari.load_dataset("test/dictcopy-v0").observation_space
+    assert isinstance(space, gym.spaces.Dict) and set(space.spaces) == {"observation", "desired_goal"}
+    back = load_episodes("test/dictcopy-v0")
+    assert set(back.keys()) == set(store.keys())
+    for key in store.keys():
+        np.testing.assert_array_equal(back[key], store[key], err_msg=key)
+    np.testing.assert_array_equal(back.episode_ends, [5, 12])
+    # without the 'observations' alias load_minari adds, the dict parts alone are enough
+    parts = {k: v for k, v in store.items() if k not in ("observations", "next_observations")}
+    save_minari(EpisodeStore(parts, store.episode_ends), "test/parts-v0")
+    np.testing.assert_array_equal(load_episodes("test/parts-v0")["observations"], store["observations"])
+
+
+def test_dict_observations_beside_another_observations_array_are_refused(minari_root: Path) -> None:
+    _dict_dataset("test/dict-v0")
+    store = load_episodes("test/dict-v0")
+    data = dict(store.items())
+    data["observations"] = np.zeros_like(data["observations"])  # not the copy of observations/observation
+    with pytest.raises(ValueError, match=r"both an 'observations' array and dict observations"):
+        save_minari(EpisodeStore(data, store.episode_ends), "test/bad-v0")
+    assert not (minari_root / "test" / "bad-v0").exists()
+
+
+def test_a_dataset_without_episodes_names_itself_and_its_state(minari_root: Path) -> None:
+    path = save_minari(make_store([3, 2]), "test/cut-v0")
+    meta_file = path / "data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta.update(total_episodes=0, total_steps=0)  # what an interrupted minari creation leaves
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"'test/cut-v0' at .*test/cut-v0 has no episodes \(its metadata says "
+                                         r"total_episodes=0\): it is empty or was not completely written"):
+        load_episodes("test/cut-v0")
+
+
+def test_non_finite_observations_are_refused_by_key_and_dataset(minari_root: Path) -> None:
+    obs = np.zeros((5, 3), np.float32)
+    obs[2, 1] = np.nan
+    buffer = EpisodeBuffer(observations=obs, actions=np.zeros((4, 2), np.float32), rewards=np.ones(4),
+                           terminations=np.zeros(4, bool), truncations=np.array([0, 0, 0, 1], bool))
+    minari.create_dataset_from_buffers("test/nan-v0", [buffer], action_space=gym.spaces.Box(-1, 1, (2,)),
+                                       observation_space=gym.spaces.Box(-np.inf, np.inf, (3,)))
+    with pytest.raises(ValueError, match=r"'observations' holds a non-finite value \(nan\) at row 2 \(episode 0, "
+                                         r"step 2\) in .*test/nan-v0"):
+        load_episodes("test/nan-v0")

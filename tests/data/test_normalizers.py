@@ -156,3 +156,52 @@ def test_clip_range_bounds_the_normalized_data() -> None:
         assert normalizer_from_state(norm.state_dict()).clip_range == c
     gauss = GaussianNormalizer().fit(x)
     assert gauss.clip_range is None and np.abs(gauss.normalize(x)).max() > 2.0  # clipping would cut real states
+
+
+@pytest.mark.parametrize("name", ["cdf", "quantile"])
+def test_cdf_dimension_constant_up_to_float64_noise_is_constant_in_every_dtype(name: str) -> None:
+    # a unit quaternion's w stored in float64: 1.0 up to rounding noise, two knots that float32 cannot tell apart
+    rng = np.random.default_rng(0)
+    w = np.where(rng.random(5000) < 0.3, 1.0 - 1e-12, 1.0)
+    x = np.c_[rng.normal(size=5000), w]
+    norm = make_normalizer(name).fit(x)
+    assert norm.stats["counts"][1] == 1  # treated as constant: the noise carries no signal
+    centre = 0.5 if name == "quantile" else 0.0
+    expected = norm.normalize(x[:50])
+    np.testing.assert_allclose(expected[:, 1], centre, atol=1e-9)
+    for out in (
+        norm.normalize(torch.tensor(x[:50], dtype=torch.float32)).numpy(),
+        norm.normalize(torch.tensor(x[:50], dtype=torch.float64)).numpy(),
+        norm.normalize(x[:50].astype(np.float32)),
+    ):
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    back = norm.unnormalize(torch.tensor(expected, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(back[:, 1], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cdf", "quantile"])
+def test_cdf_torch_float32_is_finite_where_top_knots_coincide_in_float32(name: str) -> None:
+    # a real spread, but the two highest distinct values differ by 1e-12: one value in float32
+    x = np.r_[np.random.default_rng(1).normal(size=998), 10.0, 10.0, 10.0 + 1e-12, 10.0 + 1e-12][:, None]
+    norm = make_normalizer(name).fit(x)
+    assert norm.stats["counts"][0] == 1000
+    probe = np.array([[10.0], [10.0 + 1e-12], [20.0], [0.0]])
+    expected = norm.normalize(probe)
+    for got in (norm.normalize(torch.tensor(probe, dtype=torch.float32)).numpy(),
+                norm.normalize(probe.astype(np.float32))):
+        assert np.isfinite(got).all(), got
+        # 10.0 and 10.0 + 1e-12 are one float32 value: it takes the upper knot's level, as np.interp does
+        np.testing.assert_allclose(got, expected[[1, 1, 2, 3]], atol=1e-6)
+    back = norm.unnormalize(torch.tensor(expected, dtype=torch.float32)).numpy()
+    assert np.isfinite(back).all(), back
+    np.testing.assert_allclose(back[:3, 0], 10.0, atol=1e-3)  # float32 levels, a steep top of the CDF
+
+
+def test_normalizer_fit_error_names_the_key_row_and_dimension() -> None:
+    x = np.zeros((10, 3))
+    x[4, 2] = np.inf
+    with pytest.raises(ValueError, match=r"'observations'.*inf at row 4, dimension 2"):
+        GaussianNormalizer().fit(x, key="observations")
+    with pytest.raises(ValueError, match=r"'actions': expected \[N, D\] with N > 0, got shape \(0, 2\)"):
+        CDFNormalizer().fit(np.zeros((0, 2)), key="actions")

@@ -47,3 +47,16 @@ def test_bad_inputs() -> None:
         returns_to_go(np.zeros(4), np.array([4]), 1.5)
     with pytest.raises(ValueError, match="terminals"):
         discounted_values(np.zeros(4), np.array([4]), terminal_penalty=-1.0)
+
+
+@pytest.mark.parametrize("ends", [[4, 3, 6], [3, 3, 6], [0, 6], [3.5, 6.0]])
+def test_episode_ends_are_validated_as_the_store_does(ends: list) -> None:
+    # a decreasing end used to give [10, 9, 7, 15, 11, 6]: returns summed across episode boundaries
+    with pytest.raises(ValueError, match="episode_ends"):
+        returns_to_go(np.arange(1.0, 7.0), np.array(ends), 1.0)
+
+
+def test_rewards_with_several_values_per_step_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"one value per step, shape \[N\] or \[N, 1\], got \(3, 2\)"):
+        returns_to_go(np.ones((3, 2)), np.array([3]), 1.0)
+    np.testing.assert_allclose(returns_to_go(np.ones((3, 1)), np.array([3]), 1.0), [3, 2, 1])

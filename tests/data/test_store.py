@@ -87,3 +87,28 @@ def test_from_episodes_refuses_keys_of_other_lengths_by_episode_and_key() -> Non
                                          r"got \{'actions': 4\}"):
         EpisodeStore.from_episodes([{**episode(5), "actions": np.zeros((4, 2))}, episode(3)])
     assert EpisodeStore.from_episodes([episode(5), episode(3)]).episode_ends.tolist() == [5, 8]
+
+
+@pytest.mark.parametrize("key, bad", [("observations", np.nan), ("rewards", -np.inf), ("next_observations", np.inf)])
+def test_non_finite_values_are_refused_by_key_row_episode_and_file(key: str, bad: float) -> None:
+    store = make_store([4, 3, 5])
+    data = {k: v.copy() for k, v in store.items()}
+    data[key][5] = bad  # episode 1, step 1
+    with pytest.raises(ValueError, match=rf"'{key}' holds a non-finite value \({bad}\) at row 5 "
+                                         r"\(episode 1, step 1\) in /data/x\.hdf5"):
+        EpisodeStore(data, store.episode_ends, {"path": "/data/x.hdf5"})
+
+
+def test_non_finite_infos_and_integer_arrays_pass() -> None:
+    store = make_store([4, 3])
+    data = dict(store.items())
+    data["infos/goal"] = np.full((7, 2), np.nan)  # auxiliary: NaN may mean "missing"
+    data["pixels"] = np.zeros((7, 2, 2), np.uint8)
+    assert EpisodeStore(data, store.episode_ends)["infos/goal"].shape == (7, 2)
+
+
+@pytest.mark.parametrize("key", ["rewards", "terminals", "timeouts"])
+def test_per_step_scalars_of_other_shapes_are_refused_by_key(key: str) -> None:
+    with pytest.raises(ValueError, match=rf"'{key}' has shape \(5, 2\); expected one value per step, shape \[5\] "
+                                         r"or \[5, 1\] in f\.hdf5"):
+        EpisodeStore({key: np.zeros((5, 2))}, [5], {"path": "f.hdf5"})

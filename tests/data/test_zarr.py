@@ -66,3 +66,89 @@ def test_interrupted_write_leaves_nothing_loadable(tmp_path: Path, monkeypatch: 
     assert not target.exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(FileNotFoundError):
         load_episodes(target)
+
+
+def _buffer(path: Path, ends, *, rows: int = 20, fmt: int = 3, extra: dict | None = None, chunks=None) -> Path:
+    root = zarr.open_group(str(path), mode="w", zarr_format=fmt)
+    obs = np.arange(1, 2 * rows + 1, dtype=np.float32).reshape(rows, 2)
+    root.create_array("data/state", data=obs, chunks=chunks or obs.shape)
+    root.create_array("data/action", data=np.arange(1, rows + 1, dtype=np.float32).reshape(rows, 1))
+    for key, value in (extra or {}).items():
+        root.create_array(key, data=value)
+    root.create_array("meta/episode_ends", data=np.asarray(ends))
+    return path
+
+
+@pytest.mark.parametrize("fmt, chunk_file", [(3, "c/2/0"), (2, "2.0")])
+def test_a_chunk_never_written_is_refused_not_read_as_zeros(tmp_path: Path, fmt: int, chunk_file: str) -> None:
+    path = _buffer(tmp_path / "chunks.zarr", [10, 20], fmt=fmt, chunks=(5, 2))
+    (path / "data" / "state" / chunk_file).unlink()  # an interrupted writer or copy
+    with pytest.raises(ValueError, match=r"chunks.zarr: 1 of the 4 chunks of 'data/state' were never written, so "
+                                         r"they would read as the fill value 0.0"):
+        load_zarr(path)
+    store = load_zarr(path, allow_missing_chunks=True)  # the opt-in reads the fill value
+    np.testing.assert_array_equal(store["state"][10:15], 0.0)
+    np.testing.assert_array_equal(store["state"][15], [31.0, 32.0])
+
+
+def test_flags_and_rewards_whose_all_fill_chunks_were_skipped_load(tmp_path: Path) -> None:
+    # zarr-python 3 skips chunks equal to the fill value by default: all-False timeouts, sparse zero rewards
+    path = _buffer(tmp_path / "sparse.zarr", [10, 20], extra={"data/timeouts": np.zeros(20, bool)})
+    root = zarr.open_group(str(path), mode="a")
+    root.create_array("data/reward", shape=(20,), chunks=(5,), dtype="f4", fill_value=0.0)[15:] = 1.0
+    assert root["data/reward"].nchunks_initialized == 1
+    store = load_zarr(path, rename={"reward": "rewards"})
+    np.testing.assert_array_equal(store["rewards"], [0.0] * 15 + [1.0] * 5)
+    assert not store["timeouts"].any()
+
+
+def test_save_zarr_writes_chunks_equal_to_the_fill_value(tmp_path: Path) -> None:
+    # zarr-python 3 skips all-zero chunks by default; load_zarr would take them for an incomplete file
+    store = make_store([5, 3], infos=False)
+    store = type(store)({**dict(store.items()), "actions": np.zeros((8, 2), np.float32)}, store.episode_ends)
+    path = save_zarr(store, tmp_path / "zeros.zarr")
+    assert zarr.open_group(str(path), mode="r")["data/actions"].nchunks_initialized == 1
+    np.testing.assert_array_equal(load_zarr(path)["actions"], 0.0)
+
+
+def test_rows_past_the_last_episode_end_are_recorded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _buffer(tmp_path / "short.zarr", [5, 12])
+    with caplog.at_level("WARNING", logger="diffusion_rl.data.zarr_store"):
+        store = load_zarr(path)
+    assert store.num_steps == 12 and store.metadata["dropped_partial_steps"] == 8
+    assert "dropped 8 rows" in caplog.text
+    assert "dropped_partial_steps" not in load_zarr(_buffer(tmp_path / "full.zarr", [5, 20])).metadata
+
+
+def test_arrays_of_different_lengths_are_refused(tmp_path: Path) -> None:
+    path = _buffer(tmp_path / "mism.zarr", [10, 20], extra={"data/img": np.zeros((25, 2))})
+    with pytest.raises(ValueError,
+                       match=r"mism.zarr: .*same number of rows, got \{'action': 20, 'img': 25, 'state': 20\}"):
+        load_zarr(path)
+    with pytest.raises(ValueError, match=r"ends at step 25 but the data/ arrays hold only 20 rows"):
+        load_zarr(_buffer(tmp_path / "long.zarr", [10, 25]))
+
+
+def test_episode_ends_must_be_whole_numbers(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"whole numbers.*\[5\.9, 12\.7\]"):
+        load_zarr(_buffer(tmp_path / "float.zarr", np.array([5.9, 12.7, 20.0])))
+    store = load_zarr(_buffer(tmp_path / "whole.zarr", np.array([5.0, 20.0])))
+    np.testing.assert_array_equal(store.episode_ends, [5, 20])
+    with pytest.raises(ValueError, match=r"meta/episode_ends.*strictly increasing"):
+        load_zarr(_buffer(tmp_path / "down.zarr", [10, 5, 20]))
+
+
+def test_rename_onto_an_existing_key_is_refused(tmp_path: Path) -> None:
+    path = _buffer(tmp_path / "collide.zarr", [10, 20], extra={"data/observations": np.ones((20, 5))})
+    with pytest.raises(ValueError, match=r"'observations' <- \['observations', 'state'\]"):
+        load_zarr(path, rename={"state": "observations"})
+    store = load_zarr(path, rename={"state": "observations", "observations": "extra"})  # moved out of the way
+    assert store["observations"].shape == (20, 2) and store["extra"].shape == (20, 5)
+
+
+def test_non_finite_values_are_refused_by_key_and_file(tmp_path: Path) -> None:
+    path = _buffer(tmp_path / "nan.zarr", [10, 20])
+    zarr.open_array(str(path / "data" / "state"), mode="r+")[13, 0] = np.nan
+    with pytest.raises(ValueError, match=r"'observations' holds a non-finite value \(nan\) at row 13 "
+                                         r"\(episode 1, step 3\) in .*nan\.zarr"):
+        load_zarr(path, rename={"state": "observations"})
