@@ -189,6 +189,10 @@ class SequenceDataset:
 
     def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The windows with the given indices (a long tensor ``[B]``) as a batch."""
+        if index.device.type == "cpu" and self.device.type == "cuda":
+            # drawn by the trainer's CPU generator: a pinned, asynchronous copy, so the host does not wait for the
+            # previous step's kernels (a plain .to() from pageable memory synchronizes the stream)
+            index = index.pin_memory().to(self.device, non_blocking=True)
         index = index.to(self.device)
         start, end = self._starts[index], self._ends[index]
         first = self._episode_starts[index]

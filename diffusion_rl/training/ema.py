@@ -18,9 +18,10 @@ class EMA:
     ``reset_parameters``); afterwards ``ema = decay * ema + (1 - decay) * weights``. Non-float buffers
     (counters, masks) and float buffers (normalizer statistics) are copied, not averaged.
 
-    With ``power`` set (Diffusion Policy: 0.75), the decay of the k-th averaging step (counted from ``start``) is
-    ``min(decay, max(0, 1 - (1 + k)^-power))``: early weights are forgotten fast, and ``decay`` (0.9999 there) is
-    the cap.
+    With ``power`` set (Diffusion Policy: 0.75), the decay at ``step`` is ``min(decay, 1 - (1 + k)^-power)`` with
+    ``k = step - start - 2`` (steps count from 1), and 0 (a copy) for ``k <= 0``, as Diffusion Policy's ``EMAModel``
+    counts: early
+    weights are forgotten fast, and ``decay`` (0.9999 there) is the cap.
     """
 
     def __init__(self, source: nn.Module, *, decay: float = 0.995, start: int = 0,
@@ -40,8 +41,11 @@ class EMA:
         """The decay applied by ``update(source, step)``."""
         if self.power is None:
             return self.decay
-        k = max(0, step - self.start)
-        return min(self.decay, max(0.0, 1.0 - (1.0 + k) ** -self.power))
+        # Diffusion Policy's EMAModel counts its calls from 0 and copies on the first two; steps here count from 1
+        k = step - self.start - 2
+        if k <= 0:
+            return 0.0
+        return min(self.decay, 1.0 - (1.0 + k) ** -self.power)
 
     @torch.no_grad()
     def update(self, source: nn.Module, step: int) -> None:

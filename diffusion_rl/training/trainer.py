@@ -19,6 +19,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -91,6 +93,31 @@ def _rng_snapshot(device: torch.device) -> dict[str, Any]:
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "python": random.getstate(),
     }
+
+
+class _StopAtStepBoundary:
+    """While training: the first Ctrl-C (SIGINT) only asks the loop to stop after the step under way, where it
+    writes a checkpoint of that step; a second one stops at once. Installed only in the main thread and only over
+    Python's default handler (a process that ignores SIGINT, or has its own handler, keeps it); not under DDP,
+    where the ranks would reach the request at different steps and wait for each other in the checkpoint."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if (enabled and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step, with a checkpoint of it (Ctrl-C again stops at once)")
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _rng_restore(state: Mapping[str, Any], device: torch.device) -> None:
@@ -178,6 +205,7 @@ class Trainer:
         self.callbacks = tuple(callbacks)
         self.step = 0
         self.last_losses: dict[str, float] = {}
+        self._lr_used = float(config.lr)
         self.last_eval: dict[str, float] = {}
         self.last_eval_step: int | None = None
         self._amp = _autocast_enabled(config.mixed_precision, self.device)
@@ -237,6 +265,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count, t_last = 0, time.perf_counter()
         self.model.train()
+        interrupt = _StopAtStepBoundary(self.checkpoint_dir is not None and not self.dist.enabled)
         try:
             while self.step < cfg.max_steps:
                 for key, value in self._train_step().items():
@@ -252,15 +281,21 @@ class Trainer:
                     sums, count, t_last = {}, 0, now
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps:
                     self._evaluate(pbar)  # the last step's before its checkpoint, so a rerun does not repeat it
-                if self.checkpoint_dir is not None and (
+                saved = self.checkpoint_dir is not None and (
                     (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.max_steps
-                ):
+                )
+                if saved:
                     self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, self.step)
+                if interrupt.requested:  # Ctrl-C: keep the step reached, not only the last periodic checkpoint
+                    if not saved:
+                        self.save_checkpoint()
+                    raise KeyboardInterrupt
             if self.eval_fn is not None and self.last_eval_step != self.step:
                 self._evaluate(pbar)
         finally:
+            interrupt.restore()
             pbar.close()
             if self.logger is not None:
                 self.logger.flush()
@@ -330,6 +365,11 @@ class Trainer:
             raise ValueError(f"checkpoint {str(path)!r} is at step {int(state['step'])}, beyond max_steps="
                              f"{self.config.max_steps}; resume with max_steps >= {int(state['step'])}")
         self._warn_config_changes(state.get("config", {}), path)
+        saved_max = state.get("config", {}).get("max_steps")
+        if saved_max is not None and saved_max != self.config.max_steps and self.config.lr_schedule != "constant":
+            log.warning("resuming %s with max_steps %s (was %s): the %s lr schedule is stretched to the new length, so "
+                        "the rate jumps from where it was", path, self.config.max_steps, saved_max,
+                        self.config.lr_schedule)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         saved_wd = state.get("config", {}).get("weight_decay")
@@ -467,6 +507,7 @@ class Trainer:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).detach().float()
         self.optimizer.step()
+        self._lr_used = float(self.optimizer.param_groups[0]["lr"])  # this step's, before the schedule moves on
         self.lr_scheduler.step()
         return logs
 
@@ -483,7 +524,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         record = dict(values)
-        record["lr"] = float(self.lr_scheduler.get_last_lr()[0])
+        record["lr"] = self._lr_used  # the rate the logged step trained with
         record["steps_per_sec"] = float(steps_per_sec)
         if self.logger is not None:
             self.logger.log("train", self.step, record)

@@ -196,3 +196,18 @@ def test_batches_are_built_on_the_gpu() -> None:
     norm = gpu.normalizers["observations"]
     x = batch["observations"]
     torch.testing.assert_close(norm.normalize(norm.unnormalize(x)), x, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_windows_on_cuda_from_a_cpu_generator_equal_the_cpu_windows() -> None:
+    # the trainer draws indices with a CPU generator; on CUDA they travel pinned and asynchronously
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    store = make_store([12, 9, 15])
+    cpu = SequenceDataset(store, 4, returns=True)
+    cuda = SequenceDataset(store, 4, returns=True, device=torch.device("cuda"))
+    a = cpu.sample_batch(64, torch.Generator().manual_seed(3))
+    b = cuda.sample_batch(64, torch.Generator().manual_seed(3))
+    assert all(b[k].is_cuda for k in b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key].cpu())

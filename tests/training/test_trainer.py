@@ -96,8 +96,8 @@ def test_logs_lr_schedule_and_eval(tmp_path):
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in train] == [10, 20, 25]
     assert [r["step"] for r in evals] == [10, 20, 25]
-    for r in train:  # lr logged after `step` scheduler steps = multiplier of step index `step`
-        expected = 3e-3 * lr_multiplier(r["step"], schedule="linear", warmup_steps=5, max_steps=25)
+    for r in train:  # the lr the logged step trained with: step k (1-based) uses the multiplier of index k - 1
+        expected = 3e-3 * lr_multiplier(r["step"] - 1, schedule="linear", warmup_steps=5, max_steps=25)
         assert r["lr"] == pytest.approx(expected)
         assert r["loss"] > 0 and r["steps_per_sec"] > 0
     assert out["eval"]["mse"] == pytest.approx(evals[-1]["mse"])
@@ -311,6 +311,36 @@ def test_resume_without_checkpoint_starts_fresh_and_changed_settings_warn(tmp_pa
         more = Trainer(_model(), data, _cfg(max_steps=20, lr=1e-3, run_dir=str(tmp_path), resume=True))
     assert more.step == 10 and "lr" in caplog.text
     assert more.fit()["step"] == 20
+    assert "stretched" not in caplog.text  # the constant schedule does not depend on max_steps
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
+        Trainer(_model(), data, _cfg(max_steps=40, lr=1e-3, lr_schedule="cosine", run_dir=str(tmp_path),
+                                     resume=True))
+    assert "with max_steps 40 (was 20): the cosine lr schedule is stretched" in caplog.text
+
+
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_of_that_step(tmp_path):
+    import os
+    import signal
+
+    def press_ctrl_c(trainer, step):
+        if step in (7, 8):  # the second press would stop at once: sent after the first one is handled
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (xdist may ignore it)
+    try:
+        trainer = Trainer(_model(), ToyRegressionData(seed=1), _cfg(max_steps=40, checkpoint_every=5,
+                          run_dir=str(tmp_path)), callbacks=[press_ctrl_c])
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert trainer.step == 7  # the step under way was finished, and training stopped there
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5, 7]
+    resumed = Trainer(_model(), ToyRegressionData(seed=1), _cfg(max_steps=40, checkpoint_every=5,
+                      run_dir=str(tmp_path), resume=True))
+    assert resumed.step == 7
 
 
 def test_a_damaged_checkpoint_ahead_of_the_run_does_not_make_pruning_delete_its_checkpoints(tmp_path):

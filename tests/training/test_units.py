@@ -93,9 +93,10 @@ def test_ema_copies_before_start_then_averages():
 
 def test_ema_power_schedule_warms_up_and_is_capped():
     ema = EMA(nn.Linear(2, 2), decay=0.9999, power=0.75)
-    assert ema.decay_at(0) == 0.0  # the first average takes the weights as they are
-    assert ema.decay_at(1) == pytest.approx(1 - 2**-0.75)
-    assert ema.decay_at(100) == pytest.approx(1 - 101**-0.75)
+    # Diffusion Policy's EMAModel: its calls 0 and 1 (steps 1 and 2 here) copy, call 2 decays by 1 - 2^-0.75
+    assert ema.decay_at(1) == ema.decay_at(2) == 0.0
+    assert [ema.decay_at(s) for s in (3, 4, 5)] == pytest.approx([1 - 2**-0.75, 1 - 3**-0.75, 1 - 4**-0.75])
+    assert ema.decay_at(102) == pytest.approx(1 - 101**-0.75)
     assert ema.decay_at(10**9) == 0.9999  # capped
     src = nn.Linear(2, 2)
     with torch.no_grad():
