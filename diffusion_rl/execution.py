@@ -125,21 +125,27 @@ class FollowPlan(Execution):
         if not algo.plans_states:
             raise ValueError(f"execution 'follow_plan' tracks planned states; {algo.name} plans hold actions only "
                              "(use execution='first_action' or 'action_queue')")
+        if algo.obs_dim != 2 * algo.act_dim:  # the PD law pairs each position with its velocity and its action
+            raise ValueError(f"execution 'follow_plan' needs states [positions, velocities] with one action per "
+                             f"position (obs_dim = 2 x act_dim, as maze2d's 4 and 2); {algo.name} has obs_dim "
+                             f"{algo.obs_dim} and act_dim {algo.act_dim} (use execution='first_action')")
 
     def reset(self) -> None:
         super().reset()
         self.plan: torch.Tensor | None = None  # raw units [B, H, S]
+        self.now = 0  # the plan's row of the state it was made from (K - 1 for a planner given K past states)
         self.k = 0
 
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         if self.plan is None or self.plan.shape[0] != obs_n.shape[0]:
             out = policy._plan_normalized(obs_n, context)
             self.plan = policy._unnormalize("observations", out.observations)
-            self.k = 0
-        k = min(self.k + 1, self.plan.shape[1] - 1)
+            self.now, self.k = out.now, 0
+        last = self.plan.shape[1] - 1
+        k = min(self.now + self.k + 1, last)
         self.expected_next = policy._normalize("observations", self.plan[:, k])
         target = self.plan[:, k].clone()
-        if self.k + 1 > self.plan.shape[1] - 1:  # past the plan's end (not at its last waypoint): hold, no velocity
+        if self.now + self.k + 1 > last:  # past the plan's end (not at its last waypoint): hold, no velocity
             target[:, policy.obs_dim // 2 :] = 0.0
         self.k += 1
         obs = policy._unnormalize("observations", obs_n)

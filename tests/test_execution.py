@@ -206,3 +206,41 @@ def test_follow_plan_tracks_each_waypoint_with_its_velocity_and_holds_after_the_
     # steps 0, 1, 2 track waypoints 1, 2, 3 with their velocity; steps 3, 4 hold waypoint 3 at rest
     np.testing.assert_allclose(np.stack(actions)[:, 0], [2.0, 3.0, 4.0, 3.0, 3.0], atol=1e-5)
     np.testing.assert_allclose(np.stack(actions)[:, 1], 0.0, atol=1e-5)
+
+
+def test_follow_plan_aims_past_the_history_rows_of_a_planner_given_k_past_states(monkeypatch):
+    """A Decision Diffuser with history K = 3 plans rows [s_-2, s_-1, s_0, s_1, ...] (now = 2): the first target is
+    row 3, not the padded copies of the current state in rows 1 and 2."""
+    from diffusion_rl.algos import DecisionDiffuser, PlanOutput
+    from diffusion_rl.data import GaussianNormalizer
+
+    algo = DecisionDiffuser(obs_dim=4, act_dim=2, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2), history=3)
+    rng = np.random.default_rng(0)
+    normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 4))),
+                   "actions": GaussianNormalizer().fit(rng.normal(size=(200, 2)))}
+    policy = Policy(algo, normalizers, execution="follow_plan", sampling={"sampler": "ddim", "steps": 2})
+    rows = [0.0, 0.0, 0.0] + [float(k) for k in range(1, 6)]  # three history rows at x = 0, then x = 1..5
+    planned = normalizers["observations"].normalize(torch.tensor([[[x, 0.0, 0.0, 0.0] for x in rows]]))
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: PlanOutput(
+        actions=torch.zeros(1, 2), trajectory=planned, observations=planned, now=2))
+    actions = [policy.act(np.zeros(4, dtype=np.float32)) for _ in range(6)]
+    # targets x = 1, 2, 3, 4, 5, then the last waypoint held, seen from x = 0
+    np.testing.assert_allclose(np.stack(actions)[:, 0], [1.0, 2.0, 3.0, 4.0, 5.0, 5.0], atol=1e-5)
+
+
+def test_follow_plan_needs_a_position_and_a_velocity_per_action():
+    from diffusion_rl.algos import Diffuser
+
+    for obs_dim, act_dim in ((5, 2), (4, 3), (6, 2)):  # failed at the first act, or returned truncated actions
+        algo = Diffuser(obs_dim=obs_dim, act_dim=act_dim, horizon=4, num_steps=10, dim=8, dim_mults=(1, 2),
+                        value_guided=False)
+        with pytest.raises(ValueError, match=rf"obs_dim = 2 x act_dim.*has obs_dim {obs_dim} and act_dim {act_dim}"):
+            Policy(algo, make_normalizers_for(obs_dim, act_dim), execution="follow_plan")
+
+
+def make_normalizers_for(obs_dim: int, act_dim: int) -> dict:
+    from diffusion_rl.data import GaussianNormalizer
+
+    rng = np.random.default_rng(0)
+    return {"observations": GaussianNormalizer().fit(rng.normal(size=(50, obs_dim))),
+            "actions": GaussianNormalizer().fit(rng.normal(size=(50, act_dim)))}
