@@ -188,8 +188,8 @@ def distill_policy(
         sampling["warm_start_t"] = None  # a one-step student plans from noise
     policy = Policy(student, teacher.normalizers, env_name=teacher.env_name, sampling=sampling,
                     execution=teacher.execution, execution_options=teacher.execution_options,
-                    action_bounds=teacher.action_bounds_list(), seed=0,
-                    metadata={**teacher.metadata, "distillation": {
+                    action_bounds=teacher.action_bounds_list(), seed=teacher.seed,
+                    metadata={**teacher.metadata, "data": settings, "distillation": {
                         "method": method, **method_meta, "guidance_weight": guidance_weight,
                         "temperature": distiller.temperature, "student_prediction": distiller.student.prediction,
                         "steps": summary["step"]}})

@@ -17,7 +17,7 @@ def test_a_ddpm_teacher_is_distilled_from_its_ddim_twin():
     torch.manual_seed(0)
     data = toy_dataset(8, normalizer="gaussian", returns=False)
     teacher = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_guided=False)
-    policy = Policy(teacher, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=0,
+    policy = Policy(teacher, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=7,
                     sampling={"sampler": "ddpm"})
     lines: list[str] = []
     student, summary = distill_policy(policy, toy_store(), data={"normalizer": "gaussian"}, samples=32,
@@ -27,6 +27,8 @@ def test_a_ddpm_teacher_is_distilled_from_its_ddim_twin():
     meta = student.metadata["distillation"]
     assert meta["method"] == "direct" and meta["teacher_sampler"] == "ddim" and meta["teacher_steps"] == 10
     assert summary["step"] == 3 and student.sampler == "consistency" and student.steps == 1
+    # the teacher's settings, including its seed, and the data settings the student was trained on are recorded
+    assert student.seed == 7 and student.metadata["data"] == {"normalizer": "gaussian"}
     assert np.all(np.isfinite(student.act(np.zeros((2, OBS_DIM), dtype=np.float32))))
 
 

@@ -123,7 +123,12 @@ class Diffuser(Algorithm):
         if self.value is not None:
             t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
             x_t = torch.where(known, x0, self.schedule.q_sample(x0, t, torch.randn_like(x0)))
-            value = ((self.value(x_t, t) - batch["values"]) ** 2).mean()
+            target = batch["values"]
+            if target.numel() != x0.shape[0]:
+                raise ValueError(f"batch['values']: expected one value per window, shape [{x0.shape[0]}], got "
+                                 f"{tuple(target.shape)}")
+            # [B, 1] (the shape of a Decision Diffuser's returns) would broadcast against [B] into a [B, B] loss
+            value = ((self.value(x_t, t) - target.reshape(-1)) ** 2).mean()
             out["value_loss"] = value
             total = total + self.value_weight * value
         out["loss"] = total

@@ -93,3 +93,22 @@ def test_value_guidance_raises_the_value_of_chosen_plans():
     # an Intel Xeon: -2.1 / -0.40 against the single unguided plan's -3.5 / -0.52)
     ranked = planned_return(num_plans=8, guide_scale=0.0)
     assert ranked[1] > unguided[1] + 0.05, (ranked, unguided)
+
+
+def test_value_targets_of_another_shape_are_refused_not_broadcast():
+    # [B, 1] values (the shape of a Decision Diffuser's returns) broadcast against [B] into a [B, B] loss
+    import pytest
+
+    from diffusion_rl.algos import Diffuser
+
+    torch.manual_seed(0)
+    algo = Diffuser(4, 2, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2), value_dim=16, value_dim_mults=(1, 2))
+    batch = {"observations": torch.randn(5, 8, 4), "actions": torch.randn(5, 8, 2), "mask": torch.ones(5, 8),
+             "values": torch.randn(5)}
+    torch.manual_seed(1)
+    flat = algo.loss(batch)["value_loss"]
+    torch.manual_seed(1)
+    column = algo.loss({**batch, "values": batch["values"][:, None]})["value_loss"]
+    assert torch.equal(flat, column)  # one value per window, whatever its layout
+    with pytest.raises(ValueError, match=r"batch\['values'\]: expected one value per window, shape \[5\]"):
+        algo.loss({**batch, "values": torch.randn(5, 2)})
