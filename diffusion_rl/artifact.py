@@ -102,6 +102,14 @@ def _check_replaceable(path: Path) -> None:
                             f"folder of {CONFIG_NAME} and {WEIGHTS_NAME})")
 
 
+def _check_replaceable_file(path: Path) -> None:
+    """Refuse to save a single-file artifact where a folder of that name is (a rename cannot replace a folder with a
+    file, and removing it could delete a user's files)."""
+    if path.is_dir() and not path.is_symlink():
+        raise ArtifactError(f"{path} exists and is a folder; a path ending in .safetensors is saved as one file: "
+                            "choose another path or remove the folder")
+
+
 def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Write weights and config atomically to a folder, or to one file when ``path`` ends in ``.safetensors``."""
     path = Path(path)
@@ -111,6 +119,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
     _remove_stale_temporaries(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
+        _check_replaceable_file(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
-from diffusion_rl.algos._common import auto_clip, check_settings
+from diffusion_rl.algos._common import applicable_options, auto_clip, check_settings
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import Normalizer, normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
@@ -79,6 +79,42 @@ def _check_algo_config(algo_config: Any, path: Any) -> None:
                                 f"(at most {MAX_CONFIG_INT:,})")
 
     walk(algo_config, "algo_config")
+
+
+#: config.json's top-level settings and the JSON types Policy.save writes for them (None: null allowed)
+_CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "algorithm": ((str,), "a string"),
+    "execution": ((str,), "a string"),
+    "env_name": ((str, type(None)), "a string or null"),
+    "sampling": ((dict, type(None)), "an object or null"),
+    "execution_options": ((dict, type(None)), "an object or null"),
+    "metadata": ((dict, type(None)), "an object or null"),
+}
+
+
+def _check_config_types(config: dict[str, Any], path: Any) -> None:
+    """Refuse, before any work, top-level config.json values of another JSON type than Policy.save writes (a
+    hand-edited ``"seed": null`` or ``"execution": [..]`` would otherwise surface as a TypeError, or a seed of 1.7
+    be silently truncated); ``ArtifactError`` naming the file and key."""
+    for key, (types, expected) in _CONFIG_TYPES.items():
+        if key in config and not isinstance(config[key], types):
+            raise ArtifactError(f"{path}: config.json: {key}: expected {expected}, got {config[key]!r} "
+                                f"({type(config[key]).__name__})")
+    if "seed" in config:
+        try:
+            check_seed(config["seed"])
+        except ValueError as err:
+            raise ArtifactError(f"{path}: config.json: {err}") from None
+
+
+def _check_sampler(algo: Algorithm, sampling: dict[str, Any]) -> None:
+    """Build the sampler ``sampling`` names as ``algo.plan`` will (cached by the algorithm, so the first plan
+    reuses it), so a sampler that does not run on the model's forward process (``heun`` on a diffusion model) is
+    refused with the sampler's ``ValueError`` now instead of at the first act()."""
+    name = sampling.get("sampler")
+    if not isinstance(name, str) or getattr(algo, "schedule", None) is None:
+        return  # no sampler setting (behaviour cloning) or no forward process to build it on
+    algo.sampler(name, **applicable_options(name, steps=sampling.get("steps"), eta=sampling.get("eta")))
 
 
 def _schedule_steps(algo: Algorithm) -> int | None:
@@ -210,8 +246,12 @@ class Policy:
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "
                              f"{algo.sampling_names() or 'none'}")
-        object.__setattr__(self, "sampling", check_settings({**algo.default_sampling, **(sampling or {})},
-                                                            _schedule_steps(algo)))
+        settings = check_settings({**algo.default_sampling, **(sampling or {})}, _schedule_steps(algo))
+        try:
+            _check_sampler(algo, settings)
+        except ValueError as err:
+            raise ValueError(f"sampling: {err}") from None
+        object.__setattr__(self, "sampling", settings)
         self.algo = algo.eval()
         self.normalizers = dict(normalizers)
         self.env_name = env_name
@@ -290,8 +330,10 @@ class Policy:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.__dict__.get("sampling", {}):
-            # refused now, not at the next act()
-            self.sampling[name] = check_settings({name: value}, _schedule_steps(self.algo))[name]
+            # refused now, not at the next act(): the value, and the sampler it makes with the other settings
+            checked = check_settings({name: value}, _schedule_steps(self.algo))[name]
+            _check_sampler(self.algo, {**self.sampling, name: checked})
+            self.sampling[name] = checked
         elif name == "out_of_range":
             object.__setattr__(self, name, _check_out_of_range(value))
         elif name == "seed":
@@ -353,10 +395,11 @@ class Policy:
         self._generator.manual_seed(int(self.seed))
         self._history: deque[torch.Tensor] = deque(maxlen=self.history_length)  # normalized [B, S] each
         self._restart: torch.Tensor | None = None  # [B] bool: environments whose history restarts at next act()
+        self._batch: int | None = None  # B of the last act() that returned actions: what env_ids index
         self._execution.reset()
 
     def _restart_envs(self, env_ids: Any) -> None:
-        batch = self._history[-1].shape[0] if self._history else getattr(self._execution, "batch", 0) or None
+        batch = self._batch  # None before the first act() since reset(): nothing to check the indices against
         ids = np.asarray(env_ids)
         if ids.dtype == np.bool_:
             if ids.ndim != 1 or (batch is not None and ids.shape[0] != batch):
@@ -376,8 +419,8 @@ class Policy:
                              "from fewer states at an episode's start (repeats_first_observation is False), which "
                              "a batch cannot mix; reset() the whole batch (or use one Policy per environment)")
         self._execution.reset()  # the next call replans the whole batch, the restarted environments included
-        if batch is None or self.history_length <= 1:
-            return  # nothing remembered to restart
+        if batch is None or self.history_length <= 1 or not self._history or self._history[-1].shape[0] != batch:
+            return  # nothing remembered (for this batch) to restart
         mask = torch.zeros(batch, dtype=torch.bool, device=self._device)
         mask[torch.from_numpy(ids).to(self._device)] = True
         self._restart = mask if self._restart is None else self._restart | mask
@@ -441,7 +484,9 @@ class Policy:
         context["history"] = self._history_with(obs_n, store=True)
         try:
             action_n = self._execution.step(self, obs_n, context)
-            return self._finish(action_n, single, as_numpy, count=True)
+            actions = self._finish(action_n, single, as_numpy, count=True)
+            self._batch = obs_n.shape[0]
+            return actions
         except Exception:
             # a failed call leaves nothing behind: its observation (a glitch would condition the next plans of a
             # history-conditioned policy) and its plan (a NaN plan would be warm-started from, or its queued
@@ -720,6 +765,7 @@ class Policy:
         absent = [k for k in ("algorithm", "algo_config", "normalizers") if k not in config]
         if absent:
             raise ArtifactError(f"{path}: config.json lacks {absent} (expected keys written by Policy.save)")
+        _check_config_types(config, path)
         name = config.get("algorithm")
         if name not in ALGORITHMS:
             raise ValueError(f"{path}: unknown algorithm {name!r}; this library knows {sorted(ALGORITHMS)}")
@@ -760,11 +806,11 @@ class Policy:
                 sampling=config.get("sampling"),
                 execution=config.get("execution", "first_action"),
                 execution_options=config.get("execution_options"),
-                seed=int(config.get("seed", 0)),
+                seed=config.get("seed", 0),
                 metadata=config.get("metadata"),
                 action_bounds=config.get("action_bounds"),
             )
-        except ValueError as err:  # settings in config.json that this library refuses: name the file
+        except (ValueError, TypeError) as err:  # settings in config.json this library refuses: name the file
             raise ArtifactError(f"{path}: config.json: {err}") from None
         policy._prepare(compile, precision)  # the caller's settings, not the file's: refused without the path
         policy.out_of_range = out_of_range

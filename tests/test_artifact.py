@@ -391,6 +391,35 @@ def test_unknown_settings_in_config_json_are_refused_naming_the_file(tmp_path):
         Policy.load(path)
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("seed", None, r"seed: expected an integer in \[0, 2\*\*63\), got None"),
+    ("seed", 1.7, r"seed: expected an integer in \[0, 2\*\*63\), got 1.7"),  # not truncated to 1
+    ("execution", ["follow_plan"], r"execution: expected a string, got \['follow_plan'\] \(list\)"),
+    ("algorithm", ["decision_diffuser"], r"algorithm: expected a string, got \['decision_diffuser'\]"),
+    ("metadata", [1, 2], r"metadata: expected an object or null, got \[1, 2\] \(list\)"),
+    ("sampling", [1], r"sampling: expected an object or null, got \[1\]"),
+    ("execution_options", [1], r"execution_options: expected an object or null"),
+    ("env_name", 3, r"env_name: expected a string or null, got 3 \(int\)"),
+])
+def test_config_json_values_of_the_wrong_type_are_refused_naming_the_file_and_key(saved, tmp_path, key, value,
+                                                                                    message):
+    path = copy_artifact(saved, tmp_path / "edited")
+    config = json.loads((path / "config.json").read_text())
+    config[key] = value
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=rf"edited: config.json: {message}"):
+        Policy.load(path, device="cpu")
+
+
+def test_a_single_file_save_refuses_a_folder_of_that_name(tmp_path):
+    folder = tmp_path / "policy.safetensors"
+    (folder / "mine").mkdir(parents=True)
+    with pytest.raises(ArtifactError, match=r"policy.safetensors exists and is a folder; a path ending in "
+                                            r"\.safetensors is saved as one file"):
+        make_policy("decision_diffuser").save(folder)
+    assert listing(tmp_path) == ["policy.safetensors"] and listing(folder) == ["mine"]
+
+
 def test_files_that_are_not_regular_files_are_refused_without_blocking(saved, tmp_path):
     fifo = copy_artifact(saved, tmp_path / "fifo")
     (fifo / "model.safetensors").unlink()

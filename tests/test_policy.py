@@ -6,12 +6,15 @@ settings, errors), not what a trained planner has learned (tests/algos does that
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from diffusion_rl import Policy
 from diffusion_rl.algos import DecisionDiffuser, Diffuser, DiffusionPolicy
+from diffusion_rl.artifact import ArtifactError
 from diffusion_rl.data import GaussianNormalizer
 from diffusion_rl.policy import resolve_device
 
@@ -189,6 +192,24 @@ def test_diffuser_sampler_setting_switches_ddpm_to_ddim():
     with NetCalls(policy.algo.net) as calls:
         policy.act(raw_obs(), sampler="ddim", steps=3)
     assert calls.count == 3
+
+
+def test_a_sampler_that_does_not_run_on_the_model_s_process_is_refused_before_any_act(tmp_path):
+    """heun integrates the flow path: on a diffusion model it is refused when the policy is built, loaded or the
+    setting changed (the refused value is not kept), not at the first act()."""
+    with pytest.raises(ValueError, match=r"sampling: sampler 'heun' integrates the velocity of the linear flow path"):
+        Policy(make_dd(), make_normalizers(), sampling={"sampler": "heun", "steps": 3})
+    policy = make_policy()
+    with pytest.raises(ValueError, match=r"^sampler 'heun' integrates the velocity .* it needs process='flow'"):
+        policy.sampler = "heun"
+    assert policy.sampler == "ddim"
+    path = policy.save(tmp_path / "p")
+    config = json.loads((path / "config.json").read_text())
+    config["sampling"]["sampler"] = "heun"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"config.json: sampling: sampler 'heun' integrates the velocity"):
+        Policy.load(path, device="cpu")
+    assert np.all(np.isfinite(policy.act(raw_obs())))
 
 
 def test_guidance_weight_changes_the_plan():
@@ -1013,6 +1034,29 @@ def test_restarting_environments_is_checked():
     plain.act(raw_obs(2))
     plain.reset(env_ids=[1])
     assert np.all(np.isfinite(plain.act(raw_obs(2))))
+
+
+@pytest.mark.parametrize("execution", ["first_action", "follow_plan"])
+def test_restarting_environments_is_checked_without_a_history(execution):
+    """Without a remembered history (history 1) the batch of the last act() still bounds env_ids; before any
+    act() there is nothing to check them against."""
+    torch.manual_seed(0)  # maze-like sizes (obs_dim = 2 x act_dim), which follow_plan needs
+    algo = DecisionDiffuser(obs_dim=4, act_dim=2, horizon=HORIZON, num_steps=10, dim=8, dim_mults=(1, 2),
+                            inv_hidden_dim=8)
+    policy = Policy(algo, make_normalizers(obs_dim=4, act_dim=2), sampling={"steps": 2}, execution=execution)
+    obs = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    policy.reset(env_ids=[7])  # no act() yet: the batch is not known
+    policy.act(obs)
+    with pytest.raises(ValueError, match=r"env_ids: expected indices in \[0, 4\) \(the batch the policy is acting "
+                                         r"on\), got \[7\]"):
+        policy.reset(env_ids=[7])
+    with pytest.raises(ValueError, match=r"env_ids: expected indices in \[0, 4\).*got \[-1\]"):
+        policy.reset(env_ids=[-1])
+    with pytest.raises(ValueError, match=r"a bool mask must have one entry per environment of the batch \(4\), got "
+                                         r"shape \(2,\)"):
+        policy.reset(env_ids=np.array([True, False]))
+    policy.reset(env_ids=[3])
+    assert np.all(np.isfinite(policy.act(obs)))
 
 
 @pytest.mark.parametrize(("normalizers", "message"), [
