@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> None:
         check_method(cfg.method, cfg.student_steps)  # before anything is loaded
     except ValueError as err:
         sys.exit(f"error: {err}")
-    check_values(cfg.eval, ints={"episodes": 1, "num_envs": 1, "seed": 0}, out=None)
+    check_values(cfg.eval, ints={"episodes": 1, "num_envs": 1, "seed": 0}, out=None, seed_span="episodes")
     try:
         teacher = Policy.load(str(cfg.policy), device=cfg.device)
     except (FileNotFoundError, ValueError) as err:
@@ -69,6 +69,7 @@ def main(cfg: DictConfig) -> None:
                                           trainer=trainer)
     except ValueError as err:
         sys.exit(f"error: {err}")
+    student.metadata["dataset"] = str(source)  # what the student learned from (dataset= may differ from the teacher's)
     path = student.save(run_dir / "policy")
     print(f"artifact: {path}")
     env_name = teacher.env_name

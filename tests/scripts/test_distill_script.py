@@ -39,6 +39,7 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     assert config["sampling"]["sampler"] == "consistency" and config["sampling"]["steps"] == 1
     assert config["sampling"]["guidance_weight"] == 0.0 and config["algo_config"]["prediction"] == "v_prediction"
     assert config["metadata"]["distillation"]["intervals"] == 5 and "data" in config["metadata"]
+    assert config["metadata"]["dataset"] == str(hopper_hdf5)  # what the student learned from
     assert any((out / "checkpoints").iterdir())
     student = Policy.load(out / "policy", device="cpu")
     obs = load_episodes(str(hopper_hdf5))["observations"][:3]
@@ -68,3 +69,5 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     assert bad.returncode != 0 and "student_steps: expected 1 to 4 network evaluations per plan, got 5" in bad.stderr
     bad = _distill([f"policy={teacher_dir / 'policy'}", "method=direct", "samples=0"], tmp_path / "empty")
     assert bad.returncode != 0 and "samples: expected an integer >= 1, got 0" in bad.stderr
+    bad = _distill([f"policy={teacher_dir / 'policy'}", "eval.seed=4294967295"], tmp_path / "empty")
+    assert bad.returncode != 0 and "seed: expected an integer in [0, 4294967286)" in bad.stderr
