@@ -85,7 +85,9 @@ class MetaWorldTaskEnv(gym.Env):
         return np.asarray(obs, dtype=np.float64), float(reward), success, bool(truncated), out
 
     def render(self) -> np.ndarray | None:
-        return self._env.render()
+        frame = self._env.render()
+        # Meta-World's MuJoCo renderer returns frames bottom row first (the arm hangs from a table drawn above it)
+        return None if frame is None else np.ascontiguousarray(frame[::-1])
 
     def close(self) -> None:
         self._env.close()

@@ -72,6 +72,7 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         # D4RL resets into empty cells and the goal cell alike.
         self.reset_locations = np.array(empty + goals, dtype=np.float64)
         self._goal = np.array(goals[0] if goals else empty[0], dtype=np.float64)
+        self._kept_goal = self._goal.copy()  # the goal of an episode reset without a goal option
 
         rows, cols = self.maze_arr.shape
         camera = {
@@ -109,7 +110,12 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         return self._goal.copy()
 
     def set_target(self, target: np.ndarray | tuple[float, float] | None = None) -> None:
-        """Set the goal; ``None`` draws one as D4RL does (random empty/goal cell + U(-0.1, 0.1) noise)."""
+        """Set the goal, for this and later episodes (D4RL's API); ``None`` draws one as D4RL does (random
+        empty/goal cell + U(-0.1, 0.1) noise). A ``reset(options={"goal": ...})`` goal lasts one episode."""
+        self._place_goal(target)
+        self._kept_goal = self._goal.copy()
+
+    def _place_goal(self, target: np.ndarray | tuple[float, float] | None) -> None:
         if target is None:
             cell = self.reset_locations[self.np_random.integers(len(self.reset_locations))]
             target = cell + self.np_random.uniform(-0.1, 0.1, size=2)
@@ -163,10 +169,12 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         qpos = start + self.np_random.uniform(-0.1, 0.1, size=self.model.nq)
         qvel = self.init_qvel + self.np_random.standard_normal(self.model.nv) * 0.1
         self.set_state(qpos, qvel)
-        if "goal" in options:
-            self.set_target(options["goal"])
+        if "goal" in options:  # this episode's goal only: a later plain reset goes back to the kept one
+            self._place_goal(options["goal"])
         elif self.reset_target:
             self.set_target()
+        else:
+            self._goal = self._kept_goal.copy()
         self._set_marker()
         return self._get_obs()
 

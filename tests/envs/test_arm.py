@@ -64,3 +64,16 @@ def test_meta_worlds_own_step_limit_truncates_and_videos_play_at_the_simulated_r
     flags = [env.step(still)[2:4] for _ in range(env._env.max_path_length)]
     assert flags[-1] == (False, True) and not any(t for _, t in flags[:-1])  # truncated at step 500, not an error
     env.close()
+
+
+def test_frames_are_upright():
+    """Meta-World's renderer gives frames bottom row first: the wooden table then hung above the arm in every
+    evaluation video. Upright, its brown pixels lie mostly in the lower half of the frame."""
+    env = gym.make("MetaWorldReach-v3", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render().astype(np.int32)
+    env.close()
+    r, g, b = frame[..., 0], frame[..., 1], frame[..., 2]
+    wood = (r > g + 15) & (g > b + 10) & (r < 200)  # brown: red over green over blue (not the red arm)
+    half = frame.shape[0] // 2
+    assert wood[half:].sum() > 2 * wood[:half].sum(), (wood[half:].sum(), wood[:half].sum())

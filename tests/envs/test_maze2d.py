@@ -198,3 +198,15 @@ def test_a_pointmaze_minari_id_is_not_taken_for_the_maze2d_entry() -> None:
         get_spec("D4RL/pointmaze/umaze-v2")  # PointMaze: another maze, coordinates and step limit
     with pytest.raises(ValueError, match="unknown environment 'D4RL/pointmaze/umaze-v2'"):
         resolve_env("D4RL/pointmaze/umaze-v2")
+
+
+def test_a_goal_reset_option_lasts_one_episode_and_set_target_persists() -> None:
+    env = gym.make("Maze2D-UMaze-v1")
+    _, info = env.reset(seed=0, options={"goal": (3.0, 1.0)})
+    np.testing.assert_array_equal(info["goal"], [3.0, 1.0])
+    _, info = env.reset(seed=0)  # a plain reset: the layout's goal again, whatever came before
+    np.testing.assert_array_equal(info["goal"], GOALS["Maze2D-UMaze-v1"])
+    env.unwrapped.set_target((2.0, 1.0))  # D4RL's API: the goal of this and later episodes
+    _, info = env.reset(seed=0)
+    np.testing.assert_array_equal(info["goal"], [2.0, 1.0])
+    env.close()
