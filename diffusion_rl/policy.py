@@ -773,7 +773,7 @@ class Policy:
         check_network_record(path, config)  # config.json edited after saving: not the model the weights are
         try:
             algo = algorithm_from_config(name, config["algo_config"])
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ArtifactError(f"{path}: algo_config does not fit the {name} constructor ({err})") from None
         except RuntimeError as err:  # e.g. a width no machine can allocate, in an artifact without a record
             raise ArtifactError(f"{path}: the {name} network that config.json describes cannot be built "

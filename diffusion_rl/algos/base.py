@@ -99,6 +99,12 @@ class Algorithm(nn.Module):
         """JSON-ready constructor arguments; ``type(self)(**config)`` rebuilds the same architecture."""
         return dict(self._config)
 
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A saved ``config()`` as this version's constructor takes it (artifacts of earlier versions may record
+        settings that are refused now but never changed the network); the default keeps it as it is."""
+        return config
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -190,4 +196,5 @@ def make_algorithm(name: str, **kwargs: Any) -> Algorithm:
 
 def algorithm_from_config(name: str, config: dict[str, Any]) -> Algorithm:
     """Rebuild an algorithm from ``name`` and the dict its ``config()`` returned."""
-    return _lookup(name)(**config)
+    cls = _lookup(name)
+    return cls(**cls.upgrade_config(dict(config)))

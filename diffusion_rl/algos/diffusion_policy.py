@@ -15,6 +15,7 @@ unlike MSE behaviour cloning, sampling keeps multimodal demonstrations multimoda
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,8 +40,6 @@ BACKBONE_SETTINGS = {
 def _check_unused_sizes(backbone: str, given: dict[str, Any]) -> None:
     """A size set for the backbone not in use would be ignored (a small preset silently training the paper's
     network): refuse it, naming the backbone that reads it."""
-    import inspect
-
     defaults = inspect.signature(DiffusionPolicy.__init__).parameters
     for other, names in BACKBONE_SETTINGS.items():
         if other == backbone:
@@ -118,6 +117,17 @@ class DiffusionPolicy(Algorithm):
         null = getattr(self.net, "null_cond", None)
         if isinstance(null, nn.Parameter):
             null.requires_grad_(False)
+
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Artifacts written before the unused backbone's sizes were refused may record them (a cpu preset's U-Net
+        sizes beside backbone=transformer1d): they never reached the network, so they load as the defaults."""
+        defaults = inspect.signature(cls.__init__).parameters
+        backbone = config.get("backbone", defaults["backbone"].default)
+        for other, names in BACKBONE_SETTINGS.items():
+            if other != backbone:
+                config.update({name: defaults[name].default for name in names if name in config})
+        return config
 
     def _cond(self, observations: torch.Tensor) -> torch.Tensor:
         """The global condition: the last To observations ``[B, To, S]`` flattened to ``[B, To * S]``."""

@@ -78,6 +78,30 @@ def test_sizes_of_the_backbone_not_in_use_are_refused_not_ignored():
                     depth=2)
 
 
+def test_an_artifact_that_recorded_the_unused_backbones_sizes_still_loads(tmp_path, monkeypatch):
+    # written before those sizes were refused: a cpu preset's U-Net sizes beside backbone=transformer1d
+    import json
+
+    import diffusion_rl.algos.diffusion_policy as module
+    from diffusion_rl.algos import algorithm_from_config
+
+    data = _windows()
+    with monkeypatch.context() as old_version:  # the constructor of then, which took them silently
+        old_version.setattr(module, "_check_unused_sizes", lambda backbone, given: None)
+        algo = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=8, backbone="transformer1d", d_model=32, depth=2,
+                               down_dims=[32, 64, 128], step_embed_dim=64)
+        path = Policy(algo, {k: data.normalizers[k] for k in ("observations", "actions")}).save(tmp_path / "old")
+    config = json.loads((path / "config.json").read_text())
+    assert config["algo_config"]["down_dims"] == [32, 64, 128]
+    loaded = Policy.load(path)
+    assert loaded.algo.config()["down_dims"] == [256, 512, 1024] and loaded.algo.config()["d_model"] == 32
+    obs = np.zeros((2, OBS_DIM), np.float32)
+    np.testing.assert_allclose(loaded.plan(obs).action_chunk, Policy.load(path).plan(obs).action_chunk)
+    with pytest.raises(ValueError, match="sizes the conditional_unet1d backbone"):  # new settings are still refused
+        DiffusionPolicy(**config["algo_config"])
+    assert algorithm_from_config("diffusion_policy", config["algo_config"]).config()["step_embed_dim"] == 256
+
+
 def test_multimodal_demonstrations_stay_multimodal_where_bc_averages_them():
     """Learning test (< 90 s on 2 cores). At an episode's start the toy's demonstrators pick a speed of -0.9,
     -0.5, +0.5 or +0.9 at random: the first action is multimodal, with nothing in the middle."""
