@@ -165,7 +165,11 @@ class Diffuser(Algorithm):
     ) -> PlanOutput:
         """Plan from normalized ``obs [B, S]``; ``goal [B, S]`` pins the final state (goal-reaching tasks: a model
         built with ``goal_conditioned=True``, which learned its trajectories with the goal pinned, needs one; a
-        model without has not learned plans that end at a given state, and is refused one)."""
+        model without has not learned plans that end at a given state, and is refused one).
+
+        ``guide_scale`` multiplies the gradient of the value net's output, a return normalized to [-1, 1] over the
+        training data: the reference code's 0.1 applies to raw returns, about half their range (532 on hopper-medium)
+        times more (docs/results.md measures both)."""
         if goal is not None and not self.goal_conditioned:
             raise ValueError("goal: this diffuser was trained without goals (goal_conditioned=False); it plans from "
                              "the current state alone")
