@@ -155,4 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run_main  # scripts/ is on the path of a script run as a file
+
+    run_main(main, "the snapshots recorded so far are kept in the run's .npz (rerun with from_run=<it> to select "
+                   "from them)")

@@ -48,7 +48,8 @@ class TrainerConfig:
     ema_start: int = 0
     """Before this step the EMA copies the weights instead of averaging them."""
     ema_power: float | None = None
-    """Diffusion Policy's EMA warm-up: decay ``1 - (1 + k)^-ema_power`` capped at ``ema_decay``; None = fixed."""
+    """Diffusion Policy's EMA warm-up: decay ``1 - (1 + k)^-ema_power`` capped at ``ema_decay``, k counted as its
+    ``EMAModel`` does (see ``diffusion_rl.training.ema.EMA``); None = fixed."""
     mixed_precision: str = "auto"
     compile: bool = False
     """``torch.compile`` the loss (forward and backward of ``model.loss``) for the training step. The first steps
