@@ -163,21 +163,31 @@ def test_bad_lists_are_clear_errors(tmp_path):
 def test_overrides_of_keys_reproduce_sets_and_unknown_algorithms_are_refused(tmp_path):
     """A user override comes after the cell's own keys and would win (every seed cell the same run, a wrong
     table header), and algo_overrides for an algorithm not trained would be dropped: both are one clear line."""
-    base = ["envs=[hopper-medium]", "algos=[diffuser,bc]", "seeds=2", "dry_run=true", f"root={tmp_path}"]
-    cases = [('overrides=["seed=7"]', "error: overrides: 'seed=7' sets seed, which reproduce.py sets for every "
-                                      "cell; use seeds=N or seeds=[...] instead"),
-             ('overrides=["eval.episodes=2"]', "use eval_episodes=N"),
-             ('overrides=["++run_dir=x"]', "sets run_dir, which reproduce.py sets for every cell; use root="),
-             ('algo_overrides={bc:["env=walker2d-medium"]}',
-              "error: algo_overrides.bc: 'env=walker2d-medium' sets env"),
-             ('algo_overrides={diffusr:["algo.model.dim=8"]}',
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reproduce import check_cell_overrides
+
+    cases = [(["++run_dir=x"], {}, "sets run_dir, which reproduce.py sets for every cell; use root="),
+             (["eval.episodes=2"], {}, "use eval_episodes=N"),
+             (["eval={episodes: 2}"], {}, "sets eval (and so eval.episodes)"),
+             ([], {"bc": ["env=walker2d-medium"]}, "error: algo_overrides.bc: 'env=walker2d-medium' sets env"),
+             ([], {"diffusr": ["algo.model.dim=8"]},
               "error: algo_overrides: diffusr is not an algorithm this run trains; expected keys among bc, diffuser"),
-             ('algo_overrides={decision_diffuser:["algo.model.dim=8"]}', "decision_diffuser is not an algorithm")]
-    for arg, message in cases:
-        proc = _run(tmp_path, *base, arg)
-        assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
-        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        assert "train_planner.py" not in proc.stdout
+             ([], {"decision_diffuser": ["algo.model.dim=8"]}, "decision_diffuser is not an algorithm"),
+             ("trainer.max_steps=3", {}, "error: overrides: expected a list of key=value strings")]
+    for overrides, per_algo, message in cases:
+        with pytest.raises(SystemExit) as err:
+            check_cell_overrides(overrides, per_algo, ["diffuser", "bc"])
+        assert message in str(err.value.code), (overrides, per_algo, err.value.code)
+    check_cell_overrides(["trainer.max_steps=3"], {"diffuser": ["algo.sampling.num_plans=4"]}, ["diffuser", "bc"])
+    # the script: one line, before any cell
+    base = ["envs=[hopper-medium]", "algos=[diffuser,bc]", "seeds=2", "dry_run=true", f"root={tmp_path}"]
+    proc = _run(tmp_path, *base, 'overrides=["seed=7"]')
+    assert proc.returncode != 0 and ("error: overrides: 'seed=7' sets seed, which reproduce.py sets for every cell; "
+                                     "use seeds=N or seeds=[...] instead") in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "train_planner.py" not in proc.stdout
     ok = _run(tmp_path, *base, 'overrides=["trainer.max_steps=3","eval.num_envs=2"]',
               'algo_overrides={diffuser:["algo.sampling.num_plans=4"]}')
     assert ok.returncode == 0, ok.stderr[-1500:]
