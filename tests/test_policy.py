@@ -299,6 +299,28 @@ def test_diffuser_plan_returns_states_and_actions_of_the_best_plan():
     assert not np.allclose(plan.observations[:, 1], obs, atol=1e-3)
 
 
+def test_diffuser_executes_the_candidate_plan_of_highest_value():
+    """Of num_plans candidates per state the one the value net scores highest is returned (with its value)."""
+    from diffusion_rl.algos import Diffuser
+
+    class RecordingValue(torch.nn.Module):  # any function of the plan; records what it scored
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            self.x, self.v = x.detach().clone(), x[:, 1:, :].sum(dim=(1, 2))
+            return self.v
+
+    torch.manual_seed(0)
+    algo = Diffuser(4, 2, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2), value_dim=16,
+                    value_dim_mults=(1, 2)).eval()
+    algo.value = RecordingValue()
+    out = algo.plan(torch.zeros(3, 4), num_plans=5, guide_scale=0.0, sampler="ddim", steps=2,
+                    generator=torch.Generator().manual_seed(0))
+    values = algo.value.v.reshape(3, 5)
+    best = values.argmax(dim=1)
+    assert not torch.equal(best, values.argmin(dim=1))
+    torch.testing.assert_close(out.extras["values"], values.max(dim=1).values)
+    torch.testing.assert_close(out.trajectory, algo.value.x.reshape(3, 5, 8, 6)[torch.arange(3), best])
+
+
 def test_goal_is_pinned_at_the_last_step_of_a_goal_conditioned_plan():
     torch.manual_seed(0)
     algo = Diffuser(obs_dim=4, act_dim=2, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),

@@ -89,7 +89,7 @@ def test_bf16_autocast_on_cpu_runs_and_stays_close_to_float32(name):
             low = net(*args, **kwargs)
     assert low.dtype == torch.float32 and low.shape == ref.shape
     assert torch.isfinite(low).all()
-    assert (low - ref).abs().mean() < 0.05 * ref.abs().mean() + 1e-3
+    assert 0 < (low - ref).abs().mean() < 0.05 * ref.abs().mean() + 1e-3  # computed in bf16, yet close
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if n != "inverse_dynamics"])  # the timestep-embedding nets

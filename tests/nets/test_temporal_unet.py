@@ -44,6 +44,9 @@ def test_padding_does_not_mix_samples_and_crops_the_padded_tail():
     full = net(x, t)
     for i in range(4):
         torch.testing.assert_close(net(x[i : i + 1], t[i : i + 1]), full[i : i + 1], rtol=1e-5, atol=1e-5)
+    # 13 rows run as 16 (zero rows appended at the end) and come back as the first 13 of those 16
+    padded = torch.cat([x, torch.zeros(4, 3, 5)], dim=1)
+    torch.testing.assert_close(full, net(padded, t)[:, :13], rtol=1e-5, atol=1e-5)
 
 
 def test_output_depends_on_the_timestep_and_on_the_condition():

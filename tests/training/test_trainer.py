@@ -135,7 +135,14 @@ def test_bf16_autocast_trains_on_cpu():
     data = ToyRegressionData(seed=1)
     model = _model()
     before = data.mse(model)
-    Trainer(model, data, _cfg(max_steps=150, mixed_precision="bf16")).fit()
+    seen: set[torch.dtype] = set()
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    trainer = Trainer(model, data, _cfg(max_steps=150, mixed_precision="bf16"))
+    assert trainer._amp
+    trainer.fit()
+    hook.remove()
+    assert seen == {torch.bfloat16}  # the training forwards ran in bf16
     assert data.mse(model) < 0.5 * before
 
 
