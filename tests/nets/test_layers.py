@@ -19,12 +19,18 @@ def _pair(c_in: int, c_out: int, k: int, bias: bool = True) -> tuple[ShortConv1d
 
 @pytest.mark.parametrize(("c_in", "c_out", "k", "length", "bias"),
                          [(128, 256, 5, 4, True), (256, 128, 3, 8, True), (512, 64, 5, 5, False), (130, 7, 1, 1, True)])
-def test_matrix_product_path_matches_conv1d_forward_and_backward(c_in, c_out, k, length, bias):
+def test_matrix_product_path_matches_conv1d_forward_and_backward(c_in, c_out, k, length, bias, monkeypatch):
     short, plain = _pair(c_in, c_out, k, bias)
-    assert length <= ShortConv1d.max_length and c_in >= ShortConv1d.min_channels  # the GEMM path is taken
+    assert length <= ShortConv1d.max_length and c_in >= ShortConv1d.min_channels
     x = torch.randn(3, c_in, length, requires_grad=True)
     x_plain = x.detach().clone().requires_grad_()
-    out, ref = short(x), plain(x_plain)
+    unfolded = []  # the GEMM path unfolds the input into windows; the ordinary convolution does not
+    real_unfold = torch.Tensor.unfold
+    monkeypatch.setattr(torch.Tensor, "unfold", lambda self, *a: unfolded.append(1) or real_unfold(self, *a))
+    out = short(x)
+    monkeypatch.undo()
+    assert unfolded, "the matrix-product path was not taken"
+    ref = plain(x_plain)
     assert out.shape == ref.shape == (3, c_out, length) and out.is_contiguous()
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     grad = torch.randn_like(out)
