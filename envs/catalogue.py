@@ -49,7 +49,9 @@ class EnvSpec:
     max_episode_steps: int
     """Episode length (time limit) of the evaluation environment."""
     dataset_steps: int
-    """Number of transitions the D4RL recipe collects."""
+    """Number of transitions the local recipe collects: D4RL's sizes, except medium-replay, whose D4RL sets hold the
+    replay buffer up to the medium policy (about 402k hopper, 302k walker2d, 202k halfcheetah steps) and whose
+    local recipe replays its training snapshots over 1M steps."""
     official_matches_env: bool = True
     """Whether the official Minari dataset was recorded in ``gym_id`` itself, so a planner trained on it can be
     scored there. True for the MuJoCo locomotion entries (Minari's ``mujoco/*`` data come from the v5 envs we
