@@ -292,7 +292,9 @@ class Policy:
         CUDA graph and replayed (CUDA only); ``"inductor"`` compiled by ``torch.compile`` (and captured like
         ``"cuda_graph"`` on CUDA; its first call per batch size compiles); ``True`` the device's choice
         (``cuda_graph`` on CUDA, ``trace`` elsewhere). The same plans within float tolerance (see
-        docs/benchmarks.md for when it pays). Setting it prepares the new path (refused values change nothing)."""
+        docs/benchmarks.md for when it pays). Setting it prepares the new path (refused values change nothing).
+        A prepared path keeps the weights it was prepared with (a bfloat16 trace holds copies of them): after
+        changing ``policy.algo``'s weights, set it again (``policy.compile = policy.compile``)."""
         return self._compile
 
     @compile.setter

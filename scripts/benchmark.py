@@ -109,8 +109,8 @@ def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs
     from diffusion_rl.algos import make_algorithm
     from diffusion_rl.data import GaussianNormalizer
 
-    if path:
-        return Policy.load(path)
+    if path:  # on the CPU: these figures are the CPU ones (the cuda benchmark moves its policies itself)
+        return Policy.load(path, device="cpu")
     cfg = OmegaConf.create({
         "preset": preset,
         "algo": OmegaConf.load(Path(CONFIG_DIR) / "algo" / f"{algo_name}.yaml"),

@@ -49,7 +49,9 @@ def evaluate_row(cfg: DictConfig, label: str, path: str, row: dict, variant: str
 
 
 def decisions_per_s(path: str, row: dict, variant: str, warm_t: int, rounds: int) -> float:
-    """Batch-1 decisions per second of the artifact with the row's settings (benchmark.py's timers)."""
+    """Batch-1 decisions per second of the artifact with the row's settings (benchmark.py's timers; this row's
+    rounds alone, so rows timed at other moments of a shared machine compare less exactly than a benchmark.py
+    ratio)."""
     import numpy as np
     import torch
     from benchmark import _act_timers, _first_observation, _warm_timer, interleaved
@@ -106,7 +108,8 @@ def main(cfg: DictConfig) -> None:
                          f"{row_name(best[0], best[1])} at {best[4]:.1f} decisions/s ({best[2]:.1f})")
     body = "\n".join([f"Command: `python scripts/speed_quality.py {' '.join(sys.argv[1:])}`", "",
                       f"{cfg.episodes} episodes per row (reset seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}); "
-                      "decisions/s at batch 1, one torch thread, median of interleaved rounds.", "", *lines, "",
+                      "decisions/s at batch 1, one torch thread, median of rounds timed per row (rows one after "
+                      "another, not interleaved with each other).", "", *lines, "",
                       *[f"- {n}" for n in notes]])
     print(body)
     if cfg.results:

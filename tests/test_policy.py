@@ -777,6 +777,27 @@ def test_bfloat16_sampling_stays_close_to_float32(compile_):
         make_policy(precision="fp16")
 
 
+def test_setting_compile_again_prepares_the_new_weights_of_a_bfloat16_trace():
+    """A bfloat16 trace holds the weight casts made when it was traced: new weights (loaded in place) are planned
+    with only once the policy prepares anew, as its compile docstring says."""
+    traced = Policy(make_dd(), make_normalizers(), sampling=dict(FAST["decision_diffuser"]), seed=0,
+                    compile="trace", precision="bfloat16")
+    eager = Policy(make_dd(), make_normalizers(), sampling=dict(FAST["decision_diffuser"]), seed=0,
+                   precision="bfloat16")
+    obs = raw_obs(batch=2)
+    traced.plan(obs)  # traced with the first weights
+    torch.manual_seed(5)
+    new = {k: torch.randn_like(v) * 0.05 if v.is_floating_point() else v for k, v in make_dd().state_dict().items()}
+    for policy in (traced, eager):
+        policy.algo.load_state_dict(new)
+        policy.reset()
+    assert not np.allclose(traced.plan(obs).observations, eager.plan(obs).observations, atol=1e-3)  # stale
+    traced.compile = traced.compile
+    traced.reset()
+    eager.reset()
+    np.testing.assert_allclose(traced.plan(obs).observations, eager.plan(obs).observations, rtol=1e-3, atol=1e-3)
+
+
 def test_cuda_graph_is_refused_off_cuda_and_true_picks_the_device_path():
     from diffusion_rl.nets.compiled import CUDAGraphDenoiser, TracedDenoiser, make_denoiser
 

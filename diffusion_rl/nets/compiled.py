@@ -18,8 +18,9 @@ signature (shapes, dtypes, device, which optional inputs are given), in eval mod
 ``precision="bfloat16"`` runs the forward under ``torch.autocast`` in bfloat16 (for the fast paths, the trace or
 the capture is made under it) and returns the output in the input's dtype. Only tensor conditions take the fast
 path (a dict condition calls ``net`` eagerly, still at the asked precision). Weights changed after a signature was
-prepared are not seen: call :meth:`clear` (``Policy`` builds one wrapper per loaded artifact, whose weights do not
-change).
+prepared are not reliably seen (a float32 trace shares the parameters' memory and follows in-place updates, a
+bfloat16 trace holds the casts made when it was traced): call :meth:`clear` (``Policy`` prepares anew when its
+``compile`` is set again).
 """
 
 from __future__ import annotations
