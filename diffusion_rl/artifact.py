@@ -241,7 +241,10 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         except (SafetensorError, OSError, ValueError) as err:
             raise ArtifactError(f"{path} is not a readable .safetensors artifact ({err})") from None
         if "config" not in meta:
-            raise ArtifactError(f"{path} is a safetensors file without a diffusion_rl config in its metadata")
+            beside = Path(path).parent / CONFIG_NAME
+            hint = (f"; it is the weights file of the artifact folder {Path(path).parent}: pass the folder"
+                    if beside.is_file() else "")
+            raise ArtifactError(f"{path} is a safetensors file without a diffusion_rl config in its metadata{hint}")
         try:
             config = _check_config(json.loads(meta["config"]), path)
         except (json.JSONDecodeError, RecursionError) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sys
@@ -12,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 _MISSING = object()
+# PyOpenGL (imported for rendering) logs at INFO that an optional accelerator is missing; Hydra's logging shows INFO
+logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
 
 
 def _group_names(config_dir: str) -> set[str]:
@@ -30,12 +33,24 @@ def check_overrides(config_name: str, argv: list[str] | None = None, config_dir:
     argv = sys.argv[1:] if argv is None else argv
     groups = _group_names(config_dir)
     group_args = [a for a in argv if "=" in a and a.split("=", 1)[0] in groups]
+    for arg in group_args:  # a misspelt env/algo/task: one line (Hydra's own report is about twenty)
+        group, choice = arg.split("=", 1)
+        options = sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
+        if choice == "null":  # Hydra's CLI fails on it with a traceback
+            sys.exit(f"error: {group}=null is not a choice on the command line: leave {group} out for the default, "
+                     f"or pick one of: {', '.join(options)}")
+        if choice not in options:
+            import difflib
+
+            close = difflib.get_close_matches(choice, options, n=1)
+            sys.exit(f"error: {group}={choice!r} is not a known {group}"
+                     + (f" (did you mean {close[0]}?)" if close else "") + f"; expected one of: {', '.join(options)}")
     plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "hydra.", "-")) and a not in group_args]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=group_args, return_hydra_config=True)
     except HydraException:
-        return  # Hydra will report a bad group choice itself, with the list of available options
+        return  # Hydra reports anything else about a group choice itself
     # the groups this config's defaults list names, chosen or not (`env: null` adds no key, yet env=... is valid)
     used_groups = sorted(groups & (set(cfg.hydra.runtime.choices) | set(cfg)))
     for arg in plain:

@@ -171,7 +171,7 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
     walls = [f"{e}/{a}: {sum(c.wall_s) / len(c.wall_s) / 60:.0f} min per seed"
              for (e, a), c in cells.items() if c.wall_s]
     lines = [
-        f"Command: `{' '.join(['python scripts/reproduce.py', *(a.removeprefix('++') for a in argv)])}`",
+        f"Command: `{shlex.join(['python', 'scripts/reproduce.py', *(a.removeprefix('++') for a in argv)])}`",
         "",
         f"Hardware: {hardware()}. Preset `{resolved_preset(cfg.preset)}`; each seed scored on {episodes} evaluation "
         "episodes; a cell is the mean ± standard error over training seeds; best of a row in bold.",

@@ -140,6 +140,25 @@ def test_unknown_key_lists_the_config_groups_and_no_empty_clause(tmp_path):
     assert "config groups" not in message and not message.rstrip().endswith(":"), message
 
 
+def test_a_misspelt_config_group_choice_is_one_line_with_the_nearest_name():
+    # Hydra's own report of an unknown env/algo/task is about twenty lines with its search path
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _cli import check_overrides
+
+    for config, arg, message in [
+        ("train_planner", "env=hoper-medium", "error: env='hoper-medium' is not a known env (did you mean "
+                                              "hopper-medium?); expected one of: halfcheetah-expert"),
+        ("train_planner", "algo=difuser", "(did you mean diffuser?)"),
+        ("train_policy", "task=point-obstcle", "(did you mean point-obstacle?)"),
+        ("evaluate", "env=nowhere", "error: env='nowhere' is not a known env; expected one of"),
+        ("evaluate", "env=null", "error: env=null is not a choice on the command line: leave env out"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            check_overrides(config, [arg])
+        assert message in str(exit_info.value.code), exit_info.value.code
+    check_overrides("train_planner", ["env=maze2d-umaze", "algo=diffuser"])  # known names pass
+
+
 def test_sampler_or_env_that_does_not_fit_the_policy_is_one_line(tmp_path):
     """heun on a diffusion model and an env with other observation sizes are refused before any rollout, naming
     the key, instead of a traceback at the first act."""
