@@ -42,7 +42,8 @@ def main(cfg: DictConfig) -> None:
         check_method(cfg.method, cfg.student_steps)  # before anything is loaded
     except ValueError as err:
         sys.exit(f"error: {err}")
-    check_values(cfg.eval, ints={"episodes": 1, "num_envs": 1, "seed": 0}, out=None, seed_span="episodes")
+    check_values(cfg.eval, ints={"episodes": 1, "num_envs": 1, "seed": 0}, optional_ints={"max_episode_steps": 1},
+                 out=None, seed_span="episodes")
     try:
         teacher = Policy.load(str(cfg.policy), device=cfg.device)
     except (FileNotFoundError, ValueError) as err:
@@ -74,7 +75,7 @@ def main(cfg: DictConfig) -> None:
     print(f"artifact: {path}")
     env_name = teacher.env_name
     result = evaluate(student, env_name, episodes=int(cfg.eval.episodes), num_envs=int(cfg.eval.num_envs),
-                      seed=int(cfg.eval.seed))
+                      seed=int(cfg.eval.seed), max_episode_steps=cfg.eval.max_episode_steps)
     obs = np.asarray(store["observations"][:1], dtype=np.float32)
     student.reset(seed=0)
     student.act(obs)

@@ -124,6 +124,9 @@ def diagnose(
     if not isinstance(num_plans, int) or num_plans < 2:
         raise ValueError(f"num_plans: expected an integer >= 2 (a spread needs several plans), got {num_plans!r}")
     rollout_steps = _positive_int("rollout_steps", rollout_steps)
+    if not getattr(getattr(policy, "algo", None), "plans_states", True):  # told before any work, not in the bar
+        raise ValueError(f"plan diagnostics need a planner that predicts states; {policy.algo.name} plans actions "
+                         "only (use scripts/evaluate.py)")
     gym_id, _ = resolve_env(env_name)
     env = _make_env(gym_id, None, False)
     try:

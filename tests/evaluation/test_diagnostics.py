@@ -75,6 +75,15 @@ def test_policies_without_state_plans_are_refused():
     bc = Policy(BehaviorCloning(obs_dim=11, act_dim=3, hidden_dim=16), _normalizers(np.random.default_rng(0)))
     with pytest.raises(ValueError, match="predicts states"):
         plan_spread(bc, np.zeros(11), num_plans=4)
+    made = []  # diagnose refuses it before any environment is made (or a progress bar drawn)
+    real_make = gym.make
+    gym.make = lambda *a, **kw: made.append(a) or real_make(*a, **kw)
+    try:
+        with pytest.raises(ValueError, match="bc plans actions only"):
+            diagnose(bc, "hopper-medium", num_plans=4, rollout_steps=2, progress=False)
+    finally:
+        gym.make = real_make
+    assert not made
 
 
 def test_goal_conditioned_planner_gets_the_env_goal_in_every_plan():

@@ -24,11 +24,11 @@ def _distill(args: list[str], store) -> subprocess.CompletedProcess:
 def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5):
     teacher_dir = tmp_path / "teacher"
     proc = _run(["env=hopper-medium", f"dataset={hopper_hdf5}", f"run_dir={teacher_dir}", "trainer.max_steps=10",
-                 "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=5", "eval.plot=false", *TINY_DD],
+                 "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=5", "eval.max_episode_steps=5", "eval.plot=false", *TINY_DD],
                 tmp_path / "empty")
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _distill([f"policy={teacher_dir / 'policy'}", "trainer.max_steps=6", "trainer.batch_size=8",
-                     "trainer.checkpoint_every=3", "method=consistency", "intervals=5", "eval.episodes=1", "eval.num_envs=1",
+                     "trainer.checkpoint_every=3", "method=consistency", "intervals=5", "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=5",
                      "trainer.progress=false"], tmp_path / "empty")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     out = teacher_dir / "distilled"
@@ -47,7 +47,7 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     # the default, direct method: regressed on the teacher's own plans, drawn with its sampler (two steps: the
     # second refines the plan re-noised to T/2)
     proc = _distill([f"policy={teacher_dir / 'policy'}", "samples=16", "trainer.max_steps=4", "student_steps=2",
-                     "trainer.batch_size=8", f"run_dir={tmp_path / 'direct'}", "eval.episodes=1", "eval.num_envs=1",
+                     "trainer.batch_size=8", f"run_dir={tmp_path / 'direct'}", "eval.episodes=1", "eval.num_envs=1", "eval.max_episode_steps=5",
                      "trainer.progress=false"], tmp_path / "empty")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "drawing 16 plans of the teacher" in proc.stdout
