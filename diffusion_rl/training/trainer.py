@@ -275,15 +275,17 @@ class Trainer:
                 if self.step % cfg.ema_every == 0 or self.step == cfg.max_steps:  # the last steps count too
                     self.ema.update(self.model, self.step)
                 pbar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                saved = self.checkpoint_dir is not None and (
+                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.max_steps
+                )
+                # a checkpoint step closes a log window too: a resume from it then logs the same windows (and
+                # averages) as the run that was not interrupted
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps or saved:
                     now = time.perf_counter()
                     self._log_train(sums, count, count / max(now - t_last, 1e-9), pbar)
                     sums, count, t_last = {}, 0, now
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps:
                     self._evaluate(pbar)  # the last step's before its checkpoint, so a rerun does not repeat it
-                saved = self.checkpoint_dir is not None and (
-                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.max_steps
-                )
                 if saved:
                     self.save_checkpoint()
                 for callback in self.callbacks:
@@ -307,8 +309,9 @@ class Trainer:
         """Write ``checkpoints/step_<step>.pt`` (rank 0; every rank contributes its RNG states); prune old ones."""
         if self.checkpoint_dir is None:
             raise ValueError("Trainer.save_checkpoint: config.run_dir is None, there is nowhere to write")
-        # losses are checked only at log steps: weights that went non-finite since must not become the newest
-        # checkpoint (pruning would then delete the last good one); every rank holds the same weights
+        # the loss is checked at log and checkpoint steps, but a weight it does not depend on can go non-finite
+        # unseen: it must not become the newest checkpoint (pruning would then delete the last good one); every
+        # rank holds the same weights
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise FloatingPointError(f"model weights became non-finite by step {self.step}; not saved as a "
                                      "checkpoint (the earlier checkpoints are kept)")

@@ -169,24 +169,29 @@ def _noisy_eval(ema_model, step):
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     data = ToyRegressionData(seed=1)
-    full = Trainer(_model(), data, _resume_cfg(tmp_path / "full"), eval_fn=_noisy_eval)
+    full = Trainer(_model(), data, _resume_cfg(tmp_path / "full", log_every=3), eval_fn=_noisy_eval)
     full.fit()
 
-    cut = Trainer(_model(), data, _resume_cfg(tmp_path / "cut"), eval_fn=_noisy_eval, callbacks=[_stop_at(25)])
+    cut = Trainer(_model(), data, _resume_cfg(tmp_path / "cut", log_every=3), eval_fn=_noisy_eval,
+                  callbacks=[_stop_at(25)])
     with pytest.raises(_StopAt):
         cut.fit()
     assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [10, 20]
     # a different initialisation proves the weights come from the checkpoint
-    resumed = Trainer(_model(seed=123), ToyRegressionData(seed=1), _resume_cfg(tmp_path / "cut", resume=True),
-                      eval_fn=_noisy_eval)
+    resumed = Trainer(_model(seed=123), ToyRegressionData(seed=1),
+                      _resume_cfg(tmp_path / "cut", resume=True, log_every=3), eval_fn=_noisy_eval)
     assert resumed.step == 20
     resumed.fit()
     assert resumed.step == full.step == 40
     _assert_same(_state(full.ema_model), _state(resumed.ema_model))
     _assert_same(_state(full.model), _state(resumed.model))
-    # logs of the interrupted part after step 20 are dropped, so every record appears once
-    steps = [(r["kind"], r["step"]) for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")]
-    assert steps == [(r["kind"], r["step"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+    # logs of the interrupted part after step 20 are dropped, so every record appears once, and each train record
+    # averages the same steps as the uninterrupted run's (a checkpoint step closes a log window)
+    cut_log, full_log = read_jsonl(tmp_path / "cut" / "metrics.jsonl"), read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    assert [(r["kind"], r["step"]) for r in cut_log] == [(r["kind"], r["step"]) for r in full_log]
+    for a, b in zip(cut_log, full_log):
+        if a["kind"] == "train":
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["lr"] == b["lr"], (a, b)
 
 
 def test_fresh_run_refuses_a_run_dir_with_checkpoints(tmp_path):
@@ -439,15 +444,28 @@ def test_weights_gone_non_finite_are_never_saved_as_the_newest_checkpoint(tmp_pa
     data = ToyRegressionData(seed=1)
 
     def poison(trainer, step):
-        if step == 7:  # before any log step (only the last): the loss check has not seen it
+        if step == 7:  # a weight the loss does not see: the loss check at the checkpoint step cannot notice it
+            with torch.no_grad():
+                trainer.model.unused.fill_(float("nan"))
+
+    model = _model()
+    model.unused = torch.nn.Parameter(torch.zeros(3))
+    trainer = Trainer(model, data, _cfg(max_steps=20, checkpoint_every=5, keep_checkpoints=1, log_every=20,
+                                        run_dir=str(tmp_path)), callbacks=[poison])
+    with pytest.raises(FloatingPointError, match="model weights became non-finite by step 10; not saved"):
+        trainer.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5]  # the good one is kept
+    # a weight the loss does see: the loss turns NaN, told at the checkpoint step, before any saving
+    def poison_used(trainer, step):
+        if step == 7:
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("nan"))
 
     trainer = Trainer(_model(), data, _cfg(max_steps=20, checkpoint_every=5, keep_checkpoints=1, log_every=20,
-                                           run_dir=str(tmp_path)), callbacks=[poison])
-    with pytest.raises(FloatingPointError, match="model weights became non-finite by step 10; not saved"):
+                                           run_dir=str(tmp_path / "used")), callbacks=[poison_used])
+    with pytest.raises(FloatingPointError, match="training loss became nan at step 10"):
         trainer.fit()
-    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5]  # the good one is kept
+    assert [s for s, _ in list_checkpoints(tmp_path / "used" / "checkpoints")] == [5]
 
 
 def test_logs_hold_each_step_once_after_a_restart_and_tensorboard_keeps_the_resume_step(tmp_path):
