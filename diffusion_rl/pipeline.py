@@ -164,8 +164,8 @@ class PlannerRunConfig:
         _int_at_least("eval.every", self.eval_every, 0)
         _int_at_least("seed", self.seed, 0)
         _int_at_least("eval.seed", self.eval_seed, 0)
-        if self.eval_seed + self.eval_episodes > 2**32:  # evaluate's own bound, told before training, not after
-            raise ConfigError(f"eval.seed: expected an integer in [0, {2**32 - self.eval_episodes}] (episode i resets "
+        if self.eval_seed >= 2**32 - self.eval_episodes:  # evaluate's own bound, told before training, not after
+            raise ConfigError(f"eval.seed: expected an integer in [0, {2**32 - self.eval_episodes}) (episode i resets "
                               f"with eval.seed + i, below 2**32), got {self.eval_seed} (train_planner.py's "
                               "eval.seed: null is 1e9 + 10000 x seed)")
         if self.eval_max_episode_steps is not None:

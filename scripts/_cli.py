@@ -33,8 +33,12 @@ def check_overrides(config_name: str, argv: list[str] | None = None, config_dir:
     argv = sys.argv[1:] if argv is None else argv
     groups = _group_names(config_dir)
     group_args = [a for a in argv if "=" in a and a.split("=", 1)[0] in groups]
+    sweep = any(a in ("-m", "--multirun") for a in argv)
     for arg in group_args:  # a misspelt env/algo/task: one line (Hydra's own report is about twenty)
         group, choice = arg.split("=", 1)
+        choice = choice.strip("'\"")
+        if sweep or any(c in choice for c in ",()*"):  # a Hydra sweep (a,b / glob(...) / range(...)): Hydra's to read
+            continue
         options = sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
         if choice == "null":  # Hydra's CLI fails on it with a traceback
             sys.exit(f"error: {group}=null is not a choice on the command line: leave {group} out for the default, "

@@ -109,7 +109,11 @@ class ConsistencyDistillation(_Distillation):
         self.guidance_weight = guidance_weight
         self.target_decay = float(target_decay)
         self.clip_sample = clip_sample
-        self._followed_version: int | None = None  # the student's weights version the target last followed
+
+    def after_optimizer_step(self) -> None:
+        """Called by the Trainer after every optimizer update (once per step, whatever ``grad_accum``): the target
+        network follows the student. A training loop of one's own calls it after each ``optimizer.step()``."""
+        self._follow()
 
     @torch.no_grad()
     def _follow(self) -> None:
@@ -120,13 +124,6 @@ class ConsistencyDistillation(_Distillation):
             target.copy_(online)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.training:
-            # once per optimizer update, not per micro-batch (with grad_accum = k the target decayed k times a step):
-            # the first loss of each step sees weights the optimizer has changed in place since the last one
-            version = next(p for p in self.student.net.parameters() if p.requires_grad)._version
-            if version != self._followed_version:
-                self._follow()
-                self._followed_version = version
         problem = self.student.denoising_problem(batch)
         guidance = (ClassifierFreeGuidance(float(self.guidance_weight))
                     if problem.guided and self.guidance_weight is not None else None)

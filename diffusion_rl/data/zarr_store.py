@@ -43,9 +43,10 @@ def load_zarr(
 
     Every ``data/`` array must have the same number of rows, at least ``episode_ends[-1]``; rows past it (an
     unfinished last episode) are dropped and counted in ``metadata["dropped_partial_steps"]``. A chunk that
-    was never written (an interrupted writer or copy) is refused, since zarr would read it as the fill value;
-    flags, rewards and boolean arrays are exempt (a writer may skip their all-fill chunks, as zarr-python 3 does
-    by default), and ``allow_missing_chunks=True`` accepts any."""
+    was never written reads as the fill value: in a file ``save_zarr`` wrote (every chunk written) that means an
+    incomplete copy and is refused (``allow_missing_chunks=True`` reads it anyway); in other files, whose writer
+    may skip chunks equal to the fill value, it is told in a warning. Flags, rewards, ``infos/*`` and boolean
+    arrays are not checked (they may be all fill)."""
     path = Path(path)
     if not is_zarr_store(path):
         raise FileNotFoundError(f"no zarr store at {path}")
@@ -66,10 +67,11 @@ def load_zarr(
     targets = _renamed(arrays, dict(rename or {}), path)
     n = int(ends[-1]) if ends.size else 0
     rows = _common_rows(arrays, n, path)
+    complete = bool(root.attrs.get(ALL_CHUNKS_WRITTEN))  # written by this library's save_zarr since 2026-12-07
     if not allow_missing_chunks:
         for key, array in arrays.items():
-            _check_chunks(key, targets[key], array, path)
-    metadata: dict[str, Any] = dict(root.attrs)
+            _check_chunks(key, targets[key], array, path, strict=complete)
+    metadata: dict[str, Any] = {k: v for k, v in root.attrs.items() if k != ALL_CHUNKS_WRITTEN}
     if rows > n:
         metadata["dropped_partial_steps"] = rows - n
         log.warning("%s: dropped %d rows after episode_ends[-1] = %d (an unfinished last episode)",
@@ -139,22 +141,32 @@ def _common_rows(arrays: Mapping[str, zarr.Array], n: int, path: Path) -> int:
 
 _MAY_BE_ALL_FILL = ("rewards", "terminals", "timeouts")
 """Store keys whose chunks may legitimately equal the fill value (sparse rewards, all-False flags), so a writer
-that skips such chunks leaves them out; observations, actions or images never are all fill over a whole chunk."""
+that skips such chunks leaves them out; observations, actions or images rarely are all fill over a whole chunk."""
+
+ALL_CHUNKS_WRITTEN = "diffusion_rl_all_chunks_written"
+"""Root attribute ``save_zarr`` sets: every chunk of the file was written, so a missing one means an incomplete
+copy. Files without it (other writers; zarr-python 3 and this library before 2026-12-07 skip chunks equal to the
+fill value) may lack chunks and be whole."""
 
 
-def _check_chunks(key: str, target: str, array: zarr.Array, path: Path) -> None:
-    """Refuse ``array`` when some of its chunks were never written (they would read as the fill value), unless
-    it is a flag/reward array or boolean, whose chunks a writer may skip as all-fill."""
-    if target in _MAY_BE_ALL_FILL or array.dtype == np.bool_ or array.ndim == 0:
+def _check_chunks(key: str, target: str, array: zarr.Array, path: Path, strict: bool) -> None:
+    """A ``data/`` array some of whose chunks were never written (they read as the fill value): refused in a file
+    that says every chunk was written (``strict``), told in a warning otherwise (a writer that skips all-fill
+    chunks leaves them out of whole files too). Flags, rewards, ``infos/*`` and booleans may be all fill."""
+    if (target in _MAY_BE_ALL_FILL or target.startswith("infos/") or array.dtype == np.bool_
+            or array.ndim == 0):
         return
     missing = array.nchunks - array.nchunks_initialized
-    if missing:
-        fill = array.fill_value.item() if isinstance(array.fill_value, np.generic) else array.fill_value
-        raise ValueError(
-            f"{path}: {missing} of the {array.nchunks} chunks of 'data/{key}' were never written, so they would "
-            f"read as the fill value {fill!r}: the file is incomplete (an interrupted writer or copy). If its "
-            "writer skips chunks equal to the fill value (zarr-python 3's default), pass allow_missing_chunks=True"
-        )
+    if not missing:
+        return
+    fill = array.fill_value.item() if isinstance(array.fill_value, np.generic) else array.fill_value
+    what = (f"{path}: {missing} of the {array.nchunks} chunks of 'data/{key}' were never written, so they read as "
+            f"the fill value {fill!r}")
+    if strict:
+        raise ValueError(f"{what}: the file was written with every chunk, so it is incomplete (an interrupted "
+                         "copy); copy it again, or pass allow_missing_chunks=True to read it as it is")
+    log.warning("%s; whole if its writer skips chunks equal to the fill value (zarr-python 3's default), "
+                "incomplete if it was copied or written only in part", what)
 
 
 def _json_safe(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,7 +203,7 @@ def save_zarr(
         ):
             _write_array(root, f"data/{key}", array)
         _write_array(root, "meta/episode_ends", store.episode_ends.astype(np.int64))
-        root.attrs.update(_json_safe(store.metadata))
+        root.attrs.update({**_json_safe(store.metadata), ALL_CHUNKS_WRITTEN: True})
     return path
 
 

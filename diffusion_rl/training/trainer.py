@@ -10,6 +10,8 @@ Protocols it trains against (see ``Trainer``):
 - ``eval_fn(ema_model, step) -> dict[str, float]`` runs on rank 0 inside a forked RNG, so evaluating never
   changes the training random stream.
 - ``callbacks``: ``callback(trainer, step)`` after each step's bookkeeping (EMA, logs, eval, checkpoint).
+- ``model.after_optimizer_step()``, when the model defines it: called after every optimizer update (once per step,
+  whatever ``grad_accum``), e.g. to move a target network.
 """
 
 from __future__ import annotations
@@ -291,9 +293,12 @@ class Trainer:
                 for callback in self.callbacks:
                     callback(self, self.step)
                 if interrupt.requested:  # Ctrl-C: keep the step reached, not only the last periodic checkpoint
-                    if not saved:
+                    if count:  # the steps since the last log line, written before the checkpoint a resume starts at
+                        self._log_train(sums, count, count / max(time.perf_counter() - t_last, 1e-9), pbar)
+                    if not saved and self.checkpoint_dir is not None:
                         self.save_checkpoint()
                     raise KeyboardInterrupt
+            interrupt.restore()  # past the last step a Ctrl-C stops at once again
             if self.eval_fn is not None and self.last_eval_step != self.step:
                 self._evaluate(pbar)
         finally:
@@ -512,6 +517,9 @@ class Trainer:
         self.optimizer.step()
         self._lr_used = float(self.optimizer.param_groups[0]["lr"])  # this step's, before the schedule moves on
         self.lr_scheduler.step()
+        after = getattr(self.model, "after_optimizer_step", None)
+        if callable(after):  # e.g. consistency distillation's target network, once per update
+            after()
         return logs
 
     def _log_train(self, sums: dict[str, torch.Tensor], count: int, steps_per_sec: float, pbar: tqdm) -> None:

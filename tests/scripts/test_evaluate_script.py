@@ -157,6 +157,9 @@ def test_a_misspelt_config_group_choice_is_one_line_with_the_nearest_name():
             check_overrides(config, [arg])
         assert message in str(exit_info.value.code), exit_info.value.code
     check_overrides("train_planner", ["env=maze2d-umaze", "algo=diffuser"])  # known names pass
+    check_overrides("train_planner", ["env='hopper-medium'"])  # as quoted on some shells
+    check_overrides("train_planner", ["-m", "env=hopper-medium,walker2d-medium"])  # a sweep is Hydra's to read
+    check_overrides("train_planner", ["env=hopper-medium,walker2d-medium"])
 
 
 def test_sampler_or_env_that_does_not_fit_the_policy_is_one_line(tmp_path):

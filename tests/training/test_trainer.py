@@ -350,6 +350,8 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_of_that_step(tmp_path
         signal.signal(signal.SIGINT, previous)
     assert trainer.step == 7  # the step under way was finished, and training stopped there
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5, 7]
+    logged = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert logged[-1] == 7  # steps 6 and 7 are logged before stopping, not lost
     resumed = Trainer(_model(), ToyRegressionData(seed=1), _cfg(max_steps=40, checkpoint_every=5,
                       run_dir=str(tmp_path), resume=True))
     assert resumed.step == 7
