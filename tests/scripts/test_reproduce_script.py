@@ -53,7 +53,7 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     dd = np.asarray(scores["decision_diffuser"])
     assert f"{dd.mean():.1f} ± {dd.std(ddof=1) / np.sqrt(2):.1f} (2 seeds)" in row
     assert "(2 seeds)" in row.split("|")[4]  # the BC column
-    assert "Hardware:" in text and "Preset `cpu`" in text and "python scripts/reproduce.py envs=[hopper-medium]" in text
+    assert "Hardware:" in text and "Preset `cpu`" in text and "python scripts/reproduce.py 'envs=[hopper-medium]'" in text
     assert (tmp_path / "chart.png").stat().st_size > 1000 and "![score chart](chart.png)" in text
     assert not list(tmp_path.glob("*.log"))  # no Hydra log in the working directory
 
