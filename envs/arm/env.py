@@ -17,6 +17,7 @@ expert interface (``reset(rng)``, ``act(obs)``). Meta-World pins ``mujoco==3.3.0
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -109,7 +110,10 @@ class MetaWorldExpert:
         del rng
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return np.clip(np.asarray(self._policy.get_action(np.asarray(obs, dtype=np.float64)), np.float64), -1, 1)
+        with warnings.catch_warnings():  # its controller gains exceed the action range by design; clipped below
+            warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
+            action = self._policy.get_action(np.asarray(obs, dtype=np.float64))
+        return np.clip(np.asarray(action, np.float64), -1, 1)
 
 
 class ReachExpert(MetaWorldExpert):

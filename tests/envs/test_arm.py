@@ -77,3 +77,22 @@ def test_frames_are_upright():
     wood = (r > g + 15) & (g > b + 10) & (r < 200)  # brown: red over green over blue (not the red arm)
     half = frame.shape[0] // 2
     assert wood[half:].sum() > 2 * wood[:half].sum(), (wood[half:].sum(), wood[:half].sum())
+
+
+def test_the_experts_controller_warning_is_not_passed_on():
+    """Meta-World's scripted policies warn on every call that their gains exceed the action range; the expert clips
+    its actions, so make_demos printed a warning a user could do nothing about."""
+    import warnings
+
+    env = gym.make("MetaWorldPickPlace-v3")
+    obs, _ = env.reset(seed=0)
+    expert = get_task("metaworld-pick-place").make_expert()
+    expert.reset(np.random.default_rng(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(40):  # far from the object at first: the raw controller's response exceeds 1
+            action = expert.act(obs)
+            assert action.shape == (4,) and np.all(np.abs(action) <= 1.0)
+            obs, *_ = env.step(action)
+    env.close()
+    assert not [w for w in caught if "may be too high" in str(w.message)], [str(w.message) for w in caught]
