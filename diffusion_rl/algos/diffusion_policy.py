@@ -37,20 +37,22 @@ BACKBONE_SETTINGS = {
 """The size settings each backbone reads; those of the backbone not chosen must stay at their defaults."""
 
 
+def _unused_defaults(backbone: str) -> dict[str, tuple[str, Any]]:
+    """Each size setting of the backbones other than ``backbone``: name -> (the backbone reading it, its default)."""
+    defaults = inspect.signature(DiffusionPolicy.__init__).parameters
+    return {name: (other, defaults[name].default) for other, names in BACKBONE_SETTINGS.items() if other != backbone
+            for name in names}
+
+
 def _check_unused_sizes(backbone: str, given: dict[str, Any]) -> None:
     """A size set for the backbone not in use would be ignored (a small preset silently training the paper's
     network): refuse it, naming the backbone that reads it."""
-    defaults = inspect.signature(DiffusionPolicy.__init__).parameters
-    for other, names in BACKBONE_SETTINGS.items():
-        if other == backbone:
-            continue
-        for name in names:
-            value, default = given[name], defaults[name].default
-            same = list(value) == list(default) if name == "down_dims" else value == default
-            if not same:
-                raise ValueError(f"{name}={value!r} sizes the {other} backbone, but this model uses backbone="
-                                 f"{backbone!r}; expected {name} at its default {default!r} (the {backbone} sizes "
-                                 f"are {', '.join(BACKBONE_SETTINGS[backbone])})")
+    for name, (other, default) in _unused_defaults(backbone).items():
+        value = given[name]
+        if not (list(value) == list(default) if name == "down_dims" else value == default):
+            raise ValueError(f"{name}={value!r} sizes the {other} backbone, but this model uses backbone="
+                             f"{backbone!r}; expected {name} at its default {default!r} (the {backbone} sizes "
+                             f"are {', '.join(BACKBONE_SETTINGS[backbone])})")
 
 
 @register_algorithm
@@ -122,11 +124,8 @@ class DiffusionPolicy(Algorithm):
     def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Artifacts written before the unused backbone's sizes were refused may record them (a cpu preset's U-Net
         sizes beside backbone=transformer1d): they never reached the network, so they load as the defaults."""
-        defaults = inspect.signature(cls.__init__).parameters
-        backbone = config.get("backbone", defaults["backbone"].default)
-        for other, names in BACKBONE_SETTINGS.items():
-            if other != backbone:
-                config.update({name: defaults[name].default for name in names if name in config})
+        backbone = config.get("backbone", inspect.signature(cls.__init__).parameters["backbone"].default)
+        config.update({name: default for name, (_, default) in _unused_defaults(backbone).items() if name in config})
         return config
 
     def _cond(self, observations: torch.Tensor) -> torch.Tensor:
