@@ -330,3 +330,20 @@ def test_every_algo_config_and_preset_builds_its_model(algo, preset, tmp_path):
     if algo == "diffusion_policy_transformer":
         assert resolved["model"]["backbone"] == "transformer1d"
         assert resolved["model"]["d_model"] == (256 if preset == "paper" else 128)
+
+
+def test_each_algo_config_trains_into_its_own_run_folder():
+    """The default run_dir is named after the algo config's file, not the algorithm: the transformer Diffusion
+    Policy (algorithm diffusion_policy) no longer overwrites the U-Net's run folder."""
+    folders = {}
+    for script, target, algo in (("train_policy.py", "point-obstacle", "diffusion_policy"),
+                                 ("train_policy.py", "point-obstacle", "diffusion_policy_transformer"),
+                                 ("train_planner.py", "hopper-medium", "diffuser")):
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), f"algo={algo}", "--cfg", "job",
+                               "--resolve"], env=_env(ROOT), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("run_dir:"))
+        folders[algo] = line.split(":", 1)[1].strip()
+    assert folders == {"diffusion_policy": "runs/point-obstacle/diffusion_policy",
+                       "diffusion_policy_transformer": "runs/point-obstacle/diffusion_policy_transformer",
+                       "diffuser": "runs/hopper-medium/diffuser"}
