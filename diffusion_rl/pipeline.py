@@ -280,7 +280,8 @@ def rollout_for_plot(policy: Policy, env_name: str, seed: int, steps: int | None
         context = {"goal": info["goal"]} if "goal" in info and policy.accepts_goal else {}
         plan = policy.plan(obs, **context)
         states = plan.observations is not None  # else an action-only policy: its chunk against what it did
-        planned = plan.observations if states else plan.action_chunk
+        # a planner given K past states holds them in its first K - 1 rows: the plan from now starts at row `now`
+        planned = plan.observations[plan.now:] if states else plan.action_chunk
         if planned is None:
             planned = plan.actions[None]
         length = steps or planned.shape[0]

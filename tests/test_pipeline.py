@@ -115,3 +115,26 @@ def test_a_dataset_of_other_sizes_than_the_env_is_refused_before_training(tmp_pa
                                           r"and 3; expected a dataset recorded in the environment"):
         train_planner(cfg, log=lambda line: None)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_plot_rollout_starts_a_history_planners_plan_at_its_current_state():
+    """A Decision Diffuser given K past states holds them in the plan's first K - 1 rows: the plotted plan starts
+    at the current state (row `now`), so planned step t is compared with executed step t."""
+    import torch
+
+    from diffusion_rl import Policy
+    from diffusion_rl.algos import DecisionDiffuser
+    from diffusion_rl.data import GaussianNormalizer
+    from diffusion_rl.pipeline import rollout_for_plot
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    algo = DecisionDiffuser(obs_dim=11, act_dim=3, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2),
+                            inv_hidden_dim=16, history=4)
+    policy = Policy(algo, {"observations": GaussianNormalizer().fit(rng.normal(size=(64, 11))),
+                           "actions": GaussianNormalizer().fit(rng.normal(size=(64, 3)))},
+                    env_name="hopper-medium", sampling={"steps": 2})
+    planned, executed = rollout_for_plot(policy, "hopper-medium", seed=0)
+    assert planned.shape == executed.shape == (8 - 3, 11)
+    np.testing.assert_allclose(planned[0], executed[0], atol=1e-4)  # the inpainted current state
+    assert not np.allclose(planned[1], planned[0], atol=1e-3)  # no history row repeated after it

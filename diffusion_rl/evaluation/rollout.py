@@ -7,7 +7,8 @@ So a deterministic policy's episode results do not depend on ``num_envs``: they 
 the same seeds. A stochastic one's do (every diffusion ``Policy``: its sampling noise is drawn per wave for the
 whole batch), which is why results record ``num_envs``: rerun with the same ``num_envs`` to get the same episodes.
 
-Policy protocol: ``policy.reset()`` (optional) at the start of each wave, then
+Policy protocol: ``policy.reset()`` (optional) at the start of each wave (``reset(seed=...)`` when the policy
+has an integer ``seed`` and its ``reset`` takes one, as diffusion_rl's ``Policy`` does), then
 ``policy.act(obs [N, obs_dim], **context) -> actions [N, act_dim]`` with ``context = {"goal": [N, 2]}`` when
 the env reports a goal in ``info["goal"]`` (maze2d) and the policy takes one (``policy.accepts_goal``, True when
 absent): a goal-free policy (a Decision Diffuser, BC) is scored in a maze without it.
@@ -152,6 +153,18 @@ def _update_goal(goal: np.ndarray | None, info: dict[str, Any], which: np.ndarra
     return goal
 
 
+def _reset_takes_seed(policy: Any) -> bool:
+    """Whether ``policy.reset`` accepts ``seed=`` (diffusion_rl.Policy's does; the protocol's plain reset() not)."""
+    reset = getattr(policy, "reset", None)
+    if reset is None:
+        return False
+    try:
+        params = inspect.signature(reset).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == "seed" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -214,7 +227,8 @@ def evaluate(
     reports_route = False
     written: str | None = None
     base_seed = getattr(policy, "seed", None)  # a seeded policy (diffusion_rl.Policy): restored at the end
-    if isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer)):
+    if (isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer))
+            or not _reset_takes_seed(policy)):  # another policy's own `seed` attribute: reset() as the protocol says
         base_seed = None
     wants_goal = bool(getattr(policy, "accepts_goal", True))
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)

@@ -373,3 +373,15 @@ def test_a_seeded_policy_without_reset_is_evaluated():
     result = evaluate(SeededNoReset(), "hopper-medium", episodes=2, num_envs=2, seed=0, max_episode_steps=5,
                       progress=False)
     assert result.episodes == 2 and (result.lengths == 5).all()
+
+
+def test_a_policy_whose_reset_takes_no_seed_is_reset_plainly():
+    class OwnSeed(Feedback):  # its own `seed` attribute, and the protocol's plain reset()
+        seed = 5
+
+        def reset(self):
+            self.resets += 1
+
+    policy = OwnSeed()
+    result = evaluate(policy, "hopper-medium", episodes=3, num_envs=2, seed=0, max_episode_steps=4, progress=False)
+    assert result.episodes == 3 and policy.resets == 2  # once per wave, no seed= passed
