@@ -45,6 +45,9 @@ class EvalResult:
     """Episode ``i`` was reset with seed ``seed + i``."""
     num_envs: int = 1
     video_path: str | None = None
+    max_episode_steps: int | None = None
+    """The time limit the episodes ran under (an override, else the env's own); None when unknown or unlimited.
+    Scores under another limit than the catalogue's (1000 steps for locomotion) are not D4RL's."""
     plan_errors: np.ndarray | None = None
     """Per episode, the mean over its steps of the planner's dynamic-consistency error (RMS over state
     dimensions of the simulator's next state minus the planned one, normalized units); None for non-planners."""
@@ -160,6 +163,7 @@ class EvalResult:
             "length_mean": _json_float(self.length_mean),
             "seed": int(self.seed),
             "num_envs": int(self.num_envs),
+            "max_episode_steps": None if self.max_episode_steps is None else int(self.max_episode_steps),
             "returns": [float(r) for r in self.returns],
             "lengths": [int(n) for n in self.lengths],
             "normalized_scores": None

@@ -208,6 +208,7 @@ def evaluate(
     n = min(num_envs, episodes)
     fns = [partial(_make_env, gym_id, max_episode_steps, video_path is not None and i == 0) for i in range(n)]
     vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    limit = max_episode_steps if max_episode_steps is not None else getattr(vec.envs[0].spec, "max_episode_steps", None)
     action_shape = (n, *vec.single_action_space.shape)
     action_dtype = vec.single_action_space.dtype
     writer = None
@@ -308,6 +309,7 @@ def evaluate(
         normalized_scores=scores,
         seed=seed,
         num_envs=n,
+        max_episode_steps=limit,
         video_path=written,
         plan_errors=np.asarray(plan_errors) if len(plan_errors) == len(returns) else None,
         plan_error_per_dim=None if dim_sq is None or len(plan_errors) != len(returns)

@@ -385,3 +385,17 @@ def test_a_policy_whose_reset_takes_no_seed_is_reset_plainly():
     policy = OwnSeed()
     result = evaluate(policy, "hopper-medium", episodes=3, num_envs=2, seed=0, max_episode_steps=4, progress=False)
     assert result.episodes == 3 and policy.resets == 2  # once per wave, no seed= passed
+
+
+def test_the_time_limit_the_episodes_ran_under_is_recorded(tmp_path):
+    """eval.json says which time limit scored the episodes: a shortened one is not a D4RL score."""
+    short = evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, max_episode_steps=4, progress=False)
+    assert short.max_episode_steps == 4 and json.loads(short.save_json(tmp_path / "e.json").read_text())[
+        "max_episode_steps"] == 4
+    assert evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, progress=False).max_episode_steps == 1000
+    class Zero:
+        def act(self, obs):
+            return np.zeros((len(obs), 1))
+
+    pendulum = evaluate(Zero(), "Pendulum-v1", episodes=1, num_envs=1, progress=False)
+    assert pendulum.max_episode_steps == 200 and (pendulum.lengths == 200).all()  # the env's registered limit
