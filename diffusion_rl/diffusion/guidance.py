@@ -141,8 +141,13 @@ class GradientGuidance:
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise ValueError(f"GradientGuidance fn must be callable fn(x, t) -> Tensor [B], got {self.fn!r}")  # noqa: TRY004 (house rule: ValueError)
-        if self.n_steps < 0 or self.t_stopgrad < 0:
-            raise ValueError(f"n_steps and t_stopgrad must be >= 0, got {self.n_steps} and {self.t_stopgrad}")
+        for name in ("n_steps", "t_stopgrad"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"GradientGuidance {name} must be an integer >= 0, got {value!r}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
+            raise ValueError(f"GradientGuidance scale must be a finite float (a NaN or inf would make every sample "
+                             f"NaN), got {self.scale!r}")
 
     def _values(self, x: Tensor, t: Tensor) -> Tensor:
         y = self.fn(x, t)

@@ -6,6 +6,7 @@ Spacings follow Lin et al. 2023, Table 2 ("Common diffusion noise schedules and 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -54,6 +55,11 @@ def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, 
     if spacing not in TIMESTEP_SPACINGS:
         raise ValueError(f"unknown timestep_spacing {spacing!r}; expected one of {sorted(TIMESTEP_SPACINGS)}")
     check_steps(steps, num_train)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"steps_offset must be an integer >= 0, got {offset!r}")
+    if offset and spacing != "leading":
+        raise ValueError(f"steps_offset={offset} shifts 'leading' timesteps only; timestep_spacing={spacing!r} "
+                         "ignores it (as diffusers does): leave it at 0")
     if final_to_zero and spacing != "trailing":
         ts = TIMESTEP_SPACINGS[spacing](num_train, steps + 1, offset)[:-1]
     else:
@@ -73,5 +79,12 @@ def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, 
         raise ValueError(
             f"timestep_spacing={spacing!r} with steps={steps} of num_steps={num_train} starts the chain at t={out[0]}, "
             f"far from pure noise at t={num_train - 1}: use timestep_spacing='trailing' (it starts at t={num_train - 1})"
+        )
+    if spacing == "leading" and len(out) > 1 and num_train - 1 - out[0] > out[0] - out[1]:
+        warnings.warn(
+            f"timestep_spacing='leading' with steps={steps} of num_steps={num_train} starts the chain at t={out[0]}, "
+            f"more than one stride ({out[0] - out[1]}) below pure noise at t={num_train - 1}: the first step takes "
+            "pure noise for a partly clean sample. Use timestep_spacing='trailing' or a steps that divides num_steps",
+            stacklevel=3,
         )
     return out

@@ -102,3 +102,36 @@ def test_other_bad_options_and_inputs() -> None:
         diffusion_loss(zero, torch.zeros(2, 3), SCH, weights=torch.ones(4))
     with pytest.raises(ValueError, match=r"t must have shape \[2\]"):
         diffusion_loss(zero, torch.zeros(2, 3), SCH, t=torch.zeros(3, dtype=torch.long))
+
+
+def test_guidance_warm_start_and_offset_values_that_would_sample_garbage_are_refused() -> None:
+    for scale in (float("nan"), float("inf"), True):  # a NaN scale made every sample NaN without a word
+        with pytest.raises(ValueError, match="GradientGuidance scale must be a finite float"):
+            GradientGuidance(lambda x, t: x.sum(-1), scale=scale)
+    for key in ("n_steps", "t_stopgrad"):
+        for bad in (True, 1.5, -1):
+            with pytest.raises(ValueError, match=f"GradientGuidance {key} must be an integer >= 0"):
+                GradientGuidance(lambda x, t: x.sum(-1), **{key: bad})
+    sampler = make_sampler("ddim", SCH, steps=5)
+    with pytest.raises(ValueError, match=r"warm start needs t_start in \[0, 19\].*got 7.9"):
+        sampler.sample(zero, (2, 3), x_init=torch.zeros(2, 3), t_start=7.9)  # was run from 7 silently
+    with pytest.raises(ValueError, match="steps_offset must be an integer >= 0, got -1"):
+        make_sampler("ddim", SCH, steps=5, steps_offset=-1)  # was "out of range ... too large"
+    with pytest.raises(ValueError, match="steps_offset must be an integer >= 0, got 0.5"):
+        make_sampler("ddim", SCH, steps=5, steps_offset=0.5)
+    with pytest.raises(ValueError, match="steps_offset=1 shifts 'leading' timesteps only"):
+        make_sampler("ddim", SCH, steps=5, timestep_spacing="trailing", steps_offset=1)
+    assert make_sampler("ddim", SCH, steps=5, steps_offset=1).timesteps == [17, 13, 9, 5, 1]
+
+
+def test_a_leading_chain_that_starts_far_below_pure_noise_warns() -> None:
+    """'leading' rounds the stride down: 13 of 20 steps start at t = 12, where pure noise is not the sample's
+    distribution; evenly dividing steps start one stride below the end, as diffusers' DDIM does, without a word."""
+    with pytest.warns(UserWarning, match=r"steps=13 of num_steps=20 starts the chain at t=12"):
+        make_sampler("ddim", SCH, steps=13)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert make_sampler("ddim", SCH, steps=5).timesteps[0] == 16
+        make_sampler("ddim", SCH, steps=13, timestep_spacing="trailing")
