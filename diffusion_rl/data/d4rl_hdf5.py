@@ -139,7 +139,7 @@ def load_d4rl_hdf5(
     if timeouts is None and max_episode_steps is not None:
         last = np.zeros(n, dtype=bool)
         last[ends - 1] = True
-        data["timeouts"] = last & ~data["terminals"].astype(bool)
+        data["timeouts"] = last & ~np.asarray(data["terminals"], dtype=bool).reshape(n)  # terminals may be [N, 1]
     data = {k: v[:used] for k, v in data.items()}
     metadata.update(format="d4rl_hdf5", path=str(path))
     return EpisodeStore(data, ends, metadata)

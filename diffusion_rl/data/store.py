@@ -178,8 +178,17 @@ class EpisodeStore:
         return np.add.reduceat(rewards, self.episode_starts)
 
     def select_episodes(self, indices: Iterable[int] | np.ndarray) -> EpisodeStore:
-        """A new store holding the given episodes in the given order (e.g. a train/validation split)."""
-        idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64)
+        """A new store holding the given episodes in the given order (e.g. a train/validation split): integer
+        indices, or a bool mask with one value per episode (``store.episode_returns() > x``)."""
+        raw = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+        if raw.dtype == bool:
+            if raw.shape != (self.num_episodes,):
+                raise ValueError(f"a bool episode mask needs one value per episode ({self.num_episodes}), "
+                                 f"got shape {raw.shape}")
+            raw = np.flatnonzero(raw)
+        elif raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"episode indices must be integers or a bool mask, got dtype {raw.dtype}")
+        idx = raw.astype(np.int64).reshape(-1)
         if idx.size and (idx.min() < -self.num_episodes or idx.max() >= self.num_episodes):
             raise IndexError(f"episode indices must lie in [-{self.num_episodes}, {self.num_episodes})")
         idx = idx % max(self.num_episodes, 1)  # a new array: the caller's indices stay as they were

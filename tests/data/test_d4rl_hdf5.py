@@ -219,3 +219,19 @@ def test_per_step_scalars_with_several_columns_are_refused_by_name(tmp_path: Pat
     with pytest.raises(ValueError, match=rf"wide\.hdf5: dataset '{key}' has shape \(12, 2\); expected one value "
                                          r"per step, shape \[12\] or \[12, 1\]"):
         load_d4rl_hdf5(path)
+
+
+def test_column_terminals_without_timeouts_split_by_the_time_limit(tmp_path: Path) -> None:
+    """terminals of shape [N, 1] (accepted) with max_episode_steps: timeouts are made per step, not [N, N]."""
+    n = 10
+    path = tmp_path / "col.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+        f["actions"] = np.zeros((n, 1), np.float32)
+        f["rewards"] = np.ones((n, 1), np.float32)
+        terminals = np.zeros((n, 1), bool)
+        terminals[3] = True
+        f["terminals"] = terminals
+    store = load_d4rl_hdf5(path, max_episode_steps=4)
+    np.testing.assert_array_equal(store.episode_ends, [4, 8])  # the fall at step 3, then 4 steps cut by the limit
+    np.testing.assert_array_equal(store["timeouts"].reshape(-1), [0, 0, 0, 0, 0, 0, 0, 1])

@@ -112,3 +112,16 @@ def test_per_step_scalars_of_other_shapes_are_refused_by_key(key: str) -> None:
     with pytest.raises(ValueError, match=rf"'{key}' has shape \(5, 2\); expected one value per step, shape \[5\] "
                                          r"or \[5, 1\] in f\.hdf5"):
         EpisodeStore({key: np.zeros((5, 2))}, [5], {"path": "f.hdf5"})
+
+
+def test_select_episodes_takes_a_bool_mask_and_refuses_other_dtypes() -> None:
+    store = make_store([4, 2, 3])
+    mask = np.array([False, True, True])  # was read as the indices [0, 1, 1]
+    picked = store.select_episodes(mask)
+    np.testing.assert_array_equal(picked.episode_ends, [2, 5])
+    np.testing.assert_array_equal(picked["observations"][:, 0], [1, 1, 2, 2, 2])
+    with pytest.raises(ValueError, match=r"a bool episode mask needs one value per episode \(3\), got shape \(2,\)"):
+        store.select_episodes([True, False])
+    with pytest.raises(ValueError, match="episode indices must be integers or a bool mask, got dtype float64"):
+        store.select_episodes([0.5, 1.0])
+    assert store.select_episodes([]).num_episodes == 0
