@@ -12,8 +12,8 @@ A batch is a dict of tensors on ``device``:
 - ``<key>`` ``[B, H, D]`` for every key in ``keys`` (e.g. ``observations``, ``actions``), normalized per
   dimension;
 - ``mask`` ``[B, H]`` float, 1 = real step, 0 = padding;
-- ``returns`` ``[B, 1]`` (``returns=True``): discounted return-to-go from the window start to the episode end
-  (Decision Diffuser), with ``terminal_penalty`` on the last reward of episodes that terminated, labelled in
+- ``returns`` ``[B, 1]`` (``returns=True``): discounted return-to-go from the window's current step (its start, or
+  the step after its ``pad_before`` history rows) to the episode end (Decision Diffuser), with ``terminal_penalty`` on the last reward of episodes that terminated, labelled in
   [0, 1] over the dataset's window starts by ``return_label``: ``"quantile"`` (the fraction of window starts
   with a lower return, ties counted half: 0.9 = "better than 90% of the data") or ``"minmax"`` (90% of the way
   from the worst to the best return-to-go). Neither needs a per-environment returns scale;
@@ -137,7 +137,11 @@ class SequenceDataset:
         self._ends = torch.as_tensor(ends, device=self.device)
         self._episode_starts = torch.as_tensor(episode_start, device=self.device)
         self._timestep = torch.as_tensor(starts - episode_start, device=self.device)
-        starts = np.maximum(starts, episode_start)  # scalar labels: from the first real step of the window
+        # scalar labels (returns-to-go, values) are taken at the window's current step: its first step, or after
+        # the pad_before history rows (a planner given K past states conditions on the return from now on)
+        self._pad_before = int(pad_before)
+        now = starts + self._pad_before
+        starts = now[now < ends]  # fitted over each real step once (windows past the episode's end share its last)
         self._arange = torch.arange(self.horizon, device=self.device)
 
         self._data: dict[str, torch.Tensor] = {}
@@ -202,7 +206,7 @@ class SequenceDataset:
         rows = torch.minimum(torch.maximum(steps, first[:, None]), end[:, None] - 1)
         batch = {k: v[rows] for k, v in self._data.items()}
         batch["mask"] = real.to(torch.float32)
-        anchor = torch.maximum(start, first)
+        anchor = torch.minimum(start + self._pad_before, end - 1)
         if "returns" in self._scalars:
             batch["returns"] = self._scalars["returns"][anchor][:, None]
         if "values" in self._scalars:

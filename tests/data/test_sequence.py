@@ -54,11 +54,14 @@ def test_pad_before_repeats_the_first_step_and_masks_it() -> None:
         real = (steps >= 0) & (steps < LENGTHS[episode])
         np.testing.assert_array_equal(mask[w] == 1, real)
         np.testing.assert_array_equal(obs[w, :, 1], np.clip(steps, 0, LENGTHS[episode] - 1))
-    # a window's return label is its first real step's
+    # a window's return label is its current step's (after the 2 history rows): the return from now on, labelled
+    # over every step once (the windows that start in the padding do not count an episode's first step 3 times)
     plain = SequenceDataset(store, horizon=5)
-    first_windows = [i for i, t in enumerate(expected_t) if t == -2]
-    np.testing.assert_allclose(batch["returns"][first_windows], plain.gather(torch.tensor(
-        np.cumsum([0, *LENGTHS[:-1]])))["returns"])
+    episode_starts = np.repeat(np.cumsum([0, *LENGTHS[:-1]]), np.asarray(LENGTHS) + 2)
+    ends = np.repeat(np.cumsum(LENGTHS), np.asarray(LENGTHS) + 2)
+    now = torch.as_tensor(np.minimum(episode_starts + np.asarray(expected_t) + 2, ends - 1))
+    np.testing.assert_allclose(batch["returns"], plain.gather(now)["returns"])
+    assert len(set(np.round(batch["returns"][:, 0].numpy(), 6))) > len(LENGTHS)  # not one label per episode
     full = SequenceDataset(store, horizon=5, pad_before=2, pad_to_horizon=False)
     assert len(full) == (6 - 4 + 2) + (2 - 4 + 2) + (9 - 4 + 2) + (4 - 4 + 2)
     with pytest.raises(ValueError, match=r"pad_before must be an integer in \[0, horizon=5\)"):
