@@ -482,7 +482,9 @@ class Policy:
         """
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
-        before = (list(self._history), self._restart) if self._restart is not None else None
+        # what the history was (K references): a failed call puts it back, whether it appended to it, restarted
+        # environments in it or (at a new batch size) replaced it
+        before = (list(self._history), self._restart) if self.history_length > 1 else None
         context["history"] = self._history_with(obs_n, store=True)
         try:
             action_n = self._execution.step(self, obs_n, context)
@@ -493,12 +495,10 @@ class Policy:
             # a failed call leaves nothing behind: its observation (a glitch would condition the next plans of a
             # history-conditioned policy) and its plan (a NaN plan would be warm-started from, or its queued
             # actions popped, by the next calls)
-            if before is not None:  # environments restarted for this call: still to restart at the next
+            if before is not None:  # environments restarted for this call are still to restart at the next
                 self._history.clear()
                 self._history.extend(before[0])
                 self._restart = before[1]
-            elif context["history"] is not None and self._history:
-                self._history.pop()
             self._execution.reset()
             raise
 

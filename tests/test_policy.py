@@ -1155,3 +1155,29 @@ def test_an_empty_restart_changes_nothing_and_a_failed_act_keeps_the_restart_pen
     policy.act(o3)
     n3 = torch.as_tensor(policy.normalizers["observations"].normalize(o3), dtype=torch.float32)
     torch.testing.assert_close(calls[0][1], torch.stack([n3[1], n3[1]]))  # restarted from o3, not the failed call's
+
+
+def test_a_failed_act_at_a_new_batch_size_keeps_the_previous_batchs_history(monkeypatch):
+    """A call at another batch size starts the history afresh; when it raises, the earlier batch's observations
+    come back (they were lost: the next call at the old size planned as if its episodes had just begun)."""
+    torch.manual_seed(0)
+    dd = DecisionDiffuser(obs_dim=OBS_DIM, act_dim=ACT_DIM, horizon=HORIZON, num_steps=20, dim=16, dim_mults=(1, 2),
+                          inv_hidden_dim=32, history=3)
+    policy = Policy(dd, make_normalizers(), sampling={"steps": 2})
+    o1, o2 = raw_obs(3, seed=1), raw_obs(3, seed=2)
+    policy.act(o1)
+    policy.act(o2)
+    kept = [h.clone() for h in policy._history]
+    original = policy.algo.plan
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        policy.act(raw_obs(1, seed=9))
+    assert len(policy._history) == 2
+    for before, after in zip(kept, policy._history):
+        torch.testing.assert_close(before, after)
+    seen = []
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: (seen.append(kwargs["history"].clone()),
+                                                                   original(obs, **kwargs))[1])
+    policy.act(raw_obs(3, seed=3))
+    assert seen[0].shape[1] == 3  # o1, o2 and now
+    torch.testing.assert_close(seen[0][:, 0], kept[0])
