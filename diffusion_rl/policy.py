@@ -217,7 +217,8 @@ class Policy:
 
     Sampler settings live in ``policy.sampling`` and are also attributes: ``policy.sampler = "ddim"``,
     ``policy.steps = 10``, ``policy.guidance_weight = 0.2``; any of them can be overridden per call as keyword
-    arguments of :meth:`act` / :meth:`plan`.
+    arguments of :meth:`act` / :meth:`plan`. ``policy.seed`` is where :meth:`reset` restarts the sampler's random
+    stream: assigning it takes effect at the next ``reset()`` (or call ``reset(seed=...)``).
     """
 
     def __init__(

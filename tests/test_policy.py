@@ -939,6 +939,23 @@ def test_captured_calls_are_kept_least_recently_used_first_out():
     assert list(cache) == ["a", "d", "e"] and "e" in cache and cache.get("e", "missing") is None
 
 
+def test_traced_signatures_are_bounded_as_a_shrinking_batch_meets_many_sizes(monkeypatch):
+    """A vector env whose batch shrinks as episodes end meets many batch sizes: the traces kept are bounded (least
+    recently used dropped), and an evicted size is traced again and still plans as the eager path."""
+    from diffusion_rl.nets.compiled import EagerDenoiser
+
+    monkeypatch.setattr(EagerDenoiser, "max_signatures", 3)
+    eager, traced = (_graph_policy("decision_diffuser", device="cpu"),
+                     _graph_policy("decision_diffuser", device="cpu", compile=True))
+    for batch in (1, 2, 3, 4, 5):
+        traced.plan(raw_obs(batch=batch))
+    assert len(traced._denoiser._prepared) == 3
+    obs = raw_obs(batch=1)
+    traced.reset()
+    eager.reset()  # the same sampling noise for both
+    np.testing.assert_allclose(traced.plan(obs).observations, eager.plan(obs).observations, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_sweep_of_option_values_keeps_a_bounded_number_of_graphs():

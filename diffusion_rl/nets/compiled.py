@@ -69,15 +69,22 @@ class _Positional(nn.Module):
         return self.net(x, t, cond, drop_mask=drop) if drop is not None else self.net(x, t, cond)
 
 
+_UNPREPARED = object()
+
+
 class EagerDenoiser:
     """``net`` called as it is, at ``precision``: the base of the prepared paths, and the eager bfloat16 path."""
 
     mode = "eager"
 
+    #: prepared signatures kept (least recently used dropped first): a vector env whose batch shrinks as its
+    #: episodes end meets many batch sizes, and each trace or graph would otherwise stay in memory for good
+    max_signatures = 16
+
     def __init__(self, net: nn.Module, precision: str = "float32") -> None:
         self.net = net
         self.precision = check_precision(precision)
-        self._prepared: dict[tuple, Callable[..., Tensor]] = {}
+        self._prepared: LRUCache = LRUCache(self.max_signatures)
 
     def clear(self) -> None:
         """Forget every prepared signature (after the weights changed or the network moved)."""
@@ -106,10 +113,11 @@ class EagerDenoiser:
             return self._eager(x, t, cond, drop_mask)
         args = tuple(a for a in (x, t, cond, drop_mask) if a is not None)
         key = tuple((tuple(a.shape), a.dtype, a.device) for a in args) + (cond is not None, drop_mask is not None)
-        if key not in self._prepared:
+        run = self._prepared.get(key, _UNPREPARED)
+        if run is _UNPREPARED:
             module = _Positional(self.net, cond is not None, drop_mask is not None).eval()
-            self._prepared[key] = self._prepare(module, args)
-        run = self._prepared[key]
+            run = self._prepare(module, args)
+            self._prepared.put(key, run)
         if run is None:
             return self._eager(x, t, cond, drop_mask)
         with torch.no_grad():
