@@ -86,9 +86,12 @@ ARSResult = TrainingRun
 _ENV: gym.Env | None = None
 
 
-def _init_worker(env_id: str) -> None:
+def _init_worker(env_id: str, in_pool: bool = True) -> None:
+    """The env of this process; a pool worker also dies with its parent (never the calling process itself: with
+    one worker that is the user's script, which must outlive its launcher under nohup)."""
     global _ENV
-    die_with_parent()
+    if in_pool:
+        die_with_parent()
     _ENV = gym.make(env_id, disable_env_checker=True)
 
 
@@ -125,7 +128,7 @@ class _Pool:
         if num_workers > 1:
             self._pool = mp.get_context("fork").Pool(num_workers, initializer=_init_worker, initargs=(env_id,))
         else:
-            _init_worker(env_id)
+            _init_worker(env_id, in_pool=False)
 
     def map(self, tasks: list[tuple]) -> list[tuple]:
         if self._pool is None:
@@ -133,9 +136,13 @@ class _Pool:
         return self._pool.map(_episode, tasks, chunksize=max(1, len(tasks) // 8))
 
     def close(self) -> None:
+        global _ENV
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+        elif _ENV is not None:  # this process's own env
+            _ENV.close()
+            _ENV = None
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -50,3 +50,26 @@ def test_pool_workers_exit_when_the_parent_is_killed():
     while time.time() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.2)
     assert not any(_alive(p) for p in workers)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux-only")
+def test_one_worker_runs_in_the_caller_without_tying_its_life_to_the_callers_parent():
+    """With num_workers=1 the episodes run in the calling process: it must not be set to die with its parent (a
+    nohup'd script would be killed when its shell exits), and its env is closed afterwards."""
+    import ctypes
+
+    import envs.recipes.ars as ars
+    from envs.recipes.recipes import load_behavior
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def pdeathsig() -> int:
+        value = ctypes.c_int(0)
+        libc.prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+        return value.value
+
+    before = pdeathsig()
+    returns, lengths = ars.evaluate_policy(load_behavior("hopper", "medium"), "Hopper-v5", episodes=1, horizon=5,
+                                           num_workers=1)
+    assert len(returns) == 1 and lengths[0] == 5
+    assert pdeathsig() == before == 0 and ars._ENV is None
