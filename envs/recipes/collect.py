@@ -17,6 +17,8 @@ import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,12 +276,27 @@ def collect(
                 results.append(_run_task(tuple(t)))
                 bar.update(counter.value - bar.n)
         else:
-            with ctx.Pool(num_workers, initializer=_init_worker, initargs=(counter,)) as pool:
-                pending = [pool.apply_async(_run_task, (tuple(t),)) for t in tasks]
-                while not all(p.ready() for p in pending):
+            # an executor, not multiprocessing.Pool: a worker killed from outside (the out-of-memory killer) breaks
+            # it and every pending task raises, where a Pool lost the task and waited for it for good
+            pool = ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init_worker, initargs=(counter,))
+            try:
+                pending = [pool.submit(_run_task, tuple(t)) for t in tasks]
+                while not all(p.done() for p in pending):
                     time.sleep(0.2)
                     bar.update(counter.value - bar.n)
-                results = [p.get() for p in pending]
+                try:
+                    results = [p.result() for p in pending]
+                except BrokenProcessPool:
+                    raise RuntimeError(
+                        "a collection worker process died (killed by a signal, e.g. the out-of-memory killer?): its "
+                        "task is lost and nothing was written. Rerun, with fewer num_workers if memory is short"
+                    ) from None
+            except BaseException:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()  # Ctrl-C or a failed task: the running tasks stop now, not when they end
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         bar.update(total - bar.n)
     finally:
         _PROGRESS = None

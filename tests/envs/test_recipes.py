@@ -149,6 +149,31 @@ def test_collect_maze2d_recipe():
     np.testing.assert_allclose(a["observations"][300], a["next_observations"][299])
 
 
+def _killed(env_id, steps, seed, params):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does to a worker
+
+
+def _failing(env_id, steps, seed, params):
+    raise ValueError(f"bad segment params {params}")
+
+
+def test_a_killed_or_failing_worker_ends_the_collection_with_its_error(monkeypatch):
+    """A worker killed from outside was replaced by multiprocessing.Pool and its task waited for for good; a task's
+    own error reaches the caller as it is."""
+    import sys
+
+    collect_mod = sys.modules["envs.recipes.collect"]
+    monkeypatch.setitem(collect_mod.COLLECTORS, "killed", _killed)
+    monkeypatch.setitem(collect_mod.COLLECTORS, "failing", _failing)
+    with pytest.raises(RuntimeError, match="a collection worker process died"):
+        collect([Segment("killed", "Hopper-v5", 2000)], num_workers=2, progress=False)
+    with pytest.raises(ValueError, match=r"bad segment params \{'x': 1\}"):
+        collect([Segment("failing", "Hopper-v5", 2000, {"x": 1})], num_workers=2, progress=False)
+
+
 def test_collect_validation():
     with pytest.raises(ValueError, match="kind"):
         collect([Segment("nope", "Hopper-v5", 10)], progress=False)
