@@ -10,6 +10,7 @@ that makes the dataset. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def _load_catalogue(
     for dataset_id in ids:
         if minari_dataset_exists(dataset_id, root):
             store = load_minari(dataset_id, minari_root=root, progress=progress)
+            made = store.metadata.get("num_steps") if store.metadata.get("locally_made") else None
+            if isinstance(made, (int, float)) and made < spec.dataset_steps:
+                warnings.warn(
+                    f"{dataset_id} holds {int(made):,} steps, not the {spec.dataset_steps:,} of {spec.name}'s recipe (it "
+                    f"was made with num_steps={int(made)}): what is trained on it is not comparable with the full "
+                    f"dataset's scores. Remake it with: {make_command(spec.name)} overwrite=true",
+                    stacklevel=3,
+                )
             store.metadata["spec_name"] = spec.name
             store.metadata.setdefault("ref_min_score", spec.ref_min_score)
             store.metadata.setdefault("ref_max_score", spec.ref_max_score)

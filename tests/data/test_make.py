@@ -90,6 +90,12 @@ def test_make_hopper_medium_small(tmp_path):
     assert "ARS" in meta["recipe"] and meta["ref_max_score"] == 3234.3
     returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
     assert returns.max() > 500  # a walking hopper, not a random one
+    # loaded by its catalogue name (what train_planner env=hopper-medium does), a smoke-test-sized dataset says so
+    from diffusion_rl.data import load_episodes
+
+    with pytest.warns(UserWarning, match=r"local/hopper/medium-v0 holds 4,000 steps, not the 1,000,000 of "
+                                         r"hopper-medium's recipe .*make_dataset.py env=hopper-medium overwrite=true"):
+        assert load_episodes("hopper-medium", minari_root=root, progress=False).num_steps == 4000
 
 
 def test_the_metadata_names_the_algorithm_of_each_recipes_behaviour():
