@@ -54,11 +54,16 @@ def _weights_path(env: str, quality: str) -> Path:
     return WEIGHTS_DIR / f"{env}-{quality}.npz"
 
 
+BEHAVIOR_METHODS = {"hopper": "ars", "walker2d": "sac", "halfcheetah": "sac"}
+"""How each env's committed behaviour policies were trained (ARS never reached walker2d's medium level)."""
+
+
 def _missing(env: str, quality: str) -> FileNotFoundError:
+    method = BEHAVIOR_METHODS.get(env, "ars")
     return FileNotFoundError(
         f"no {quality} behaviour policy for {env}: {_weights_path(env, quality)} is missing; train it with "
-        f"`python scripts/train_behavior.py env={env} weights_dir=envs/recipes/weights` (without weights_dir it "
-        "writes to outputs/behavior/weights, for you to check before copying)"
+        f"`python scripts/train_behavior.py env={env} method={method} weights_dir=envs/recipes/weights` (without "
+        "weights_dir it writes to outputs/behavior/weights, for you to check before copying)"
     )
 
 

@@ -231,3 +231,14 @@ def test_committed_policies_quality(env: str):
     assert _mean_score(f"{env}-expert", _made(f"{env}-expert", 8000, seed=1)) > medium_score + 5.0
     replay = _made(f"{env}-medium-replay", 8000, seed=1)
     assert replay.arrays["rewards"].mean() < medium.arrays["rewards"].mean()
+
+
+def test_a_missing_behaviour_policy_names_the_method_that_trained_the_committed_ones(monkeypatch, tmp_path):
+    from envs.recipes.recipes import BEHAVIOR_METHODS, load_behavior
+
+    kinds = {"ars": "linear", "sac": "mlp"}
+    for env, method in BEHAVIOR_METHODS.items():
+        assert load_behavior(env, "medium").to_arrays().get("kind", "linear") == kinds[method], env
+    monkeypatch.setattr(recipes_mod, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="train_behavior.py env=walker2d method=sac weights_dir="):
+        load_behavior("walker2d", "medium")
