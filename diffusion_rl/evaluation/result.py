@@ -60,6 +60,9 @@ class EvalResult:
     routes: list[str] | None = None
     """Per episode, the env's ``info["route"]`` at its last step (which way a multimodal task was done, e.g.
     ``"left"``/``"right"`` of an obstacle); None for envs without it."""
+    policy_stats: dict[str, int] | None = None
+    """What the policy counted over these episodes (``diffusion_rl.Policy``: ``actions``, ``clipped_actions``
+    into the action space, ``far_observations`` outside the training data); None for policies without ``stats``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata the caller wants kept with the result (sampler settings, checkpoint step...)."""
 
@@ -193,6 +196,7 @@ class EvalResult:
                 if self.plan_error_per_dim is None
                 else {"plan_error_per_dim": [_json_float(e) for e in self.plan_error_per_dim]}
             ),
+            **({} if self.policy_stats is None else {"policy_stats": dict(self.policy_stats)}),
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
@@ -235,4 +239,10 @@ class EvalResult:
         if self.plan_error_per_dim is not None and self.plan_error_per_dim.size > 1:
             worst = np.argsort(self.plan_error_per_dim)[::-1][:3]
             parts[-1] += ", worst state dims " + ", ".join(f"{i}: {self.plan_error_per_dim[i]:.3f}" for i in worst)
+        stats = self.policy_stats or {}
+        if stats.get("clipped_actions") and stats.get("actions"):
+            parts[-1] += (f"; {100 * stats['clipped_actions'] / stats['actions']:.1f}% of actions clipped into the "
+                          "action space")
+        if stats.get("far_observations"):
+            parts[-1] += f"; {stats['far_observations']} observations far outside the training data"
         return " ".join(parts)

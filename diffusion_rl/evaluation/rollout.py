@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+import warnings
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -153,6 +156,21 @@ def _update_goal(goal: np.ndarray | None, info: dict[str, Any], which: np.ndarra
     return goal
 
 
+def _warnings_above(bar: Any) -> Callable[[], None]:
+    """Show warnings raised while ``bar`` runs above it (``tqdm.write``) rather than inside its line; returns
+    what restores the usual display."""
+    if bar.disable:
+        return lambda: None
+    saved = warnings.catch_warnings()
+    saved.__enter__()
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        bar.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), file=sys.stderr)
+
+    warnings.showwarning = show
+    return lambda: saved.__exit__(None, None, None)
+
+
 def _reset_takes_seed(policy: Any) -> bool:
     """Whether ``policy.reset`` accepts ``seed=`` (diffusion_rl.Policy's does; the protocol's plain reset() not)."""
     reset = getattr(policy, "reset", None)
@@ -232,7 +250,10 @@ def evaluate(
             or not _reset_takes_seed(policy)):  # another policy's own `seed` attribute: reset() as the protocol says
         base_seed = None
     wants_goal = bool(getattr(policy, "accepts_goal", True))
+    stats = getattr(policy, "stats", None)  # diffusion_rl.Policy counts clipped actions and far observations
+    stats_before = dict(stats) if isinstance(stats, dict) else None
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
+    restore_warnings = _warnings_above(bar)
     try:
         for start in range(0, episodes, n):
             in_wave = min(n, episodes - start)
@@ -294,6 +315,7 @@ def evaluate(
             writer = None
             written = None if path is None else str(path)
     finally:
+        restore_warnings()
         bar.close()
         if writer is not None:
             writer.abort()
@@ -316,4 +338,6 @@ def evaluate(
         else np.sqrt(dim_sq / max(dim_count, 1)),
         successes=np.asarray(successes) if reports_success else None,
         routes=routes if reports_route else None,
+        policy_stats=None if stats_before is None else {
+            k: int(v) - int(stats_before.get(k, 0)) for k, v in stats.items() if isinstance(v, (int, np.integer))},
     )

@@ -399,3 +399,34 @@ def test_the_time_limit_the_episodes_ran_under_is_recorded(tmp_path):
 
     pendulum = evaluate(Zero(), "Pendulum-v1", episodes=1, num_envs=1, progress=False)
     assert pendulum.max_episode_steps == 200 and (pendulum.lengths == 200).all()  # the env's registered limit
+
+
+def test_what_the_policy_counted_is_reported_and_its_warnings_print_above_the_bar(capsys):
+    """A policy's own counts over the evaluation (diffusion_rl.Policy: clipped actions, far observations) go into
+    the result; a warning raised during the rollouts is written on its own line, and the usual display is back
+    afterwards."""
+    import warnings
+
+    class Counting(Feedback):
+        def __init__(self):
+            super().__init__()
+            self.stats = {"actions": 100, "clipped_actions": 7, "far_observations": 0}  # from earlier use
+
+        def act(self, obs, **context):
+            self.stats["actions"] += len(obs)
+            self.stats["clipped_actions"] += 1
+            if self.stats["clipped_actions"] == 8:
+                warnings.warn("an action was clipped", RuntimeWarning, stacklevel=2)
+            return super().act(obs, **context)
+
+    shown = warnings.showwarning
+    result = evaluate(Counting(), "hopper-medium", episodes=2, num_envs=2, max_episode_steps=5, progress=True)
+    assert warnings.showwarning is shown
+    assert result.policy_stats == {"actions": 10, "clipped_actions": 5, "far_observations": 0}  # this run only
+    assert result.to_dict()["policy_stats"]["clipped_actions"] == 5
+    assert "50.0% of actions clipped into the action space" in str(result)
+    err = capsys.readouterr().err
+    line = next(x for x in err.split("\n") if "RuntimeWarning: an action was clipped" in x)
+    assert "it/s]" not in line.split("\r")[-1]  # the bar's line was cleared first, not continued by the warning
+    assert evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, max_episode_steps=2,
+                    progress=False).policy_stats is None
