@@ -17,6 +17,7 @@ after this action, or None, for plan diagnostics.
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -162,9 +163,9 @@ class ActionQueue(Execution):
     name = "action_queue"
 
     def __init__(self, action_steps: int = 8) -> None:
-        if isinstance(action_steps, bool) or not isinstance(action_steps, int) or action_steps < 1:
+        if isinstance(action_steps, bool) or not isinstance(action_steps, numbers.Integral) or action_steps < 1:
             raise ValueError(f"action_steps must be an integer >= 1, got {action_steps!r}")
-        self.action_steps = action_steps
+        self.action_steps = int(action_steps)
         super().__init__()
 
     def options(self) -> dict[str, Any]:
@@ -196,12 +197,12 @@ class ActionQueue(Execution):
             chunk = out.action_chunk[:, : self.action_steps]
             self.actions = list(chunk.unbind(1))  # popping is then a list lookup, not a tensor index
             self.states = None
-            if out.observations is not None:
+            if out.observations is not None:  # the states the plan holds after each queued action (a chunk may
+                # run past the plan's last state: those actions have no expected next state)
                 future = out.observations[:, out.now + 1 : out.now + 1 + chunk.shape[1]]
-                if future.shape[1] == chunk.shape[1]:
-                    self.states = list(future.unbind(1))
+                self.states = list(future.unbind(1))
             self.batch, self.k = obs_n.shape[0], 0
         action = self.actions[self.k]
-        self.expected_next = None if self.states is None else self.states[self.k]
+        self.expected_next = None if self.states is None or self.k >= len(self.states) else self.states[self.k]
         self.k += 1
         return action

@@ -246,3 +246,20 @@ def make_normalizers_for(obs_dim: int, act_dim: int) -> dict:
     rng = np.random.default_rng(0)
     return {"observations": GaussianNormalizer().fit(rng.normal(size=(50, obs_dim))),
             "actions": GaussianNormalizer().fit(rng.normal(size=(50, act_dim)))}
+
+
+def test_a_chunk_longer_than_the_plans_states_keeps_the_expected_states_it_has():
+    """A Diffuser plan of H rows has H - 1 states after its first action: a queue of all H actions knows the next
+    state of the first H - 1 (it knew none when one was missing), and the last action has none."""
+    policy = make_policy("diffuser", execution="action_queue", execution_options={"action_steps": np.int64(8)})
+    assert policy.execution_options == {"action_steps": 8} and type(policy.execution_options["action_steps"]) is int
+    obs = raw_obs(batch=1)
+    plan = policy.plan(obs)
+    policy.reset()
+    seen = []
+    for _ in range(8):
+        policy.act(obs)
+        seen.append(policy.expected_next)
+    assert all(s is not None for s in seen[:7]) and seen[7] is None
+    np.testing.assert_allclose(seen[0], plan.observations[:, 1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(seen[6], plan.observations[:, 7], rtol=1e-4, atol=1e-4)

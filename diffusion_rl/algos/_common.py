@@ -42,17 +42,24 @@ def make_backbone(name: str, transition_dim: int, dim: int, dim_mults: Any, cond
 
 def check_finite(name: str, value: Any) -> float:
     """``value`` as a float, or a ValueError when it is not a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
-def check_unit_interval(name: str, value: Any) -> float:
-    """``value`` as a float in [0, 1], or a ValueError naming the range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1] (a quantile level of the data's return labels), "
-                         f"got {value!r}")
+def check_unit_interval(name: str, value: Any, meaning: str = "") -> float:
+    """``value`` as a float in [0, 1], or a ValueError naming the range (and ``meaning``, what the value is)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1]{f' ({meaning})' if meaning else ''}, got {value!r}")
     return float(value)
+
+
+def check_weight(name: str, value: Any) -> float:
+    """A loss weight: a finite float >= 0 (a negative one would ascend its loss, a NaN one make every step NaN)."""
+    value = check_finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (a loss weight), got {value!r}")
+    return value
 
 
 #: most plans sampled per observation: beyond this a typo (num_plans=1e9) would try to allocate terabytes

@@ -31,6 +31,7 @@ from diffusion_rl.algos._common import (
     check_finite,
     check_sizes,
     check_unit_interval,
+    check_weight,
     forward_process,
     make_backbone,
     masked_mean,
@@ -89,6 +90,9 @@ class DecisionDiffuser(Algorithm):
             raise ValueError(f"history must be in [1, horizon={horizon}); got {history}")
         if horizon < 2:
             raise ValueError(f"Decision Diffuser needs horizon >= 2 (inverse dynamics uses s_t, s_t+1); got {horizon}")
+        cond_drop = check_unit_interval("cond_drop", cond_drop, "the probability of dropping the returns condition")
+        diffusion_weight, inv_weight = check_weight("diffusion_weight", diffusion_weight), check_weight(
+            "inv_weight", inv_weight)
         check_finite("inv_noise", inv_noise)
         if inv_noise < 0:
             raise ValueError(f"inv_noise: expected a standard deviation >= 0 (normalized units), got {inv_noise!r}")
@@ -173,7 +177,7 @@ class DecisionDiffuser(Algorithm):
 
         ``target_return`` is a return label in [0, 1] (see the module docstring); ``guidance_weight`` a finite
         number (0 = conditional only)."""
-        check_unit_interval("target_return", target_return)
+        check_unit_interval("target_return", target_return, "a return label, as the data's labels lie in [0, 1]")
         check_finite("guidance_weight", guidance_weight)
         known = obs[:, None] if history is None else history
         if known.shape[1] > self.history:

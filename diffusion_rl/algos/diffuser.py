@@ -18,6 +18,7 @@ from torch import nn
 from diffusion_rl.algos._common import (
     applicable_options,
     check_sizes,
+    check_weight,
     forward_process,
     make_backbone,
     state_inpainting,
@@ -73,6 +74,8 @@ class Diffuser(Algorithm):
     ) -> None:
         check_sizes(obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, dim=dim,
                     dim_mults=dim_mults, value_dim=value_dim, value_dim_mults=value_dim_mults)
+        action_weight, value_weight = check_weight("action_weight", action_weight), check_weight(
+            "value_weight", value_weight)
         proc, prediction = forward_process(process, schedule, num_steps, prediction, "sample")
         super().__init__(
             obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, num_steps=num_steps, schedule=schedule,

@@ -110,6 +110,20 @@ def test_bad_targets_and_temperatures_name_the_range():
     data = toy_dataset(8, return_label="quantile")
     with pytest.raises(ValueError, match=r"sampling setting target_return: expected a number in \[0, 1\]"):
         _policy(algo, data).act(np.zeros(OBS_DIM), target_return=2.0)
+    assert algo.plan(obs, steps=2, target_return=np.float32(0.5)).actions.shape == (2, ACT_DIM)  # numpy numbers
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"cond_drop": 1.5}, r"cond_drop must be a number in \[0, 1\] \(the probability of dropping the returns"),
+    ({"cond_drop": -1.0}, r"cond_drop must be a number in \[0, 1\]"),
+    ({"diffusion_weight": float("nan")}, "diffusion_weight must be a finite number"),
+    ({"inv_weight": -3.0}, r"inv_weight must be a finite number >= 0 \(a loss weight\)"),
+])
+def test_training_settings_that_would_train_nonsense_are_refused(kwargs, message):
+    """A drop probability outside [0, 1] silently meant always or never unconditional; a NaN or negative loss
+    weight made every step NaN or ascended its loss."""
+    with pytest.raises(ValueError, match=message):
+        DecisionDiffuser(OBS_DIM, ACT_DIM, **SMALL, **kwargs)
 
 
 def test_inverse_dynamics_noise_makes_the_head_lean_on_the_current_state():

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from diffusion_rl.algos import Diffuser
@@ -112,3 +113,12 @@ def test_value_targets_of_another_shape_are_refused_not_broadcast():
     assert torch.equal(flat, column)  # one value per window, whatever its layout
     with pytest.raises(ValueError, match=r"batch\['values'\]: expected one value per window, shape \[5\]"):
         algo.loss({**batch, "values": torch.randn(5, 2)})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"action_weight": -1.0}, r"action_weight must be a finite number >= 0 \(a loss weight\)"),
+    ({"value_weight": float("nan")}, "value_weight must be a finite number"),
+])
+def test_loss_weights_that_would_train_nonsense_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Diffuser(OBS_DIM, ACT_DIM, **SMALL, **kwargs)
