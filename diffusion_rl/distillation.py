@@ -17,6 +17,7 @@ it as a ``Policy`` with the teacher's settings, execution and action bounds, sam
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,16 @@ def check_on_grid(process: Any, intervals: int, student_steps: int) -> None:
                      f"{sorted(near)} (or another student_steps)")
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a module's parameters and buffers (names, shapes, dtypes and values): which teacher a
+    checkpoint was distilled from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def distill_policy(
     teacher: Policy,
     store: EpisodeStore,
@@ -179,7 +190,13 @@ def distill_policy(
     log(f"distilling {algo.name} ({sum(p.numel() for p in distiller.student.net.parameters()):,} trained "
         f"parameters) on {len(windows):,} windows by {method}: {details}, teacher guidance {guidance_weight}, "
         f"x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")
-    runner = Trainer(distiller, train_data, cfg)
+    # a resume must continue this distillation: the same teacher (its weights), method and settings
+    run_settings = {"teacher": weights_fingerprint(algo), "method": method, "student_steps": student_steps,
+                    "intervals": intervals, "samples": samples, "target_share": target_share, "data": settings,
+                    "guidance_weight": guidance_weight, "temperature": temperature,
+                    "student_prediction": student_prediction, "next_step_weight": next_step_weight,
+                    "target_decay": target_decay}
+    runner = Trainer(distiller, train_data, cfg, run_settings=run_settings)
     summary = runner.fit()
     student = runner.ema_model.student.eval()  # the EMA of the student, as every trained artifact
     # the student plans from noise at the temperature it was trained at, whatever the teacher's was

@@ -49,6 +49,13 @@ def main(cfg: DictConfig) -> None:
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: cannot load policy={cfg.policy}: {err}")
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(str(cfg.policy)).resolve().parent / "distilled"
+    if not cfg.trainer.get("resume"):  # before the dataset is loaded and the teacher's plans are drawn
+        from diffusion_rl.training import check_fresh_run
+
+        try:
+            check_fresh_run(run_dir / "checkpoints", "trainer.resume=true")
+        except ValueError as err:
+            sys.exit(f"error: {err}")
     source = cfg.dataset or teacher.metadata.get("dataset") or teacher.env_name
     if not source:
         sys.exit(f"error: the artifact {cfg.policy} records no dataset or environment; pass dataset=<source>")

@@ -81,3 +81,29 @@ def test_target_share_is_checked_before_anything_is_built():
         with pytest.raises(ValueError, match=message):
             distill_policy(policy, toy_store(), samples=8, trainer={"max_steps": 1, "progress": False}, **kwargs)
 
+
+
+def test_a_resume_continues_only_the_same_distillation(tmp_path):
+    """The checkpoint holds the teacher's weights: resuming with another teacher (or method) would have swapped
+    the new teacher for the old one and recorded the new one's name."""
+    data = toy_dataset(8, normalizer="gaussian", returns=False)
+
+    def teacher(seed: int) -> Policy:
+        torch.manual_seed(seed)
+        algo = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2), value_guided=False)
+        return Policy(algo, {k: data.normalizers[k] for k in ("observations", "actions")}, seed=0,
+                      sampling={"sampler": "ddim", "steps": 10})
+
+    def run(policy: Policy, max_steps: int, resume: bool, **kwargs):
+        return distill_policy(policy, toy_store(), data={"normalizer": "gaussian"}, samples=8, **kwargs,
+                              trainer={"max_steps": max_steps, "batch_size": 4, "progress": False, "resume": resume,
+                                       "run_dir": str(tmp_path), "checkpoint_every": 2})
+
+    run(teacher(0), 2, False)
+    assert run(teacher(0), 3, True)[1]["step"] == 3  # the same teacher and settings: resumed
+    with pytest.raises(ValueError, match=r"other run settings \(saved -> now\): \{'teacher': "):
+        run(teacher(1), 4, True)
+    with pytest.raises(ValueError, match=r"other run settings \(saved -> now\): \{'samples': \(8, 16\)"):
+        distill_policy(teacher(0), toy_store(), data={"normalizer": "gaussian"}, samples=16,
+                       trainer={"max_steps": 4, "batch_size": 4, "progress": False, "resume": True,
+                                "run_dir": str(tmp_path)})

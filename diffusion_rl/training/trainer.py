@@ -369,6 +369,12 @@ class Trainer:
                        if saved_settings.get(k) != self.run_settings.get(k)}
             raise ValueError(f"checkpoint {str(path)!r} was trained with other run settings (saved -> now): "
                              f"{changed}; resume with the saved ones, or train a fresh run in another run_dir")
+        saved_seed = state.get("config", {}).get("seed")
+        if saved_seed is not None and saved_seed != self.config.seed:  # the weights are that seed's run: a resume
+            # under another seed would train on and record them as this seed's
+            raise ValueError(f"checkpoint {str(path)!r} belongs to a run with seed={saved_seed}, not seed="
+                             f"{self.config.seed}; resume with seed={saved_seed}, or train seed {self.config.seed} "
+                             "in another run_dir")
         if int(state["step"]) > self.config.max_steps:
             raise ValueError(f"checkpoint {str(path)!r} is at step {int(state['step'])}, beyond max_steps="
                              f"{self.config.max_steps}; resume with max_steps >= {int(state['step'])}")

@@ -71,3 +71,16 @@ def test_distils_a_trained_planner_into_a_one_step_student(tmp_path, hopper_hdf5
     assert bad.returncode != 0 and "samples: expected an integer >= 1, got 0" in bad.stderr
     bad = _distill([f"policy={teacher_dir / 'policy'}", "eval.seed=4294967295"], tmp_path / "empty")
     assert bad.returncode != 0 and "seed: expected an integer in [0, 4294967286)" in bad.stderr
+
+
+def test_a_run_dir_holding_checkpoints_is_refused_before_any_work(tmp_path):
+    """Named with the command line's key (trainer.resume=true), before the dataset is loaded or plans drawn."""
+    from tests.test_policy import make_policy
+
+    teacher = make_policy("diffuser").save(tmp_path / "teacher")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "step_00000010.pt").write_bytes(b"")
+    proc = _distill([f"policy={teacher}", f"run_dir={tmp_path / 'run'}", "dataset=/nonexistent/data.hdf5"],
+                    tmp_path / "store")
+    assert proc.returncode != 0
+    assert "already holds checkpoints (latest step 10); expected trainer.resume=true" in proc.stderr, proc.stderr
