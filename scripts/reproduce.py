@@ -122,6 +122,22 @@ def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig,
     return [sys.executable, str(TRAIN_POLICY if task else TRAIN), *args]
 
 
+def cell_made_by(run_dir: Path) -> list[str] | None:
+    """The command ``reproduce.json`` records for a finished cell, or None (a cell made by hand)."""
+    record = run_dir / "reproduce.json"
+    try:
+        return shlex.split(json.loads(record.read_text())["command"]) if record.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _settings(command: list[str]) -> list[str]:
+    """A cell command's settings: its arguments without the interpreter and script, the run folder (the cell
+    itself, wherever the root now lies) and what does not change the result (resuming, the progress bar)."""
+    skip = ("run_dir=", "trainer.resume=", "trainer.progress=")
+    return [a for a in command[2:] if not a.startswith(skip)]
+
+
 def run_cell(command: list[str], run_dir: Path, threads: int | None) -> tuple[int, float]:
     """Run one cell's training; its output goes to ``<run_dir>/train.log``. Returns (exit code, wall seconds of
     this run); ``reproduce.json`` records the cell's total wall time over all its runs."""
@@ -241,6 +257,12 @@ def main(cfg: DictConfig) -> None:
                         sys.exit(f"error: {run_dir} holds a preset={other} run and this table is preset={preset}: "
                                  "use another root= for each preset")
                     if (run_dir / "eval.json").is_file():
+                        made = cell_made_by(run_dir)
+                        now = cell_command(env, algo, seed, run_dir, cfg, task=is_task)
+                        if made is not None and _settings(made) != _settings(now):
+                            sys.exit(f"error: {run_dir} was made by another command than this table's (made: "
+                                     f"{shlex.join(_settings(made))}; now: {shlex.join(_settings(now))}): use "
+                                     "another root= for other settings, or remove the cell's folder to rerun it")
                         done += 1
                         finished.append((env, algo, seed, run_dir))
                     elif entry is not None and entry.get(key) is not None:

@@ -74,6 +74,10 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     assert report.returncode == 0 and "6 cells: 4 done, 2 to run" in report.stdout, report.stderr[-2000:]
     assert not (tmp_path / "runs" / "hopper-medium" / "bc" / "seed2").exists()
     assert "(2 seeds)" in results.read_text()
+    # other settings than the finished cells were made with: refused (they were counted as done under this table)
+    other = _run(tmp_path, *[a.replace("trainer.max_steps=4", "trainer.max_steps=50") for a in args])
+    assert other.returncode != 0 and "was made by another command than this table's" in other.stderr, other.stderr
+    assert "trainer.max_steps=4" in other.stderr and "trainer.max_steps=50" in other.stderr
 
 
 def test_ledger_keeps_finished_cells_when_run_folders_are_gone(tmp_path, hopper_hdf5):
