@@ -347,3 +347,27 @@ def test_each_algo_config_trains_into_its_own_run_folder():
     assert folders == {"diffusion_policy": "runs/point-obstacle/diffusion_policy",
                        "diffusion_policy_transformer": "runs/point-obstacle/diffusion_policy_transformer",
                        "diffuser": "runs/hopper-medium/diffuser"}
+
+
+@pytest.mark.parametrize("name", ["train_planner.yaml", "train_policy.yaml"])
+def test_every_trainer_setting_can_be_set_from_the_command_line(name):
+    """trainer.mixed_precision=no (bf16 off on CUDA), trainer.ema_decay=..., ...: every TrainerConfig field the
+    run does not set itself is a key of the top-level trainer section (they were refused as unknown keys)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_planner import trainer_settings
+
+    from diffusion_rl.training import TrainerConfig
+
+    top = OmegaConf.load(ROOT / "configs" / name)
+    set_by_the_run = {"eval_every", "run_dir", "seed", "device"}  # eval.every, run_dir, seed, device
+    assert set(top.trainer) == {f.name for f in dataclasses.fields(TrainerConfig)} - set_by_the_run
+    algo = OmegaConf.load(ROOT / "configs" / "algo" / "diffusion_policy.yaml")
+    cfg = OmegaConf.create({"algo": algo, "trainer": OmegaConf.merge(top.trainer, {"mixed_precision": "no"})})
+    settings = trainer_settings(cfg, set())
+    assert settings["mixed_precision"] == "no" and settings["ema_power"] == algo.trainer.ema_power  # null: the algo's
+    assert trainer_settings(cfg, {"trainer.ema_power"})["ema_power"] is None  # a null set by hand: a fixed decay
+    TrainerConfig(**{k: v for k, v in settings.items() if k != "presets"})
