@@ -70,6 +70,12 @@ def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, ho
                  "eval.plot=false", *TINY_DD], tmp_path / "empty")
     assert more.returncode == 0, more.stderr[-3000:]
     assert json.loads((run_dir / "eval.json").read_text())["train_steps"] == 30
+    # a rerun refused for its run_dir keeps the record of how the run was made (Hydra wrote over it)
+    refused = _run(["env=hopper-medium", "algo=diffuser", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "preset=cpu"],
+                   tmp_path / "empty")
+    assert refused.returncode != 0 and "already holds checkpoints" in refused.stderr
+    records = sorted((run_dir / ".hydra").iterdir())
+    assert len(records) >= 2 and "trainer.max_steps=20" in (records[0] / "overrides.yaml").read_text()
 
 
 def test_flow_matching_by_configuration_alone(tmp_path, hopper_hdf5):
