@@ -94,7 +94,8 @@ class ForwardProcess(ABC):
         return t.to(device)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """Draw x_t = a(t) x0 + s(t) noise for timesteps ``t`` [B]."""
+        """Draw x_t = a(t) x0 + s(t) noise for timesteps ``t`` [B], integers in [0, num_steps) (not checked here:
+        that would wait for the device at every call; :func:`diffusion_loss` checks the ``t`` it is given)."""
         if noise.shape != x0.shape:
             raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
         a, s = self.coefficients(t, x0)
