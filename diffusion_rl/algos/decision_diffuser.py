@@ -173,10 +173,14 @@ class DecisionDiffuser(Algorithm):
         history: torch.Tensor | None = None,
         warm_start: torch.Tensor | None = None,
     ) -> PlanOutput:
-        """Plan from normalized ``obs [B, S]`` (or a history ``[B, K, S]`` of the last K states).
+        """Plan from normalized ``obs [B, S]``, and ``history [B, k, S]`` (the last k states, ending with ``obs``)
+        for a planner conditioned on K past states.
 
         ``target_return`` is a return label in [0, 1] (see the module docstring); ``guidance_weight`` a finite
         number (0 = conditional only)."""
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"obs must have shape [B, {self.obs_dim}] (normalized states; a history of past states "
+                             f"goes in history=[B, k, {self.obs_dim}]), got {tuple(obs.shape)}")
         check_unit_interval("target_return", target_return, "a return label, as the data's labels lie in [0, 1]")
         check_finite("guidance_weight", guidance_weight)
         known = obs[:, None] if history is None else history

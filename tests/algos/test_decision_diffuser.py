@@ -111,6 +111,8 @@ def test_bad_targets_and_temperatures_name_the_range():
     with pytest.raises(ValueError, match=r"sampling setting target_return: expected a number in \[0, 1\]"):
         _policy(algo, data).act(np.zeros(OBS_DIM), target_return=2.0)
     assert algo.plan(obs, steps=2, target_return=np.float32(0.5)).actions.shape == (2, ACT_DIM)  # numpy numbers
+    with pytest.raises(ValueError, match=r"obs must have shape \[B, 2\] .*history=\[B, k, 2\]\), got \(2, 3, 2\)"):
+        algo.plan(torch.zeros(2, 3, OBS_DIM), steps=2)  # was an opaque expand() error
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
