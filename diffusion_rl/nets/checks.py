@@ -64,6 +64,8 @@ def check_positive(name: str, value: int) -> None:
 
 def check_group_divisible(name: str, channels: int, n_groups: int) -> None:
     """Constructor check: GroupNorm needs every channel count to be a multiple of the group count."""
+    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 1:
+        raise ValueError(f"n_groups must be a positive integer (GroupNorm groups), got {n_groups!r}")
     if channels % n_groups != 0:
         raise ValueError(f"{name}={channels} must be divisible by n_groups={n_groups} (GroupNorm)")
 

@@ -159,4 +159,4 @@ class ImageUnet2D(nn.Module):
             for block in blocks:
                 h = block(h, emb)
             h = up(h)
-        return self.out(h)
+        return self.out(h).to(x.dtype)  # the input's dtype under autocast too, as the 1D networks

@@ -47,6 +47,8 @@ def test_runs_in_the_dtype_it_is_cast_to() -> None:
     net = ImageUnet2D(1, base_channels=8).double()  # float32 timestep features follow the weights
     out = net(torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 4]))
     assert out.dtype == torch.float64 and out.shape == (2, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in bf16, returned in the input's dtype
+        assert ImageUnet2D(1, base_channels=8)(torch.randn(2, 1, 8, 8), torch.tensor([3, 4])).dtype == torch.float32
 
 
 def test_bad_inputs() -> None:

@@ -125,6 +125,7 @@ def test_bad_drop_mask_and_unexpected_cond_raise():
         ({"transition_dim": 5, "dim_mults": ()}, "dim_mults"),
         ({"transition_dim": 5, "kernel_size": 4}, "odd"),
         ({"transition_dim": 5, "cond_dim": 0}, "cond_dim"),
+        ({"transition_dim": 5, "n_groups": 0}, r"n_groups must be a positive integer \(GroupNorm groups\), got 0"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs, message):
