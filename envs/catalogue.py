@@ -36,8 +36,9 @@ class EnvSpec:
     """Dataset quality or maze layout: ``medium``, ``medium-replay``, ``medium-expert``, ``expert``, ``umaze``..."""
     gym_id: str
     """Gymnasium id of the evaluation environment."""
-    minari_id: str
-    """Official Minari dataset id (download where the machine has a network)."""
+    minari_id: str | None
+    """Official Minari dataset id (download where the machine has a network); None where Minari publishes none
+    (its mujoco namespace holds simple, medium and expert datasets: no medium-replay or medium-expert)."""
     d4rl_name: str
     """D4RL dataset name (for users who bring D4RL's HDF5 files)."""
     local_id: str
@@ -83,6 +84,10 @@ _MAZES = {
 }
 
 
+_MINARI_QUALITIES = ("medium", "expert")
+"""The qualities of this catalogue that Minari's mujoco namespace publishes (``mujoco/<env>/<quality>-v0``)."""
+
+
 def _build() -> dict[str, EnvSpec]:
     specs: dict[str, EnvSpec] = {}
     for env, (gym_id, d4rl, lo, hi) in _LOCOMOTION.items():
@@ -93,7 +98,7 @@ def _build() -> dict[str, EnvSpec]:
                 env=env,
                 quality=quality,
                 gym_id=gym_id,
-                minari_id=f"mujoco/{env}/{quality}-v0",
+                minari_id=f"mujoco/{env}/{quality}-v0" if quality in _MINARI_QUALITIES else None,
                 d4rl_name=f"{d4rl}-{quality}-v2",
                 local_id=f"local/{env}/{quality}-v0",
                 ref_min_score=lo,
@@ -138,7 +143,8 @@ def get_spec(name: str) -> EnvSpec:
     for spec in CATALOGUE.values():
         # an official Minari id names the entry only where its data come from the entry's env (a PointMaze id
         # is not Maze2D's: scored there, it would run in the wrong maze against the wrong reference returns)
-        ids = (spec.d4rl_name, spec.local_id) + ((spec.minari_id,) if spec.official_matches_env else ())
+        ids = (spec.d4rl_name, spec.local_id) + ((spec.minari_id,) if spec.official_matches_env and spec.minari_id
+                                                 else ())
         if name in ids:
             return spec
     raise KeyError(f"unknown environment {name!r}; valid catalogue names: {', '.join(catalogue_names())}")

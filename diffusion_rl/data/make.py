@@ -82,10 +82,10 @@ def _metadata(recipe: Recipe, data: Collected, seed: int, summary: MakeSummary) 
     return {
         "locally_made": True,
         "recipe": recipe.description,
-        "description": f"Locally made with the D4RL/Minari recipe (not the official {spec.minari_id}): "
-                       f"{recipe.description}",
+        "description": f"Locally made with the D4RL/Minari recipe (not the official "
+                       f"{spec.minari_id or spec.d4rl_name}): {recipe.description}",
         "catalogue_name": spec.name,
-        "official_minari_id": spec.minari_id,
+        **({"official_minari_id": spec.minari_id} if spec.minari_id else {}),
         "d4rl_name": spec.d4rl_name,
         "ref_min_score": spec.ref_min_score,
         "ref_max_score": spec.ref_max_score,

@@ -53,7 +53,8 @@ def _load_catalogue(
     spec = catalogue_entry(name)
     assert spec is not None
     root = resolve_minari_root(minari_root)
-    ids = (spec.minari_id, spec.local_id) if spec.official_matches_env else (spec.local_id,)
+    official = spec.minari_id is not None and spec.official_matches_env
+    ids = (spec.minari_id, spec.local_id) if official else (spec.local_id,)
     for dataset_id in ids:
         if minari_dataset_exists(dataset_id, root):
             store = load_minari(dataset_id, minari_root=root, progress=progress)
@@ -69,10 +70,14 @@ def _load_catalogue(
             store.metadata.setdefault("ref_min_score", spec.ref_min_score)
             store.metadata.setdefault("ref_max_score", spec.ref_max_score)
             return store
-    looked = (f"official id {spec.minari_id!r} and the local id {spec.local_id!r}, found neither"
-              if spec.official_matches_env else
-              f"local id {spec.local_id!r} (not for the official {spec.minari_id!r}: recorded in another "
-              f"environment than {spec.gym_id}), did not find it")
+    if official:
+        looked = f"official id {spec.minari_id!r} and the local id {spec.local_id!r}, found neither"
+    elif spec.minari_id is None:
+        looked = (f"local id {spec.local_id!r} (Minari publishes no official {spec.name} dataset; D4RL's is "
+                  f"{spec.d4rl_name}), did not find it")
+    else:
+        looked = (f"local id {spec.local_id!r} (not for the official {spec.minari_id!r}: recorded in another "
+                  f"environment than {spec.gym_id}), did not find it")
     raise DatasetNotFoundError(
         f"no dataset for catalogue entry {spec.name!r}: looked in the Minari store {root} for the "
         f"{looked}. Make it locally "

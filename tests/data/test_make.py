@@ -120,3 +120,20 @@ def test_a_bad_hdf5_path_is_refused_before_collecting(tmp_path, monkeypatch):
         make_local_dataset("maze2d-umaze", num_steps=300, minari_root=root,
                            hdf5_path=tmp_path / "a_file" / "sub" / "copy.hdf5")
     assert not root.exists()  # nothing written either
+
+
+def test_only_official_minari_datasets_that_exist_are_named(tmp_path):
+    """Minari's mujoco namespace publishes simple, medium and expert sets: medium-replay and medium-expert have no
+    official id (the catalogue named ids that do not exist, and the errors told users to look for them)."""
+    from diffusion_rl.data import DatasetNotFoundError, load_episodes
+    from envs import get_spec
+
+    assert get_spec("hopper-medium").minari_id == "mujoco/hopper/medium-v0"
+    assert get_spec("walker2d-expert").minari_id == "mujoco/walker2d/expert-v0"
+    for name in ("hopper-medium-replay", "halfcheetah-medium-expert"):
+        assert get_spec(name).minari_id is None
+    with pytest.raises(KeyError, match="unknown environment"):
+        get_spec("mujoco/hopper/medium-replay-v0")
+    with pytest.raises(DatasetNotFoundError, match=r"Minari publishes no official hopper-medium-replay dataset; "
+                                                   r"D4RL's is hopper-medium-replay-v2"):
+        load_episodes("hopper-medium-replay", minari_root=tmp_path)
