@@ -2,7 +2,10 @@
 """Score a trained artifact in simulation: ``python scripts/evaluate.py policy=<path> [key=value ...]``.
 
     python scripts/evaluate.py policy=runs/hopper-medium/decision_diffuser/policy episodes=10 num_envs=5
-    python scripts/evaluate.py policy=model.safetensors env=hopper-medium video=true sampling.steps=5
+    python scripts/evaluate.py policy=policy.safetensors env=hopper-medium video=true sampling.steps=5
+
+(the second: a single-file artifact, written by ``policy.save("policy.safetensors")``; an artifact folder is passed
+as the folder).
 
 Keys (configs/evaluate.yaml): ``policy`` (required), ``episodes``, ``num_envs``, ``seed``, ``video``, ``env``
 (a catalogue name; default: the artifact's env_name), ``max_episode_steps``, ``out`` (eval JSON; default

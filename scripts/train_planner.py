@@ -8,7 +8,7 @@
 
 Composition (later wins): the algo's paper defaults < the preset (cpu: small network and budget) < the env's
 per-algorithm overrides < the env's per-algorithm overrides for the chosen preset
-(``algo_overrides.<algo>.presets.<preset>``, e.g. a wider cpu network for 17-dimensional states) < anything set on
+(``algo_overrides.<algo>.presets.<preset>``, e.g. the cpu preset's sampling for one env) < anything set on
 the command line. The dataset is made locally when missing.
 """
 
