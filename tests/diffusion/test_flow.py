@@ -136,24 +136,6 @@ def test_flow_samplers_reproduce_gaussian_moments(kind: str, name: str, options:
     assert std_err < 0.05, f"std off by {100 * std_err:.1f}%"
 
 
-def test_ddim_on_the_flow_path_starts_at_pure_noise_by_default() -> None:
-    """DDIM's default spacing on a flow path is "trailing" (its chain starts at tau = 1): diffusers' "leading"
-    would start 10 of 100 steps at tau = 0.91, taking pure noise for a sample that still holds 9% of the data, so
-    the samples' mean falls short of the data's; on a noise schedule the default stays diffusers' "leading"."""
-    mu, sigma = torch.tensor([2.0, -2.0, 1.0]), torch.tensor([0.5, 1.0, 1.5])
-    oracle = GaussianOracle(mu, sigma, PATH, "velocity")
-
-    def mean_error(**options) -> float:
-        sampler = make_sampler("ddim", PATH, steps=10, **options)
-        x = sampler.sample(oracle, (N, 3), prediction="velocity", generator=_gen(3)).double()
-        return ((x.mean(0) - mu) / sigma).abs().max().item()
-
-    assert make_sampler("ddim", PATH, steps=10).timesteps[0] == PATH.num_steps - 1
-    assert mean_error() < 0.04
-    assert mean_error(timestep_spacing="leading") > 0.15  # what the default was
-    assert make_sampler("ddim", make_process("diffusion", "cosine", 100), steps=10).timestep_spacing == "leading"
-
-
 def test_ode_error_shrinks_with_steps_and_order() -> None:
     mu, sigma = torch.tensor([0.5, -1.0, 0.0]), torch.tensor([0.5, 1.0, 1.5])
     oracle = GaussianOracle(mu, sigma, PATH, "velocity")

@@ -16,9 +16,7 @@ class DDIMSampler(SpacedSampler):
     """x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - std^2) eps + std z, std = eta * sqrt(posterior variance).
 
     Options and defaults follow diffusers' ``DDIMScheduler``: ``timestep_spacing`` "leading" | "trailing" |
-    "linspace" (default None: "leading", diffusers' default, on a noise schedule; "trailing" on a flow path, where
-    "leading" would start the chain inside the path, at tau = 0.91 for 10 of 100 steps, from pure noise),
-    ``steps_offset=0``, ``set_alpha_to_one=True`` (the last step lands on the
+    "linspace" (default "leading"), ``steps_offset=0``, ``set_alpha_to_one=True`` (the last step lands on the
     clean sample; False lands on alpha_bar_0). eps is not recomputed from a clipped x0
     (diffusers' ``use_clipped_model_output=False``), and noise is drawn at every step when eta > 0.
 
@@ -33,12 +31,10 @@ class DDIMSampler(SpacedSampler):
         schedule: ForwardProcess,
         steps: int = 50,
         eta: float = 0.0,
-        timestep_spacing: str | None = None,
+        timestep_spacing: str = "leading",
         steps_offset: int = 0,
         set_alpha_to_one: bool = True,
     ) -> None:
-        if timestep_spacing is None:
-            timestep_spacing = "trailing" if schedule.kind == "flow" else "leading"
         super().__init__(schedule, steps, timestep_spacing, steps_offset)
         if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
             raise ValueError(f"DDIM eta must be a float in [0, 1], got {eta!r}")
