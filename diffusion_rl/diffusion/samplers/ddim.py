@@ -16,7 +16,8 @@ class DDIMSampler(SpacedSampler):
     """x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - std^2) eps + std z, std = eta * sqrt(posterior variance).
 
     Options and defaults follow diffusers' ``DDIMScheduler``: ``timestep_spacing`` "leading" | "trailing" |
-    "linspace" (default "leading"), ``steps_offset=0``, ``set_alpha_to_one=True`` (the last step lands on the
+    "linspace" (default "leading", on a flow path too: there 10 of 100 steps start at tau = 0.91 from pure noise,
+    which shrinks samples toward zero; "trailing" starts at tau = 1), ``steps_offset=0``, ``set_alpha_to_one=True`` (the last step lands on the
     clean sample; False lands on alpha_bar_0). eps is not recomputed from a clipped x0
     (diffusers' ``use_clipped_model_output=False``), and noise is drawn at every step when eta > 0.
 
