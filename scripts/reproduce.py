@@ -133,8 +133,10 @@ def cell_made_by(run_dir: Path) -> list[str] | None:
 
 def _settings(command: list[str]) -> list[str]:
     """A cell command's settings: its arguments without the interpreter and script, the run folder (the cell
-    itself, wherever the root now lies) and what does not change the result (resuming, the progress bar)."""
-    skip = ("run_dir=", "trainer.resume=", "trainer.progress=")
+    itself, wherever the root now lies), what does not change the result (resuming, the progress bar) and the
+    preset and device as spelt (preset=auto and preset=cpu are one run on a CPU; the resolved preset is checked
+    on its own)."""
+    skip = ("run_dir=", "trainer.resume=", "trainer.progress=", "preset=", "device=")
     return [a for a in command[2:] if not a.startswith(skip)]
 
 

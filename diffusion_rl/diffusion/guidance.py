@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -143,9 +145,10 @@ class GradientGuidance:
             raise ValueError(f"GradientGuidance fn must be callable fn(x, t) -> Tensor [B], got {self.fn!r}")  # noqa: TRY004 (house rule: ValueError)
         for name in ("n_steps", "t_stopgrad"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"GradientGuidance {name} must be an integer >= 0, got {value!r}")
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
+        if (isinstance(self.scale, (bool, np.bool_)) or not isinstance(self.scale, numbers.Real)
+                or not math.isfinite(self.scale)):
             raise ValueError(f"GradientGuidance scale must be a finite float (a NaN or inf would make every sample "
                              f"NaN), got {self.scale!r}")
 

@@ -157,18 +157,24 @@ def _update_goal(goal: np.ndarray | None, info: dict[str, Any], which: np.ndarra
 
 
 def _warnings_above(bar: Any) -> Callable[[], None]:
-    """Show warnings raised while ``bar`` runs above it (``tqdm.write``) rather than inside its line; returns
-    what restores the usual display."""
-    if bar.disable:
+    """Show warnings raised while ``bar`` runs above it (its line cleared first, then redrawn) rather than inside
+    its line; returns what restores the usual display. The display in force is kept (``logging.captureWarnings``
+    still logs them), and warnings being recorded (``catch_warnings(record=True)``, pytest) are left alone."""
+    if bar.disable or getattr(getattr(warnings, "_showwarnmsg_impl", None), "__name__", "") != "_showwarnmsg_impl":
         return lambda: None
-    saved = warnings.catch_warnings()
-    saved.__enter__()
+    shown = warnings.showwarning
 
-    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        bar.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), file=sys.stderr)
+    def show(*args: Any, **kwargs: Any) -> None:
+        with type(bar).external_write_mode(file=sys.stderr):
+            shown(*args, **kwargs)
 
     warnings.showwarning = show
-    return lambda: saved.__exit__(None, None, None)
+
+    def restore() -> None:
+        if warnings.showwarning is show:
+            warnings.showwarning = shown
+
+    return restore
 
 
 def _reset_takes_seed(policy: Any) -> bool:
@@ -339,5 +345,6 @@ def evaluate(
         successes=np.asarray(successes) if reports_success else None,
         routes=routes if reports_route else None,
         policy_stats=None if stats_before is None else {
-            k: int(v) - int(stats_before.get(k, 0)) for k, v in stats.items() if isinstance(v, (int, np.integer))},
+            k: int(v) - int(stats_before.get(k, 0)) for k, v in stats.items()
+            if isinstance(v, (int, np.integer)) and isinstance(stats_before.get(k, 0), (int, np.integer))},
     )

@@ -363,7 +363,8 @@ class Trainer:
 
     def _apply_checkpoint(self, state: dict[str, Any], path: str | Path) -> None:
         saved_settings = state.get("run_settings")
-        if saved_settings is not None and self.run_settings and saved_settings != self.run_settings:
+        # none saved (None, or {} from runs that recorded none, e.g. distillations before 2026-12-07): unchecked
+        if saved_settings and self.run_settings and saved_settings != self.run_settings:
             changed = {k: (saved_settings.get(k), self.run_settings.get(k))
                        for k in sorted(set(saved_settings) | set(self.run_settings))
                        if saved_settings.get(k) != self.run_settings.get(k)}

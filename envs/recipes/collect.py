@@ -281,10 +281,13 @@ def collect(
             pool = ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init_worker, initargs=(counter,))
             try:
                 pending = [pool.submit(_run_task, tuple(t)) for t in tasks]
-                while not all(p.done() for p in pending):
-                    time.sleep(0.2)
-                    bar.update(counter.value - bar.n)
                 try:
+                    while not all(p.done() for p in pending):
+                        time.sleep(0.2)
+                        bar.update(counter.value - bar.n)
+                        failed = next((p for p in pending if p.done() and p.exception() is not None), None)
+                        if failed is not None:
+                            failed.result()  # its error now, not when the other tasks end (they are stopped below)
                     results = [p.result() for p in pending]
                 except BrokenProcessPool:
                     raise RuntimeError(

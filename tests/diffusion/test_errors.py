@@ -122,6 +122,10 @@ def test_guidance_warm_start_and_offset_values_that_would_sample_garbage_are_ref
     with pytest.raises(ValueError, match="steps_offset=1 shifts 'leading' timesteps only"):
         make_sampler("ddim", SCH, steps=5, timestep_spacing="trailing", steps_offset=1)
     assert make_sampler("ddim", SCH, steps=5, steps_offset=1).timesteps == [17, 13, 9, 5, 1]
+    import numpy as np  # numpy numbers are numbers
+
+    assert make_sampler("ddim", SCH, steps=5, steps_offset=np.int64(1)).timesteps == [17, 13, 9, 5, 1]
+    GradientGuidance(lambda x, t: x.sum(-1), scale=np.float32(0.1), n_steps=np.int64(2), t_stopgrad=np.int64(1))
 
 
 def test_a_leading_chain_that_starts_far_below_pure_noise_warns() -> None:

@@ -157,6 +157,10 @@ def _killed(env_id, steps, seed, params):
 
 
 def _failing(env_id, steps, seed, params):
+    import time
+
+    if params.get("slow"):
+        time.sleep(60)  # a long task beside the failing one
     raise ValueError(f"bad segment params {params}")
 
 
@@ -170,8 +174,13 @@ def test_a_killed_or_failing_worker_ends_the_collection_with_its_error(monkeypat
     monkeypatch.setitem(collect_mod.COLLECTORS, "failing", _failing)
     with pytest.raises(RuntimeError, match="a collection worker process died"):
         collect([Segment("killed", "Hopper-v5", 2000)], num_workers=2, progress=False)
-    with pytest.raises(ValueError, match=r"bad segment params \{'x': 1\}"):
-        collect([Segment("failing", "Hopper-v5", 2000, {"x": 1})], num_workers=2, progress=False)
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"bad segment params \{'x': 1\}"):  # at once: the slow task is stopped
+        collect([Segment("failing", "Hopper-v5", 1000, {"slow": True}), Segment("failing", "Hopper-v5", 1000, {"x": 1})],
+                num_workers=2, progress=False)
+    assert time.perf_counter() - start < 30  # not after the other task's 60 s
 
 
 def test_collect_validation():

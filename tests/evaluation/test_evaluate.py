@@ -401,32 +401,63 @@ def test_the_time_limit_the_episodes_ran_under_is_recorded(tmp_path):
     assert pendulum.max_episode_steps == 200 and (pendulum.lengths == 200).all()  # the env's registered limit
 
 
-def test_what_the_policy_counted_is_reported_and_its_warnings_print_above_the_bar(capsys):
+def test_what_the_policy_counted_is_reported_and_its_warnings_are_recorded_when_recording():
     """A policy's own counts over the evaluation (diffusion_rl.Policy: clipped actions, far observations) go into
-    the result; a warning raised during the rollouts is written on its own line, and the usual display is back
-    afterwards."""
+    the result; a warning raised during the rollouts reaches a recorder (pytest.warns, catch_warnings(record=True))
+    with the progress bar on, and the display in force is back afterwards."""
     import warnings
 
     class Counting(Feedback):
         def __init__(self):
             super().__init__()
-            self.stats = {"actions": 100, "clipped_actions": 7, "far_observations": 0}  # from earlier use
+            self.stats = {"actions": 100, "clipped_actions": 7, "far_observations": 0, "note": None}
 
         def act(self, obs, **context):
             self.stats["actions"] += len(obs)
             self.stats["clipped_actions"] += 1
+            self.stats["note"] = 3  # not a count before: left out, not a TypeError after the episodes
             if self.stats["clipped_actions"] == 8:
                 warnings.warn("an action was clipped", RuntimeWarning, stacklevel=2)
             return super().act(obs, **context)
 
     shown = warnings.showwarning
-    result = evaluate(Counting(), "hopper-medium", episodes=2, num_envs=2, max_episode_steps=5, progress=True)
+    with pytest.warns(RuntimeWarning, match="an action was clipped"):
+        result = evaluate(Counting(), "hopper-medium", episodes=2, num_envs=2, max_episode_steps=5, progress=True)
     assert warnings.showwarning is shown
     assert result.policy_stats == {"actions": 10, "clipped_actions": 5, "far_observations": 0}  # this run only
     assert result.to_dict()["policy_stats"]["clipped_actions"] == 5
     assert "50.0% of actions clipped into the action space" in str(result)
-    err = capsys.readouterr().err
-    line = next(x for x in err.split("\n") if "RuntimeWarning: an action was clipped" in x)
+
+
+def test_a_warning_during_the_rollouts_prints_above_the_progress_bar():
+    """In a plain process (no recorder) the bar's line is cleared before the warning is written, not continued by
+    it, and redrawn after."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import warnings\n"
+        "from tests.evaluation.test_evaluate import Feedback\n"
+        "from diffusion_rl.evaluation import evaluate\n"
+        "class Warns(Feedback):\n"
+        "    k = 0\n"
+        "    def act(self, obs, **context):\n"
+        "        self.k += 1\n"
+        "        if self.k == 3:\n"
+        "            warnings.warn('an action was clipped', RuntimeWarning)\n"
+        "        return super().act(obs, **context)\n"
+        "evaluate(Warns(), 'hopper-medium', episodes=2, num_envs=2, max_episode_steps=5, progress=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stderr.split("\n") if "RuntimeWarning: an action was clipped" in x)
     assert "it/s]" not in line.split("\r")[-1]  # the bar's line was cleared first, not continued by the warning
+
+
+def test_a_policy_without_stats_reports_none():
     assert evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, max_episode_steps=2,
                     progress=False).policy_stats is None

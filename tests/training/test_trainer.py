@@ -440,6 +440,10 @@ def test_a_resume_refuses_other_run_settings_and_a_step_beyond_max_steps(tmp_pat
         Trainer(_model(), data, _cfg(max_steps=20, run_dir=str(tmp_path), resume=True), run_settings=other)
     with pytest.raises(ValueError, match=r"is at step 10, beyond max_steps=5; resume with max_steps >= 10"):
         Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path), resume=True), run_settings=same)
+    # a run that recorded no settings ({}: distillations before they did) resumes under settings
+    Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path / "unrecorded"))).fit()
+    assert Trainer(_model(), data, _cfg(max_steps=20, run_dir=str(tmp_path / "unrecorded"), resume=True),
+                   run_settings=same).step == 10
     # another seed: the weights are seed 0's run (it was resumed with a warning and recorded as seed 1's)
     with pytest.raises(ValueError, match=r"belongs to a run with seed=0, not seed=1; resume with seed=0, or train "
                                          r"seed 1 in another run_dir"):
