@@ -28,6 +28,30 @@ def test_loss_ignores_padding_and_history_and_reports_parts():
     moved = dict(padded, actions=padded["actions"].clone())
     moved["actions"][:, -2:] += 5.0
     assert torch.allclose(algo.loss(padded)["inv_loss"], algo.loss(moved)["inv_loss"])
+    # ... nor diffusion loss: a denoiser that predicts the data exactly except at padded or known (history) rows
+    # scores 0; wrong at a real row to be generated, it does not
+    torch.manual_seed(0)
+    algo = DecisionDiffuser(OBS_DIM, ACT_DIM, **{**SMALL, "prediction": "sample", "history": 3})
+    x0 = padded["observations"]
+
+    class Predicts(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def forward(self, x, t, cond=None, drop_mask=None):
+            return self.out
+
+    def diffusion_loss_with(rows):
+        out = x0.clone()
+        out[:, rows] += 1.0
+        algo.net = Predicts(out)
+        return float(algo.loss(padded)["diffusion_loss"])
+
+    assert diffusion_loss_with([]) < 1e-10
+    assert diffusion_loss_with([0, 1, 2]) < 1e-10  # the 3 known history rows
+    assert diffusion_loss_with([-3, -2, -1]) < 1e-10  # the padded rows
+    assert diffusion_loss_with([3]) > 0.01  # a real row to be generated
 
 
 def test_plan_inpaints_current_state_exactly():

@@ -66,6 +66,11 @@ def test_weights_scale_elements_before_the_mean() -> None:
     w[:, 0, :2] = 10.0  # Diffuser-style: first step's first two dims weighted x10
     loss = diffusion_loss(Recorder(lambda x, t: torch.zeros_like(x)), x0, sch, t=t, noise=noise, weights=w)
     assert loss.item() == pytest.approx((10 * 2 + 10) / 12)  # mean of w over the 12 elements of one sample
+    # errors that differ per element: each weight scales its own element's error, not the mean error
+    noise = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
+    loss = diffusion_loss(Recorder(lambda x, t: torch.zeros_like(x)), x0, sch, t=t, noise=noise, weights=w)
+    assert loss.item() == pytest.approx(float((w * noise**2).mean()), rel=1e-6)
+    assert abs(float((w * noise**2).mean()) - float(w.mean() * (noise**2).mean())) > 0.1  # the two differ here
 
 
 def test_drop_mask_and_cond_are_passed_through() -> None:
