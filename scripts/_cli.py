@@ -181,9 +181,12 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
         except ValueError as err:
             sys.exit(f"error: sampling.{key}: {err}")
     check_sampler_fits(policy)
-    env_name = cfg.env.name if cfg.get("env") else policy.env_name
+    if cfg.get("env") and cfg.get("task"):
+        sys.exit("error: env= and task= both name the environment: pass one")
+    env_name = cfg.env.name if cfg.get("env") else cfg.task.name if cfg.get("task") else policy.env_name
     if not env_name:
-        sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>")
+        sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name> or "
+                 "task=<robot task>")
     check_env_fits(policy, env_name)
     return policy, policy_path, env_name
 

@@ -72,3 +72,16 @@ def test_catalogue_entry_and_bad_side():
         get_task("push-t")
     with pytest.raises(ValueError, match="side must be -1, \\+1 or None"):
         ObstacleExpert(side=0)
+
+
+def test_importing_envs_registers_every_task_env():
+    """A control loop makes the task's env by its gym id after `import envs` alone (it was not registered)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import gymnasium as gym, envs\n"
+            "print([t.gym_id for t in envs.TASKS.values() if t.gym_id not in gym.registry])")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]

@@ -124,11 +124,11 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
 
 
 def test_unknown_key_lists_the_config_groups_and_no_empty_clause(tmp_path):
-    # `env` defaults to null (no key in the composed config), yet env=... is a valid group: it is listed
+    # `env` and `task` default to null (no key in the composed config), yet both are valid groups: listed
     proc = run_script(tmp_path, "policy=whatever", "episodez=2")
     line = proc.stderr.strip()
     assert proc.returncode != 0 and line.startswith("error: unknown config key 'episodez'"), proc.stderr
-    assert line.endswith("; valid config groups: env") and len(line.splitlines()) == 1, line
+    assert line.endswith("; valid config groups: env, task") and len(line.splitlines()) == 1, line
     # a config that uses no group: the clause is left out rather than left empty
     sys.path.insert(0, str(ROOT / "scripts"))
     from _cli import check_overrides
@@ -276,3 +276,28 @@ def test_helpers(script_module):
     assert out == Path("/runs/x/eval_hopper-medium.json")
     assert script_module.default_out("/runs/x/m.safetensors", "envs.maze2d:Maze2D-UMaze-v1") == Path(
         "/runs/x/eval_envs.maze2d_Maze2D-UMaze-v1.json")
+
+
+def test_a_robot_task_is_named_by_task(tmp_path):
+    """evaluate.py task=point-obstacle scores a policy in a robot task (env= names D4RL-style entries only, and an
+    artifact without an env_name needs one of them)."""
+    from diffusion_rl.algos import DiffusionPolicy
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    algo = DiffusionPolicy(4, 2, horizon=8, obs_steps=2, num_steps=10, down_dims=(16, 32), step_embed_dim=16,
+                           n_groups=4)
+    normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(64, 4))),
+                   "actions": GaussianNormalizer().fit(rng.normal(size=(64, 2)))}
+    path = Policy(algo, normalizers, sampling={"steps": 2}, execution="action_queue",
+                  execution_options={"action_steps": 4}).save(tmp_path / "dp")
+    out = tmp_path / "task.json"
+    proc = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "episodes=1", "num_envs=1",
+                      "max_episode_steps=5", f"out={out}", "progress=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["env_name"] == "point-obstacle" and "success_rate_mean" in result and result["lengths"] == [5]
+    both = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "env=hopper-medium")
+    assert both.returncode != 0 and "env= and task= both name the environment" in both.stderr
+    neither = run_script(tmp_path / "cwd", f"policy={path}")
+    assert neither.returncode != 0 and "pass env=<catalogue name> or task=<robot task>" in neither.stderr
