@@ -185,8 +185,11 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
         sys.exit("error: env= and task= both name the environment: pass one")
     env_name = cfg.env.name if cfg.get("env") else cfg.task.name if cfg.get("task") else policy.env_name
     if not env_name:
-        sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name> or "
-                 "task=<robot task>")
+        from hydra.core.hydra_config import HydraConfig
+
+        tasks = "task" in HydraConfig.get().runtime.choices  # evaluate.py scores robot tasks, diagnose.py does not
+        sys.exit(f"error: the artifact {policy_path} names no environment; pass env=<catalogue name>"
+                 + (" or task=<robot task>" if tasks else ""))
     check_env_fits(policy, env_name)
     return policy, policy_path, env_name
 

@@ -8,9 +8,10 @@
 as the folder).
 
 Keys (configs/evaluate.yaml): ``policy`` (required), ``episodes``, ``num_envs``, ``seed``, ``video``, ``env``
-(a catalogue name) or ``task`` (a robot task; default for both: the artifact's env_name), ``max_episode_steps``, ``out`` (eval JSON; default
-``<policy>/../eval_<env>.json``), ``device``, ``compile`` (false | true | trace | cuda_graph | inductor: the
-denoiser traced, captured as a CUDA graph, or compiled by torch.compile; same actions, faster), ``precision``
+(a catalogue name) or ``task`` (a robot task; default for both: the artifact's env_name), ``max_episode_steps``,
+``out`` (eval JSON; default ``<policy>/../eval_<env>.json``), ``device``, ``compile`` (false | true | trace |
+cuda_graph | inductor: the denoiser traced, captured as a CUDA graph, or compiled by torch.compile; same actions,
+faster), ``precision``
 (float32 | bfloat16), ``progress``, and ``sampling.<setting>=value`` overrides of the artifact's sampler settings.
 The work is done by ``Policy.load`` and ``diffusion_rl.evaluation.evaluate``.
 """

@@ -39,7 +39,7 @@ def test_action_queue_executes_the_chunk_then_replans(algo):
     calls = PlanCalls(policy)
     acted = [policy.act(obs + i) for i in range(3)]  # later observations do not change queued actions
     assert calls.count == 1
-    np.testing.assert_allclose(np.stack(acted, axis=1), chunk[:, :3], rtol=0, atol=1e-4 * ACT_STD)
+    np.testing.assert_allclose(np.stack(acted, axis=1), chunk[:, :3], rtol=0, atol=3e-3 * ACT_STD)
     policy.act(obs)
     assert calls.count == 2  # the queue ran empty: replanned
     policy.act(obs[:1])
@@ -60,7 +60,7 @@ def test_first_action_replans_every_step_and_matches_plan(algo):
     policy.reset()
     plan = policy.plan(obs)
     policy.reset()  # the same seed: act() executes the first action of the plan it makes
-    np.testing.assert_allclose(policy.act(obs), plan.action_chunk[0], rtol=0, atol=1e-4 * ACT_STD)
+    np.testing.assert_allclose(policy.act(obs), plan.action_chunk[0], rtol=0, atol=3e-3 * ACT_STD)
 
 
 def test_execution_options_survive_the_artifact(tmp_path):

@@ -420,10 +420,8 @@ def test_what_the_policy_counted_is_reported_and_its_warnings_are_recorded_when_
                 warnings.warn("an action was clipped", RuntimeWarning, stacklevel=2)
             return super().act(obs, **context)
 
-    shown = warnings.showwarning
     with pytest.warns(RuntimeWarning, match="an action was clipped"):
         result = evaluate(Counting(), "hopper-medium", episodes=2, num_envs=2, max_episode_steps=5, progress=True)
-    assert warnings.showwarning is shown
     assert result.policy_stats == {"actions": 10, "clipped_actions": 5, "far_observations": 0}  # this run only
     assert result.to_dict()["policy_stats"]["clipped_actions"] == 5
     assert "50.0% of actions clipped into the action space" in str(result)
@@ -449,13 +447,16 @@ def test_a_warning_during_the_rollouts_prints_above_the_progress_bar():
         "        if self.k == 3:\n"
         "            warnings.warn('an action was clipped', RuntimeWarning)\n"
         "        return super().act(obs, **context)\n"
+        "shown = warnings.showwarning\n"
         "evaluate(Warns(), 'hopper-medium', episodes=2, num_envs=2, max_episode_steps=5, progress=True)\n"
+        "print('display restored:', warnings.showwarning is shown)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = next(x for x in proc.stderr.split("\n") if "RuntimeWarning: an action was clipped" in x)
     assert "it/s]" not in line.split("\r")[-1]  # the bar's line was cleared first, not continued by the warning
+    assert "display restored: True" in proc.stdout
 
 
 def test_a_policy_without_stats_reports_none():
