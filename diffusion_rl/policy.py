@@ -247,7 +247,11 @@ class Policy:
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "
                              f"{algo.sampling_names() or 'none'}")
-        settings = check_settings({**algo.default_sampling, **(sampling or {})}, _schedule_steps(algo))
+        # settings this model never reads (a Diffuser without a value net: num_plans, guide_scale...) are left out,
+        # whether a config or an artifact gave them, so that setting one later is refused rather than ignored
+        unused = algo.unused_settings()
+        settings = check_settings({k: v for k, v in {**algo.default_sampling, **(sampling or {})}.items()
+                                   if k not in unused}, _schedule_steps(algo))
         try:
             _check_sampler(algo, settings)
         except ValueError as err:
@@ -344,6 +348,8 @@ class Policy:
         elif (name.startswith("_") or not self.__dict__.get("_built") or name in self.__dict__
               or hasattr(type(self), name)):
             object.__setattr__(self, name, value)
+        elif "algo" in self.__dict__ and name in self.algo.unused_settings():
+            raise AttributeError(f"setting {name} has no effect: {self.algo.unused_settings()[name]}")
         else:  # policy.guidance_weigth = 5 would otherwise be kept and change nothing
             raise AttributeError(f"Policy has no setting {name!r}; {self.algo.name}'s sampling settings are "
                                  f"{sorted(self.sampling) or 'none'}; the policy's own are ['compile', "
@@ -667,6 +673,9 @@ class Policy:
                              "built with goal_conditioned=True)")
         unknown = [k for k in kwargs if k not in self.sampling]
         if unknown:
+            unused = self.algo.unused_settings()
+            if unknown[0] in unused:
+                raise ValueError(f"setting {unknown[0]} has no effect: {unused[unknown[0]]}")
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
         context: dict[str, Any] = {"settings": check_settings(kwargs, _schedule_steps(self.algo))}
         if goal is not None:

@@ -171,6 +171,12 @@ class Algorithm(nn.Module):
         """The sampler settings this algorithm's ``plan`` takes (what ``Policy`` settings may name)."""
         return sorted(k for k in cls.plan_arguments() if k not in cls.CONTEXT_ARGS)
 
+    def unused_settings(self) -> dict[str, str]:
+        """Sampler settings this instance's ``plan`` takes but never reads, each with the reason (a Diffuser built
+        without a value net has no value guidance): a ``Policy`` leaves them out, so setting one is refused rather
+        than ignored."""
+        return {}
+
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}
 

@@ -102,6 +102,12 @@ class Diffuser(Algorithm):
         goals = x0[:, -1, states] if self.goal_conditioned else None
         return state_inpainting(x0.shape[0], self.horizon, self.transition_dim, states, x0[:, 0, states], goals)
 
+    def unused_settings(self) -> dict[str, str]:
+        if self.value is not None:
+            return {}
+        why = "this Diffuser has no value net (value_guided=False): it samples one plan, without value guidance"
+        return dict.fromkeys(("num_plans", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_by_variance"), why)
+
     def denoising_problem(self, batch: dict[str, torch.Tensor]) -> DenoisingProblem:
         x0 = torch.cat([batch["actions"], batch["observations"]], dim=-1)
         known, _ = self._inpainting(x0)

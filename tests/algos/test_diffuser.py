@@ -122,3 +122,21 @@ def test_value_targets_of_another_shape_are_refused_not_broadcast():
 def test_loss_weights_that_would_train_nonsense_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Diffuser(OBS_DIM, ACT_DIM, **SMALL, **kwargs)
+
+
+def test_a_diffuser_without_a_value_net_refuses_value_settings_instead_of_ignoring_them(tmp_path):
+    """Maze2d's goal-conditioned Diffuser has no value net: num_plans and guide_scale from a config or an artifact
+    are left out of its policy, and setting one is refused (it was accepted and changed nothing)."""
+    torch.manual_seed(0)
+    data = toy_dataset(8)
+    algo = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_guided=False)
+    normalizers = {k: data.normalizers[k] for k in ("observations", "actions")}
+    policy = Policy(algo, normalizers, sampling={"num_plans": 64, "guide_scale": 0.1, "steps": 5})
+    assert "num_plans" not in policy.sampling and "guide_scale" not in policy.sampling and policy.steps == 5
+    with pytest.raises(ValueError, match="setting guide_scale has no effect: this Diffuser has no value net"):
+        policy.act(np.zeros(OBS_DIM), guide_scale=5.0)
+    with pytest.raises(AttributeError, match="setting num_plans has no effect"):
+        policy.num_plans = 3
+    assert "num_plans" not in Policy.load(policy.save(tmp_path / "p")).sampling
+    guided = Diffuser(OBS_DIM, ACT_DIM, **SMALL)
+    assert Policy(guided, normalizers, sampling={"num_plans": 4}).num_plans == 4  # with a value net: kept
