@@ -15,8 +15,9 @@ A batch is a dict of tensors on ``device``:
 - ``returns`` ``[B, 1]`` (``returns=True``): discounted return-to-go from the window's current step (its start, or
   the step after its ``pad_before`` history rows) to the episode end (Decision Diffuser), with
   ``terminal_penalty`` on the last reward of episodes that terminated, labelled in [0, 1] over the dataset's
-  window starts by ``return_label``: ``"quantile"`` (the fraction of window starts with a lower return, ties counted half: 0.9 = "better than 90% of the data") or ``"minmax"`` (90% of the way
-  from the worst to the best return-to-go). Neither needs a per-environment returns scale;
+  window starts by ``return_label``: ``"quantile"`` (the fraction of window starts with a lower return, ties
+  counted half: 0.9 = "better than 90% of the data") or ``"minmax"`` (90% of the way from the worst to the best
+  return-to-go). Neither needs a per-environment returns scale;
 - ``values`` ``[B]`` (``values=True``): Diffuser's value targets, the ``value_discount``-discounted sum of
   rewards from the window start to the episode end with ``terminal_penalty`` added to the last reward of
   episodes that terminated, min-max normalized to [-1, 1] over the window starts (Diffuser's ``normed``
