@@ -26,7 +26,9 @@ def rollout_eval_fn(
 
     Returns ``{"normalized_score", "normalized_score_stderr", "return", "return_stderr", "length"}`` (the
     normalized entries only for catalogue envs). With ``video_dir`` each evaluation records
-    ``step_<step>.mp4``; with ``results_dir`` it writes ``step_<step>.json`` (``EvalResult.to_dict``).
+    ``step_<step>.mp4``; with ``results_dir`` it writes ``step_<step>.json`` (``EvalResult.to_dict``). The last
+    evaluation stays readable as ``eval_fn.last`` (``(step, EvalResult)``, None before the first): a run whose
+    final step was just evaluated need not run the same episodes again.
     """
 
     def eval_fn(model: Any, step: int) -> dict[str, float]:
@@ -36,6 +38,8 @@ def rollout_eval_fn(
         result.extra["step"] = int(step)
         if results_dir is not None:
             result.save_json(os.path.join(results_dir, f"step_{step:08d}.json"))
+        eval_fn.last = (int(step), result)
         return result.scalars()
 
+    eval_fn.last = None
     return eval_fn

@@ -377,3 +377,18 @@ def test_every_trainer_setting_can_be_set_from_the_command_line(name):
     assert settings["mixed_precision"] == "no" and settings["ema_power"] == algo.trainer.ema_power  # null: the algo's
     assert trainer_settings(cfg, {"trainer.ema_power"})["ema_power"] is None  # a null set by hand: a fixed decay
     TrainerConfig(**{k: v for k, v in settings.items() if k != "presets"})
+
+
+def test_periodic_evaluation_is_not_repeated_for_the_final_step(tmp_path, hopper_hdf5):
+    """With eval.every the trainer scores the last step's model itself: the run's eval.json is that evaluation
+    (the same policy on the same episodes was evaluated a second time)."""
+    run_dir = tmp_path / "run"
+    proc = _run(["env=hopper-medium", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "trainer.max_steps=20",
+                 "eval.every=10", "eval.episodes=2", "eval.num_envs=2", "eval.max_episode_steps=10", "eval.plot=false",
+                 *TINY_DD], tmp_path / "empty")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final evaluation: the trainer's evaluation of step 20 (2 episodes)" in proc.stdout, proc.stdout[-2000:]
+    assert "evaluating 2 episodes" not in proc.stdout
+    final = json.loads((run_dir / "eval.json").read_text())
+    periodic = json.loads((run_dir / "evals" / "step_00000020.json").read_text())
+    assert final["returns"] == periodic["returns"] and final["train_steps"] == 20 and "step" not in final.get("extra", {})
