@@ -674,8 +674,9 @@ class Policy:
         unknown = [k for k in kwargs if k not in self.sampling]
         if unknown:
             unused = self.algo.unused_settings()
-            if unknown[0] in unused:
-                raise ValueError(f"setting {unknown[0]} has no effect: {unused[unknown[0]]}")
+            idle = [k for k in unknown if k in unused]
+            if idle:
+                raise ValueError(f"setting {idle[0]} has no effect: {unused[idle[0]]}")
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
         context: dict[str, Any] = {"settings": check_settings(kwargs, _schedule_steps(self.algo))}
         if goal is not None:

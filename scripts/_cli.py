@@ -172,6 +172,10 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
         sys.exit(f"error: cannot load policy={policy_path}: {err}")
     overrides = to_plain(cfg.sampling) or {}
     unknown = sorted(set(overrides) - set(policy.sampling))
+    unused = policy.algo.unused_settings()
+    idle = [k for k in unknown if k in unused]
+    if idle:
+        sys.exit(f"error: sampling.{idle[0]} has no effect: {unused[idle[0]]}")
     if unknown:
         sys.exit(f"error: unknown sampling setting(s) {unknown}; this policy's settings are: "
                  f"{', '.join(sorted(policy.sampling))}")

@@ -103,9 +103,11 @@ class Diffuser(Algorithm):
         return state_inpainting(x0.shape[0], self.horizon, self.transition_dim, states, x0[:, 0, states], goals)
 
     def unused_settings(self) -> dict[str, str]:
-        if self.value is not None:
+        if self.value is not None and not self.goal_conditioned:
             return {}
-        why = "this Diffuser has no value net (value_guided=False): it samples one plan, without value guidance"
+        why = ("this Diffuser has no value net (value_guided=False): it samples one plan, without value guidance"
+               if self.value is None else
+               "a goal-conditioned Diffuser samples one plan towards its goal: its value net is not used")
         return dict.fromkeys(("num_plans", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_by_variance"), why)
 
     def denoising_problem(self, batch: dict[str, torch.Tensor]) -> DenoisingProblem:

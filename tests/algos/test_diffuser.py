@@ -140,3 +140,9 @@ def test_a_diffuser_without_a_value_net_refuses_value_settings_instead_of_ignori
     assert "num_plans" not in Policy.load(policy.save(tmp_path / "p")).sampling
     guided = Diffuser(OBS_DIM, ACT_DIM, **SMALL)
     assert Policy(guided, normalizers, sampling={"num_plans": 4}).num_plans == 4  # with a value net: kept
+    with pytest.raises(ValueError, match="setting num_plans has no effect"):  # named among other unknown ones
+        policy.act(np.zeros(OBS_DIM), typo=1, num_plans=3)
+    # goal-conditioned: one plan towards the goal, its value net (if any) unused
+    reaching = Diffuser(OBS_DIM, ACT_DIM, **SMALL, goal_conditioned=True)
+    with pytest.raises(AttributeError, match="a goal-conditioned Diffuser samples one plan towards its goal"):
+        Policy(reaching, normalizers).guide_scale = 5.0

@@ -301,3 +301,15 @@ def test_a_robot_task_is_named_by_task(tmp_path):
     assert both.returncode != 0 and "env= and task= both name the environment" in both.stderr
     neither = run_script(tmp_path / "cwd", f"policy={path}")
     assert neither.returncode != 0 and "pass env=<catalogue name> or task=<robot task>" in neither.stderr
+
+
+def test_a_sampling_override_the_model_never_reads_is_refused_with_the_reason(tmp_path):
+    from diffusion_rl.algos import Diffuser
+    from tests.test_policy import ACT_DIM, OBS_DIM, make_normalizers
+
+    torch.manual_seed(0)
+    algo = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=8, dim_mults=(1, 2), value_guided=False)
+    path = Policy(algo, make_normalizers(), env_name="hopper-medium").save(tmp_path / "diffuser")
+    proc = run_script(tmp_path / "cwd", f"policy={path}", "sampling.num_plans=4", "episodes=1")
+    assert proc.returncode != 0
+    assert "sampling.num_plans has no effect: this Diffuser has no value net" in proc.stderr, proc.stderr[-2000:]
