@@ -17,10 +17,11 @@ after this action, or None, for plan diagnostics.
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+from diffusion_rl._numbers import is_integer
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusion_rl.policy import Policy
@@ -163,7 +164,7 @@ class ActionQueue(Execution):
     name = "action_queue"
 
     def __init__(self, action_steps: int = 8) -> None:
-        if isinstance(action_steps, bool) or not isinstance(action_steps, numbers.Integral) or action_steps < 1:
+        if not is_integer(action_steps) or action_steps < 1:
             raise ValueError(f"action_steps must be an integer >= 1, got {action_steps!r}")
         self.action_steps = int(action_steps)
         super().__init__()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from diffusion_rl._numbers import is_integer, is_real
 from diffusion_rl.diffusion import SAMPLERS, ForwardProcess, make_process, sampler_options
 from diffusion_rl.nets import build_network
 
@@ -42,14 +42,14 @@ def make_backbone(name: str, transition_dim: int, dim: int, dim_mults: Any, cond
 
 def check_finite(name: str, value: Any) -> float:
     """``value`` as a float, or a ValueError when it is not a finite real number."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not is_real(value) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
 def check_unit_interval(name: str, value: Any, meaning: str = "") -> float:
     """``value`` as a float in [0, 1], or a ValueError naming the range (and ``meaning``, what the value is)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+    if not is_real(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1]{f' ({meaning})' if meaning else ''}, got {value!r}")
     return float(value)
 
@@ -66,17 +66,12 @@ def check_weight(name: str, value: Any) -> float:
 MAX_NUM_PLANS = 4096
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _is_real(v: Any) -> bool:
     """A finite number the model's float32 math can hold."""
-    return (isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
-            and abs(v) <= _FLOAT32_MAX)
+    return is_real(v) and math.isfinite(v) and abs(v) <= _FLOAT32_MAX
 
 
 def auto_clip(algo_cls: type, normalizers: dict[str, Any]) -> float | None:
@@ -94,8 +89,8 @@ def check_kinds(cls: type, settings: dict[str, Any]) -> None:
     params = inspect.signature(cls.__init__).parameters
     kinds: list[tuple[type, Callable[[Any], bool], str]] = [
         (bool, lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
-        (int, _is_int, "an integer"),
-        (float, lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)), "a number"),
+        (int, is_integer, "an integer"),
+        (float, is_real, "a number"),
         (str, lambda v: isinstance(v, str), "a string"),
     ]
 
@@ -125,7 +120,7 @@ def check_sizes(minimum: int = 1, **sizes: Any) -> None:
     as ``dim_mults``: of such integers), before a constructor compares or allocates with it."""
     for name, value in sizes.items():
         values = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not values or isinstance(value, str) or not all(_is_int(v) and v >= minimum for v in values):
+        if not values or isinstance(value, str) or not all(is_integer(v) and v >= minimum for v in values):
             listed = isinstance(value, (list, tuple)) or name.endswith(("_mults", "_dims"))  # dim_mults, down_dims
             kind = "a list of integers" if listed else "an integer"
             raise ValueError(f"{name}: expected {kind} >= {minimum}, got {value!r}")
@@ -138,7 +133,7 @@ def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> di
     max_steps = num_steps if num_steps is not None else 10**6
     rules: dict[str, tuple[Any, str]] = {
         "sampler": (lambda v: isinstance(v, str) and v in SAMPLERS, f"one of {sorted(SAMPLERS)}"),
-        "steps": (lambda v: v is None or (_is_int(v) and 1 <= v <= max_steps),
+        "steps": (lambda v: v is None or (is_integer(v) and 1 <= v <= max_steps),
                   f"None or an integer in [1, {max_steps}] (the schedule's steps)"),
         "eta": (lambda v: v is None or (_is_real(v) and 0 <= v <= 1), "None or a number in [0, 1] (DDIM's eta)"),
         "temperature": (lambda v: _is_real(v) and v >= 0, "a finite float32 number >= 0"),
@@ -146,13 +141,13 @@ def check_settings(settings: dict[str, Any], num_steps: int | None = None) -> di
                         "None, 'auto' or a float32 number > 0"),
         "guidance_weight": (_is_real, "a finite float32 number"),
         "target_return": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1] (a quantile level)"),
-        "num_plans": (lambda v: _is_int(v) and 1 <= v <= MAX_NUM_PLANS, f"an integer in [1, {MAX_NUM_PLANS}]"),
+        "num_plans": (lambda v: is_integer(v) and 1 <= v <= MAX_NUM_PLANS, f"an integer in [1, {MAX_NUM_PLANS}]"),
         "guide_scale": (lambda v: _is_real(v) and v >= 0, "a finite float32 number >= 0 (0: rank plans by "
                         "value without gradient steps)"),
-        "n_guide_steps": (lambda v: _is_int(v) and 0 <= v <= 100, "an integer in [0, 100]"),
-        "t_stopgrad": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "n_guide_steps": (lambda v: is_integer(v) and 0 <= v <= 100, "an integer in [0, 100]"),
+        "t_stopgrad": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
         "scale_by_variance": (lambda v: isinstance(v, bool), "true or false"),
-        "warm_start_t": (lambda v: v is None or (_is_int(v) and 0 <= v < max_steps),
+        "warm_start_t": (lambda v: v is None or (is_integer(v) and 0 <= v < max_steps),
                          f"None or an integer in [0, {max_steps - 1}] (the timestep a warm start re-noises to)"),
     }
     for name, value in settings.items():

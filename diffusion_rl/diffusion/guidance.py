@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from diffusion_rl._numbers import is_integer, is_real
 
 __all__ = ["ClassifierFreeGuidance", "ComposedGuidance", "GradientGuidance", "make_model_fn", "repeat_cond"]
 
@@ -145,10 +145,9 @@ class GradientGuidance:
             raise ValueError(f"GradientGuidance fn must be callable fn(x, t) -> Tensor [B], got {self.fn!r}")  # noqa: TRY004 (house rule: ValueError)
         for name in ("n_steps", "t_stopgrad"):
             value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
+            if not is_integer(value) or value < 0:
                 raise ValueError(f"GradientGuidance {name} must be an integer >= 0, got {value!r}")
-        if (isinstance(self.scale, (bool, np.bool_)) or not isinstance(self.scale, numbers.Real)
-                or not math.isfinite(self.scale)):
+        if not is_real(self.scale) or not math.isfinite(self.scale):
             raise ValueError(f"GradientGuidance scale must be a finite float (a NaN or inf would make every sample "
                              f"NaN), got {self.scale!r}")
 

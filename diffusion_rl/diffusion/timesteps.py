@@ -6,11 +6,12 @@ Spacings follow Lin et al. 2023, Table 2 ("Common diffusion noise schedules and 
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Callable
 
 import numpy as np
+
+from diffusion_rl._numbers import is_integer
 
 __all__ = ["TIMESTEP_SPACINGS", "check_steps", "spaced_timesteps"]
 
@@ -56,7 +57,7 @@ def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, 
     if spacing not in TIMESTEP_SPACINGS:
         raise ValueError(f"unknown timestep_spacing {spacing!r}; expected one of {sorted(TIMESTEP_SPACINGS)}")
     check_steps(steps, num_train)
-    if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, numbers.Integral) or offset < 0:
+    if not is_integer(offset) or offset < 0:
         raise ValueError(f"steps_offset must be an integer >= 0, got {offset!r}")
     offset = int(offset)
     if offset and spacing != "leading":

@@ -10,7 +10,6 @@ sampler runs on any :class:`~diffusion_rl.diffusion.process.ForwardProcess` (a n
 from __future__ import annotations
 
 import math
-import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffusion_rl._numbers import is_integer
 from diffusion_rl.diffusion.constraints import Constraint, bind_constraints
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, GradientGuidance, make_model_fn
 from diffusion_rl.diffusion.prediction import get_prediction
@@ -227,8 +227,7 @@ class Sampler(ABC):
         if x_init is not None:
             if tuple(x_init.shape) != shape:
                 raise ValueError(f"x_init must have the sample shape {shape}, got {tuple(x_init.shape)}")
-            if (t_start is None or isinstance(t_start, bool) or not isinstance(t_start, numbers.Integral)
-                    or not 0 <= t_start < self.schedule.num_steps):
+            if not is_integer(t_start) or not 0 <= t_start < self.schedule.num_steps:
                 raise ValueError(
                     f"warm start needs t_start in [0, {self.schedule.num_steps - 1}] with x_init, got {t_start!r}"
                 )

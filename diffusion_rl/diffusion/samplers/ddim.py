@@ -17,9 +17,10 @@ class DDIMSampler(SpacedSampler):
 
     Options and defaults follow diffusers' ``DDIMScheduler``: ``timestep_spacing`` "leading" | "trailing" |
     "linspace" (default "leading", on a flow path too: there 10 of 100 steps start at tau = 0.91 from pure noise,
-    which shrinks samples toward zero; "trailing" starts at tau = 1), ``steps_offset=0``, ``set_alpha_to_one=True`` (the last step lands on the
-    clean sample; False lands on alpha_bar_0). eps is not recomputed from a clipped x0
-    (diffusers' ``use_clipped_model_output=False``), and noise is drawn at every step when eta > 0.
+    which shrinks samples toward zero; "trailing" starts at tau = 1), ``steps_offset=0``,
+    ``set_alpha_to_one=True`` (the last step lands on the clean sample; False lands on alpha_bar_0). eps is not
+    recomputed from a clipped x0 (diffusers' ``use_clipped_model_output=False``), and noise is drawn at every step
+    when eta > 0.
 
     One deliberate difference: each step goes to the NEXT timestep of this sampler's own list. diffusers'
     ``DDIMScheduler.step`` instead goes to ``t - num_train_timesteps // steps``, which disagrees with its own list
