@@ -97,6 +97,19 @@ def eval_seed(cfg: DictConfig) -> Any:
     return cfg.eval.seed if cfg.eval.seed is not None else EVAL_SEED_BASE + EVAL_SEED_STRIDE * cfg.seed
 
 
+def refuse_unused_sampling(run_cfg: Any, user_keys: set[str]) -> None:
+    """A sampler setting the user set that this model would never read (``sampling.num_plans`` for a Diffuser
+    without a value net, or a goal-conditioned one) is refused before any work; the algo config's own defaults
+    for such settings are left out of the policy quietly."""
+    from diffusion_rl.algos import ALGORITHMS
+
+    unused = ALGORITHMS[run_cfg.algo].unused_sampling(run_cfg.model)
+    for key, why in unused.items():
+        for spelled in (f"sampling.{key}", f"algo.sampling.{key}"):
+            if spelled in user_keys:
+                raise SystemExit(f"error: {spelled} has no effect: {why}")
+
+
 def run(cfg: DictConfig, target: str = "env") -> None:
     """Resolve the config, train, score and print (shared by train_planner.py and train_policy.py)."""
     import torch
@@ -138,6 +151,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
         run_cfg.validate()  # every value checked before the dataset is made or a step is trained
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+    refuse_unused_sampling(run_cfg, user_keys)
     Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, Path(run_cfg.run_dir) / "config.yaml", resolve=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -9,7 +9,7 @@ Its constructor takes only JSON-friendly keyword arguments, so ``config()`` plus
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -171,11 +171,17 @@ class Algorithm(nn.Module):
         """The sampler settings this algorithm's ``plan`` takes (what ``Policy`` settings may name)."""
         return sorted(k for k in cls.plan_arguments() if k not in cls.CONTEXT_ARGS)
 
-    def unused_settings(self) -> dict[str, str]:
-        """Sampler settings this instance's ``plan`` takes but never reads, each with the reason (a Diffuser built
-        without a value net has no value guidance): a ``Policy`` leaves them out, so setting one is refused rather
-        than ignored."""
+    @classmethod
+    def unused_sampling(cls, config: Mapping[str, Any]) -> dict[str, str]:
+        """Sampler settings that an instance built with the constructor settings ``config`` (omitted ones take
+        their defaults) takes in ``plan`` but never reads, each with the reason (a Diffuser built without a value
+        net has no value guidance): told before a model is built, so a run can refuse them up front."""
         return {}
+
+    def unused_settings(self) -> dict[str, str]:
+        """This instance's :meth:`unused_sampling`: a ``Policy`` leaves those settings out, so setting one is refused
+        rather than ignored."""
+        return type(self).unused_sampling(self.config())
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}

@@ -9,7 +9,8 @@ sampled per observation and the first action of the best one is executed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -102,11 +103,15 @@ class Diffuser(Algorithm):
         goals = x0[:, -1, states] if self.goal_conditioned else None
         return state_inpainting(x0.shape[0], self.horizon, self.transition_dim, states, x0[:, 0, states], goals)
 
-    def unused_settings(self) -> dict[str, str]:
-        if self.value is not None and not self.goal_conditioned:
+    @classmethod
+    def unused_sampling(cls, config: Mapping[str, Any]) -> dict[str, str]:
+        defaults = inspect.signature(cls.__init__).parameters
+        value_guided = config.get("value_guided", defaults["value_guided"].default)
+        goal_conditioned = config.get("goal_conditioned", defaults["goal_conditioned"].default)
+        if value_guided and not goal_conditioned:
             return {}
         why = ("this Diffuser has no value net (value_guided=False): it samples one plan, without value guidance"
-               if self.value is None else
+               if not value_guided else
                "a goal-conditioned Diffuser samples one plan towards its goal: its value net is not used")
         return dict.fromkeys(("num_plans", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_by_variance"), why)
 

@@ -392,3 +392,34 @@ def test_periodic_evaluation_is_not_repeated_for_the_final_step(tmp_path, hopper
     final = json.loads((run_dir / "eval.json").read_text())
     periodic = json.loads((run_dir / "evals" / "step_00000020.json").read_text())
     assert final["returns"] == periodic["returns"] and final["train_steps"] == 20 and "step" not in final.get("extra", {})
+
+
+def test_a_sampling_setting_the_model_never_reads_is_refused_when_the_user_sets_it(tmp_path):
+    """A goal-conditioned or value-less Diffuser samples one plan without value guidance: a value-guidance setting
+    typed on the command line was dropped without a word; the algo config's own defaults still pass quietly."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_planner import refuse_unused_sampling
+
+    from diffusion_rl.pipeline import PlannerRunConfig
+
+    maze = PlannerRunConfig(env="maze2d-umaze", algo="diffuser", model={"goal_conditioned": True},
+                            sampling={"num_plans": 64, "guide_scale": 0.1})
+    refuse_unused_sampling(maze, set())  # the yaml's defaults: left out of the policy, not refused
+    refuse_unused_sampling(maze, {"sampling.steps", "algo.model.dim"})
+    with pytest.raises(SystemExit, match="error: sampling.num_plans has no effect: a goal-conditioned Diffuser"):
+        refuse_unused_sampling(maze, {"sampling.num_plans"})
+    valueless = PlannerRunConfig(env="hopper-medium", algo="diffuser", model={"value_guided": False})
+    with pytest.raises(SystemExit, match=r"error: algo.sampling.guide_scale has no effect: this Diffuser has no "
+                                         r"value net \(value_guided=False\)"):
+        refuse_unused_sampling(valueless, {"algo.sampling.guide_scale"})
+    guided = PlannerRunConfig(env="hopper-medium", algo="diffuser", model={})  # value-guided by default
+    refuse_unused_sampling(guided, {"sampling.num_plans", "algo.sampling.guide_scale"})
+    refuse_unused_sampling(PlannerRunConfig(env="hopper-medium", algo="decision_diffuser"), {"sampling.steps"})
+
+    run_dir = tmp_path / "run"  # the script refuses it in one line, before the dataset is looked for
+    proc = _run(["env=maze2d-umaze", "algo=diffuser", "sampling.num_plans=8", f"run_dir={run_dir}"],
+                tmp_path / "empty", timeout=120)
+    assert proc.returncode != 0 and proc.stderr.strip() == (  # maze2d's Diffuser is built without a value net
+        "error: sampling.num_plans has no effect: this Diffuser has no value net (value_guided=False): it samples one "
+        "plan, without value guidance"), proc.stderr[-2000:]
+    assert not any((run_dir / name).exists() for name in ("policy", "checkpoints", "config.yaml"))
