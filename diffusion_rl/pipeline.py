@@ -313,7 +313,8 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
 
     Writes ``<run_dir>/policy/`` (the artifact), ``<run_dir>/eval.json``, TensorBoard logs under
     ``<run_dir>/tb`` and checkpoints under ``<run_dir>/checkpoints``; with ``plot`` a PNG of a plan against the
-    executed trajectory, with ``video`` an mp4 of the final evaluation.
+    executed trajectory, with ``video`` an mp4 of the final evaluation. ``eval.json`` is written last: a run
+    folder with one holds a finished run.
     """
     cfg.validate()
     task = TASKS.get(cfg.env)
@@ -385,7 +386,6 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
         payload["dataset_mean_normalized_return"] = float(np.mean(spec.normalized_score(store.episode_returns())))
     if "success" in store:  # demonstrations: how often the demonstrator succeeded
         payload["demo_success_rate"] = float(np.mean(store["success"][store.episode_ends - 1]))
-    _write_json(run_dir / "eval.json", payload)
     if cfg.plot:
         planned, executed, expected, reached = rollout_for_plot(
             Policy.load(policy_path, device=device), env_name, cfg.eval_seed, one_step=min(200, cfg.eval_max_episode_steps or 200)
@@ -398,6 +398,9 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
             plot_plan(expected, reached, run_dir / "plan_consistency.png", labels=("planned next state",
                       "simulator's next state"), title=f"{cfg.algo} on {env_name}: one-step plan vs executed "
                       f"(plan error {result.plan_error_mean:.4f} RMS, normalized)")
+    # last: eval.json marks a finished run (reproduce.py counts a cell with one as done), so a run interrupted
+    # while plotting has none and is finished by a rerun with trainer.resume=true
+    _write_json(run_dir / "eval.json", payload)
     return PlannerRunResult(policy_path, result, summary, store.summary())
 
 

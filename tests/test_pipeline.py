@@ -138,3 +138,33 @@ def test_the_plot_rollout_starts_a_history_planners_plan_at_its_current_state():
     assert planned.shape == executed.shape == (8 - 3, 11)
     np.testing.assert_allclose(planned[0], executed[0], atol=1e-4)  # the inpainted current state
     assert not np.allclose(planned[1], planned[0], atol=1e-3)  # no history row repeated after it
+
+
+def test_eval_json_is_written_last_so_a_run_stopped_while_plotting_is_not_taken_as_finished(tmp_path, monkeypatch):
+    """reproduce.py counts a run folder with eval.json as a finished cell: a Ctrl-C while the plots were drawn left
+    one without its plots (and without reproduce's record), and the cell was never finished."""
+    import diffusion_rl.pipeline as pipeline
+    from diffusion_rl.data import save_d4rl_hdf5
+
+    path = tmp_path / "small.hdf5"
+    save_d4rl_hdf5(make_store([30, 30]), path)
+    run_dir = tmp_path / "run"
+    cfg = dict(env="point-obstacle", algo="diffusion_policy", dataset=str(path), run_dir=str(run_dir),
+               model={"horizon": 8, "obs_steps": 2, "down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4},
+               execution="action_queue", execution_options={"action_steps": 4}, eval_episodes=1,
+               eval_max_episode_steps=4, sampling={"steps": 2}, device="cpu")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "plot_plan", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_planner(PlannerRunConfig(**cfg, trainer={"max_steps": 3, "batch_size": 4, "progress": False}),
+                               log=lambda line: None)
+    assert (run_dir / "policy").is_dir() and not (run_dir / "eval.json").exists()
+    monkeypatch.undo()
+    result = pipeline.train_planner(PlannerRunConfig(**cfg, trainer={"max_steps": 3, "batch_size": 4,
+                                                                     "progress": False, "resume": True}),
+                                    log=lambda line: None)
+    assert (run_dir / "eval.json").is_file() and (run_dir / "plan.png").is_file()
+    assert result.train_summary["step"] == 3
