@@ -82,6 +82,7 @@ def _metadata(recipe: Recipe, data: Collected, seed: int, summary: MakeSummary) 
     return {
         "locally_made": True,
         "recipe": recipe.description,
+        "recipe_revision": recipe.revision,
         "description": f"Locally made with the D4RL/Minari recipe (not the official "
                        f"{spec.minari_id or spec.d4rl_name}): {recipe.description}",
         "catalogue_name": spec.name,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from diffusion_rl._numbers import is_integer
 from diffusion_rl.data.d4rl_hdf5 import load_d4rl_hdf5
 from diffusion_rl.data.errors import DatasetNotFoundError, make_command
 from diffusion_rl.data.minari_io import load_minari, minari_dataset_exists, resolve_minari_root
@@ -47,6 +48,21 @@ def source_kind(source: str | os.PathLike) -> str:
     return "minari"
 
 
+def _warn_if_older_recipe(spec: EnvSpec, dataset_id: str, made: Any) -> None:
+    """A locally made dataset from an earlier revision of its recipe is not what the recipe makes now (the maze
+    datasets' rewards before revision 2): warn, naming the change and the command that remakes it."""
+    from envs.recipes import recipe_revision
+
+    current, change = recipe_revision(spec.name)
+    if is_integer(made) and made < current:
+        warnings.warn(
+            f"{dataset_id} was made with revision {made} of {spec.name}'s recipe, which is now at revision {current} "
+            f"({change}): what is trained on it is not comparable with datasets made now. Remake it with: "
+            f"{make_command(spec.name)} overwrite=true",
+            stacklevel=4,
+        )
+
+
 def _load_catalogue(
     name: str, *, minari_root: str | os.PathLike | None = None, progress: bool | None = None
 ) -> EpisodeStore:
@@ -66,6 +82,8 @@ def _load_catalogue(
                     f"dataset's scores. Remake it with: {make_command(spec.name)} overwrite=true",
                     stacklevel=3,
                 )
+            if store.metadata.get("locally_made"):
+                _warn_if_older_recipe(spec, dataset_id, store.metadata.get("recipe_revision", 1))
             store.metadata["spec_name"] = spec.name
             store.metadata.setdefault("ref_min_score", spec.ref_min_score)
             store.metadata.setdefault("ref_max_score", spec.ref_max_score)

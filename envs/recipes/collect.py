@@ -157,9 +157,14 @@ def _collect_policy(env_id: str, steps: int, seed: int, params: dict[str, Any]) 
 def _collect_maze2d(env_id: str, steps: int, seed: int, params: dict[str, Any]) -> dict[str, Any]:
     """D4RL's maze2d recipe: the waypoint controller keeps steering to random goal cells (a new goal as soon
     as it reports the current one solved), Gaussian action noise (std 0.5 in D4RL), clipped to [-1, 1]; one
-    continuous trajectory cut into episodes of ``max_episode_steps`` (timeouts), never reset in between."""
+    continuous trajectory cut into episodes of ``max_episode_steps`` (timeouts), never reset in between.
+
+    Rewards are labelled as in D4RL's published maze2d-*-v1 files (its ``relabel_maze2d_rewards.py``): the env's
+    reward towards the evaluation goal (the layout's goal cell, which scoring uses), at each step's observation,
+    not towards the controller's passing goal (kept in ``infos/goal``)."""
     import envs.maze2d  # noqa: F401  (registers the ids)
     from envs.maze2d import WaypointController
+    from envs.maze2d.env import REWARD_FUNCTIONS
 
     rng = np.random.default_rng(seed)
     noise_std = float(params.get("noise_std", 0.5))
@@ -168,6 +173,7 @@ def _collect_maze2d(env_id: str, steps: int, seed: int, params: dict[str, Any]) 
     maze = env.unwrapped
     controller = WaypointController(maze.maze_arr, seed=rng)
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    eval_goal, reward_of = maze.goal, REWARD_FUNCTIONS[maze.reward_type]  # before set_target moves the goal
     maze.set_target()  # a random goal cell (D4RL's env.set_target()) drawn from the env's seeded generator
     out = _Episodes()
     ep = _new_steps(("infos/goal",))
@@ -179,11 +185,11 @@ def _collect_maze2d(env_id: str, steps: int, seed: int, params: dict[str, Any]) 
             goal = maze.goal
             action = controller.get_action(obs, goal)
         action = np.clip(action + noise_std * rng.standard_normal(2), -1.0, 1.0)
-        next_obs, reward, terminated, _, _ = maze.step(action)  # the unwrapped env: episodes are cut here
+        next_obs, _, terminated, _, _ = maze.step(action)  # the unwrapped env: episodes are cut here
         ep["observations"].append(obs)
         ep["next_observations"].append(next_obs)
         ep["actions"].append(action)
-        ep["rewards"].append(reward)
+        ep["rewards"].append(reward_of(float(np.linalg.norm(obs[:2] - eval_goal))))
         ep["infos/goal"].append(goal)
         ep["terminals"].append(bool(terminated))
         full = len(ep["rewards"]) >= max_len

@@ -11,7 +11,10 @@ Locomotion (hopper, walker2d, halfcheetah), following D4RL / Minari:
 * ``medium-expert``: half the steps from ``medium`` and half from ``expert``, concatenated (D4RL: 1M + 1M).
 
 Maze2D: D4RL's scripted waypoint controller going to random goal cells with action noise 0.5, episodes cut every
-``max_episode_steps`` (no RL).
+``max_episode_steps`` (no RL), rewards labelled towards the evaluation goal as in D4RL's maze2d-*-v1 files.
+
+A recipe's :data:`RECIPE_REVISIONS` entry grows when a change makes its datasets differ from those made before;
+datasets record the revision they were made with (``recipe_revision``), and loading an older one warns.
 
 Recipes are looked up in :data:`RECIPES` by quality (locomotion) or by ``"maze2d"``.
 """
@@ -30,11 +33,13 @@ from envs.recipes.policies import BehaviorPolicy, load_policy
 __all__ = [
     "MAZE2D_NOISE_STD",
     "RECIPES",
+    "RECIPE_REVISIONS",
     "WEIGHTS_DIR",
     "Recipe",
     "load_behavior",
     "load_behavior_sequence",
     "recipe_for",
+    "recipe_revision",
     "run_recipe",
 ]
 
@@ -43,11 +48,29 @@ MAZE2D_NOISE_STD = 0.5
 """D4RL's maze2d action noise (``act + randn * 0.5``)."""
 
 
+RECIPE_REVISIONS: dict[str, tuple[int, str]] = {
+    "maze2d": (2, "revision 2 labels rewards towards the evaluation goal at each step's observation, as D4RL's "
+                  "maze2d-*-v1 files do; revision 1 rewarded reaching the controller's passing goals"),
+}
+"""Per :data:`RECIPES` key: the current revision and what changed (keys not listed are at revision 1)."""
+
+
+def recipe_revision(name: str) -> tuple[int, str]:
+    """The current revision of catalogue entry ``name``'s recipe and what its last change was (1, "" if none)."""
+    spec = get_spec(name)
+    return RECIPE_REVISIONS.get("maze2d" if spec.env == "maze2d" else spec.quality, (1, ""))
+
+
 @dataclass
 class Recipe:
     spec: EnvSpec
     segments: list[Segment]
     description: str
+
+    @property
+    def revision(self) -> int:
+        """The recipe's revision (:data:`RECIPE_REVISIONS`), recorded in the datasets it makes."""
+        return recipe_revision(self.spec.name)[0]
 
 
 def _weights_path(env: str, quality: str) -> Path:
@@ -130,7 +153,8 @@ def _maze2d(spec: EnvSpec, steps: int) -> Recipe:
             f"to random goal cells of the {spec.quality} maze, a new goal whenever the current one is reached, "
             f"Gaussian action noise std {MAZE2D_NOISE_STD} clipped to [-1, 1]; one continuous trajectory per "
             f"collection chunk (the env resets at each chunk's start), cut into episodes of {spec.max_episode_steps} "
-            "steps (timeouts); no RL")
+            "steps (timeouts); no RL; sparse rewards towards the evaluation goal (the layout's goal cell) at each "
+            "step's observation, as D4RL's maze2d-*-v1 files (infos/goal: the controller's passing goal)")
     return Recipe(spec, [seg], desc)
 
 

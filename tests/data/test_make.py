@@ -137,3 +137,33 @@ def test_only_official_minari_datasets_that_exist_are_named(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"Minari publishes no official hopper-medium-replay dataset; "
                                                    r"D4RL's is hopper-medium-replay-v2"):
         load_episodes("hopper-medium-replay", minari_root=tmp_path)
+
+
+def test_a_local_dataset_from_an_earlier_recipe_revision_warns_on_load(tmp_path, monkeypatch):
+    """The maze recipe's rewards changed (revision 2: towards the evaluation goal, as D4RL's v1 files); a dataset
+    made before says so when it is loaded by its catalogue name, with the command that remakes it."""
+    import warnings
+
+    import diffusion_rl.data.make as make_mod
+    from diffusion_rl.data import load_episodes
+
+    root = tmp_path / "m"
+    make_local_dataset("maze2d-umaze", num_steps=1200, minari_root=root, progress=False)
+    assert _load(root, "local/maze2d/umaze-v0").storage.metadata["recipe_revision"] == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_episodes("maze2d-umaze", minari_root=root, progress=False)
+    assert not [w for w in caught if "revision" in str(w.message)]  # made now: only the small-size warning
+    old = make_mod._metadata
+
+    def before_revisions(*args, **kwargs):  # what make_dataset wrote before revisions were recorded
+        meta = old(*args, **kwargs)
+        del meta["recipe_revision"]
+        return meta
+
+    monkeypatch.setattr(make_mod, "_metadata", before_revisions)
+    make_local_dataset("maze2d-umaze", num_steps=1200, minari_root=root, progress=False, overwrite=True)
+    with pytest.warns(UserWarning, match=r"local/maze2d/umaze-v0 was made with revision 1 of maze2d-umaze's recipe, "
+                                         r"which is now at revision 2 \(revision 2 labels rewards towards the "
+                                         r"evaluation goal.*make_dataset.py env=maze2d-umaze overwrite=true"):
+        load_episodes("maze2d-umaze", minari_root=root, progress=False)

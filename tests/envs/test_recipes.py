@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -140,11 +141,15 @@ def test_collect_maze2d_recipe():
     np.testing.assert_array_equal(np.diff(np.concatenate([[0], data.episode_ends])), [300] * 4)
     a = data.arrays
     assert not a["terminals"].any()
-    # sparse reward of the goal in force at that step, measured at the next state (D4RL: radius 0.5)
-    dist = np.linalg.norm(a["next_observations"][:, :2] - a["infos/goal"], axis=1)
+    # D4RL's maze2d-*-v1 labels: sparse reward (radius 0.5) towards the evaluation goal, the layout's goal cell
+    # that scoring uses, at each step's observation -- not towards the controller's passing goals
+    eval_goal = gym.make("Maze2D-UMaze-v1").unwrapped.goal
+    dist = np.linalg.norm(a["observations"][:, :2] - eval_goal, axis=1)
     np.testing.assert_array_equal(a["rewards"], (dist <= 0.5).astype(float))
     assert len(np.unique(a["infos/goal"], axis=0)) >= 2  # the controller reached a goal and got a new one
-    assert a["rewards"].sum() > 0
+    passing = np.linalg.norm(a["next_observations"][:, :2] - a["infos/goal"], axis=1) <= 0.5
+    assert a["rewards"].sum() > 0 and (passing != (a["rewards"] > 0)).sum() > 50  # the old labels differ
+    assert recipe.revision == 2 and "towards the evaluation goal" in recipe.description
     # one continuous trajectory: the next episode starts where the previous one ended
     np.testing.assert_allclose(a["observations"][300], a["next_observations"][299])
 
