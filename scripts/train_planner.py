@@ -117,6 +117,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     from diffusion_rl.data import DatasetNotFoundError
     from diffusion_rl.pipeline import ConfigError, PlannerRunConfig, train_planner
     from diffusion_rl.policy import resolve_device
+    from diffusion_rl.training import CheckpointError
 
     try:
         device = resolve_device(cfg.device)
@@ -158,7 +159,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     print(f"preset: {preset}; run_dir: {run_cfg.run_dir}")
     try:
         result = train_planner(run_cfg)
-    except DatasetNotFoundError as err:  # a user error: one line, no traceback
+    except (DatasetNotFoundError, CheckpointError) as err:  # user errors (a refused resume...): one line
         raise SystemExit(f"error: {err}") from None
     ev = result.evaluation
     print(f"\nartifact: {result.policy_path}")

@@ -1,6 +1,7 @@
 """Training: the ``Trainer`` (EMA, AdamW, lr schedules, bf16, checkpoints and resume, logs, eval, DDP)."""
 
 from diffusion_rl.training.checkpoint import (
+    CheckpointError,
     check_fresh_run,
     latest_checkpoint,
     list_checkpoints,
@@ -17,6 +18,7 @@ __all__ = [
     "EMA",
     "LR_SCHEDULES",
     "MIXED_PRECISION_MODES",
+    "CheckpointError",
     "ToyRegressionData",
     "ToyRegressor",
     "Trainer",

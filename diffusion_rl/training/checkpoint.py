@@ -7,8 +7,10 @@ temporary name and renamed with ``os.replace``, so a file with the final name is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "CheckpointError",
     "check_fresh_run",
     "checkpoint_path",
     "latest_checkpoint",
@@ -27,6 +30,12 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as asked: damaged or foreign, or a resume it refuses (other run settings,
+    another seed, past max_steps), or a run folder that already holds another run's. A user error, told in one line
+    by the scripts."""
 
 
 def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
@@ -48,11 +57,11 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def check_fresh_run(directory: str | os.PathLike, resume_option: str = "resume=True") -> None:
-    """``ValueError`` if ``directory`` already holds checkpoints: a run that does not resume must not train over
+    """:class:`CheckpointError` if ``directory`` already holds checkpoints: a run that does not resume must not train over
     (and prune) another run's; ``resume_option`` is how the caller's user asks to continue instead."""
     existing = list_checkpoints(directory)
     if existing:
-        raise ValueError(f"{str(directory)!r} already holds checkpoints (latest step {existing[-1][0]}); expected "
+        raise CheckpointError(f"{str(directory)!r} already holds checkpoints (latest step {existing[-1][0]}); expected "
                          f"{resume_option} to continue that run, or a new run_dir")
 
 
@@ -73,9 +82,15 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # a failing cleanup (read-only folder) must not hide why the save failed
             os.unlink(tmp)
+        if isinstance(err, (OSError, RuntimeError)):  # torch's writer reports a full disk as "unexpected pos"
+            free = ""
+            with contextlib.suppress(OSError):
+                free = f" ({shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free on its disk)"
+            raise OSError(f"could not write checkpoint {str(path)!r}: {err}{free}; earlier checkpoints are "
+                          "kept") from err
         raise
     return path
 
@@ -89,16 +104,16 @@ def _publish(tmp: str, path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU; a missing or damaged file raises ``ValueError`` naming it."""
+    """Load a checkpoint onto the CPU; a missing or damaged file raises :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, ...
-        raise ValueError(f"checkpoint {str(path)!r} is damaged or not a diffusion_rl checkpoint: {exc}") from exc
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a diffusion_rl checkpoint: {exc}") from exc
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"checkpoint {str(path)!r} is not a diffusion_rl training checkpoint (no model/step)")
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a diffusion_rl training checkpoint (no model/step)")
     return state
 
 

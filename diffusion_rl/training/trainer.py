@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from diffusion_rl.progress import progress_bar
 from diffusion_rl.training.checkpoint import (
+    CheckpointError,
     check_fresh_run,
     checkpoint_path,
     list_checkpoints,
@@ -354,10 +355,10 @@ class Trainer:
 
     @staticmethod
     def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-        """Read and check a checkpoint file without touching the trainer (ValueError when damaged or foreign)."""
+        """Read and check a checkpoint file without touching the trainer (CheckpointError when damaged or foreign)."""
         state = load_checkpoint(path)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint {str(path)!r}: expected format {CHECKPOINT_FORMAT!r}, "
+            raise CheckpointError(f"checkpoint {str(path)!r}: expected format {CHECKPOINT_FORMAT!r}, "
                              f"got {state.get('format')!r}")
         return state
 
@@ -368,16 +369,16 @@ class Trainer:
             changed = {k: (saved_settings.get(k), self.run_settings.get(k))
                        for k in sorted(set(saved_settings) | set(self.run_settings))
                        if saved_settings.get(k) != self.run_settings.get(k)}
-            raise ValueError(f"checkpoint {str(path)!r} was trained with other run settings (saved -> now): "
+            raise CheckpointError(f"checkpoint {str(path)!r} was trained with other run settings (saved -> now): "
                              f"{changed}; resume with the saved ones, or train a fresh run in another run_dir")
         saved_seed = state.get("config", {}).get("seed")
         if saved_seed is not None and saved_seed != self.config.seed:  # the weights are that seed's run: a resume
             # under another seed would train on and record them as this seed's
-            raise ValueError(f"checkpoint {str(path)!r} belongs to a run with seed={saved_seed}, not seed="
+            raise CheckpointError(f"checkpoint {str(path)!r} belongs to a run with seed={saved_seed}, not seed="
                              f"{self.config.seed}; resume with seed={saved_seed}, or train seed {self.config.seed} "
                              "in another run_dir")
         if int(state["step"]) > self.config.max_steps:
-            raise ValueError(f"checkpoint {str(path)!r} is at step {int(state['step'])}, beyond max_steps="
+            raise CheckpointError(f"checkpoint {str(path)!r} is at step {int(state['step'])}, beyond max_steps="
                              f"{self.config.max_steps}; resume with max_steps >= {int(state['step'])}")
         self._warn_config_changes(state.get("config", {}), path)
         saved_max = state.get("config", {}).get("max_steps")
@@ -396,7 +397,7 @@ class Trainer:
             why = ("the model's trainable parameters differ from those it was trained with" if same_groups else
                    f"it was trained with weight_decay={saved_wd!r}, and switching weight decay between 0 and > 0 "
                    f"changes the optimizer's parameter groups: resume with weight_decay {'> 0' if saved_wd else '0'}")
-            raise ValueError(f"checkpoint {str(path)!r}: its optimizer does not fit this run's ({err}); {why}") from None
+            raise CheckpointError(f"checkpoint {str(path)!r}: its optimizer does not fit this run's ({err}); {why}") from None
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self._apply_optimizer_settings()
         self.step = int(state["step"])

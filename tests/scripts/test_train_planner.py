@@ -70,6 +70,12 @@ def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, ho
                  "eval.plot=false", *TINY_DD], tmp_path / "empty")
     assert more.returncode == 0, more.stderr[-3000:]
     assert json.loads((run_dir / "eval.json").read_text())["train_steps"] == 30
+    # a resume the checkpoint refuses is one line, not Hydra's traceback
+    past = _run(["env=hopper-medium", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "trainer.max_steps=10",
+                 "trainer.resume=true", "eval.plot=false", *TINY_DD], tmp_path / "empty")
+    assert past.returncode != 0 and "Traceback" not in past.stderr, past.stderr[-3000:]
+    assert past.stderr.strip().splitlines()[-1].startswith("error: checkpoint ") and (
+        "is at step 30, beyond max_steps=10; resume with max_steps >= 30" in past.stderr)
     # a rerun refused for its run_dir keeps the record of how the run was made (Hydra wrote over it)
     refused = _run(["env=hopper-medium", "algo=diffuser", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "preset=cpu"],
                    tmp_path / "empty")

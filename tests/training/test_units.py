@@ -184,6 +184,30 @@ def test_interrupted_write_leaves_no_checkpoint(tmp_path, monkeypatch):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_a_failed_write_names_the_checkpoint_and_the_free_space(tmp_path, monkeypatch):
+    """torch's writer reports a full disk as "[enforce fail at inline_container.cc] unexpected pos ..."; the error
+    now names the checkpoint and the free space, and a cleanup that fails too does not hide it."""
+    kept = save_checkpoint({"model": {}, "step": 1}, checkpoint_path(tmp_path, 1))
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 242624 vs 242512")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"could not write checkpoint '.*step_00000002\.pt': \[enforce fail.*unexpected "
+                                      r"pos 242624 vs 242512 \(\d+ MiB free on its disk\); earlier checkpoints are kept"):
+        save_checkpoint({"model": {}, "step": 2}, checkpoint_path(tmp_path, 2))
+    assert latest_checkpoint(tmp_path) == kept and [p.name for p in tmp_path.iterdir()] == [kept.name]
+    real_unlink = os.unlink
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(f"[Errno 30] Read-only file system: {path!r}")
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    with pytest.raises(OSError, match=r"could not write checkpoint .*unexpected pos"):
+        save_checkpoint({"model": {}, "step": 3}, checkpoint_path(tmp_path, 3))
+    monkeypatch.setattr(os, "unlink", real_unlink)
+
+
 def test_damaged_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     good = save_checkpoint({"model": {"w": torch.ones(100)}, "step": 1}, checkpoint_path(tmp_path, 1))
     data = good.read_bytes()
