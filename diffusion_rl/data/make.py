@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusion_rl.data.d4rl_hdf5 import check_d4rl_target, save_d4rl_hdf5
-from diffusion_rl.data.minari_io import resolve_minari_root, save_minari
+from diffusion_rl.data.minari_io import load_minari, resolve_minari_root, save_minari
 from diffusion_rl.data.store import EpisodeStore
 from envs import get_spec
 from envs.catalogue import EnvSpec, catalogue_names
@@ -99,6 +99,24 @@ def _metadata(recipe: Recipe, data: Collected, seed: int, summary: MakeSummary) 
     }
 
 
+def _copy_existing(spec: EnvSpec, root: Path, hdf5_path: Path, num_steps: int | None, seed: int,
+                   progress: bool) -> Path:
+    """Write the D4RL-layout copy of the dataset already made, when it is the one asked for (same seed and size):
+    a run killed between writing the dataset and its copy need not collect again."""
+    store = load_minari(spec.local_id, minari_root=root, progress=False)
+    made = (store.metadata.get("seed"), store.metadata.get("num_steps"))
+    asked = (int(seed), spec.dataset_steps if num_steps is None else int(num_steps))
+    if made != asked:
+        raise FileExistsError(f"{spec.local_id} already exists at {root / spec.local_id} (seed {made[0]}, "
+                              f"{made[1]} steps), not the seed {asked[0]}, {asked[1]} steps asked for; pass "
+                              "overwrite=True to remake it")
+    path = save_d4rl_hdf5(store, hdf5_path, progress=progress)
+    if progress:
+        print(f"{spec.local_id} already exists (seed {asked[0]}, {asked[1]} steps): wrote its D4RL-layout copy "
+              f"{path}", flush=True)
+    return root / spec.local_id
+
+
 def make_local_dataset(
     name: str,
     *,
@@ -113,7 +131,8 @@ def make_local_dataset(
     """Run the recipe of catalogue entry ``name`` and write ``local/<env>/<quality>-v0``; returns its path.
 
     ``num_steps`` defaults to the catalogue's dataset size (1M for hopper-medium); ``hdf5_path`` also writes a
-    D4RL-layout copy. Refuses to replace an existing dataset unless ``overwrite``. With ``progress`` a tqdm bar
+    D4RL-layout copy. Refuses to replace an existing dataset unless ``overwrite``; asked only for the copy of an
+    existing dataset made with the same seed and size, it writes the copy without collecting again. With ``progress`` a tqdm bar
     runs while collecting and a summary is printed at the end.
     """
     try:
@@ -124,12 +143,14 @@ def make_local_dataset(
         raise ValueError(f"num_steps must be a positive number of steps, got {num_steps}")
     root = resolve_minari_root(minari_root)
     target = root / spec.local_id
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{spec.local_id} already exists at {target}; pass overwrite=True to remake it")
     if hdf5_path is not None:  # checked now, not after collecting for an hour and writing the Minari dataset
         hdf5_path = check_d4rl_target(hdf5_path)
         if hdf5_path.exists() and not overwrite:
             raise FileExistsError(f"{hdf5_path} already exists; pass overwrite=True to replace it")
+    if target.exists() and not overwrite:
+        if hdf5_path is not None:  # the copy of a run stopped after the dataset was written, or asked for later
+            return _copy_existing(spec, root, hdf5_path, num_steps, seed, progress)
+        raise FileExistsError(f"{spec.local_id} already exists at {target}; pass overwrite=True to remake it")
     recipe, data = run_recipe(spec.name, num_steps, seed=seed, num_workers=num_workers, progress=progress)
     store = EpisodeStore(data.arrays, data.episode_ends)
     summary = summarize(spec, data)

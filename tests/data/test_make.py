@@ -167,3 +167,30 @@ def test_a_local_dataset_from_an_earlier_recipe_revision_warns_on_load(tmp_path,
                                          r"which is now at revision 2 \(revision 2 labels rewards towards the "
                                          r"evaluation goal.*make_dataset.py env=maze2d-umaze overwrite=true"):
         load_episodes("maze2d-umaze", minari_root=root, progress=False)
+
+
+def test_the_hdf5_copy_of_an_existing_dataset_is_written_without_collecting_again(tmp_path, monkeypatch, capsys):
+    """A run killed after the dataset was written but before its hdf5= copy: the rerun was refused ("already
+    exists") and overwrite=True collected everything again; now the copy is written from the dataset made."""
+    root = tmp_path / "m"
+    make_local_dataset("maze2d-umaze", num_steps=1200, seed=3, minari_root=root, progress=False)
+
+    def never(*args, **kwargs):
+        raise AssertionError("collected again")
+
+    monkeypatch.setattr("diffusion_rl.data.make.run_recipe", never)
+    copy = tmp_path / "umaze.hdf5"
+    path = make_local_dataset("maze2d-umaze", num_steps=1200, seed=3, minari_root=root, hdf5_path=copy, progress=True)
+    assert path == root / "local/maze2d/umaze-v0" and "wrote its D4RL-layout copy" in capsys.readouterr().out
+    with h5py.File(copy) as f:
+        assert f["observations"].shape == (1200, 4) and f["metadata/seed"][()] == 3
+    from diffusion_rl.data import load_episodes
+
+    made = load_episodes("maze2d-umaze", minari_root=root, progress=False)
+    np.testing.assert_array_equal(load_episodes(str(copy))["rewards"], made["rewards"])
+    for kwargs, made in (({"seed": 4, "num_steps": 1200}, r"\(seed 3, 1200 steps\), not the seed 4, 1200 steps"),
+                         ({"seed": 3}, r"\(seed 3, 1200 steps\), not the seed 3, 1000000 steps")):
+        with pytest.raises(FileExistsError, match=made + r" asked for; pass overwrite=True to remake it"):
+            make_local_dataset("maze2d-umaze", minari_root=root, hdf5_path=tmp_path / "other.hdf5", progress=False,
+                               **kwargs)
+    assert not (tmp_path / "other.hdf5").exists()
