@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from diffusion_rl.data._atomic import remove_stale
+
 __all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "check_network_record", "load_artifact", "save_artifact", "to_jsonable"]
 
 ARTIFACT_FORMAT = "diffusion_rl.policy"
@@ -68,17 +70,6 @@ def _ordinary_permissions(path: Path) -> None:
             os.chmod(child, 0o666 & ~umask)
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove what an interrupted save of this artifact left beside it (``.<name>.*.tmp``, our naming only)."""
-    if not path.parent.is_dir():
-        return
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
 def _remove(path: Path) -> None:
     """Remove a file, link or folder at ``path`` if there is one."""
     if path.is_dir() and not path.is_symlink():
@@ -116,7 +107,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
     config = {"format": ARTIFACT_FORMAT, "format_version": FORMAT_VERSION, **to_jsonable(config)}
     text = json.dumps(config, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    _remove_stale_temporaries(path)
+    remove_stale(path.parent, f".{path.name}.*.tmp")  # what interrupted saves of this artifact left
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         _check_replaceable_file(path)

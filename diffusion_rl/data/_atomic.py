@@ -1,7 +1,8 @@
 """Atomic writes: build a file or folder under a temporary name beside its target, then ``os.replace`` it in.
 
 An interrupted write (exception, Ctrl-C) removes the temporary; a killed process leaves only a hidden
-``.<name>.tmp-*`` entry. Either way nothing at the target path looks like a complete dataset.
+``.<name>.tmp-*`` entry, removed by the next write of the same target (:func:`remove_stale`). Either way nothing at
+the target path looks like a complete dataset.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "remove_path", "replace_path"]
+__all__ = ["atomic_path", "remove_path", "remove_stale", "replace_path"]
 
 
 def remove_path(path: Path) -> None:
@@ -22,6 +23,15 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def remove_stale(folder: Path, pattern: str) -> list[Path]:
+    """Delete what killed writes left in ``folder`` under the hidden temporary names ``pattern`` (a glob of our own
+    naming for one target, e.g. ``.<name>.tmp-*``); called as the next write of that target starts. Returns them."""
+    stale = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    for path in stale:
+        remove_path(path)
+    return stale
 
 
 def replace_path(tmp: Path, target: Path, *, overwrite: bool) -> None:
@@ -46,6 +56,8 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (f".{target.name}.tmp-*", f".{target.name}.old-*"):  # of killed writes of this target
+        remove_stale(target.parent, leftover)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp

@@ -29,7 +29,7 @@ from minari.data_collector import EpisodeBuffer
 from minari.dataset.minari_dataset import parse_dataset_id
 from minari.namespace import create_namespace, list_local_namespaces
 
-from diffusion_rl.data._atomic import remove_path, replace_path
+from diffusion_rl.data._atomic import remove_path, remove_stale, replace_path
 from diffusion_rl.data.errors import DatasetNotFoundError, make_command
 from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore
 from diffusion_rl.progress import progress_bar
@@ -388,7 +388,9 @@ def save_minari(
         extra.update(ref_min_score=float(ref[0]), ref_max_score=float(ref[1]))
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp_root = root / f".tmp-{uuid.uuid4().hex[:12]}"
+    slug = dataset_id.replace("/", "--")  # the temporary store names its dataset: a killed write is removed by the
+    remove_stale(root, f".tmp-{slug}-*")  # next write of the same id
+    tmp_root = root / f".tmp-{slug}-{uuid.uuid4().hex[:12]}"
     try:
         buffers = progress_bar(
             _episode_buffers(store, info_keys, obs_keys, next_keys),

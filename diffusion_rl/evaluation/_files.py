@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from diffusion_rl.data._atomic import remove_stale
+
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """``chmod`` the temporary file (mkstemp makes it 0600) to what ``open`` would give, then ``os.replace``."""
@@ -22,6 +24,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
     so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, f".{path.stem}.*.tmp{path.suffix}")  # of killed writes of this file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
