@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "lock_run_dir",
     "prune_checkpoints",
     "remove_stale_temporaries",
     "save_checkpoint",
@@ -54,6 +56,56 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
         if m and p.is_file():
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+_LOCKS: dict[str, list[Any]] = {}  # resolved run_dir -> [open lock file, holders in this process]
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> Callable[[], None]:
+    """Hold ``run_dir/.lock`` (``flock``) for this process and return the function that lets it go; a folder that
+    another live process holds is refused with :class:`CheckpointError`: two runs in one folder would write over
+    and prune each other's checkpoints (a rerun while a detached earlier run still trains). Re-entrant within a
+    process; the operating system drops the lock when the process ends, even when it is killed. Where ``flock`` is
+    missing (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return lambda: None
+    folder = Path(run_dir)
+    key = str(folder.resolve())
+    held = _LOCKS.get(key)
+    if held is not None:
+        held[1] += 1
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / ".lock", "a+")  # noqa: SIM115 - held open for as long as the run holds the folder
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "pid unknown"
+            f.close()
+            raise CheckpointError(f"run_dir {key!r} is in use by another process ({holder}): two runs in one folder "
+                                  "would write over each other's checkpoints; wait for it to end (or stop it), or use "
+                                  "another run_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        held = _LOCKS[key] = [f, 1]
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        held[1] -= 1
+        if held[1] == 0:
+            _LOCKS.pop(key, None)
+            held[0].close()  # closing the file lets the lock go
+
+    return release
 
 
 def check_fresh_run(directory: str | os.PathLike, resume_option: str = "resume=True") -> None:

@@ -24,6 +24,7 @@ import random
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from diffusion_rl.training.checkpoint import (
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
+    lock_run_dir,
     prune_checkpoints,
     remove_stale_temporaries,
     save_checkpoint,
@@ -241,6 +243,9 @@ class Trainer:
 
         self.run_dir = Path(config.run_dir) if config.run_dir is not None else None
         self.checkpoint_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        if self.run_dir is not None and self.dist.is_main:
+            # the folder is this run's while the trainer lives: first, before another process's writes are touched
+            weakref.finalize(self, lock_run_dir(self.run_dir))
         if self.checkpoint_dir is not None and self.dist.is_main:
             for stale in remove_stale_temporaries(self.checkpoint_dir):  # left by a run killed while writing
                 log.info("removed the unfinished checkpoint write %s", stale)

@@ -501,3 +501,38 @@ def test_logs_hold_each_step_once_after_a_restart_and_tensorboard_keeps_the_resu
     Trainer(_model(), data, _resume_cfg(tmp_path / "b", resume=True), eval_fn=_noisy_eval).fit()
     evals = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if r["kind"] == "eval"]
     assert evals == [7, 14, 21, 28, 35, 40]
+
+
+def test_a_run_dir_another_live_process_trains_in_is_refused(tmp_path):
+    """A rerun while an earlier run of the same folder still trains (a detached child of a killed reproduce.py)
+    wrote over and pruned its checkpoints, and removed its checkpoint writes in progress as stale."""
+    import gc
+    import os
+    import signal
+
+    from diffusion_rl.training import CheckpointError
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from diffusion_rl.training import ToyRegressionData, ToyRegressor, Trainer, TrainerConfig
+        trainer = Trainer(ToyRegressor(hidden=8), ToyRegressionData(seed=1),
+                          TrainerConfig(max_steps=5, progress=False, device="cpu", run_dir={str(run_dir)!r}))
+        print("holding", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        in_progress = run_dir / "checkpoints" / ".step_00000005.pt.x1y2.tmp"
+        in_progress.parent.mkdir(parents=True, exist_ok=True)
+        in_progress.write_bytes(b"being written")
+        with pytest.raises(CheckpointError, match=rf"run_dir '.*run' is in use by another process \(pid {holder.pid}\)"):
+            Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), resume=True))
+        assert in_progress.exists()  # the other run's write was not taken for a killed one's
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # a killed holder lets go: the OS drops its lock
+        holder.wait()
+    gc.collect()
+    first = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=5))
+    again = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=5))  # same process
+    assert first.fit()["step"] == again.fit()["step"] == 5
