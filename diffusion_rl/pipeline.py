@@ -242,6 +242,10 @@ def load_or_make_dataset(source: str, log: Callable[[str], None] = print) -> Epi
 def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: dict[str, Any],
                       device: torch.device, normalizers: dict[str, Any] | None = None) -> SequenceDataset:
     keys = algo.batch_keys  # the instance's: e.g. a Diffuser without a value net needs no value targets
+    if not algo.pad_to_horizon and not np.any(np.diff(store.episode_ends, prepend=0) >= horizon):
+        raise ConfigError(f"{algo.name} trains on windows inside an episode (its last row is a condition: a "
+                          f"goal-conditioned Diffuser's goal), but every episode of the dataset is shorter than "
+                          f"horizon={horizon}; use a shorter algo.model.horizon or longer episodes")
     return SequenceDataset(
         store,
         horizon,
@@ -254,6 +258,7 @@ def _sequence_dataset(algo: Algorithm, store: EpisodeStore, horizon: int, data: 
         terminal_penalty=data.get("terminal_penalty"),
         return_label=data.get("return_label", "minmax"),
         pad_before=getattr(algo, "pad_before", 0),
+        pad_to_horizon=algo.pad_to_horizon,
         device=device,
         normalizers=normalizers,
     )

@@ -159,7 +159,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     print(f"preset: {preset}; run_dir: {run_cfg.run_dir}")
     try:
         result = train_planner(run_cfg)
-    except (DatasetNotFoundError, CheckpointError) as err:  # user errors (a refused resume...): one line
+    except (DatasetNotFoundError, CheckpointError, ConfigError) as err:  # user errors found with the data: one line
         raise SystemExit(f"error: {err}") from None
     ev = result.evaluation
     print(f"\nartifact: {result.policy_path}")

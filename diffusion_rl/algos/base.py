@@ -89,6 +89,10 @@ class Algorithm(nn.Module):
     #: Decision Diffuser's return label is the plan's ``target_return``): what distillation can draw at the
     #: condition the planner will be asked for instead of the data's
     plan_conditions: ClassVar[dict[str, str]] = {}
+    #: whether training windows run past an episode's end (the rows beyond it padded and masked out of the loss);
+    #: False where a window's last row is a condition (a goal-conditioned Diffuser pins it as the goal), which
+    #: padding would make a state the data reached rows earlier
+    pad_to_horizon: bool = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()

@@ -97,6 +97,8 @@ class Diffuser(Algorithm):
         )
         if not value_guided:  # no value net: the data layer need not build value targets
             self.batch_keys = ("observations", "actions", "mask")
+        if goal_conditioned:  # the goal pinned at the last row is a state the data reach at that row (jannerm's
+            self.pad_to_horizon = False  # maze2d config: use_padding False), never the padding past an episode end
 
     def _inpainting(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = slice(self.act_dim, None)
