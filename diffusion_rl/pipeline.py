@@ -41,7 +41,7 @@ from diffusion_rl.evaluation import (
 from diffusion_rl.evaluation._files import write_text_atomic
 from diffusion_rl.execution import make_execution
 from diffusion_rl.policy import Policy, check_device, resolve_device
-from diffusion_rl.training import Trainer, TrainerConfig, check_fresh_run
+from diffusion_rl.training import Trainer, TrainerConfig, check_fresh_run, lock_run_dir
 from envs import TASKS, get_spec
 from envs.catalogue import CATALOGUE
 
@@ -322,6 +322,14 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     folder with one holds a finished run.
     """
     cfg.validate()
+    release = lock_run_dir(cfg.run_dir)  # the whole run's, not only training's: another run here is refused first
+    try:
+        return _train_planner(cfg, log)
+    finally:
+        release()
+
+
+def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None]) -> PlannerRunResult:
     task = TASKS.get(cfg.env)
     spec = None if task is not None else get_spec(cfg.env)
     env_name = cfg.env

@@ -117,7 +117,7 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     from diffusion_rl.data import DatasetNotFoundError
     from diffusion_rl.pipeline import ConfigError, PlannerRunConfig, train_planner
     from diffusion_rl.policy import resolve_device
-    from diffusion_rl.training import CheckpointError
+    from diffusion_rl.training import CheckpointError, lock_run_dir
 
     try:
         device = resolve_device(cfg.device)
@@ -153,6 +153,10 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     refuse_unused_sampling(run_cfg, user_keys)
+    try:  # held until the process ends: a run_dir another live run uses is refused before anything is written
+        lock_run_dir(run_cfg.run_dir)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
     Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, Path(run_cfg.run_dir) / "config.yaml", resolve=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -6,6 +6,7 @@ from diffusion_rl.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    lock_run_dir,
 )
 from diffusion_rl.training.config import MIXED_PRECISION_MODES, TrainerConfig
 from diffusion_rl.training.ema import EMA
@@ -27,6 +28,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "lock_run_dir",
     "lr_multiplier",
     "make_lr_scheduler",
     "read_jsonl",

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,18 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Callable[[], None]:
         f = open(folder / ".lock", "a+")  # noqa: SIM115 - held open for as long as the run holds the folder
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "pid unknown"
             f.close()
             raise CheckpointError(f"run_dir {key!r} is in use by another process ({holder}): two runs in one folder "
                                   "would write over each other's checkpoints; wait for it to end (or stop it), or use "
                                   "another run_dir") from None
+        except OSError as err:  # a file system without locks (NFS without lockd, Lustre, sshfs): run unprotected
+            f.close()
+            warnings.warn(f"run_dir {key!r}: its file system does not lock files ({err}), so a second run in the "
+                          "same folder would not be refused", stacklevel=2)
+            return lambda: None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}\n")

@@ -243,13 +243,19 @@ class Trainer:
 
         self.run_dir = Path(config.run_dir) if config.run_dir is not None else None
         self.checkpoint_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        release = lambda: None  # noqa: E731
         if self.run_dir is not None and self.dist.is_main:
             # the folder is this run's while the trainer lives: first, before another process's writes are touched
-            weakref.finalize(self, lock_run_dir(self.run_dir))
-        if self.checkpoint_dir is not None and self.dist.is_main:
-            for stale in remove_stale_temporaries(self.checkpoint_dir):  # left by a run killed while writing
-                log.info("removed the unfinished checkpoint write %s", stale)
-        resume_step = self._maybe_resume()
+            release = lock_run_dir(self.run_dir)
+        try:
+            if self.checkpoint_dir is not None and self.dist.is_main:
+                for stale in remove_stale_temporaries(self.checkpoint_dir):  # left by a run killed while writing
+                    log.info("removed the unfinished checkpoint write %s", stale)
+            resume_step = self._maybe_resume()
+        except BaseException:  # a refused resume: the half-made trainer (kept by the traceback) holds nothing
+            release()
+            raise
+        self._release_run_dir = weakref.finalize(self, release)
         self.logger: RunLogger | None = None
         if self.run_dir is not None and self.dist.is_main:
             # a run that starts at step 0 drops the logs of an earlier start in this folder (one interrupted before
@@ -257,6 +263,12 @@ class Trainer:
             self.logger = RunLogger(self.run_dir, resume_step=resume_step or 0)
 
     # ------------------------------------------------------------------ public API
+    def close(self) -> None:
+        """Let go of the run folder now (it is held while the trainer lives, and let go when it is garbage
+        collected or the process ends): another process may then train there, e.g. a script after a notebook's
+        run. Call it when done with this trainer's folder."""
+        self._release_run_dir()
+
     @property
     def ema_model(self) -> nn.Module:
         """The EMA copy of the model (eval mode, no gradients)."""

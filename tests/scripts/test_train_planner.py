@@ -429,3 +429,31 @@ def test_a_sampling_setting_the_model_never_reads_is_refused_when_the_user_sets_
         "error: sampling.num_plans has no effect: this Diffuser has no value net (value_guided=False): it samples one "
         "plan, without value guidance"), proc.stderr[-2000:]
     assert not any((run_dir / name).exists() for name in ("policy", "checkpoints", "config.yaml"))
+
+
+def test_a_run_dir_another_live_run_holds_is_refused_before_anything_is_written(tmp_path):
+    """The refused run wrote its config.yaml over the live run's record (and loaded or made its dataset) before
+    the trainer found the folder taken."""
+    import textwrap
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("the live run's record\n")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from diffusion_rl.training import lock_run_dir
+        lock_run_dir({str(run_dir)!r})
+        print("holding", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        proc = _run(["env=hopper-medium", f"run_dir={run_dir}", "trainer.resume=true"], tmp_path / "empty",
+                    timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: run_dir '{run_dir}' is in use by another "
+                                                           f"process (pid {holder.pid})")
+    assert (run_dir / "config.yaml").read_text() == "the live run's record\n"

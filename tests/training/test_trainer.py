@@ -536,3 +536,53 @@ def test_a_run_dir_another_live_process_trains_in_is_refused(tmp_path):
     first = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=5))
     again = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=5))  # same process
     assert first.fit()["step"] == again.fit()["step"] == 5
+
+
+def _holder(run_dir):
+    """A live process holding ``run_dir`` (as a run training there would)."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from diffusion_rl.training import lock_run_dir
+        lock_run_dir({str(run_dir)!r})
+        print("holding", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _can_lock(run_dir) -> bool:
+    """Whether another process can take ``run_dir`` now."""
+    code = (f"from diffusion_rl.training import CheckpointError, lock_run_dir\n"
+            f"try:\n    lock_run_dir({str(run_dir)!r})\nexcept CheckpointError:\n    raise SystemExit(3)")
+    return subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_trainer_refused_while_it_starts_lets_go_of_the_folder_and_close_lets_go_of_it(tmp_path):
+    from diffusion_rl.training import CheckpointError
+
+    run_dir = tmp_path / "run"
+    Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=3, checkpoint_every=3,
+                                                      seed=1)).fit()
+    with pytest.raises(CheckpointError, match="belongs to a run with seed=1") as refused:  # the traceback is kept
+        Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=3, resume=True, seed=0))
+    assert refused.value is not None and _can_lock(run_dir)  # not held by the half-made trainer
+    trainer = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(run_dir), max_steps=6, resume=True,
+                                                                seed=1))
+    assert not _can_lock(run_dir)
+    trainer.close()
+    assert _can_lock(run_dir)
+
+
+def test_a_file_system_without_locks_warns_and_trains(tmp_path, monkeypatch):
+    """NFS without lockd, Lustre, sshfs: flock fails with ENOLCK/ENOSYS; every run was refused as "in use"."""
+    import errno
+    import fcntl
+
+    def no_locks(*args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match=r"its file system does not lock files .*No locks available"):
+        trainer = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(tmp_path / "run"), max_steps=3))
+    assert trainer.fit()["step"] == 3
