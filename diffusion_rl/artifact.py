@@ -107,7 +107,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
     config = {"format": ARTIFACT_FORMAT, "format_version": FORMAT_VERSION, **to_jsonable(config)}
     text = json.dumps(config, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    remove_stale(path.parent, f".{path.name}.*.tmp")  # what interrupted saves of this artifact left
+    remove_stale(path.parent, f".{path.name}.", ".tmp")  # what killed saves of this artifact left
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         _check_replaceable_file(path)

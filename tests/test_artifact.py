@@ -470,10 +470,17 @@ def test_non_finite_weights_and_statistics_are_refused_naming_what(saved, tmp_pa
 def test_leftovers_of_an_interrupted_save_are_removed_by_the_next(tmp_path, layout):
     from tests.test_policy import make_policy
 
+    import os
+
     target = tmp_path / ("p.safetensors" if layout == "file" else "p")
-    (tmp_path / f".{target.name}.x1y2.tmp").mkdir()  # what a save killed half-way leaves
-    (tmp_path / f".{target.name}.x1y2.tmp" / "model.safetensors").write_bytes(b"half")
-    (tmp_path / f".{target.name}.z3.tmp").write_bytes(b"half")
-    (tmp_path / ".other.a.tmp").write_bytes(b"not ours to remove")
+    (tmp_path / f".{target.name}.x1y2_abc.tmp").mkdir()  # what a save killed half-way leaves (mkdtemp's names)
+    (tmp_path / f".{target.name}.x1y2_abc.tmp" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / f".{target.name}.z3k9q0w2.tmp").write_bytes(b"half")
+    (tmp_path / ".other.a1b2c3d4.tmp").write_bytes(b"not ours to remove")
+    (tmp_path / f".{target.name}.live1234.tmp").write_bytes(b"another process's save in progress")
+    for name in (f".{target.name}.x1y2_abc.tmp/model.safetensors", f".{target.name}.x1y2_abc.tmp",
+                 f".{target.name}.z3k9q0w2.tmp", ".other.a1b2c3d4.tmp"):
+        os.utime(tmp_path / name, (1e9, 1e9))  # nothing has written to them for years
     make_policy().save(target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.a.tmp", target.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.a1b2c3d4.tmp", f".{target.name}.live1234.tmp",
+                                                                 target.name])

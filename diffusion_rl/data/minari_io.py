@@ -389,7 +389,8 @@ def save_minari(
 
     root.mkdir(parents=True, exist_ok=True)
     slug = dataset_id.replace("/", "--")  # the temporary store names its dataset: a killed write is removed by the
-    remove_stale(root, f".tmp-{slug}-*")  # next write of the same id
+    remove_stale(root, f".tmp-{slug}-", random_part="hex12")  # next write of the same id
+    remove_stale(root, ".tmp-", random_part="hex12", holding=dataset_id)  # named as before 2026-12-07
     tmp_root = root / f".tmp-{slug}-{uuid.uuid4().hex[:12]}"
     try:
         buffers = progress_bar(

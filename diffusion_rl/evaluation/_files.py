@@ -24,7 +24,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
     so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(path.parent, f".{path.stem}.*.tmp{path.suffix}")  # of killed writes of this file
+    remove_stale(path.parent, f".{path.stem}.", f".tmp{path.suffix}")  # of killed writes of this file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

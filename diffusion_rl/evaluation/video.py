@@ -34,7 +34,7 @@ class AtomicVideoWriter:
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"video_path: expected a file name ending in .mp4, got {str(self.path)!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(self.path.parent, f".{self.path.stem}.*.tmp.mp4")  # of killed writes of this video
+        remove_stale(self.path.parent, f".{self.path.stem}.", ".tmp.mp4")  # of killed writes of this video
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.mp4", dir=self.path.parent)
         os.close(fd)
         self._writer = imageio.get_writer(self._tmp, format="FFMPEG", fps=float(fps), macro_block_size=16)
