@@ -119,7 +119,44 @@ def cell_command(env: str, algo: str, seed: int, run_dir: Path, cfg: DictConfig,
         args.append("trainer.resume=true")
     args += list(to_plain(cfg.overrides) or [])
     args += list((to_plain(cfg.algo_overrides) or {}).get(algo, []))
+    if not task:
+        args = _without_unused_sampling(env, algo, args)
     return [sys.executable, str(TRAIN_POLICY if task else TRAIN), *args]
+
+
+_NOTED: set[tuple[str, str, str]] = set()
+
+
+def _without_unused_sampling(env: str, algo: str, args: list[str]) -> list[str]:
+    """The cell's arguments without sampler settings its model never reads (``algo_overrides`` give one list for
+    every env: a Diffuser's ``num_plans`` has no effect on maze2d's goal-conditioned Diffuser, whose run refuses it
+    when typed), each left out with a note."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from diffusion_rl.algos import ALGORITHMS
+
+    def setting(arg: str, section: str) -> tuple[str, str] | None:
+        key, _, value = arg.lstrip("+").partition("=")
+        return (key[len(section):], value) if key.startswith(section) else None
+
+    model = dict(to_plain(OmegaConf.load(Path(CONFIG_DIR) / "algo" / f"{algo}.yaml").get("model", {})) or {})
+    env_cfg = to_plain(OmegaConf.load(Path(CONFIG_DIR) / "env" / f"{env}.yaml"))
+    model.update(((env_cfg.get("algo_overrides") or {}).get(algo) or {}).get("model") or {})
+    for arg in args:
+        if (given := setting(arg, "algo.model.")) is not None:
+            model[given[0]] = yaml.safe_load(given[1])
+    unused = ALGORITHMS[algo].unused_sampling(model)
+    kept = []
+    for arg in args:
+        key = next((k for section in ("algo.sampling.", "sampling.") if (k := setting(arg, section))), None)
+        if key is not None and key[0] in unused:
+            if (env, algo, arg) not in _NOTED:
+                _NOTED.add((env, algo, arg))
+                print(f"note: {env} / {algo}: {arg} left out ({unused[key[0]]})", flush=True)
+            continue
+        kept.append(arg)
+    return kept
 
 
 def cell_made_by(run_dir: Path) -> list[str] | None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from diffusion_rl.data.d4rl_hdf5 import check_d4rl_target, save_d4rl_hdf5
 from diffusion_rl.data.minari_io import load_minari, resolve_minari_root, save_minari
+from diffusion_rl.data.sources import warn_if_older_recipe
 from diffusion_rl.data.store import EpisodeStore
 from envs import get_spec
 from envs.catalogue import EnvSpec, catalogue_names
@@ -104,6 +105,8 @@ def _copy_existing(spec: EnvSpec, root: Path, hdf5_path: Path, num_steps: int | 
     """Write the D4RL-layout copy of the dataset already made, when it is the one asked for (same seed and size):
     a run killed between writing the dataset and its copy need not collect again."""
     store = load_minari(spec.local_id, minari_root=root, progress=False)
+    if store.metadata.get("locally_made"):  # a copy of an earlier recipe's data says so, as loading it does
+        warn_if_older_recipe(spec, spec.local_id, store.metadata.get("recipe_revision", 1))
     made = (store.metadata.get("seed"), store.metadata.get("num_steps"))
     asked = (int(seed), spec.dataset_steps if num_steps is None else int(num_steps))
     if made != asked:

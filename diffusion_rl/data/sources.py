@@ -48,7 +48,7 @@ def source_kind(source: str | os.PathLike) -> str:
     return "minari"
 
 
-def _warn_if_older_recipe(spec: EnvSpec, dataset_id: str, made: Any) -> None:
+def warn_if_older_recipe(spec: EnvSpec, dataset_id: str, made: Any) -> None:
     """A locally made dataset from an earlier revision of its recipe is not what the recipe makes now (the maze
     datasets' rewards before revision 2): warn, naming the change and the command that remakes it."""
     from envs.recipes import recipe_revision
@@ -83,7 +83,7 @@ def _load_catalogue(
                     stacklevel=3,
                 )
             if store.metadata.get("locally_made"):
-                _warn_if_older_recipe(spec, dataset_id, store.metadata.get("recipe_revision", 1))
+                warn_if_older_recipe(spec, dataset_id, store.metadata.get("recipe_revision", 1))
             store.metadata["spec_name"] = spec.name
             store.metadata.setdefault("ref_min_score", spec.ref_min_score)
             store.metadata.setdefault("ref_max_score", spec.ref_max_score)

@@ -167,6 +167,9 @@ def test_a_local_dataset_from_an_earlier_recipe_revision_warns_on_load(tmp_path,
                                          r"which is now at revision 2 \(revision 2 labels rewards towards the "
                                          r"evaluation goal.*make_dataset.py env=maze2d-umaze overwrite=true"):
         load_episodes("maze2d-umaze", minari_root=root, progress=False)
+    with pytest.warns(UserWarning, match=r"was made with revision 1 of maze2d-umaze's recipe"):  # and copying it
+        make_local_dataset("maze2d-umaze", num_steps=1200, minari_root=root, hdf5_path=tmp_path / "c.hdf5",
+                           progress=False)
 
 
 def test_the_hdf5_copy_of_an_existing_dataset_is_written_without_collecting_again(tmp_path, monkeypatch, capsys):

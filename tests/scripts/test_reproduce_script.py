@@ -223,3 +223,18 @@ def test_the_config_comment_examples_work_as_typed_in_a_shell(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     command = next(line for line in proc.stdout.splitlines() if "train_planner.py" in line)
     assert "trainer.max_steps=1000" in command and "algo.sampling.num_plans=4" in command, command
+
+
+def test_algo_overrides_a_cells_model_never_reads_are_left_out_of_that_cell_with_a_note(tmp_path):
+    """algo_overrides give one list for every env: maze2d's goal-conditioned Diffuser refuses num_plans (it has no
+    value net), so a table of hopper and maze Diffusers with the documented example failed its maze cells."""
+    proc = _run(tmp_path, "envs=[hopper-medium,maze2d-umaze]", "algos=[diffuser]", "seeds=1", f"root={tmp_path / 'r'}",
+                "dry_run=true", 'algo_overrides={diffuser:["algo.sampling.num_plans=4","algo.sampling.steps=5"]}')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    hopper = next(line for line in lines if "env=hopper-medium" in line)
+    maze = next(line for line in lines if "env=maze2d-umaze" in line and "train_planner.py" in line)
+    assert hopper.endswith("algo.sampling.num_plans=4 algo.sampling.steps=5")
+    assert "num_plans" not in maze and maze.endswith("algo.sampling.steps=5")
+    assert ("note: maze2d-umaze / diffuser: algo.sampling.num_plans=4 left out (this Diffuser has no value net "
+            "(value_guided=False)") in proc.stdout
