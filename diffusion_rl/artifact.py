@@ -7,6 +7,7 @@ Writes are atomic: the folder (or file) is written under a temporary name and re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,12 +18,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from diffusion_rl.data._atomic import remove_stale
 
-__all__ = ["ARTIFACT_FORMAT", "FORMAT_VERSION", "ArtifactError", "check_network_record", "load_artifact", "save_artifact", "to_jsonable"]
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "FORMAT_VERSION",
+    "ArtifactError",
+    "check_network_record",
+    "load_artifact",
+    "save_artifact",
+    "to_jsonable",
+    "weights_digest",
+]
 
 ARTIFACT_FORMAT = "diffusion_rl.policy"
 FORMAT_VERSION = 1
@@ -58,6 +68,21 @@ def from_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]
     return value
+
+
+#: the safetensors metadata key of the weights' checksum (artifacts written before it existed have none)
+CHECKSUM_KEY = "weights_sha256"
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: a byte of the weights damaged on
+    disk (a bit flip, a bad copy) changes it even where the tensor stays finite and loads."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the bytes in place, no copy
+    return digest.hexdigest()
 
 
 def _ordinary_permissions(path: Path) -> None:
@@ -114,7 +139,7 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            save_file(tensors, tmp, metadata={"config": text})
+            save_file(tensors, tmp, metadata={"config": text, CHECKSUM_KEY: weights_digest(tensors)})
             _ordinary_permissions(Path(tmp))
             os.replace(tmp, path)
         finally:
@@ -127,7 +152,8 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         # the weights also record what network they are (algorithm and algo_config), so a config.json edited or
         # swapped afterwards is caught on load instead of building a different model around these weights
         network = json.dumps({k: config.get(k) for k in ("algorithm", "algo_config")}, sort_keys=True)
-        save_file(tensors, str(tmp_dir / WEIGHTS_NAME), metadata={"network": network})
+        save_file(tensors, str(tmp_dir / WEIGHTS_NAME),
+                  metadata={"network": network, CHECKSUM_KEY: weights_digest(tensors)})
         (tmp_dir / CONFIG_NAME).write_text(text)
         _ordinary_permissions(tmp_dir)
         if path.exists():
@@ -210,6 +236,7 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         raise FileNotFoundError(
             f"no artifact at {path}: expected a folder with {WEIGHTS_NAME} and {CONFIG_NAME} or a .safetensors file"
         )
+    meta: dict[str, str] = {}
     if path.is_dir():
         weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
         missing = [p.name for p in (weights, cfg_file) if not p.exists()]
@@ -225,8 +252,6 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         weights = path
         _regular_file(path, "file")
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as err:
@@ -241,10 +266,16 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         except (json.JSONDecodeError, RecursionError) as err:
             raise ArtifactError(f"{path} has a damaged config in its metadata ({err})") from None
     try:
+        if path.is_dir():
+            with safe_open(str(weights), framework="pt") as f:
+                meta = f.metadata() or {}
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise ArtifactError(f"{weights} is damaged: cannot read its tensors ({err})") from None
     _check_finite(state_dict, weights)
+    if CHECKSUM_KEY in meta and weights_digest(state_dict) != meta[CHECKSUM_KEY]:
+        raise ArtifactError(f"{weights} is damaged: its tensors do not match the checksum written with them "
+                            "(a changed byte, e.g. a bad copy or a failing disk); save or copy the artifact again")
     return state_dict, config
 
 
@@ -252,8 +283,6 @@ def check_network_record(path: str | os.PathLike, config: dict[str, Any]) -> Non
     """For an artifact folder: compare config.json's algorithm and algo_config with what the weights file recorded
     at save time (``ArtifactError`` listing the differences). Single-file artifacts keep their config inside the
     weights file, and artifacts written before the record existed have none: neither is checked."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_dir():
         return

@@ -18,8 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffusion_rl import __version__
 from diffusion_rl.algos import ALGORITHMS, Algorithm, PlanOutput, algorithm_from_config
-from diffusion_rl.algos._common import applicable_options, auto_clip, check_settings
+from diffusion_rl.algos._common import (
+    SAMPLER_OPTION_SETTINGS,
+    applicable_options,
+    auto_clip,
+    check_settings,
+    idle_sampler_option,
+)
 from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
 from diffusion_rl.data import Normalizer, normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
@@ -89,13 +96,25 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "sampling": ((dict, type(None)), "an object or null"),
     "execution_options": ((dict, type(None)), "an object or null"),
     "metadata": ((dict, type(None)), "an object or null"),
+    "written_by": ((dict,), "an object"),
 }
 
 
+#: every top-level key config.json may hold (what Policy.save and save_artifact write)
+CONFIG_KEYS = ("format", "format_version", "algorithm", "algo_config", "obs_dim", "act_dim", "horizon",
+               "normalizers", "sampling", "execution", "execution_options", "seed", "env_name", "metadata",
+               "action_bounds", "written_by")
+
+
 def _check_config_types(config: dict[str, Any], path: Any) -> None:
-    """Refuse, before any work, top-level config.json values of another JSON type than Policy.save writes (a
-    hand-edited ``"seed": null`` or ``"execution": [..]`` would otherwise surface as a TypeError, or a seed of 1.7
-    be silently truncated); ``ArtifactError`` naming the file and key."""
+    """Refuse, before any work, top-level config.json keys Policy.save never writes (a hand-added
+    ``"action_bound"`` would leave the robot without the limits its author believes are installed) and values of
+    another JSON type than it writes (a hand-edited ``"seed": null`` or ``"execution": [..]`` would otherwise
+    surface as a TypeError, or a seed of 1.7 be silently truncated); ``ArtifactError`` naming the file and key."""
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ArtifactError(f"{path}: config.json: unknown key(s) {unknown}; an artifact holds "
+                            f"{', '.join(CONFIG_KEYS)}")
     for key, (types, expected) in _CONFIG_TYPES.items():
         if key in config and not isinstance(config[key], types):
             raise ArtifactError(f"{path}: config.json: {key}: expected {expected}, got {config[key]!r} "
@@ -157,10 +176,33 @@ def _check_normalizers(normalizers: dict[str, Any], algo: Algorithm) -> None:
                              f"{key} of {dims[key]}")
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class ObservationError(ValueError):
+    """An observation ``Policy`` refuses (NaN, inf, beyond float32). ``env_ids`` holds the rows of the batch at
+    fault (None for one unbatched observation), so a vector-env loop can reset or mask just those."""
+
+    def __init__(self, message: str, env_ids: np.ndarray | None = None) -> None:
+        super().__init__(message)
+        self.env_ids = None if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+
+
 def _check_out_of_range(value: Any) -> str:
     if not isinstance(value, str) or value not in OUT_OF_RANGE:
         raise ValueError(f"out_of_range: expected one of {list(OUT_OF_RANGE)}, got {value!r}")
     return value
+
+
+def _checked_execution(algo: Algorithm, execution: str | None, options: dict[str, Any] | None) -> Execution:
+    """The execution named (the algorithm's own, ``algo.default_execution()``, when None; its default options
+    unless ``options`` are given), checked against the algorithm's plans."""
+    if execution is None:
+        execution, defaults = algo.default_execution()
+        options = defaults if options is None else options
+    made = make_execution(execution, options)
+    made.check(algo)
+    return made
 
 
 class _History:
@@ -176,7 +218,7 @@ class _History:
         return torch.stack(list(self.items), dim=1)
 
 
-__all__ = ["EXECUTIONS", "Policy", "check_device", "resolve_device"]
+__all__ = ["EXECUTIONS", "ObservationError", "Policy", "check_device", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -207,8 +249,11 @@ def check_device(device: str | torch.device | None = "auto") -> torch.device:
                              "(use device=cpu or device=auto)")
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"{device!r}: this machine has CUDA devices 0..{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{device!r} asked for Apple's MPS, which this machine or PyTorch build lacks "
+                         "(use device=cpu or device=auto)")
     elif resolved.type not in ("cpu", "mps"):
-        raise ValueError(f"{device!r}: expected auto, cpu, cuda or cuda:N")
+        raise ValueError(f"{device!r}: expected auto, cpu, cuda, cuda:N or mps")
     return resolved
 
 
@@ -228,7 +273,7 @@ class Policy:
         *,
         env_name: str | None = None,
         sampling: dict[str, Any] | None = None,
-        execution: str = "first_action",
+        execution: str | None = None,
         execution_options: dict[str, Any] | None = None,
         seed: int = 0,
         metadata: dict[str, Any] | None = None,
@@ -237,8 +282,7 @@ class Policy:
         compile: bool | str = False,
         precision: str = "float32",
     ) -> None:
-        self._execution: Execution = make_execution(execution, execution_options)
-        self._execution.check(algo)
+        self._execution: Execution = _checked_execution(algo, execution, execution_options)
         missing = [k for k in ("observations", "actions") if k not in normalizers]
         if missing:
             raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")
@@ -339,8 +383,12 @@ class Policy:
         if name in self.__dict__.get("sampling", {}):
             # refused now, not at the next act(): the value, and the sampler it makes with the other settings
             checked = check_settings({name: value}, _schedule_steps(self.algo))[name]
+            if checked is not None:
+                self._refuse_idle({name: checked}, self.sampling.get("sampler"))
             _check_sampler(self.algo, {**self.sampling, name: checked})
             self.sampling[name] = checked
+            if name == "sampler":
+                self._warn_idle()
         elif name == "out_of_range":
             object.__setattr__(self, name, _check_out_of_range(value))
         elif name == "seed":
@@ -444,6 +492,17 @@ class Policy:
         """The execution's options (e.g. ``{"action_steps": 8}`` for ``action_queue``)."""
         return self._execution.options()
 
+    def set_execution(self, execution: str | None = None, **options: Any) -> None:
+        """Change how plans are executed: ``set_execution(action_steps=4)`` keeps the execution and sets Ta = 4;
+        ``set_execution("first_action")`` replans at every step (options left out take the execution's
+        defaults when it changes). Refused settings change nothing; a change drops the queued actions and the
+        kept plan, so the next :meth:`act` plans afresh."""
+        name = self.execution if execution is None else execution
+        if name == self.execution:
+            options = {**self.execution_options, **options}
+        self._execution = _checked_execution(self.algo, name, options)
+        self._execution.reset()
+
     @property
     def accepts_goal(self) -> bool:
         """Whether ``act``/``plan`` take a ``goal`` (goal-conditioned planners: a Diffuser built with
@@ -484,8 +543,10 @@ class Policy:
         this call makes (with ``execution="action_queue"``, a call that pops a queued action makes none: call
         :meth:`reset` first to replan with them at once). For planners conditioned
         on a history of K states (Decision Diffuser ``history=K``) the policy remembers the observations given
-        to ``act`` since the last :meth:`reset` and plans from the last K of them. A call that raises does not
-        remember its observation and drops the kept plan and action queue: the next call plans afresh.
+        to ``act`` since the last :meth:`reset` and plans from the last K of them. A refused observation or
+        setting (a ``ValueError`` before any planning: NaN, a wrong shape, ``steps=0``) changes nothing, the
+        queued actions included; a call that fails while planning does not remember its observation and drops
+        the kept plan and action queue, so the next call plans afresh.
         """
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
@@ -516,9 +577,7 @@ class Policy:
         x = self._normalize("observations", raw)
         if check_range and self.out_of_range != "ignore":
             self._check_range(raw, x)
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._device)
-        return x, single, as_numpy
+        return self._as_model_input(x), single, as_numpy
 
     def _check_range(self, x: Any, x_n: Any) -> None:
         """Count (and warn once about, or refuse) observations far outside the training data: normalized beyond
@@ -616,12 +675,19 @@ class Policy:
         returns: ``actions`` (to execute now), ``action_chunk [B?, n, act_dim]`` (the coming steps' actions, when
         the plan has them), ``observations [B?, H, obs_dim]`` and ``next_observations`` (planners only; None for
         action-only policies), ``extras`` (diagnostics). Arrays are numpy or torch as ``obs`` came in, without the
-        batch axis for one unbatched observation; ``trajectory`` is None (its columns are in mixed units). Looks
-        at the observation history without adding ``obs`` to it."""
+        batch axis for one unbatched observation; ``trajectory`` is None (its columns are in mixed units).
+
+        A look that changes nothing: ``obs`` is not added to the history, and the sampler's random stream is
+        left where it was, so adding a ``plan`` for a plot or a log does not change the actions ``act`` returns
+        afterwards (and ``plan(obs)`` shows the plan the next ``act(obs)`` would make from noise)."""
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=False)
-        out = self._plan_normalized(obs_n, context)
+        stream = self._generator.get_state()
+        try:
+            out = self._plan_normalized(obs_n, context)
+        finally:
+            self._generator.set_state(stream)
 
         def raw(key: str, x: torch.Tensor | None) -> Any:
             return None if x is None else self._output(self._unnormalize(key, x), single, as_numpy)
@@ -679,9 +745,35 @@ class Policy:
                 raise ValueError(f"setting {idle[0]} has no effect: {unused[idle[0]]}")
             raise ValueError(f"unknown setting(s) {unknown}; this policy's settings are {sorted(self.sampling)}")
         context: dict[str, Any] = {"settings": check_settings(kwargs, _schedule_steps(self.algo))}
+        self._refuse_idle({k: v for k, v in context["settings"].items() if v is not None},
+                          context["settings"].get("sampler", self.sampling.get("sampler")))
         if goal is not None:
             context["goal"] = self._goal_state(goal, batch)
         return context
+
+    def _refuse_idle(self, settings: dict[str, Any], sampler: Any) -> None:
+        """Refuse a sampler option given now (a keyword of this call or an assignment) that ``sampler`` never
+        reads: ``act(obs, steps=1)`` on DDPM would run every step of the schedule as if it were obeyed."""
+        if not isinstance(sampler, str):
+            return
+        for key in SAMPLER_OPTION_SETTINGS:
+            why = idle_sampler_option(sampler, key, _schedule_steps(self.algo)) if key in settings else None
+            if why:
+                raise ValueError(f"setting {key}={settings[key]!r} has no effect: {why}")
+
+    def _warn_idle(self) -> None:
+        """Warn when the sampler just chosen leaves kept settings unread (``policy.sampler = "ddpm"`` with
+        ``steps: 10`` kept for the other samplers: each plan now runs the whole schedule)."""
+        sampler = self.sampling.get("sampler")
+        if not isinstance(sampler, str):
+            return
+        idle = [(k, idle_sampler_option(sampler, k, _schedule_steps(self.algo))) for k in SAMPLER_OPTION_SETTINGS
+                if self.sampling.get(k) not in (None, 0)]
+        idle = [(k, why) for k, why in idle if why]
+        if idle:
+            kept = ", ".join(f"{k}={self.sampling[k]!r}" for k, _ in idle)
+            warnings.warn(f"Policy: {kept} kept for other samplers, not read now: "
+                          + "; ".join(why for _, why in idle), UserWarning, stacklevel=3)
 
     def _goal_state(self, goal: Any, batch: int) -> torch.Tensor:
         """A goal given as positions ``[.., k]`` (k < obs_dim) is padded with zeros to a full state, normalized."""
@@ -712,26 +804,48 @@ class Policy:
         if len(shape) not in (1, 2) or shape[-1] != self.obs_dim or (len(shape) == 2 and shape[0] == 0):
             raise ValueError(f"observation: {expected}; got shape {tuple(shape)}")
         if as_numpy:
-            # a contiguous float32 copy when needed (negative strides and views are fine)
+            # a contiguous copy when needed (negative strides and views are fine); float64 stays float64 until it
+            # is normalized: a signal with a large offset and a small spread (encoder counts, positions in mm)
+            # would lose a sizeable part of a standard deviation to float32 rounding before the offset came off
+            dtype = np.float64 if arr.dtype == np.float64 else np.float32
             with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
-                arr = np.ascontiguousarray(arr, dtype=np.float32)
-            ok = bool(np.isfinite(arr).all())  # after the cast: a float64 of 1e300 becomes inf there
+                arr = np.ascontiguousarray(arr, dtype=dtype)
+            finite = np.isfinite(arr) & (np.abs(arr) <= _F32_MAX)  # a float64 of 1e300 is inf as float32
+            ok = bool(finite.all())
             if ok and keep_numpy and self._device.type == "cpu":  # callers that normalize in numpy
                 return arr.reshape(-1, self.obs_dim), arr.ndim == 1, True
             t = torch.from_numpy(arr)
         else:
-            t = obs.detach().to(torch.float32)
-            ok = bool(torch.isfinite(t).all())
+            t = obs.detach()
+            t = t if t.dtype == torch.float64 else t.to(torch.float32)
+            finite = torch.isfinite(t) & (t.abs() <= _F32_MAX)
+            ok = bool(finite.all())
         if not ok:
-            raise ValueError(
-                f"observation contains NaN or inf, or values beyond float32 (expected finite values of shape "
-                f"[.., {self.obs_dim}])"
-            )
+            finite = finite.cpu().numpy() if torch.is_tensor(finite) else finite
+            rows = np.flatnonzero(~finite.reshape(-1, self.obs_dim).all(axis=-1))
+            where = f" in row(s) {rows[:10].tolist()} of the batch" if arr.ndim == 2 else ""
+            raise ObservationError(
+                f"observation contains NaN or inf, or values beyond float32{where} (expected finite values of shape "
+                f"[.., {self.obs_dim}])", rows if arr.ndim == 2 else None)
         single = t.ndim == 1
         return t.reshape(-1, self.obs_dim).to(self._device), single, as_numpy
 
     def _normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         return self.normalizers[key].normalize(x)
+
+    def _as_model_input(self, x_n: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Normalized observations as the float32 tensor on the model's device the networks take (a float64
+        input was normalized in float64); a value beyond float32 once normalized is refused, not turned to inf."""
+        if isinstance(x_n, np.ndarray):
+            with np.errstate(over="ignore"):
+                x32 = torch.from_numpy(np.ascontiguousarray(x_n, dtype=np.float32))
+        else:
+            x32 = x_n.to(torch.float32)
+        double = x_n.dtype == (np.float64 if isinstance(x_n, np.ndarray) else torch.float64)
+        if double and not bool(torch.isfinite(x32).all()):
+            raise ObservationError("observation lies beyond float32 once normalized (expected values the "
+                                   "normalizer maps into float32's range)")
+        return x32.to(self._device)
 
     def _unnormalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         return self.normalizers[key].unnormalize(x)
@@ -759,14 +873,19 @@ class Policy:
             "env_name": self.env_name,
             "metadata": self.metadata,
             "action_bounds": self.action_bounds_list(),
+            # what wrote it, to trace an artifact that misbehaves months later (never read back as a setting)
+            "written_by": {"diffusion_rl": __version__, "torch": torch.__version__},
         }
         return save_artifact(path, self.algo.state_dict(), config)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", compile: bool | str = False,
-             precision: str = "float32", out_of_range: str = "warn") -> Policy:
+             precision: str = "float32", out_of_range: str = "warn", execution: str | None = None,
+             execution_options: dict[str, Any] | None = None) -> Policy:
         """Load an artifact written by :meth:`save`; needs no Hydra, dataset or pickles. ``compile``,
-        ``precision`` and ``out_of_range`` as in the constructor (settings of this process, not of the artifact)."""
+        ``precision`` and ``out_of_range`` as in the constructor (settings of this process, not of the artifact).
+        ``execution`` and ``execution_options`` replace the artifact's (``execution_options={"action_steps": 4}``
+        runs a Diffusion Policy at Ta = 4), as :meth:`set_execution` would."""
         try:
             target = check_device(device)  # the caller's choices, refused before reading files
         except ValueError as err:
@@ -802,6 +921,11 @@ class Policy:
                 f"{path}: weights do not match the {name} network in config.json "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
+        built = algo.config()
+        clash = [f"{k} = {config[k]!r} (algo_config: {built.get(k)!r})" for k in ("obs_dim", "act_dim", "horizon")
+                 if k in config and config[k] != built.get(k)]
+        if clash:  # the summary keys a reader (or a tool) takes the artifact's sizes from
+            raise ArtifactError(f"{path}: config.json: {'; '.join(clash)} disagree with the network it describes")
         algo.to(target)
         if not isinstance(config["normalizers"], dict):
             raise ArtifactError(f"{path}: config.json: normalizers must be an object of normalizer states")
@@ -827,6 +951,10 @@ class Policy:
             raise ArtifactError(f"{path}: config.json: {err}") from None
         policy._prepare(compile, precision)  # the caller's settings, not the file's: refused without the path
         policy.out_of_range = out_of_range
+        if execution is not None or execution_options is not None:
+            if execution_options is not None and not isinstance(execution_options, dict):
+                raise ValueError(f"execution_options: expected a dict of options, got {execution_options!r}")
+            policy.set_execution(execution, **(execution_options or {}))
         return policy
 
     def __repr__(self) -> str:

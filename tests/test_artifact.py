@@ -468,9 +468,9 @@ def test_non_finite_weights_and_statistics_are_refused_naming_what(saved, tmp_pa
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_leftovers_of_an_interrupted_save_are_removed_by_the_next(tmp_path, layout):
-    from tests.test_policy import make_policy
-
     import os
+
+    from tests.test_policy import make_policy
 
     target = tmp_path / ("p.safetensors" if layout == "file" else "p")
     (tmp_path / f".{target.name}.x1y2_abc.tmp").mkdir()  # what a save killed half-way leaves (mkdtemp's names)
@@ -484,3 +484,45 @@ def test_leftovers_of_an_interrupted_save_are_removed_by_the_next(tmp_path, layo
     make_policy().save(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.a1b2c3d4.tmp", f".{target.name}.live1234.tmp",
                                                                  target.name])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_weights_damaged_on_disk_but_still_finite_are_refused_by_their_checksum(tmp_path, layout):
+    """One byte flipped near the end of the weights loaded silently and gave slightly different actions."""
+    path = make_policy("decision_diffuser").save(tmp_path / LAYOUTS[layout])
+    weights = path / "model.safetensors" if path.is_dir() else path
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # the lowest bit of a float's mantissa: finite, loads, acts a little differently
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"is damaged: its tensors do not match the checksum"):
+        Policy.load(path)
+
+
+def test_the_checksum_covers_names_dtypes_and_shapes():
+    base = {"a": torch.arange(6, dtype=torch.float32), "b": torch.ones(2)}
+    digest = artifact.weights_digest(base)
+    assert digest == artifact.weights_digest({k: v.clone() for k, v in base.items()})
+    for changed in ({"a": base["a"].reshape(2, 3), "b": base["b"]}, {"c": base["a"], "b": base["b"]},
+                    {"a": base["a"].to(torch.float64), "b": base["b"]}, {"a": base["a"]}):
+        assert artifact.weights_digest(changed) != digest
+    assert artifact.weights_digest({"x": torch.zeros(3, dtype=torch.bfloat16), "s": torch.tensor(1.0)})  # 0-dim
+
+
+def test_unknown_top_level_keys_and_sizes_that_contradict_the_network_are_refused(saved, tmp_path):
+    config = json.loads((saved / "config.json").read_text())
+    assert config["written_by"]["diffusion_rl"] and config["written_by"]["torch"] == torch.__version__
+    for edit, message in ((lambda c: c.update(action_bound=[[-1.0] * ACT_DIM, [1.0] * ACT_DIM]),
+                           r"config.json: unknown key\(s\) \['action_bound'\]; an artifact holds .*action_bounds"),
+                          (lambda c: c.update(act_dim=ACT_DIM + 1),
+                           rf"config.json: act_dim = {ACT_DIM + 1} \(algo_config: {ACT_DIM}\) disagree"),
+                          (lambda c: c.update(horizon=HORIZON * 2), r"horizon = 16 \(algo_config: 8\)")):
+        bad = copy_artifact(saved, tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        edited = json.loads(json.dumps(config))
+        edit(edited)
+        (bad / "config.json").write_text(json.dumps(edited))
+        with pytest.raises(ArtifactError, match=message):
+            Policy.load(bad)
+    older = copy_artifact(saved, tmp_path / "older")  # written before the record existed
+    del config["written_by"]
+    (older / "config.json").write_text(json.dumps(config))
+    assert Policy.load(older).obs_dim == OBS_DIM

@@ -71,6 +71,40 @@ def test_execution_options_survive_the_artifact(tmp_path):
     assert plain.execution == "first_action" and plain.execution_options == {}
 
 
+def test_each_algorithm_has_its_own_default_execution_and_a_loaded_policy_can_change_it(tmp_path):
+    """A Diffusion Policy built without an execution executes Ta = 8 actions of each chunk as the paper does (it
+    replanned at every step: 8x the compute and another closed-loop behaviour); Ta can be changed on a loaded
+    artifact, and a refused change keeps the execution it had."""
+    from diffusion_rl.algos import DiffusionPolicy
+
+    torch.manual_seed(0)
+    dp = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=16, obs_steps=2, num_steps=10, down_dims=(16, 32))
+    policy = Policy(dp, make_normalizers(), sampling={"steps": 2})
+    assert (policy.execution, policy.execution_options) == ("action_queue", {"action_steps": 8})
+    short = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=6, obs_steps=2, num_steps=10, down_dims=(16, 32))
+    assert Policy(short, make_normalizers()).execution_options == {"action_steps": 5}  # the whole shorter chunk
+    assert make_policy("decision_diffuser").execution == "first_action"
+
+    path = policy.save(tmp_path / "dp")
+    loaded = Policy.load(path, execution_options={"action_steps": 4})
+    assert (loaded.execution, loaded.execution_options) == ("action_queue", {"action_steps": 4})
+    calls = PlanCalls(loaded)
+    for _ in range(5):
+        loaded.act(raw_obs())
+    assert calls.count == 2  # one plan per 4 actions
+    loaded.set_execution(action_steps=2)  # drops the queue: the next call plans with the new Ta
+    loaded.act(raw_obs())
+    assert calls.count == 3 and loaded.execution_options == {"action_steps": 2}
+    with pytest.raises(ValueError, match=r"action_steps \(Ta=16\) must be in \[1, 15\]"):
+        loaded.set_execution(action_steps=16)
+    assert loaded.execution_options == {"action_steps": 2}
+    loaded.set_execution("first_action")
+    assert (loaded.execution, loaded.execution_options) == ("first_action", {})
+    assert Policy.load(path, execution="first_action").execution == "first_action"
+    with pytest.raises(ValueError, match="unknown execution 'queue'"):
+        Policy.load(path, execution="queue")
+
+
 def test_bad_executions_are_clear_errors():
     assert set(EXECUTIONS) >= {"first_action", "follow_plan", "action_queue"}
     with pytest.raises(ValueError, match="expected one of: first_action, follow_plan, action_queue"):

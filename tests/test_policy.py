@@ -520,7 +520,8 @@ def test_auto_clip_follows_the_normalizers_of_what_is_sampled(algo, obs_norm, ac
     normalizers = {"observations": kinds[obs_norm]().fit(rng.normal(size=(500, OBS_DIM))),
                    "actions": kinds[act_norm]().fit(rng.normal(size=(500, ACT_DIM)))}
     builders = {**BUILDERS, "diffusion_policy": make_dp}
-    policy = Policy(builders[algo](), normalizers, sampling={"sampler": "ddim", "steps": 2})
+    policy = Policy(builders[algo](), normalizers, sampling={"sampler": "ddim", "steps": 2},
+                    execution="first_action")  # every act() plans
     assert policy.clip_sample == "auto"
     seen = {}
     original = policy.algo.plan
@@ -996,8 +997,11 @@ def test_load_and_to_refuse_a_device_this_machine_lacks_before_any_work(tmp_path
         Policy.load(path, device="gpu")
     with pytest.raises(ValueError, match=r"device: 'gpu' is not a device"):
         make_policy().to("gpu")
-    with pytest.raises(ValueError, match=r"device: 'meta': expected auto, cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match=r"device: 'meta': expected auto, cpu, cuda, cuda:N or mps"):
         Policy.load(tmp_path / "nowhere", device="meta")  # refused before the (missing) files are read
+    if not torch.backends.mps.is_available():  # torch's own RuntimeError came at the first tensor moved there
+        with pytest.raises(ValueError, match="asked for Apple's MPS, which this machine or PyTorch build lacks"):
+            Policy.load(path, device="mps")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="asked for CUDA, but this machine has no CUDA device"):
             Policy.load(path, device="cuda")
@@ -1199,3 +1203,77 @@ def test_a_failed_act_at_a_new_batch_size_keeps_the_previous_batchs_history(monk
     policy.act(raw_obs(3, seed=3))
     assert seen[0].shape[1] == 3  # o1, o2 and now
     torch.testing.assert_close(seen[0][:, 0], kept[0])
+
+
+def test_a_sampler_option_the_sampler_never_reads_is_refused_not_dropped():
+    """DDPM runs every step of its schedule: ``steps`` given for it (per call or assigned) was validated and then
+    ignored, so a user tuning latency saw no effect; choosing DDPM with ``steps`` kept warns that it is idle."""
+    policy = make_policy("decision_diffuser")
+    with pytest.raises(ValueError, match=r"steps=1 has no effect: sampler 'ddpm' does not read steps; it runs all "
+                                         r"20 steps .*ddim"):
+        policy.act(raw_obs(), sampler="ddpm", steps=1)
+    with pytest.warns(UserWarning, match=r"steps=4 kept for other samplers, not read now"):
+        policy.sampler = "ddpm"
+    with pytest.raises(ValueError, match="steps=2 has no effect"):
+        policy.steps = 2
+    with pytest.raises(ValueError, match="eta=0.5 has no effect: sampler 'dpmsolver\\+\\+' does not read eta"):
+        policy.act(raw_obs(), sampler="dpmsolver++", eta=0.5)
+    assert policy.steps == 4  # refused assignments change nothing
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs())
+    assert calls.count == 20  # DDPM: the whole schedule (one batched forward per step with guidance)
+    policy.sampler = "ddim"
+    policy.steps = 2  # read again once the sampler reads it
+    with NetCalls(policy.algo.net) as calls:
+        policy.reset()
+        policy.act(raw_obs())
+    assert calls.count == 2
+
+
+def test_float64_observations_are_normalized_before_they_are_rounded_to_float32():
+    """A signal with a large offset and a small spread (1e5 ± 0.01): cast to float32 first, the model saw 1.55
+    where the observation is 1.32 standard deviations out; normalized in float64 it sees 1.32."""
+    dd = make_dd()
+    rng = np.random.default_rng(0)
+    obs_norm = GaussianNormalizer().fit(1e5 + 0.01 * rng.normal(size=(500, OBS_DIM)))
+    policy = Policy(dd, {"observations": obs_norm, "actions": make_normalizers()["actions"]},
+                    sampling=dict(FAST["decision_diffuser"]))
+    obs = np.full(OBS_DIM, 1e5 + 0.013)
+    expected = (obs - obs_norm.stats["mean"]) / obs_norm.stats["std"]  # float64 all the way
+    for given in (obs, torch.from_numpy(obs)):
+        seen, _, _ = policy._observe(given)
+        assert seen.dtype == torch.float32
+        np.testing.assert_allclose(seen[0].numpy(), expected, atol=1e-4)
+    rounded, _, _ = policy._observe(obs.astype(np.float32))  # a float32 observation carries its own rounding
+    assert np.abs(rounded[0].numpy() - expected).max() > 0.1
+
+
+def test_a_bad_row_of_a_batch_is_named_in_the_error():
+    from diffusion_rl.policy import ObservationError
+
+    policy = make_policy("decision_diffuser")
+    batch = raw_obs(4)
+    batch[2, 5] = np.nan
+    batch[3, 0] = np.inf
+    for given in (batch, torch.from_numpy(batch)):
+        with pytest.raises(ObservationError, match=r"in row\(s\) \[2, 3\] of the batch") as err:
+            policy.act(given)
+        np.testing.assert_array_equal(err.value.env_ids, [2, 3])  # what a vector-env loop resets or masks
+    one = raw_obs()
+    one[0] = np.nan
+    with pytest.raises(ObservationError, match="NaN or inf") as err:
+        policy.act(one)
+    assert err.value.env_ids is None and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("algo", ["decision_diffuser", "diffuser"])
+def test_plan_leaves_the_random_stream_of_act_where_it_was(algo):
+    """A plan() for a plot between two act() calls changed every later action of a seeded run."""
+    obs = raw_obs(2)
+    quiet, looked = make_policy(algo), make_policy(algo)
+    first = [quiet.act(obs), quiet.act(obs)]
+    seen = looked.plan(obs)
+    np.testing.assert_array_equal(looked.act(obs), first[0])
+    np.testing.assert_array_equal(seen.actions, first[0])  # the plan the next act() makes, from noise
+    looked.plan(obs, steps=2)
+    np.testing.assert_array_equal(looked.act(obs), first[1])

@@ -24,6 +24,20 @@ def applicable_options(name: str, **candidates: Any) -> dict[str, Any]:
     return {k: v for k, v in candidates.items() if k in allowed and v is not None}
 
 
+#: the sampler options the algorithms pass on (to the samplers that take them, see ``applicable_options``)
+SAMPLER_OPTION_SETTINGS = ("steps", "eta")
+
+
+def idle_sampler_option(name: str, setting: str, num_steps: int | None = None) -> str | None:
+    """Why sampler ``name`` ignores ``setting`` (one of :data:`SAMPLER_OPTION_SETTINGS`), or None when it reads it:
+    ``steps`` set for DDPM would otherwise be dropped without a word while every step of the schedule runs."""
+    if setting not in SAMPLER_OPTION_SETTINGS or name not in SAMPLERS or setting in sampler_options(name):
+        return None
+    readers = [s for s in SAMPLERS if setting in sampler_options(s)]
+    runs = f"; it runs all {num_steps} steps of the model's schedule" if setting == "steps" and num_steps else ""
+    return f"sampler {name!r} does not read {setting}{runs} (samplers that do: {', '.join(readers)})"
+
+
 # How an algorithm's width settings (dim, dim_mults) map onto each denoiser backbone's constructor.
 _BACKBONE_ARGS = {
     "temporal_unet": lambda dim, mults: {"dim": dim, "dim_mults": tuple(mults)},

@@ -136,6 +136,11 @@ class Algorithm(nn.Module):
         """How many actions from the current step on a plan's ``action_chunk`` holds (None: no chunk)."""
         return None
 
+    def default_execution(self) -> tuple[str, dict[str, Any]]:
+        """The execution (name, options) a ``Policy`` built without one uses: replan at every step and execute
+        the plan's first action. Algorithms made to execute chunks name theirs."""
+        return "first_action", {}
+
     @property
     def next_step_row(self) -> int | None:
         """The row of a denoised sample that decides the action executed now, the first step of the action chunk

@@ -8,8 +8,9 @@ and after its end (last action repeated), with padded action steps masked out of
 paper's for low-dimensional tasks: squared-cosine schedule with 100 steps, epsilon prediction, DDIM 10 steps at
 inference, samples clipped to the min-max normalized range [-1, 1].
 
-``plan`` returns the whole chunk as ``action_chunk`` starting at the current step (index To - 1 of the chunk), so
-``Policy(..., execution="action_queue", execution_options={"action_steps": Ta})`` executes Ta of them and replans;
+``plan`` returns the whole chunk as ``action_chunk`` starting at the current step (index To - 1 of the chunk); a
+``Policy`` executes Ta = 8 of them and replans (``execution="action_queue"``, its default for this algorithm;
+``execution_options={"action_steps": Ta}`` or ``policy.set_execution(action_steps=Ta)`` chooses another Ta);
 unlike MSE behaviour cloning, sampling keeps multimodal demonstrations multimodal.
 """
 
@@ -29,6 +30,8 @@ from diffusion_rl.nets import build_network
 
 __all__ = ["DiffusionPolicy"]
 
+#: Ta of Chi et al.: actions executed from each chunk before replanning (a Policy built without an execution)
+DEFAULT_ACTION_STEPS = 8
 BACKBONES = ("conditional_unet1d", "transformer1d")
 BACKBONE_SETTINGS = {
     "conditional_unet1d": ("down_dims", "kernel_size", "n_groups", "step_embed_dim"),
@@ -147,6 +150,10 @@ class DiffusionPolicy(Algorithm):
     @property
     def action_chunk_length(self) -> int:
         return self.horizon - self.obs_steps + 1
+
+    def default_execution(self) -> tuple[str, dict[str, Any]]:
+        """Chi et al.'s: execute Ta = 8 actions of each chunk (all of a shorter chunk), then replan."""
+        return "action_queue", {"action_steps": min(DEFAULT_ACTION_STEPS, self.action_chunk_length)}
 
     @torch.no_grad()
     def plan(

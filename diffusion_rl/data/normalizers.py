@@ -113,7 +113,18 @@ class Normalizer:
                 raise ValueError(f"{cls.name} normalizer statistic {k!r} holds NaN or infinite values")
             if k in cls._positive_stats and not np.all(v > 0):
                 raise ValueError(f"{cls.name} normalizer statistic {k!r} must be > 0 everywhere, got min {v.min()}")
+        cls._check_shapes(obj.stats)
         return obj
+
+    @classmethod
+    def _check_shapes(cls, stats: dict[str, np.ndarray]) -> None:
+        """Refuse statistics of different widths (found otherwise at the first use, as a numpy broadcast error
+        that names nothing): here every statistic is one number per dimension, ``[D]`` with D >= 1."""
+        shapes = {k: v.shape for k, v in stats.items()}
+        first = next(iter(shapes.values()))
+        if len(first) != 1 or first[0] < 1 or any(shape != first for shape in shapes.values()):
+            raise ValueError(f"{cls.name} normalizer state: expected one number per dimension in every statistic "
+                             f"(shape [D], the same D), got shapes {shapes}")
 
     def _options(self) -> dict[str, np.ndarray]:
         return {}
@@ -304,6 +315,15 @@ class CDFNormalizer(Normalizer):
 
     def _options(self) -> dict[str, np.ndarray]:
         return {"max_knots": np.asarray(-1 if self.max_knots is None else self.max_knots)}
+
+    @classmethod
+    def _check_shapes(cls, stats: dict[str, np.ndarray]) -> None:
+        """Knots ``quantiles`` and ``cumprob`` of one shape ``[D, K]``, and ``counts [D]`` of used knots in [1, K]."""
+        q, p, n = stats["quantiles"], stats["cumprob"], stats["counts"]
+        if q.ndim != 2 or q.shape != p.shape or min(q.shape) < 1 or n.shape != q.shape[:1] \
+                or not np.all((n >= 1) & (n <= q.shape[1])):
+            raise ValueError(f"{cls.name} normalizer state: expected quantiles and cumprob of one shape [D, K] and "
+                             f"counts [D] in [1, K]; got shapes {q.shape}, {p.shape} and {n.shape}")
 
     @classmethod
     def _options_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:

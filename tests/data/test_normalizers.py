@@ -205,3 +205,19 @@ def test_normalizer_fit_error_names_the_key_row_and_dimension() -> None:
         GaussianNormalizer().fit(x, key="observations")
     with pytest.raises(ValueError, match=r"'actions': expected \[N, D\] with N > 0, got shape \(0, 2\)"):
         CDFNormalizer().fit(np.zeros((0, 2)), key="actions")
+
+
+@pytest.mark.parametrize("name", ["gaussian", "minmax", "cdf", "quantile"])
+def test_a_state_whose_statistics_disagree_in_width_is_refused(name: str) -> None:
+    """A hand-edited or damaged state (2 numbers where 4 belong) loaded, then failed at the first use with a numpy
+    broadcast error naming nothing."""
+    state = make_normalizer(name).fit(np.random.default_rng(0).normal(size=(50, 4))).state_dict()
+    key = {"gaussian": "std", "minmax": "half_range", "cdf": "counts", "quantile": "cumprob"}[name]
+    state[key] = state[key][:2]
+    with pytest.raises(ValueError, match=rf"{name} normalizer state: expected .*got shapes"):
+        normalizer_from_state(state)
+    if name == "cdf":
+        good = make_normalizer(name).fit(np.random.default_rng(0).normal(size=(50, 4))).state_dict()
+        good["counts"] = good["counts"] + good["quantiles"].shape[1]  # more knots used than the state holds
+        with pytest.raises(ValueError, match=r"counts \[D\] in \[1, K\]"):
+            normalizer_from_state(good)
