@@ -396,7 +396,10 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None]) -> Planner
                "dataset": cfg.dataset or cfg.env, "policy": str(policy_path), "preset": cfg.preset,
                "eval_seed": cfg.eval_seed}  # "seed" is the training seed; episode i reset with eval_seed + i
     if spec is not None:
-        payload["dataset_mean_normalized_return"] = float(np.mean(spec.normalized_score(store.episode_returns())))
+        # the rule of the dataset's own metadata: complete episodes only (a recipe's cut ones score low)
+        from diffusion_rl.data.make import dataset_mean_normalized_return
+
+        payload["dataset_mean_normalized_return"] = dataset_mean_normalized_return(store, spec)
     if "success" in store:  # demonstrations: how often the demonstrator succeeded
         payload["demo_success_rate"] = float(np.mean(store["success"][store.episode_ends - 1]))
     if cfg.plot:

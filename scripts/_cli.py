@@ -245,13 +245,17 @@ def mean_pm(mean: float, stderr: float | None, scale: float = 1.0) -> str:
 
 def score_lines(result: Any, label_width: int = 0) -> list[str]:
     """The lines the scripts print for an ``EvalResult``: the D4RL-normalized score and the success rate, where the
-    result has them, each as mean ± standard error (no "± nan" for one episode). Labels padded to ``label_width``."""
+    result has them, each as mean ± standard error (no "± nan" for one episode); a score under another time limit
+    than the catalogue's says so. Labels padded to ``label_width``."""
     n = result.episodes
     episodes = f"{n} episode{'s' if n != 1 else ''}"
     lines = []
     if result.normalized_score_mean is not None:
+        # under another time limit than the catalogue's the references still apply, but it is not D4RL's score
+        how = (f"normalized with D4RL's references, {result.time_limit_note}"
+               if getattr(result, "time_limit_differs", False) else "D4RL-normalized")
         lines.append(f"{'score:':<{label_width}} {mean_pm(result.normalized_score_mean, result.normalized_score_stderr)}"
-                     f" (D4RL-normalized, {episodes})")
+                     f" ({how}, {episodes})")
     if result.success_rate_mean is not None:
         lines.append(f"{'success:':<{label_width}} {mean_pm(result.success_rate_mean, result.success_rate_stderr, 100)}%"
                      f" ({episodes})")

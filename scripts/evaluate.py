@@ -7,7 +7,9 @@
 (the second: a single-file artifact, written by ``policy.save("policy.safetensors")``; an artifact folder is passed
 as the folder).
 
-Keys (configs/evaluate.yaml): ``policy`` (required), ``episodes``, ``num_envs``, ``seed``, ``video``, ``env``
+Keys (configs/evaluate.yaml): ``policy`` (required), ``episodes``, ``num_envs``, ``seed`` (episode ``i`` resets the
+env with ``seed + i``; the sampler of the wave starting at episode ``i`` uses the artifact's seed + ``seed + i``,
+as the Python API does), ``video``, ``env``
 (a catalogue name) or ``task`` (a robot task; default for both: the artifact's env_name), ``max_episode_steps``,
 ``out`` (eval JSON; default ``<policy>/../eval_<env>.json``), ``device``, ``compile`` (false | true | trace |
 cuda_graph | inductor: the denoiser traced, captured as a CUDA graph, or compiled by torch.compile; same actions,
@@ -44,7 +46,8 @@ def main(cfg: DictConfig) -> None:
     check_values(cfg, ints={"episodes": 1, "num_envs": 1, "seed": 0}, optional_ints={"max_episode_steps": 1},
                  flags=("video", "progress"), seed_span="episodes")
     policy, policy_path, env_name = load_policy_for_cli(cfg)
-    policy.reset(seed=int(cfg.seed))
+    # no policy.reset(seed=cfg.seed) here: evaluate() seeds each wave with policy.seed + seed + i itself, so this
+    # command scores the episodes `evaluate(Policy.load(policy), env, seed=seed)` does (result.sampler_seed)
 
     out = Path(cfg.out) if cfg.out else default_out(policy_path, env_name, "eval")
     video = str(out.with_suffix(".mp4")) if cfg.video else None

@@ -19,7 +19,8 @@ hardware and the wall times, and a bar chart to ``chart``. Keys: configs/reprodu
 
 With ``ledger=docs/results_cells.json`` every finished cell is also recorded in that JSON file (scores, wall time,
 command), and a cell the ledger already holds for the same preset counts as done: the table can be resumed on
-another machine, or rebuilt after the run folders are gone, from the seeds already finished.
+another machine, or rebuilt after the run folders are gone, from the seeds already finished. A record made by
+another command than this table's is refused, as a run folder is; one without a command is named as unchecked.
 """
 
 from __future__ import annotations
@@ -168,6 +169,15 @@ def cell_made_by(run_dir: Path) -> list[str] | None:
         return None
 
 
+def ledger_made_by(entry: dict) -> list[str] | None:
+    """The command a ledger record says made its cell, or None (a record reconstructed without one)."""
+    command = entry.get("command")
+    try:
+        return shlex.split(command) if isinstance(command, str) and command.strip() else None
+    except ValueError:
+        return None
+
+
 def _settings(command: list[str]) -> list[str]:
     """A cell command's settings: its arguments without the interpreter and script, the run folder (the cell
     itself, wherever the root now lies), what does not change the result (resuming, the progress bar) and the
@@ -212,34 +222,80 @@ def hardware() -> str:
            f"torch {torch.__version__}"
 
 
+def episodes_text(cells: dict, expected: int) -> tuple[str, list[str]]:
+    """The header's "each seed scored on N evaluation episodes", N read from the cells themselves (not from the
+    config), and the warnings: seeds scored on mixed numbers of episodes, or on another number than
+    ``expected`` (``eval_episodes``), or whose records do not say."""
+    from diffusion_rl.evaluation.table import episode_counts
+
+    counts = episode_counts(cells)
+    known = sorted(n for n in counts if n > 0)
+    warnings = []
+    if not known:
+        text = "no finished seed records its number of evaluation episodes" if counts else \
+            f"each seed to be scored on {expected} evaluation episodes"
+    elif len(known) == 1:
+        text = f"each seed scored on {known[0]} evaluation episodes"
+    else:
+        text = f"each seed scored on {known[0]}-{known[-1]} evaluation episodes (mixed)"
+        warnings.append("Mixed numbers of evaluation episodes: " + "; ".join(
+            f"{n}: {', '.join(counts[n])}" for n in known) + ".")
+    other = [f"{', '.join(counts[n])} ({n})" for n in known if n != expected]
+    if other:
+        warnings.append(f"Scored on another number of episodes than eval_episodes={expected}: "
+                        + "; ".join(other) + ".")
+    if counts.get(0):
+        warnings.append("Records without their number of episodes: " + ", ".join(counts[0]) + ".")
+    return text, warnings
+
+
 def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int], argv: list[str],
            metric: str = "score", ledger: list[dict] | None = None) -> str:
     """The table (``metric``: ``score`` for datasets, ``success`` for robot tasks), command, hardware, wall times
-    and the chart link; seeds without a run folder under ``root`` are read from the ``ledger`` records."""
-    from diffusion_rl.evaluation.table import collect_scores, plot_score_chart, score_table_markdown
+    and the chart link; seeds without a run folder under ``root`` are read from the ``ledger`` records. The
+    header states the episodes the cells were scored on (from the cells) and what ± and bold mean; what the table
+    cannot show (mixed settings, shared evaluation seeds, different dataset means) follows it as warnings."""
+    from diffusion_rl.evaluation.table import (
+        collect_scores,
+        ledger_record_for,
+        plot_score_chart,
+        score_table_markdown,
+        table_warnings,
+    )
 
-    cells = collect_scores(cfg.root, envs, algos, seeds, metric=metric, ledger=ledger or [],
-                           preset=resolved_preset(cfg.preset))
+    preset = resolved_preset(cfg.preset)
+    cells = collect_scores(cfg.root, envs, algos, seeds, metric=metric, ledger=ledger or [], preset=preset)
     table = score_table_markdown(cells, envs, algos, metric=metric)
-    episodes = cfg.eval_episodes if metric == "score" else cfg.task_eval_episodes
+    expected = int(cfg.eval_episodes if metric == "score" else cfg.task_eval_episodes)
+    episodes, warnings = episodes_text(cells, expected)
+    warnings += table_warnings(cells, envs, algos)
     chart = cfg.chart if metric == "score" else cfg.task_chart
     walls = [f"{e}/{a}: {sum(c.wall_s) / len(c.wall_s) / 60:.0f} min per seed"
              for (e, a), c in cells.items() if c.wall_s]
     lines = [
         f"Command: `{shlex.join(['python', 'scripts/reproduce.py', *(a.removeprefix('++') for a in argv)])}`",
         "",
-        f"Hardware: {hardware()}. Preset `{resolved_preset(cfg.preset)}`; each seed scored on {episodes} evaluation "
-        "episodes; a cell is the mean ± standard error over training seeds; best of a row in bold.",
+        f"Hardware: {hardware()}. Preset `{preset}`; {episodes}; a cell is the mean ± one standard error over "
+        "training seeds (over 3 seeds ± 1 s.e. is about a 58% interval, not 95%); bold: the highest mean of a "
+        "row, not a tested difference († where its 95% t-interval over seeds overlaps no other cell's).",
         "",
         table,
     ]
+    if warnings:
+        lines += ["", *(f"Warning: {w}" for w in warnings)]
     if walls:
         lines += ["", "Wall time (train + evaluation, one cell): " + "; ".join(walls) + "."]
-    borrowed = [f"{e}/{a} seed{'s' if len(c.from_ledger) > 1 else ''} {', '.join(map(str, c.from_ledger))}"
-                for (e, a), c in cells.items() if c.from_ledger]
+    borrowed, unchecked = [], []
+    for (e, a), c in cells.items():
+        if c.from_ledger:
+            borrowed.append(f"{e}/{a} seed{'s' if len(c.from_ledger) > 1 else ''} {', '.join(map(str, c.from_ledger))}")
+            unchecked += [f"{e}/{a} seed {s}" for s in c.from_ledger
+                          if ledger_made_by(ledger_record_for(ledger or [], e, a, s, preset) or {}) is None]
     if borrowed:
         lines += ["", f"Read from the ledger `{cfg.ledger}` (finished earlier, run folders not under the root): "
-                  + "; ".join(borrowed) + "."]
+                  + "; ".join(borrowed) + "."
+                  + (f" Unchecked against this table's settings (no command recorded): {', '.join(unchecked)}."
+                     if unchecked else "")]
     text = "\n".join(lines)
     if chart:
         plot_score_chart(cells, envs, algos, chart, metric=metric,
@@ -305,6 +361,13 @@ def main(cfg: DictConfig) -> None:
                         done += 1
                         finished.append((env, algo, seed, run_dir))
                     elif entry is not None and entry.get(key) is not None:
+                        made = ledger_made_by(entry)  # checked as a run folder's is; a record without: named
+                        now = cell_command(env, algo, seed, run_dir, cfg, task=is_task)
+                        if made is not None and _settings(made) != _settings(now):
+                            sys.exit(f"error: the ledger {cfg.ledger} holds {env}/{algo}/seed{seed} made by another "
+                                     f"command than this table's (made: {shlex.join(_settings(made))}; now: "
+                                     f"{shlex.join(_settings(now))}): use another ledger= for other settings, or "
+                                     "remove the record to rerun the cell")
                         done, borrowed = done + 1, borrowed + 1
                     else:
                         todo.append((env, algo, seed, run_dir,

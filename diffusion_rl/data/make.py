@@ -24,7 +24,7 @@ from envs import get_spec
 from envs.catalogue import EnvSpec, catalogue_names
 from envs.recipes import Collected, Recipe, run_recipe
 
-__all__ = ["MakeSummary", "make_local_dataset", "summarize"]
+__all__ = ["MakeSummary", "dataset_mean_normalized_return", "make_local_dataset", "summarize"]
 
 
 @dataclass
@@ -64,6 +64,20 @@ def summarize(spec: EnvSpec, data: Collected, path: Path | None = None) -> MakeS
     return MakeSummary(spec.name, spec.local_id, path, data.num_steps, len(data.episode_ends),
                        int(data.episode_complete.sum()), float(scores.mean()), float(scores.min()),
                        float(scores.max()), data.seconds)
+
+
+def dataset_mean_normalized_return(store: EpisodeStore, spec: EnvSpec) -> float:
+    """A dataset's mean D4RL-normalized return, by one rule everywhere: the episodes that ended in the environment
+    (:func:`summarize`). A locally made store carries that number as ``mean_normalized_return`` in its metadata (its
+    cut episodes, stored with ``timeouts``, are short and would pull the mean down); any other store records no
+    cut episodes, so every episode counts."""
+    recorded = store.metadata.get("mean_normalized_return")
+    refs = (store.metadata.get("ref_min_score"), store.metadata.get("ref_max_score"))
+    same_refs = all(r is None for r in refs) or (
+        None not in refs and np.allclose([float(r) for r in refs], [spec.ref_min_score, spec.ref_max_score]))
+    if recorded is not None and same_refs:  # the metadata's number, normalized with these very references
+        return float(recorded)
+    return float(np.mean(spec.normalized_score(store.episode_returns())))
 
 
 _POLICY_ALGORITHMS = {"linear": "ARS V2-t linear policy", "mlp": "SAC MLP policy"}

@@ -1,4 +1,4 @@
-"""``EvalResult``: per-episode returns of an evaluation and their summary (mean, standard error)."""
+"""``EvalResult``: per-episode returns of an evaluation and their summary (mean, standard error, 95% interval)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from diffusion_rl.evaluation._files import write_text_atomic
+from diffusion_rl.evaluation.intervals import t_interval, wilson_interval
 
 __all__ = ["EvalResult", "mean_and_stderr"]
 
@@ -28,6 +29,13 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
 
 def _json_float(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _json_interval(interval: tuple[float, float] | None) -> list[float] | None:
+    """``[low, high]``, or None when there is no interval or it is undefined (NaN: fewer than two episodes)."""
+    if interval is None or not all(math.isfinite(x) for x in interval):
+        return None
+    return [float(interval[0]), float(interval[1])]
 
 
 @dataclass
@@ -65,6 +73,11 @@ class EvalResult:
     into the action space, ``far_observations`` outside the training data); None for policies without ``stats``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata the caller wants kept with the result (sampler settings, checkpoint step...)."""
+    sampler_seed: int | None = None
+    """A seeded policy's (``diffusion_rl.Policy``) sampling seed: the wave of episodes starting at episode ``i`` was
+    sampled with seed ``sampler_seed + i`` (``policy.seed + seed``); None for a policy without one."""
+    reference_max_episode_steps: int | None = None
+    """The catalogue's time limit, the one the reference returns (D4RL's) assume; None for envs outside it."""
 
     def __post_init__(self) -> None:
         self.returns = np.asarray(self.returns, dtype=np.float64)
@@ -138,6 +151,33 @@ class EvalResult:
         return None if self.successes is None else mean_and_stderr(self.successes.astype(np.float64))[1]
 
     @property
+    def normalized_score_ci95(self) -> tuple[float, float] | None:
+        """The t-based 95% confidence interval of the mean normalized score over the episodes (NaN for one
+        episode); None without normalized scores."""
+        return None if self.normalized_scores is None else t_interval(self.normalized_scores)
+
+    @property
+    def success_rate_ci95(self) -> tuple[float, float] | None:
+        """The Wilson 95% confidence interval of the success rate (a fraction, as ``success_rate_mean``); None for
+        envs without successes. Unlike ± s.e. it is not zero-width when every episode succeeded."""
+        if self.successes is None:
+            return None
+        return wilson_interval(int(self.successes.sum()), int(self.successes.size))
+
+    @property
+    def time_limit_differs(self) -> bool:
+        """True when the episodes ran under another time limit than the catalogue's: their normalized scores are
+        then not D4RL's (a score for a shorter episode is lower)."""
+        return (self.reference_max_episode_steps is not None
+                and self.max_episode_steps != self.reference_max_episode_steps)
+
+    @property
+    def time_limit_note(self) -> str:
+        """What to say beside a score under another time limit than the catalogue's ("" when it is the same)."""
+        return (f"time limit {self.max_episode_steps}, not the catalogue's {self.reference_max_episode_steps}: "
+                "not comparable with D4RL" if self.time_limit_differs else "")
+
+    @property
     def route_fractions(self) -> dict[str, float] | None:
         """Fraction of episodes per route name (sorted by name), or None for envs without routes."""
         if self.routes is None or not self.routes:
@@ -161,12 +201,17 @@ class EvalResult:
             "episodes": self.episodes,
             "normalized_score_mean": _json_float(self.normalized_score_mean),
             "normalized_score_stderr": _json_float(self.normalized_score_stderr),
+            "normalized_score_ci95": _json_interval(self.normalized_score_ci95),
             "return_mean": _json_float(self.return_mean),
             "return_stderr": _json_float(self.return_stderr),
             "length_mean": _json_float(self.length_mean),
             "seed": int(self.seed),
             "num_envs": int(self.num_envs),
             "max_episode_steps": None if self.max_episode_steps is None else int(self.max_episode_steps),
+            "reference_max_episode_steps": None if self.reference_max_episode_steps is None
+            else int(self.reference_max_episode_steps),
+            "time_limit_differs": self.time_limit_differs,
+            "sampler_seed": None if self.sampler_seed is None else int(self.sampler_seed),
             "returns": [float(r) for r in self.returns],
             "lengths": [int(n) for n in self.lengths],
             "normalized_scores": None
@@ -179,6 +224,7 @@ class EvalResult:
                 else {
                     "success_rate_mean": _json_float(self.success_rate_mean),
                     "success_rate_stderr": _json_float(self.success_rate_stderr),
+                    "success_rate_ci95": _json_interval(self.success_rate_ci95),
                     "successes": [bool(x) for x in self.successes],
                 }
             ),
@@ -225,7 +271,9 @@ class EvalResult:
 
         parts = [f"{self.env_name} ({self.gym_id}), {self.episodes} episode{'s' if self.episodes != 1 else ''}:"]
         if self.normalized_scores is not None:
-            parts.append(f"normalized score {pm(self.normalized_score_mean, self.normalized_score_stderr, '.1f')},")
+            note = f" ({self.time_limit_note})" if self.time_limit_differs else ""
+            parts.append(f"normalized score {pm(self.normalized_score_mean, self.normalized_score_stderr, '.1f')}"
+                         f"{note},")
         if self.successes is not None:
             rate = pm(100 * self.success_rate_mean, 100 * self.success_rate_stderr, ".1f")
             parts.append(f"success rate {rate}%,")

@@ -215,7 +215,7 @@ def evaluate(
     envs that report ``info["success"]`` or ``info["route"]`` (robot tasks), the value at each episode's last step.
     A policy with an integer ``seed`` (``diffusion_rl.Policy``) is reset with ``seed=policy.seed + seed + i`` before
     the wave of episodes that starts at episode ``i``, so no two waves reuse the same sampling noise, and gets its
-    own seed back at the end.
+    own seed back at the end (``result.sampler_seed`` records ``policy.seed + seed``).
     """
     if not callable(getattr(policy, "act", None)):
         raise ValueError(f"policy: expected an object with .act(obs_batch, **context), got {type(policy)!r}")
@@ -263,7 +263,9 @@ def evaluate(
     try:
         for start in range(0, episodes, n):
             in_wave = min(n, episodes - start)
-            obs, info = vec.reset(seed=[seed + start + j for j in range(n)])
+            # padding envs of a partial last wave (never counted) reuse the wave's first seed: seed + start + j
+            # could pass 2**32 - 1, which Meta-World refuses
+            obs, info = vec.reset(seed=[seed + start + (j if j < in_wave else 0) for j in range(n)])
             active = np.arange(n) < in_wave
             goal = _update_goal(None, info, np.ones(n, dtype=bool))
             last_obs = np.array(obs, copy=True)
@@ -338,6 +340,8 @@ def evaluate(
         seed=seed,
         num_envs=n,
         max_episode_steps=limit,
+        reference_max_episode_steps=None if spec is None else spec.max_episode_steps,
+        sampler_seed=None if base_seed is None else int(base_seed) + int(seed),
         video_path=written,
         plan_errors=np.asarray(plan_errors) if len(plan_errors) == len(returns) else None,
         plan_error_per_dim=None if dim_sq is None or len(plan_errors) != len(returns)

@@ -2,7 +2,8 @@
 as a Markdown table and a bar chart with error bars (what ``scripts/reproduce.py`` writes into docs/results.md).
 
 A cell's score is the mean over training seeds of each seed's mean D4RL-normalized score (each seed scored on
-its own evaluation episodes); its error is the standard error over those seeds (undefined for one seed).
+its own evaluation episodes); its ± is one standard error over those seeds (undefined for one seed), which over 3
+seeds is only about a 58% interval: the 95% t-interval over seeds (:attr:`ScoreCell.ci95`) decides the † marker.
 
 A **ledger** (a JSON file kept with the results, e.g. ``docs/results_cells.json``) holds one record per finished
 (env, algorithm, seed, preset) cell: its scores, wall time and command. Run folders are large and live on one
@@ -23,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from diffusion_rl.evaluation._files import write_atomic, write_text_atomic
+from diffusion_rl.evaluation.intervals import t_interval
 from diffusion_rl.evaluation.result import mean_and_stderr
 
-__all__ = ["ALGO_TITLES", "LEDGER_KEYS", "METRICS", "ScoreCell", "cell_dir", "cell_record", "collect_scores",
-           "ledger_record_for", "plot_score_chart", "read_ledger", "replace_section", "run_preset",
-           "score_table_markdown", "update_ledger", "write_text_atomic"]
+__all__ = ["ALGO_TITLES", "CELL_SETTINGS", "LEDGER_KEYS", "METRICS", "REFERENCE_TOLERANCE", "ScoreCell",
+           "cell_dir", "cell_record", "collect_scores", "episode_counts", "ledger_record_for",
+           "plot_score_chart", "read_ledger", "reference_range", "reference_text", "replace_section",
+           "run_preset", "score_table_markdown", "table_warnings", "update_ledger", "write_text_atomic"]
 
 #: Column titles of the algorithms in tables and charts (unknown names are shown as they are).
 ALGO_TITLES = {"decision_diffuser": "Decision Diffuser", "diffuser": "Diffuser", "bc": "BC",
@@ -42,11 +45,23 @@ METRICS = {
 
 
 #: What a ledger record copies from a cell's ``eval.json`` (those present), beside its identity
-#: (env, algo, seed, preset) and ``reproduce.json``'s ``wall_s``, ``command`` and ``finished``.
+#: (env, algo, seed, preset) and ``reproduce.json``'s ``wall_s``, ``command`` and ``finished``. Records
+#: written before ``eval_seed``, ``num_envs``, ``max_episode_steps`` and ``train_steps`` were kept lack them
+#: and still load.
 LEDGER_KEYS = ("episodes", "normalized_score_mean", "normalized_score_stderr", "normalized_scores",
                "dataset_mean_normalized_return", "success_rate_mean", "demo_success_rate", "route_fractions",
-               "plan_error_mean", "return_mean", "length_mean")
+               "plan_error_mean", "return_mean", "length_mean", "eval_seed", "num_envs", "max_episode_steps",
+               "train_steps")
 _IDENTITY = ("env", "algo", "seed", "preset")
+
+#: What every seed of a cell should share (else its seeds are not repeats of one experiment): the number
+#: of evaluation episodes, the vector-env width (a stochastic policy's episodes depend on it), the time limit
+#: and the training steps. ``eval_seed`` is per seed; its ranges are checked for overlap instead.
+CELL_SETTINGS = ("episodes", "num_envs", "max_episode_steps", "train_steps")
+
+#: Reference values (the dataset mean) of one row that differ by more than this are shown as a range: the
+#: column's 0.1 rounds away anything less.
+REFERENCE_TOLERANCE = 0.05
 
 
 def cell_dir(root: str | os.PathLike, env: str, algo: str, seed: int) -> Path:
@@ -66,7 +81,13 @@ class ScoreCell:
     seeds: list[int] = field(default_factory=list)
     wall_s: list[float] = field(default_factory=list)
     dataset_mean: float | None = None
-    """The reference: the dataset's mean normalized score, or (tasks) the demonstrator's success rate in %."""
+    """The reference: the dataset's mean normalized score, or (tasks) the demonstrator's success rate in %
+    (the last seed's; every seed's is in ``dataset_means``)."""
+    dataset_means: list[float] = field(default_factory=list)
+    """Per seed that records one, its reference value (they differ when seeds used differently made
+    datasets)."""
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    """Per seed, what it was scored with (:data:`CELL_SETTINGS` and ``eval_seed``, those its record has)."""
     routes: list[dict[str, float]] = field(default_factory=list)
     """Per seed, the share of evaluation episodes per route (tasks whose env reports ``info["route"]``)."""
     from_ledger: list[int] = field(default_factory=list)
@@ -86,6 +107,32 @@ class ScoreCell:
     @property
     def stderr(self) -> float:
         return mean_and_stderr(np.asarray(self.scores))[1]
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """The 95% t-interval of the mean over seeds (t with n - 1 degrees of freedom); NaN for one seed."""
+        return t_interval(np.asarray(self.scores))
+
+    def setting_conflicts(self) -> list[str]:
+        """What this cell's seeds disagree on, one sentence each: a :data:`CELL_SETTINGS` value that differs
+        between seeds (records without it are not counted), and evaluation-seed ranges that overlap (seeds
+        scored on shared start states: the spread over seeds misses that noise, so the ± understates it)."""
+        where = f"{self.env}/{self.algo}"
+        notes = []
+        for key in CELL_SETTINGS:
+            known = {s: st[key] for s, st in zip(self.seeds, self.settings) if st.get(key) is not None}
+            if len(set(known.values())) > 1:
+                values = ", ".join(f"seed {s}: {v}" for s, v in known.items())
+                notes.append(f"{where}: its seeds differ in {key} ({values})")
+        ranges = [(s, int(st["eval_seed"]), int(st["eval_seed"]) + max(int(st.get("episodes") or 1), 1))
+                  for s, st in zip(self.seeds, self.settings) if st.get("eval_seed") is not None]
+        shared = sorted({(a[0], b[0]) for i, a in enumerate(ranges) for b in ranges[i + 1:]
+                         if a[1] < b[2] and b[1] < a[2]})
+        if shared:
+            pairs = ", ".join(f"{a} and {b}" for a, b in shared)
+            notes.append(f"{where}: seeds {pairs} were scored on overlapping evaluation seeds (shared start "
+                         "states: the ± understates the uncertainty)")
+        return notes
 
     def text(self) -> str:
         if not self.scores:
@@ -179,8 +226,11 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
                 cell.scores.append(scale * float(result[key]))
                 cell.episodes.append(int(result.get("episodes", 0)))
                 cell.seeds.append(int(seed))
+                cell.settings.append({k: result[k] for k in (*CELL_SETTINGS, "eval_seed")
+                                      if result.get(k) is not None})
                 if result.get(ref_key) is not None:
                     cell.dataset_mean = ref_scale * float(result[ref_key])
+                    cell.dataset_means.append(cell.dataset_mean)
                 if result.get("route_fractions"):
                     cell.routes.append({str(k): float(v) for k, v in result["route_fractions"].items()})
                 if "wall_s" in result:
@@ -189,24 +239,80 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
     return cells
 
 
+def reference_range(row: Sequence[ScoreCell]) -> tuple[float, float] | None:
+    """The lowest and highest reference value (dataset mean, demonstrator's rate) the cells of one row
+    record, or None when none does: the table and the chart show one value or a range from it by one rule."""
+    values = [v for c in row
+              for v in (c.dataset_means or ([] if c.dataset_mean is None else [c.dataset_mean]))]
+    return (min(values), max(values)) if values else None
+
+
+def reference_text(span: tuple[float, float] | None) -> str:
+    """``"52.2"``; ``"50.4–50.7"`` when the cells' values differ by more than :data:`REFERENCE_TOLERANCE`
+    (datasets made differently on different machines); ``"—"`` for none."""
+    if span is None:
+        return "—"
+    lo, hi = span
+    return f"{(lo + hi) / 2:.1f}" if hi - lo <= REFERENCE_TOLERANCE else f"{lo:.1f}–{hi:.1f}"
+
+
+def _apart(best: ScoreCell, other: ScoreCell) -> bool:
+    """Whether two cells' 95% t-intervals over seeds are defined and do not overlap."""
+    (a_lo, a_hi), (b_lo, b_hi) = best.ci95, other.ci95
+    if not all(math.isfinite(x) for x in (a_lo, a_hi, b_lo, b_hi)):
+        return False
+    return a_lo > b_hi or b_lo > a_hi
+
+
 def score_table_markdown(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str],
                          algos: Sequence[str], metric: str = "score") -> str:
-    """One row per env: the dataset's mean normalized return (tasks: the demonstrator's success rate), then each
-    algorithm's mean ± stderr (seeds) and, for tasks with routes, the share of each route; the best algorithm of a
-    row in bold."""
+    """One row per env: the dataset's mean normalized return (tasks: the demonstrator's success rate; a range
+    when the cells record different ones), then each algorithm's mean ± one standard error over seeds and, for
+    tasks with routes, the share of each route. The highest mean of a row is in bold (not a test of a
+    difference); † marks it when its 95% t-interval over seeds overlaps no other cell's of the row."""
     first, reference = ("dataset", "dataset mean") if metric == "score" else ("task", "demonstrator")
     head = [first, reference, *(ALGO_TITLES.get(a, a) for a in algos)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for env in envs:
         row = [cells[(env, a)] for a in algos]
-        done = [c.mean for c in row if c.scores]
-        best = max(done) if done else None
-        dataset_mean = next((c.dataset_mean for c in row if c.dataset_mean is not None), None)
-        texts = [f"**{c.text()}**" if c.scores and c.mean == best and len(done) > 1 else c.text() for c in row]
-        texts = [t + (f"; routes {c.route_text()}" if c.routes else "") for t, c in zip(texts, row)]
-        mean_text = "—" if dataset_mean is None else f"{dataset_mean:.1f}"
-        lines.append("| " + " | ".join([env, mean_text, *texts]) + " |")
+        done = [c for c in row if c.scores]
+        top = max((c.mean for c in done), default=None)
+        best = [c for c in done if c.mean == top] if len(done) > 1 else []  # ties are all bold
+        texts = []
+        for c in row:
+            text = c.text()
+            if any(c is b for b in best):
+                apart = len(best) == 1 and all(_apart(c, o) for o in done if o is not c)
+                text = f"**{text}**" + (" †" if apart else "")
+            texts.append(text + (f"; routes {c.route_text()}" if c.routes else ""))
+        lines.append("| " + " | ".join([env, reference_text(reference_range(row)), *texts]) + " |")
     return "\n".join(lines)
+
+
+def episode_counts(cells: dict[tuple[str, str], ScoreCell]) -> dict[int, list[str]]:
+    """Per number of evaluation episodes the seeds were scored on, the seeds (``"env/algo seed k"``); 0
+    collects the records that do not say."""
+    counts: dict[int, list[str]] = {}
+    for (env, algo), cell in cells.items():
+        for seed, n in zip(cell.seeds, cell.episodes):
+            counts.setdefault(int(n), []).append(f"{env}/{algo} seed {seed}")
+    return dict(sorted(counts.items()))
+
+
+def table_warnings(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str],
+                   algos: Sequence[str]) -> list[str]:
+    """What a reader of the table must know that it cannot show: cells whose seeds disagree on their settings
+    or share evaluation seeds, and rows whose cells record different reference values (shown as a range)."""
+    notes = [note for env in envs for algo in algos for note in cells[(env, algo)].setting_conflicts()]
+    for env in envs:
+        span = reference_range([cells[(env, a)] for a in algos])
+        if span is not None and span[1] - span[0] > REFERENCE_TOLERANCE:
+            values = "; ".join(
+                f"{ALGO_TITLES.get(a, a)} " + ", ".join(f"{v:.2f}" for v in sorted(set(cells[(env, a)].dataset_means)))
+                for a in algos if cells[(env, a)].dataset_means)
+            notes.append(f"{env}: the cells record different reference values ({values}): datasets made "
+                         "differently, shown as a range.")
+    return notes
 
 
 def replace_section(text: str, name: str, body: str) -> str:
@@ -221,8 +327,10 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str], algos: Sequence[str],
                      path: str | os.PathLike, title: str | None = None, metric: str = "score") -> Path:
-    """Grouped bars (one group per env, one bar per algorithm) with standard-error bars, and each env's dataset
-    mean as a dashed line; a PNG written atomically."""
+    """Grouped bars (one group per env, one bar per algorithm) with standard-error bars, and each env's
+    dataset mean as a dashed line (two, with the band between, where the cells record different values: the
+    table's :func:`reference_range` rule); a one-seed bar has no error bar and is hatched. A PNG written
+    atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -230,24 +338,43 @@ def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     width = 0.8 / max(1, len(algos))
+    one_seed = False
     for i, algo in enumerate(algos):
-        xs, means, errs = [], [], []
+        xs, means, errs, single = [], [], [], []
         for j, env in enumerate(envs):
             cell = cells[(env, algo)]
             if cell.scores:
                 xs.append(j + (i - (len(algos) - 1) / 2) * width)
                 means.append(cell.mean)
-                errs.append(0.0 if not math.isfinite(cell.stderr) else cell.stderr)
-        ax.bar(xs, means, width * 0.95, yerr=errs, capsize=3, label=ALGO_TITLES.get(algo, algo))
+                errs.append(cell.stderr)  # NaN for one seed: no error bar (0 would read as "no spread")
+                single.append(len(cell.scores) == 1)
+        bars = ax.bar(xs, means, width * 0.95, yerr=errs, capsize=3, label=ALGO_TITLES.get(algo, algo))
+        for patch, alone in zip(bars.patches, single):
+            if alone:
+                patch.set_hatch("//")
+                one_seed = True
+    label = "dataset mean" if metric == "score" else "demonstrator"
     for j, env in enumerate(envs):
-        mean = next((cells[(env, a)].dataset_mean for a in algos if cells[(env, a)].dataset_mean is not None), None)
-        if mean is not None:
-            ax.hlines(mean, j - 0.45, j + 0.45, colors="black", linestyles="dashed",
-                      label=("dataset mean" if metric == "score" else "demonstrator") if j == 0 else None)
+        span = reference_range([cells[(env, a)] for a in algos])
+        if span is None:
+            continue
+        lo, hi = span
+        if hi - lo <= REFERENCE_TOLERANCE:
+            ax.hlines((lo + hi) / 2, j - 0.45, j + 0.45, colors="black", linestyles="dashed", label=label)
+        else:
+            ax.hlines([lo, hi], j - 0.45, j + 0.45, colors="black", linestyles="dashed", label=label)
+            ax.fill_between([j - 0.45, j + 0.45], lo, hi, color="black", alpha=0.1, linewidth=0)
+        label = None  # the legend entry on the first line drawn, whichever env has one
+    handles, labels = ax.get_legend_handles_labels()
+    if one_seed:  # a legend entry for the hatch (a proxy: no artist on the axes)
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor="none", edgecolor="gray", hatch="//"))
+        labels.append("1 seed (no error bar)")
     ax.set_xticks(range(len(envs)), list(envs))
     ax.set_ylabel(METRICS[metric][4])
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(handles, labels, loc="best", fontsize="small")
     if title:
         ax.set_title(title)
     fig.tight_layout()

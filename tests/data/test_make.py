@@ -95,7 +95,12 @@ def test_make_hopper_medium_small(tmp_path):
 
     with pytest.warns(UserWarning, match=r"local/hopper/medium-v0 holds 4,000 steps, not the 1,000,000 of "
                                          r"hopper-medium's recipe .*make_dataset.py env=hopper-medium overwrite=true"):
-        assert load_episodes("hopper-medium", minari_root=root, progress=False).num_steps == 4000
+        store = load_episodes("hopper-medium", minari_root=root, progress=False)
+    assert store.num_steps == 4000
+    # its dataset mean (eval.json's reference column) is the metadata's, over the episodes that ended in the env
+    from diffusion_rl.data.make import dataset_mean_normalized_return
+
+    assert dataset_mean_normalized_return(store, get_spec("hopper-medium")) == meta["mean_normalized_return"]
 
 
 def test_the_metadata_names_the_algorithm_of_each_recipes_behaviour():
@@ -197,3 +202,25 @@ def test_the_hdf5_copy_of_an_existing_dataset_is_written_without_collecting_agai
             make_local_dataset("maze2d-umaze", minari_root=root, hdf5_path=tmp_path / "other.hdf5", progress=False,
                                **kwargs)
     assert not (tmp_path / "other.hdf5").exists()
+
+
+def test_the_dataset_mean_is_the_metadatas_complete_episode_mean_else_every_episode():
+    """pipeline's eval.json `dataset_mean_normalized_return` and the dataset's metadata follow one rule: a locally
+    made store's cut episodes (short, low-scoring) are left out, as its metadata's mean_normalized_return does."""
+    from diffusion_rl.data import EpisodeStore
+    from diffusion_rl.data.make import dataset_mean_normalized_return
+
+    spec = get_spec("hopper-medium")
+    rewards = np.concatenate([np.full(10, 100.0), np.full(10, 200.0), np.full(2, 5.0)]).astype(np.float32)
+    data = {"observations": np.zeros((22, 11), np.float32), "actions": np.zeros((22, 3), np.float32),
+            "rewards": rewards, "terminals": np.zeros(22, bool), "timeouts": np.zeros(22, bool)}
+    every = float(np.mean(spec.normalized_score(np.array([1000.0, 2000.0, 10.0]))))
+    plain = EpisodeStore(data, [10, 20, 22], {})
+    assert dataset_mean_normalized_return(plain, spec) == pytest.approx(every)
+    complete = float(np.mean(spec.normalized_score(np.array([1000.0, 2000.0]))))  # the cut 2-step one left out
+    made = EpisodeStore(data, [10, 20, 22], {"mean_normalized_return": round(complete, 3),
+                                             "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score})
+    assert dataset_mean_normalized_return(made, spec) == pytest.approx(complete, abs=1e-3) and complete > every
+    other_refs = EpisodeStore(data, [10, 20, 22], {"mean_normalized_return": 1.0, "ref_min_score": 0.0,
+                                                   "ref_max_score": 1.0})
+    assert dataset_mean_normalized_return(other_refs, spec) == pytest.approx(every)  # not this env's scale

@@ -462,3 +462,92 @@ def test_a_warning_during_the_rollouts_prints_above_the_progress_bar():
 def test_a_policy_without_stats_reports_none():
     assert evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, max_episode_steps=2,
                     progress=False).policy_stats is None
+
+
+def test_results_carry_95_percent_intervals_null_for_one_episode(tmp_path):
+    """eval.json has the t-based 95% interval of the mean score (t_{0.975, n-1} · s.e.) and the Wilson interval of
+    the success rate; the t-interval is null for one episode (no spread to estimate)."""
+    r = EvalResult(env_name="hopper-medium", gym_id="Hopper-v5", returns=[10.0, 20.0, 30.0], lengths=[5, 7, 9],
+                   normalized_scores=[40.0, 50.0, 60.0], successes=[True, True, True])
+    lo, hi = r.normalized_score_ci95
+    assert (lo, hi) == pytest.approx((50.0 - 4.302653 * 10 / math.sqrt(3), 50.0 + 4.302653 * 10 / math.sqrt(3)))
+    saved = json.loads(r.save_json(tmp_path / "eval.json").read_text())
+    assert saved["normalized_score_ci95"] == pytest.approx([lo, hi])
+    # three successes out of three: ± s.e. is 0, the Wilson interval is not
+    assert r.success_rate_stderr == 0.0 and saved["success_rate_ci95"] == pytest.approx([0.4385, 1.0], abs=1e-4)
+    one = EvalResult(env_name="x", gym_id="X-v0", returns=[5.0], lengths=[3], normalized_scores=[50.0])
+    assert one.to_dict()["normalized_score_ci95"] is None
+    assert EvalResult(env_name="x", gym_id="X-v0", returns=[5.0], lengths=[3]).to_dict()["normalized_score_ci95"] is None
+
+
+def test_a_score_under_another_time_limit_than_the_catalogues_says_so():
+    short = evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, max_episode_steps=4, progress=False)
+    assert short.reference_max_episode_steps == 1000 and short.time_limit_differs
+    d = short.to_dict()
+    assert d["time_limit_differs"] is True and d["reference_max_episode_steps"] == 1000
+    assert "time limit 4, not the catalogue's 1000: not comparable with D4RL" in str(short)
+    full = EvalResult(env_name="hopper-medium", gym_id="Hopper-v5", returns=[1.0], lengths=[1000],
+                      normalized_scores=[1.0], max_episode_steps=1000, reference_max_episode_steps=1000)
+    assert not full.time_limit_differs and full.to_dict()["time_limit_differs"] is False
+    assert "time limit" not in str(full)
+    raw = evaluate(Feedback(), "Hopper-v5", episodes=1, num_envs=1, max_episode_steps=4, progress=False)
+    assert raw.reference_max_episode_steps is None and not raw.time_limit_differs  # no catalogue, no claim
+
+
+def test_padding_envs_of_a_partial_last_wave_reset_with_valid_seeds():
+    """episodes=6, num_envs=4, seed=2**32-7: the last wave counts episodes 4 and 5 (seeds 2**32-3, 2**32-2);
+    its two padding envs used to reset with 2**32-1 and 2**32, which Meta-World refuses."""
+    seen = []
+
+    class SeedCheckingEnv(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            if seed is not None:
+                if not 0 <= seed < 2**32 - 1:  # as Meta-World: np.random.seed-style bounds, and one to spare
+                    raise ValueError(f"seed must be in [0, 2**32 - 1), got {seed}")
+                seen.append(seed)
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), 1.0, True, False, {}
+
+    gym.register("SeedChecking-v0", entry_point=SeedCheckingEnv, max_episode_steps=5)
+    try:
+        class Zero:
+            def act(self, obs):
+                return np.zeros((len(obs), 1))
+
+        base = 2**32 - 7
+        result = evaluate(Zero(), "SeedChecking-v0", episodes=6, num_envs=4, seed=base, progress=False)
+    finally:
+        gym.registry.pop("SeedChecking-v0")
+    assert result.episodes == 6 and (result.returns == 1.0).all()
+    assert max(seen) == base + 5 and seen[:4] == [base, base + 1, base + 2, base + 3]
+    assert sorted(set(seen[4:8])) == [base + 4, base + 5]  # the padding envs reuse the wave's first seed
+
+
+def test_the_sampler_seed_is_recorded():
+    class Seeded(Feedback):
+        seed = 7
+
+        def reset(self, seed=None):
+            self.resets += 1
+
+    r = evaluate(Seeded(), "hopper-medium", episodes=2, num_envs=1, seed=100, max_episode_steps=3, progress=False)
+    assert r.sampler_seed == 107 and r.to_dict()["sampler_seed"] == 107  # wave from episode i: 107 + i
+    plain = evaluate(Feedback(), "hopper-medium", episodes=1, num_envs=1, max_episode_steps=3, progress=False)
+    assert plain.sampler_seed is None and plain.to_dict()["sampler_seed"] is None
+
+
+def test_the_declared_gymnasium_floor_has_autoreset_mode():
+    """evaluate() needs gym.vector.AutoresetMode, new in gymnasium 1.1: pyproject.toml must not allow 1.0."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    floor = re.search(r'"gymnasium\[mujoco\]>=(\d+)\.(\d+)', text)
+    assert floor is not None and (int(floor[1]), int(floor[2])) >= (1, 1), floor
+    assert hasattr(gym.vector, "AutoresetMode")

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from diffusion_rl.evaluation.table import cell_dir, cell_record, collect_scores, read_ledger, update_ledger
+from diffusion_rl.evaluation.table import (
+    ScoreCell,
+    cell_dir,
+    cell_record,
+    collect_scores,
+    read_ledger,
+    update_ledger,
+)
 
 
 def _record(seed: int, score: float, preset: str = "cpu") -> dict:
@@ -56,3 +63,124 @@ def test_a_malformed_ledger_is_a_clear_error(tmp_path):
     path.write_text(json.dumps({"cells": [{"env": "hopper-medium", "algo": "bc"}]}))
     with pytest.raises(ValueError, match="env, algo, seed, preset"):
         read_ledger(path)
+
+
+def _cell(env: str, algo: str, scores: list[float], **kw) -> ScoreCell:
+    return ScoreCell(env, algo, scores=list(scores), seeds=list(range(len(scores))),
+                     episodes=[10] * len(scores), **kw)
+
+
+def test_ledger_records_keep_the_evaluation_settings_and_old_records_still_load(tmp_path):
+    from diffusion_rl.evaluation.table import LEDGER_KEYS
+
+    assert {"eval_seed", "num_envs", "max_episode_steps", "train_steps"} <= set(LEDGER_KEYS)
+    run = cell_dir(tmp_path, "hopper-medium", "bc", 1)
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps({"episodes": 10, "normalized_score_mean": 0.7, "eval_seed": 1000010000,
+                                               "num_envs": 5, "max_episode_steps": 1000, "train_steps": 4000}))
+    record = cell_record(run, "hopper-medium", "bc", 1, "cpu")
+    assert (record["eval_seed"], record["num_envs"], record["max_episode_steps"], record["train_steps"]) == (
+        1000010000, 5, 1000, 4000)
+    path = tmp_path / "cells.json"
+    update_ledger(path, [_record(0, 0.5), record])  # an old record without them beside a new one
+    ledger = read_ledger(path)
+    cell = collect_scores(tmp_path / "none", ["hopper-medium"], ["bc"], [0, 1], ledger=ledger, preset="cpu")[
+        ("hopper-medium", "bc")]
+    assert cell.scores == [0.5, 0.7] and cell.settings == [
+        {"episodes": 10}, {"episodes": 10, "num_envs": 5, "max_episode_steps": 1000, "train_steps": 4000,
+                           "eval_seed": 1000010000}]
+    assert cell.setting_conflicts() == []  # unknown is not a disagreement
+
+
+def test_seeds_that_disagree_on_settings_or_share_evaluation_seeds_are_warned_about():
+    from diffusion_rl.evaluation.table import table_warnings
+
+    cell = _cell("hopper-medium", "bc", [60.0, 62.0, 64.0],
+                 settings=[{"episodes": 10, "num_envs": 5, "eval_seed": 0},
+                           {"episodes": 10, "num_envs": 2, "eval_seed": 1},  # old scheme: k .. k+9 overlap
+                           {"episodes": 10, "num_envs": 5, "eval_seed": 1000020000}])
+    notes = cell.setting_conflicts()
+    assert notes[0] == "hopper-medium/bc: its seeds differ in num_envs (seed 0: 5, seed 1: 2, seed 2: 5)"
+    assert "seeds 0 and 1 were scored on overlapping evaluation seeds" in notes[1] and len(notes) == 2
+    disjoint = _cell("hopper-medium", "bc", [1.0, 2.0], settings=[
+        {"episodes": 10, "eval_seed": 10**9}, {"episodes": 10, "eval_seed": 10**9 + 10000}])
+    assert disjoint.setting_conflicts() == []
+    assert table_warnings({("hopper-medium", "bc"): cell}, ["hopper-medium"], ["bc"]) == notes
+
+
+def test_the_dataset_mean_column_shows_a_range_when_cells_disagree_beyond_rounding():
+    """The committed walker2d-medium row: the Decision Diffuser records 50.7, Diffuser and BC 50.39; the column
+    used to show whichever algorithm came first."""
+    from diffusion_rl.evaluation.table import (
+        reference_range,
+        reference_text,
+        score_table_markdown,
+        table_warnings,
+    )
+
+    cells = {("walker2d-medium", "decision_diffuser"): _cell("walker2d-medium", "decision_diffuser", [70.0],
+                                                             dataset_means=[50.7]),
+             ("walker2d-medium", "bc"): _cell("walker2d-medium", "bc", [60.0, 61.0], dataset_means=[50.39, 50.39]),
+             ("hopper-medium", "decision_diffuser"): _cell("hopper-medium", "decision_diffuser", [70.0],
+                                                           dataset_means=[52.19]),
+             ("hopper-medium", "bc"): _cell("hopper-medium", "bc", [60.0], dataset_means=[52.21])}
+    algos = ["decision_diffuser", "bc"]
+    assert reference_range([cells[("walker2d-medium", a)] for a in algos]) == (50.39, 50.7)
+    table = score_table_markdown(cells, ["walker2d-medium", "hopper-medium"], algos)
+    assert "| walker2d-medium | 50.4–50.7 |" in table
+    assert "| hopper-medium | 52.2 |" in table  # 0.02 apart: rounding, one value
+    assert reference_text(None) == "—"
+    notes = table_warnings(cells, ["walker2d-medium", "hopper-medium"], algos)
+    assert notes == ["walker2d-medium: the cells record different reference values (Decision Diffuser 50.70; "
+                     "BC 50.39): datasets made differently, shown as a range."]
+
+
+def test_bold_is_the_highest_mean_and_the_dagger_needs_non_overlapping_95_percent_intervals():
+    from diffusion_rl.evaluation.table import score_table_markdown
+
+    close = {("e", "diffuser"): _cell("e", "diffuser", [60.0, 70.0, 80.0]),
+             ("e", "bc"): _cell("e", "bc", [55.0, 65.0, 75.0])}
+    row = score_table_markdown(close, ["e"], ["diffuser", "bc"]).splitlines()[-1]
+    assert row == "| e | — | **70.0 ± 5.8 (3 seeds)** | 65.0 ± 5.8 (3 seeds) |"
+    apart = {("e", "diffuser"): _cell("e", "diffuser", [80.0, 81.0, 82.0]),
+             ("e", "bc"): _cell("e", "bc", [60.0, 61.0, 62.0])}
+    # 95% t-intervals: 81 ± 4.303 · 0.577 = [78.5, 83.5] and [58.5, 63.5]
+    assert apart[("e", "diffuser")].ci95 == pytest.approx((81 - 4.302653 / 3**0.5, 81 + 4.302653 / 3**0.5))
+    row = score_table_markdown(apart, ["e"], ["diffuser", "bc"]).splitlines()[-1]
+    assert row == "| e | — | **81.0 ± 0.6 (3 seeds)** † | 61.0 ± 0.6 (3 seeds) |"
+    tie = {("e", "diffuser"): _cell("e", "diffuser", [80.0, 81.0, 82.0]), ("e", "bc"): _cell("e", "bc", [81.0] * 3)}
+    assert score_table_markdown(tie, ["e"], ["diffuser", "bc"]).splitlines()[-1].count("**") == 4  # both bold
+    one_seed = {("e", "diffuser"): _cell("e", "diffuser", [90.0]), ("e", "bc"): _cell("e", "bc", [60.0, 61.0])}
+    assert "†" not in score_table_markdown(one_seed, ["e"], ["diffuser", "bc"])  # no interval for one seed
+
+
+def test_chart_one_seed_bars_have_no_error_bar_and_the_reference_label_is_on_the_first_line_drawn(
+        tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from diffusion_rl.evaluation.table import plot_score_chart
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        ax = self.axes[0]
+        seen["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        seen["bars"] = [(p.get_height(), p.get_hatch()) for c in ax.containers if hasattr(c, "patches")
+                        for p in c.patches]
+        seen["errors"] = [[seg.tolist() for seg in c.lines[2][0].get_segments()] for c in ax.containers
+                          if hasattr(c, "lines") and c.lines]
+        seen["bands"] = [type(c).__name__ for c in ax.collections if type(c).__name__ != "LineCollection"]
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    cells = {("a", "bc"): _cell("a", "bc", [50.0]),  # one seed, no dataset mean
+             ("b", "bc"): _cell("b", "bc", [40.0, 60.0], dataset_means=[45.0]),
+             ("c", "bc"): _cell("c", "bc", [30.0, 32.0], dataset_means=[20.0, 21.0])}  # a range: band
+    path = plot_score_chart(cells, ["a", "b", "c"], ["bc"], tmp_path / "chart.png")
+    assert path.stat().st_size > 1000
+    assert seen["legend"].count("dataset mean") == 1 and "BC" in seen["legend"]
+    assert "1 seed (no error bar)" in seen["legend"]
+    assert seen["bars"] == [(50.0, "//"), (50.0, None), (31.0, None)]
+    assert seen["errors"] == [[[], [[1.0, 40.0], [1.0, 60.0]], [[2.0, 30.0], [2.0, 32.0]]]]  # none drawn at x=0
+    assert len(seen["bands"]) == 1  # env c's dataset means 20 and 21: a band between two dashed lines

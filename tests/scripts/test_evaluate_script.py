@@ -78,7 +78,10 @@ def test_evaluates_an_artifact_and_writes_json_and_video_beside_it(tmp_path):
     assert result["extra"]["policy"] == str(policy.resolve())
     video = tmp_path / "run" / "eval_hopper-medium.mp4"
     assert video.is_file() and video.stat().st_size > 1000 and result["video_path"] == str(video)
-    assert f"{result['normalized_score_mean']:.1f} ±" in proc.stdout and "D4RL-normalized" in proc.stdout
+    assert f"{result['normalized_score_mean']:.1f} ±" in proc.stdout
+    # 20 steps, not the catalogue's 1000: the score line does not call it D4RL's
+    assert "normalized with D4RL's references, time limit 20, not the catalogue's 1000" in proc.stdout
+    assert "D4RL-normalized" not in proc.stdout and result["time_limit_differs"] is True
     assert str(out) in proc.stdout
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "eval_hopper-medium.json", "eval_hopper-medium.mp4", "policy"]
@@ -313,3 +316,38 @@ def test_a_sampling_override_the_model_never_reads_is_refused_with_the_reason(tm
     proc = run_script(tmp_path / "cwd", f"policy={path}", "sampling.num_plans=4", "episodes=1")
     assert proc.returncode != 0
     assert "sampling.num_plans has no effect: this Diffuser has no value net" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_cli_scores_the_episodes_the_python_api_does(tmp_path):
+    """evaluate.py seed=s and `evaluate(Policy.load(p), env, seed=s)` give the same episodes: the script used to
+    reset the policy with seed=s before evaluate() added the policy's seed again (sampler seed 2s + i)."""
+    from diffusion_rl.evaluation import evaluate
+
+    policy_path = hopper_artifact(tmp_path / "run" / "policy")
+    out = tmp_path / "cli.json"
+    proc = run_script(tmp_path / "cwd", f"policy={policy_path}", "episodes=2", "num_envs=1", "seed=3",
+                      "max_episode_steps=6", f"out={out}", "progress=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    cli = json.loads(out.read_text())
+    policy = Policy.load(policy_path)
+    api = evaluate(policy, "hopper-medium", episodes=2, num_envs=1, seed=3, max_episode_steps=6, progress=False)
+    assert cli["returns"] == pytest.approx(api.returns.tolist(), rel=1e-6, abs=1e-9)
+    assert cli["sampler_seed"] == api.sampler_seed == policy.seed + 3
+    # the time limit is not the catalogue's 1000: eval.json and the printed score line say so
+    assert cli["time_limit_differs"] is True
+    assert "(normalized with D4RL's references, time limit 6, not the catalogue's 1000" in proc.stdout
+
+
+def test_score_lines_say_when_the_time_limit_is_not_the_catalogues():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _cli import score_lines
+
+    from diffusion_rl.evaluation import EvalResult
+
+    short = EvalResult("hopper-medium", "Hopper-v5", returns=[30.0], lengths=[20], normalized_scores=[1.5],
+                       max_episode_steps=200, reference_max_episode_steps=1000)
+    assert score_lines(short) == ["score: 1.5 (normalized with D4RL's references, time limit 200, not the "
+                                  "catalogue's 1000: not comparable with D4RL, 1 episode)"]
+    full = EvalResult("hopper-medium", "Hopper-v5", returns=[30.0], lengths=[20], normalized_scores=[1.5],
+                      max_episode_steps=1000, reference_max_episode_steps=1000)
+    assert score_lines(full) == ["score: 1.5 (D4RL-normalized, 1 episode)"]

@@ -238,3 +238,70 @@ def test_algo_overrides_a_cells_model_never_reads_are_left_out_of_that_cell_with
     assert "num_plans" not in maze and maze.endswith("algo.sampling.steps=5")
     assert ("note: maze2d-umaze / diffuser: algo.sampling.num_plans=4 left out (this Diffuser has no value net "
             "(value_guided=False)") in proc.stdout
+
+
+def _report_cfg(tmp_path: Path, **kw):
+    from omegaconf import OmegaConf
+
+    cfg = dict(root=str(tmp_path / "none"), preset="cpu", eval_episodes=50, task_eval_episodes=50, chart=None,
+               task_chart=None, results=None, ledger="cells.json")
+    return OmegaConf.create({**cfg, **kw})
+
+
+def _ledger_record(seed: int, score: float, episodes: int = 10, command: bool = True) -> dict:
+    record = {"env": "hopper-medium", "algo": "bc", "seed": seed, "preset": "cpu", "episodes": episodes,
+              "normalized_score_mean": score, "dataset_mean_normalized_return": 52.2}
+    if command:
+        record["command"] = (f"python scripts/train_planner.py env=hopper-medium algo=bc seed={seed} preset=cpu "
+                             f"device=auto run_dir=/x/seed{seed} eval.episodes={episodes} trainer.progress=false")
+    return record
+
+
+def test_the_report_header_states_the_episodes_the_cells_were_scored_on(tmp_path):
+    """The header took N from eval_episodes (50) above a table of 10-episode cells; it reads the cells now, and
+    flags mixed counts and counts other than eval_episodes."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reproduce import report
+
+    ledger = [_ledger_record(0, 60.0), _ledger_record(1, 62.0)]
+    text = report(_report_cfg(tmp_path), ["hopper-medium"], ["bc"], [0, 1], [], ledger=ledger)
+    assert "each seed scored on 10 evaluation episodes" in text and "50 evaluation episodes" not in text
+    assert ("Warning: Scored on another number of episodes than eval_episodes=50: hopper-medium/bc seed 0, "
+            "hopper-medium/bc seed 1 (10).") in text
+    assert "one standard error over training seeds" in text and "bold: the highest mean of a row" in text
+    mixed = report(_report_cfg(tmp_path), ["hopper-medium"], ["bc"], [0, 1], [],
+                   ledger=[_ledger_record(0, 60.0, episodes=50), _ledger_record(1, 62.0)])
+    assert "each seed scored on 10-50 evaluation episodes (mixed)" in mixed
+    assert ("Warning: Mixed numbers of evaluation episodes: 10: hopper-medium/bc seed 1; 50: hopper-medium/bc "
+            "seed 0.") in mixed
+
+
+def test_ledger_records_are_checked_against_the_tables_settings(tmp_path):
+    """A ledger record made by another command (here: 10 evaluation episodes, the table asks for 20) is refused as
+    a run folder is; a record without a command is named as unchecked in the report."""
+    ledger = tmp_path / "cells.json"
+    ledger.write_text(json.dumps({"cells": [_ledger_record(0, 60.0)]}))
+    args = ["envs=[hopper-medium]", "algos=[bc]", "seeds=1", "preset=cpu", f"root={tmp_path / 'runs'}",
+            f"ledger={ledger}", "dry_run=true"]
+    refused = _run(tmp_path, *args, "eval_episodes=20")
+    assert refused.returncode != 0 and "hopper-medium/bc/seed0 made by another command" in refused.stderr
+    assert "eval.episodes=10" in refused.stderr and "eval.episodes=20" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    same = _run(tmp_path, *args, "eval_episodes=10")
+    assert same.returncode == 0 and "1 cells: 1 done (1 in the ledger)" in same.stdout, same.stderr[-2000:]
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reproduce import report
+
+    records = [_ledger_record(0, 60.0), _ledger_record(1, 62.0, command=False)]
+    text = report(_report_cfg(tmp_path, eval_episodes=10), ["hopper-medium"], ["bc"], [0, 1], [], ledger=records)
+    line = next(x for x in text.splitlines() if x.startswith("Read from the ledger"))
+    assert line.endswith("hopper-medium/bc seeds 0, 1. Unchecked against this table's settings (no command "
+                         "recorded): hopper-medium/bc seed 1."), line
+
+
+def test_results_page_says_what_the_plus_minus_is_over_and_notes_the_inv_noise_choice():
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())  # line breaks as spaces
+    intro = text.split("## ", 1)[0]
+    assert "over training seeds" in intro and "over evaluation episodes" in intro
+    assert "chosen after looking at the reporting episodes" in text
