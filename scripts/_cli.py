@@ -179,12 +179,20 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
     if unknown:
         sys.exit(f"error: unknown sampling setting(s) {unknown}; this policy's settings are: "
                  f"{', '.join(sorted(policy.sampling))}")
-    for key, value in overrides.items():
+    # the sampler first: whether steps or eta count depends on it (sampling.sampler=ddim sampling.steps=5 on a
+    # DDPM artifact), whatever order they were typed in
+    for key, value in sorted(overrides.items(), key=lambda kv: kv[0] != "sampler"):
         try:
             setattr(policy, key, value)
         except ValueError as err:
             sys.exit(f"error: sampling.{key}: {err}")
     check_sampler_fits(policy)
+    execution_options = to_plain(cfg.get("execution_options")) or {}
+    if execution_options:
+        try:
+            policy.set_execution(**execution_options)
+        except (TypeError, ValueError) as err:
+            sys.exit(f"error: execution_options: {err}")
     if cfg.get("env") and cfg.get("task"):
         sys.exit("error: env= and task= both name the environment: pass one")
     env_name = cfg.env.name if cfg.get("env") else cfg.task.name if cfg.get("task") else policy.env_name

@@ -14,7 +14,8 @@ as the Python API does), ``video``, ``env``
 ``out`` (eval JSON; default ``<policy>/../eval_<env>.json``), ``device``, ``compile`` (false | true | trace |
 cuda_graph | inductor: the denoiser traced, captured as a CUDA graph, or compiled by torch.compile; same actions,
 faster), ``precision``
-(float32 | bfloat16), ``progress``, and ``sampling.<setting>=value`` overrides of the artifact's sampler settings.
+(float32 | bfloat16), ``progress``, ``sampling.<setting>=value`` overrides of the artifact's sampler settings, and
+``execution_options.<option>=value`` overrides of its execution (``execution_options.action_steps=4``: Ta = 4).
 The work is done by ``Policy.load`` and ``diffusion_rl.evaluation.evaluate``.
 """
 
@@ -56,7 +57,7 @@ def main(cfg: DictConfig) -> None:
                       seed=int(cfg.seed), video_path=video, max_episode_steps=cfg.max_episode_steps,
                       progress=bool(cfg.progress))
     result.extra.update(policy=str(Path(policy_path).resolve()), algorithm=policy.algo.name,
-                        execution=policy.execution, sampling=dict(policy.sampling), compile=policy.compile,
+                        execution=policy.execution, execution_options=policy.execution_options, sampling=dict(policy.sampling), compile=policy.compile,
                         precision=policy.precision)
     path = result.save_json(out)
     print(f"eval:  {result}")
@@ -66,6 +67,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *sampling_overrides_as_additions(sys.argv[1:], ("sampling.", "execution_options."))]
     check_overrides("evaluate")
     run_main(main)

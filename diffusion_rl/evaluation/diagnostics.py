@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from diffusion_rl.algos._common import idle_sampler_option
 from diffusion_rl.evaluation.rollout import _make_env, _positive_int, evaluate, resolve_env
 from diffusion_rl.progress import progress_bar
 
@@ -138,9 +139,12 @@ def diagnose(
     sweep = dict(sweep or {})
     notes = [f"{k}: not a setting of this policy (its settings: {', '.join(sorted(policy.sampling))})"
              for k in sweep if k not in policy.sampling]
+    sampler = policy.sampling.get("sampler")
+    idle = {k: idle_sampler_option(sampler, k) for k in sweep if k in policy.sampling and isinstance(sampler, str)}
+    notes += [f"{k}: not swept, {why}" for k, why in idle.items() if why]
     cases: list[tuple[str, dict[str, Any]]] = [("default", {})]
     for key, values in sweep.items():
-        if key in policy.sampling:
+        if key in policy.sampling and not idle.get(key):  # rows that would all be the default row
             cases += [(f"{key}={v}", {key: v}) for v in values]
     rows = []
     bar = progress_bar(total=len(cases), desc="diagnose", disable=not progress)

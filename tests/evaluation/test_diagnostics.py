@@ -114,3 +114,16 @@ def test_goal_conditioned_planner_gets_the_env_goal_in_every_plan():
     assert len(goals) == 2
     for goal in goals:
         np.testing.assert_allclose(goal, np.repeat(np.asarray(info["goal"])[None], 3, axis=0))
+
+
+def test_a_swept_setting_the_sampler_never_reads_is_a_note_not_rows_equal_to_the_default():
+    torch.manual_seed(0)
+    algo = DecisionDiffuser(obs_dim=11, act_dim=3, horizon=8, num_steps=20, dim=16, dim_mults=(1, 2),
+                            inv_hidden_dim=32)
+    ddpm = Policy(algo, _normalizers(np.random.default_rng(0)), env_name="hopper-medium",
+                  sampling={"sampler": "ddpm"})
+    rows, notes = diagnose(ddpm, "hopper-medium", num_plans=2, rollout_steps=2, sweep={"steps": [2, 5]},
+                           progress=False)
+    assert [r.setting for r in rows] == ["default"]
+    assert notes == ["steps: not swept, sampler 'ddpm' does not read steps (samplers that do: ddim, dpmsolver++, "
+                     "euler, heun, consistency)"]

@@ -300,6 +300,20 @@ def test_a_robot_task_is_named_by_task(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["env_name"] == "point-obstacle" and "success_rate_mean" in result and result["lengths"] == [5]
+    assert (result["extra"]["execution"], result["extra"]["execution_options"]) == ("action_queue", {"action_steps": 4})
+    # Ta of a loaded Diffusion Policy from the command line; a DDPM artifact's steps typed after the sampler
+    # that reads them (the sampler is applied first, whatever the order)
+    ddpm = Policy(algo, normalizers, sampling={"sampler": "ddpm"}).save(tmp_path / "dp_ddpm")
+    proc = run_script(tmp_path / "cwd", f"policy={ddpm}", "task=point-obstacle", "episodes=1", "num_envs=1",
+                      "max_episode_steps=3", f"out={out}", "progress=false", "execution_options.action_steps=2",
+                      "sampling.steps=2", "sampling.sampler=ddim")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["extra"]["execution_options"] == {"action_steps": 2} and result["extra"]["sampling"]["sampler"] == "ddim"
+    idle = run_script(tmp_path / "cwd", f"policy={ddpm}", "task=point-obstacle", "sampling.steps=2")
+    assert idle.returncode != 0 and "steps=2 has no effect: sampler 'ddpm' does not read steps" in idle.stderr
+    bad = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "execution_options.action_steps=99")
+    assert bad.returncode != 0 and "error: execution_options: action_steps (Ta=99) must be in [1, 7]" in bad.stderr
     both = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "env=hopper-medium")
     assert both.returncode != 0 and "env= and task= both name the environment" in both.stderr
     neither = run_script(tmp_path / "cwd", f"policy={path}")
