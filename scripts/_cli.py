@@ -6,6 +6,7 @@ import logging
 import math
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +182,15 @@ def load_policy_for_cli(cfg: DictConfig) -> tuple[Any, str, str]:
                  f"{', '.join(sorted(policy.sampling))}")
     # the sampler first: whether steps or eta count depends on it (sampling.sampler=ddim sampling.steps=5 on a
     # DDPM artifact), whatever order they were typed in
-    for key, value in sorted(overrides.items(), key=lambda kv: kv[0] != "sampler"):
-        try:
-            setattr(policy, key, value)
-        except ValueError as err:
-            sys.exit(f"error: sampling.{key}: {err}")
+    with warnings.catch_warnings():  # "steps kept but not read" is told once all overrides are in (below)
+        warnings.simplefilter("ignore", UserWarning)
+        for key, value in sorted(overrides.items(), key=lambda kv: kv[0] != "sampler"):
+            try:
+                setattr(policy, key, value)
+            except ValueError as err:
+                sys.exit(f"error: sampling.{key}: {err}")
+    if "sampler" in overrides:
+        policy._warn_idle()
     check_sampler_fits(policy)
     execution_options = to_plain(cfg.get("execution_options")) or {}
     if execution_options:
