@@ -128,6 +128,11 @@ class TransformerDenoiser1D(nn.Module):
         self.final_modulation = nn.Sequential(nn.SiLU(), _zero_linear(d_model, 2 * d_model))
         self.output_proj = _zero_linear(d_model, transition_dim)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW should not decay (the trainer honours it): the learned positional embedding, as in
+        the reference Diffusion Policy transformer's optimizer groups."""
+        return {"pos_emb"}
+
     def condition(
         self,
         t: torch.Tensor,

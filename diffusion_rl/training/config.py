@@ -68,6 +68,10 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     ddp_find_unused_parameters: bool = False
     """Passed to DistributedDataParallel for models whose loss leaves some parameters unused."""
+    ddp_timeout_s: float = 7200.0
+    """Under torchrun: how long a rank waits for the others in a collective. Rank 0 alone evaluates (``eval_every``)
+    while the others wait in the next step's all-reduce, so it must exceed an evaluation (torch's NCCL default of 10
+    minutes is shorter than a Decision Diffuser's rollouts)."""
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "min_lr_ratio", "ema_decay", "grad_clip", "ema_power"):
@@ -83,6 +87,10 @@ class TrainerConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if self.grad_clip is not None and self.grad_clip <= 0:
             self.grad_clip = None
+        _check_real("ddp_timeout_s", self.ddp_timeout_s)
+        if self.ddp_timeout_s <= 0:
+            raise ValueError(f"TrainerConfig.ddp_timeout_s: expected seconds > 0, got {self.ddp_timeout_s!r}")
+        self.ddp_timeout_s = float(self.ddp_timeout_s)
         if self.run_dir is not None:
             self.run_dir = str(self.run_dir)
         self.validate()

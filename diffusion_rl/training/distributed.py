@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -44,10 +45,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
 
 
-def init_distributed(device_name: str) -> DistInfo:
+def init_distributed(device_name: str, timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes in WORLD_SIZE/RANK/LOCAL_RANK (no-op for one process).
 
     The backend is NCCL when training on CUDA and gloo on CPU. An already initialised group is reused.
+    ``timeout_s`` is how long a collective waits for the other ranks (torch's default, 10 minutes for NCCL, when
+    None): the other ranks wait in the next step's all-reduce while rank 0 evaluates.
     """
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
@@ -61,7 +64,8 @@ def init_distributed(device_name: str) -> DistInfo:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, init_method="env://")
+    timeout = None if timeout_s is None else datetime.timedelta(seconds=float(timeout_s))
+    dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, True)
 
 

@@ -62,7 +62,7 @@ CHECKPOINT_FORMAT = "diffusion_rl.trainer_checkpoint"
 _CHECKPOINT_VERSION = 1
 # Config keys that may change between an interrupted run and its resumption without a warning.
 _RESUME_FREE_KEYS = {"max_steps", "run_dir", "resume", "progress", "log_every", "checkpoint_every", "eval_every",
-                     "keep_checkpoints", "device"}
+                     "keep_checkpoints", "device", "ddp_timeout_s"}
 
 
 def _plain(value: Any) -> Any:
@@ -146,12 +146,31 @@ def _isolated_rng(device: torch.device) -> Iterator[None]:
         _rng_restore(snapshot, device)
 
 
-def _param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW's groups: with weight decay, matrices and kernels decayed, biases and norm scales not."""
+def _no_decay_ids(model: nn.Module) -> set[int]:
+    """Parameters a module excludes from weight decay by name (its ``no_weight_decay()``, the timm convention:
+    positional embeddings, learned null conditions) and embedding tables, as the reference trainers do."""
+    ids: set[int] = set()
+    for prefix, module in model.named_modules():
+        names = module.no_weight_decay() if callable(getattr(module, "no_weight_decay", None)) else ()
+        for name in names:
+            param = module.get_parameter(name)
+            ids.add(id(param))
+        if isinstance(module, nn.Embedding):
+            ids.add(id(module.weight))
+    return ids
+
+
+def _param_groups(params: list[nn.Parameter], weight_decay: float,
+                  no_decay: set[int] | None = None) -> list[dict[str, Any]]:
+    """AdamW's groups: with weight decay, matrices and kernels decayed, biases, norm scales and the parameters in
+    ``no_decay`` (ids) not."""
+    no_decay = no_decay or set()
     if weight_decay > 0:
+        decayed = [p for p in params if p.ndim >= 2 and id(p) not in no_decay]
+        kept = {id(p) for p in decayed}
         groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            {"params": decayed, "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in kept], "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
     return [{"params": params, "weight_decay": 0.0}]
@@ -161,7 +180,7 @@ def _build_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("Trainer: the model has no parameters that require gradients")
-    groups = _param_groups(params, cfg.weight_decay)
+    groups = _param_groups(params, cfg.weight_decay, _no_decay_ids(model))
     # torch's fused AdamW kernel (CUDA and CPU): on CPU it takes the hopper Diffuser's optimizer step from 20 ms
     # to 3 ms (the unfused step was 22% of a training step; docs/benchmarks.md, train_speed)
     fused = True if device.type in ("cuda", "cpu") else None
@@ -201,7 +220,7 @@ class Trainer:
         if not isinstance(config, TrainerConfig):
             raise ValueError(f"Trainer: config must be a TrainerConfig, got {type(config)!r}")
         self.config = config
-        self.dist: DistInfo = init_distributed(config.device)
+        self.dist: DistInfo = init_distributed(config.device, config.ddp_timeout_s)
         self.device = resolve_device(config.device, self.dist.local_rank)
         self.model = model.to(self.device)
         self.model.train()
@@ -304,12 +323,15 @@ class Trainer:
                     now = time.perf_counter()
                     self._log_train(sums, count, count / max(now - t_last, 1e-9), pbar)
                     sums, count, t_last = {}, 0, now
+                paused = time.perf_counter()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps:
                     self._evaluate(pbar)  # the last step's before its checkpoint, so a rerun does not repeat it
                 if saved:
                     self.save_checkpoint()
                 for callback in self.callbacks:
                     callback(self, self.step)
+                # steps_per_sec counts training: evaluation, checkpoints and callbacks move the window's start
+                t_last += time.perf_counter() - paused
                 if interrupt.requested:  # Ctrl-C: keep the step reached, not only the last periodic checkpoint
                     if count:  # the steps since the last log line, written before the checkpoint a resume starts at
                         self._log_train(sums, count, count / max(time.perf_counter() - t_last, 1e-9), pbar)
@@ -469,8 +491,13 @@ class Trainer:
         now = [len(g["params"]) for g in self.optimizer.param_groups]
         if [len(g["params"]) for g in saved["param_groups"]] == now or not isinstance(saved_wd, (int, float)):
             return saved
-        then = _param_groups(list(self.model.parameters()), float(saved_wd))
-        if [len(g["params"]) for g in then] != [len(g["params"]) for g in saved["param_groups"]]:
+        sizes = [len(g["params"]) for g in saved["param_groups"]]
+        # the split the optimizer was built with then: by name exclusions (now) or by shape alone (checkpoints
+        # written before modules named their no-decay parameters)
+        splits = (_param_groups(list(self.model.parameters()), float(saved_wd), ids)
+                  for ids in (_no_decay_ids(self.model), set()))
+        then = next((g for g in splits if [len(x["params"]) for x in g] == sizes), None)
+        if then is None:
             return saved
         ids = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
         state, groups = {}, []

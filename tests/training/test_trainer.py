@@ -586,3 +586,36 @@ def test_a_file_system_without_locks_warns_and_trains(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"its file system does not lock files .*No locks available"):
         trainer = Trainer(_model(), ToyRegressionData(seed=1), _cfg(run_dir=str(tmp_path / "run"), max_steps=3))
     assert trainer.fit()["step"] == 3
+
+
+def test_steps_per_sec_counts_training_not_the_evaluation_between_windows(tmp_path):
+    """A slow evaluation fell into the next log window's steps_per_sec (a 1 s eval made one window read ~50x too
+    slow)."""
+    import time
+
+    data = ToyRegressionData(seed=1)
+    cfg = _cfg(max_steps=40, log_every=10, eval_every=20, run_dir=str(tmp_path / "run"))
+    Trainer(_model(), data, cfg, eval_fn=lambda model, step: (time.sleep(0.6), {"mse": 0.0})[1]).fit()
+    rates = [r["steps_per_sec"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(rates) == 4
+    assert min(rates[2:]) > 10 / 0.6  # the window after the sleep: 10 steps in far less than the 0.6 s eval
+
+
+def test_parameters_a_module_names_are_not_weight_decayed():
+    """The reference Diffusion Policy transformer keeps its positional embedding out of weight decay; so does a
+    module's no_weight_decay() here, and embedding tables."""
+    from diffusion_rl.nets.transformer import TransformerDenoiser1D
+    from diffusion_rl.training.trainer import _build_optimizer
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TransformerDenoiser1D(3, cond_dim=4, d_model=16, depth=1, heads=2, max_horizon=8)
+            self.table = torch.nn.Embedding(5, 4)
+
+    model = Model()
+    optimizer = _build_optimizer(model, _cfg(weight_decay=1e-3), torch.device("cpu"))
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(model.net.pos_emb) not in decayed and id(model.table.weight) not in decayed
+    assert id(model.net.input_proj.weight) in decayed
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
