@@ -29,6 +29,7 @@ __all__ = [
     "ArtifactError",
     "check_network_record",
     "load_artifact",
+    "recorded_weights_digest",
     "save_artifact",
     "to_jsonable",
     "weights_digest",
@@ -83,6 +84,19 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the bytes in place, no copy
     return digest.hexdigest()
+
+
+def recorded_weights_digest(path: str | os.PathLike) -> str | None:
+    """The weights checksum an artifact (folder or .safetensors file) recorded when it was saved, read from the
+    safetensors metadata without loading the tensors: which weights a result was measured with. None for
+    artifacts saved before the checksum existed, or a path that is not one."""
+    path = Path(path)
+    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return (f.metadata() or {}).get(CHECKSUM_KEY)
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 def _ordinary_permissions(path: Path) -> None:

@@ -28,7 +28,8 @@ Benchmarks (``BENCHMARKS``):
 - ``train_speed``: training samples per second of our Diffuser at Janner's hopper configuration (temporal U-Net
   dim 32, mults 1-2-4-8, H = 32, batch 32, 3,956,302 parameters) through ``Trainer``'s step, eager and with
   ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` built to the same architecture and trained with
-  its ``DDPMScheduler`` noising, the same loss and torch's default AdamW (``train_speed_ratio_vs_diffusers``).
+  its ``DDPMScheduler`` noising, an MSE loss and the same optimizer and clipping as ours (the Trainer's fused
+  AdamW; ``train_speed_ratio_vs_diffusers``); beside it diffusers with torch's default AdamW, for reference.
 - ``cuda`` (not in the default list; needs a CUDA device): ``planning_hz_cuda`` of the hopper Decision Diffuser
   (cpu preset and paper networks) at batch 1 and 64, eager, as a CUDA graph (``compile=True``) and as a CUDA graph
   in bfloat16; a Diffusion Policy replanning call eager and as a CUDA graph; ``train_samples_per_s_cuda`` of the
@@ -36,15 +37,18 @@ Benchmarks (``BENCHMARKS``):
 
 Networks are fresh ones of the preset's architecture (speed does not depend on the weights) unless
 ``policy_<algo>=PATH`` names an artifact. The machine (CPU model, cores, torch and thread count) is recorded with
-every result; ``out`` (JSON) is written atomically. Timing is never a test: results go to docs/benchmarks.md.
+every result, with the git commit measured (and whether the work tree differed from it) and the load average;
+``out`` (JSON) is written atomically. Timing is never a test: results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -80,6 +84,7 @@ def interleaved(contenders: dict[str, Timer], rounds: int, calls: int, warmup: i
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, timer in contenders.items():
+            gc.collect()  # the garbage of the contender before is not collected on this one's time
             samples[name].extend(timer() for _ in range(calls))
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -95,7 +100,23 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
-            else None}
+            else None, "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), **_revision()}
+
+
+def _revision() -> dict[str, Any]:
+    """The code measured: the git commit, and whether the work tree differed from it (a figure then belongs to no
+    commit)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def _preset_policy(algo_name: str, target: str, name: str, path: str | None, obs_dim: int, act_dim: int,
@@ -222,6 +243,24 @@ def _with_sampling(policy: Any, compile: bool | str = False, precision: str = "f
                         precision=precision)
 
 
+def _evaluations_per_decision(policy: Any, obs: np.ndarray, warm: bool = False) -> int:
+    """How many times one decision runs the network (a guided pair counts once: one batched forward), on the eager
+    path; ``warm``: a replanning call after a first decision, as :func:`_warm_timer` times it."""
+    eager = type(policy)(policy.algo, policy.normalizers, sampling=dict(policy.sampling),
+                         execution=policy.execution, execution_options=policy.execution_options)
+    calls = []
+    handle = eager.algo.net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        eager.reset()
+        if warm:
+            eager.act(obs)
+            calls.clear()
+        eager.act(obs)
+    finally:
+        handle.remove()
+    return len(calls)
+
+
 def _warm_timer(policy: Any, obs: np.ndarray) -> Timer:
     """A replanning call that starts from the previous decision's plan (``warm_start_t`` set): the first call of
     an episode plans from noise and is not timed."""
@@ -298,6 +337,8 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
         "fast": _act_timers(_with_sampling(cpu, compile=True, **fast), obs)[0],
         "fast_eager": _act_timers(_with_sampling(cpu, **fast), obs)[0],
         "fast_warm": _warm_timer(_with_sampling(cpu, compile=True, warm_start_t=warm_t, **fast), obs),
+        # what Policy.load gives by default (compile=False): the preset's replanning, eager
+        "fast_warm_eager": _warm_timer(_with_sampling(cpu, warm_start_t=warm_t, **fast), obs),
         "one_step": _act_timers(_with_sampling(cpu, compile=True, **ONE_STEP), obs)[0],
     }
     if preset_warm is not None and warm_t != int(preset_warm):  # planning_hz_cpu stays the preset's own rate
@@ -313,6 +354,8 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
                        f"steps, guidance w = {paper.sampling['guidance_weight']}; fast: {fast['sampler']} "
                        f"{fast['steps']} steps, compile=True",
             "paper_setting_s": slow["paper_setting"],
+            "evaluations_paper_setting": paper.algo.schedule.num_steps,
+            "evaluations_fast": int(fast["steps"]),
             "fast_ms": 1e3 * slow["fast"],
             "planning_speedup_cpu": slow["paper_setting"] / slow["fast"],
             "one_step_ms": 1e3 * slow["one_step"],
@@ -328,7 +371,13 @@ def planning(cfg: DictConfig) -> dict[str, Any]:
             "cold_hz": 1.0 / t["fast"],
             "eager_hz": 1.0 / t["fast_eager"],
             "warm_hz": 1.0 / t["fast_warm"],
+            "warm_eager_hz": 1.0 / t["fast_warm_eager"],
             "one_step_hz": 1.0 / t["one_step"],
+            # network evaluations per decision (a guided pair is one batched forward): a warm replan runs only
+            # the sampler's steps below warm_start_t
+            "evaluations_cold": _evaluations_per_decision(_with_sampling(cpu, **fast), obs),
+            "evaluations_warm": _evaluations_per_decision(_with_sampling(cpu, warm_start_t=warm_t, **fast), obs,
+                                                          warm=True),
         },
     }
 
@@ -369,10 +418,17 @@ def _random_store(obs_dim: int, act_dim: int, episodes: int = 8, length: int = 2
     return EpisodeStore(data, np.arange(1, episodes + 1) * length)
 
 
-def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int) -> tuple[Timer, int]:
+def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int,
+                    optimizer_config: Any | None = None) -> tuple[Timer, int]:
     """One training step of diffusers' ``UNet1DModel`` built as Janner's temporal U-Net (the configuration of
-    diffusers' value-guided hopper pipeline), with its ``DDPMScheduler`` noising and the same loss and optimizer."""
+    diffusers' value-guided hopper pipeline), with its ``DDPMScheduler`` noising and an MSE loss on x0.
+
+    ``optimizer_config`` (a ``TrainerConfig``): the optimizer and gradient clipping our ``Trainer`` builds from it
+    (fused AdamW, the same betas and weight decay), so that a ratio compares networks and data paths, not optimizer
+    flags; None: torch's default AdamW without clipping, what a plain diffusers training loop gets."""
     from diffusers import DDPMScheduler, UNet1DModel
+
+    from diffusion_rl.training.trainer import _build_optimizer
 
     depth = len(config["dim_mults"])
     net = UNet1DModel(
@@ -385,7 +441,10 @@ def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int) -> 
     )
     scheduler = DDPMScheduler(num_train_timesteps=config["num_steps"], beta_schedule="squaredcos_cap_v2",
                               prediction_type="sample")
-    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4)
+    if optimizer_config is None:
+        optimizer, clip = torch.optim.AdamW(net.parameters(), lr=2e-4), None
+    else:
+        optimizer, clip = _build_optimizer(net, optimizer_config, torch.device("cpu")), optimizer_config.grad_clip
     x0 = torch.randn(batch, transition_dim, config["horizon"])
 
     def call() -> float:
@@ -395,6 +454,8 @@ def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int) -> 
         t = torch.randint(0, config["num_steps"], (batch,))
         pred = net(scheduler.add_noise(x0, noise, t), t).sample
         torch.nn.functional.mse_loss(pred, x0).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
         return time.perf_counter() - start
 
@@ -405,8 +466,8 @@ def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int) -> 
 def train_speed(cfg: DictConfig) -> dict[str, Any]:
     """Training samples per second of our Diffuser (Janner's hopper configuration: temporal U-Net dim 32, mults
     1-2-4-8, H = 32, batch 32, no value net) through ``Trainer``'s step (windows sampled by index arithmetic,
-    AdamW), eager and with ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` of the same
-    architecture (``train_speed_ratio_vs_diffusers``)."""
+    fused AdamW, clipping at 1.0), eager and with ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` of
+    the same architecture with the same optimizer and clipping (``train_speed_ratio_vs_diffusers``)."""
     from diffusion_rl.algos import make_algorithm
     from diffusion_rl.data import SequenceDataset
     from diffusion_rl.training import Trainer, TrainerConfig
@@ -416,11 +477,13 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
     obs_dim, act_dim, batch = 11, 3, 32
     data = SequenceDataset(_random_store(obs_dim, act_dim), model_cfg["horizon"], returns=False)
 
+    # the step users train with: the Trainer's optimizer (fused AdamW) and the algo configs' gradient clipping
+    trainer_cfg = {"batch_size": batch, "grad_clip": 1.0, "device": "cpu", "progress": False}
+
     def ours(compile: bool) -> tuple[Timer, int]:
         torch.manual_seed(0)
         algo = make_algorithm("diffuser", obs_dim=obs_dim, act_dim=act_dim, **model_cfg)
-        trainer = Trainer(algo, data, TrainerConfig(batch_size=batch, grad_clip=None, device="cpu", progress=False,
-                                                   compile=compile))
+        trainer = Trainer(algo, data, TrainerConfig(**trainer_cfg, compile=compile))
 
         def call() -> float:
             start = time.perf_counter()
@@ -441,19 +504,26 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
         finally:
             ShortConv1d.max_length = default
 
-    theirs, n_theirs = _diffusers_step(model_cfg, obs_dim + act_dim, batch)
-    t = interleaved({"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs},
-                    int(cfg.rounds), int(cfg.calls), warmup=3)
+    theirs, n_theirs = _diffusers_step(model_cfg, obs_dim + act_dim, batch, TrainerConfig(**trainer_cfg))
+    theirs_default, _ = _diffusers_step(model_cfg, obs_dim + act_dim, batch)
+    if n_ours != n_theirs:
+        raise SystemExit(f"error: train_speed compares different networks ({n_ours:,} against {n_theirs:,} "
+                         "parameters): the diffusers contender no longer matches configs/algo/diffuser.yaml")
+    t = interleaved({"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs,
+                     "diffusers_default_adamw": theirs_default}, int(cfg.rounds), int(cfg.calls), warmup=3)
     return {"diffuser_hopper": {
         "setting": f"temporal U-Net dim {model_cfg['dim']}, mults {model_cfg['dim_mults']}, H = "
-                   f"{model_cfg['horizon']}, batch {batch}; parameters: ours {n_ours:,}, diffusers {n_theirs:,}",
+                   f"{model_cfg['horizon']}, batch {batch}, {n_ours:,} parameters on both sides; both: fused AdamW "
+                   "and gradient clipping at 1.0 (the Trainer's); diffusers_default_adamw: torch's default AdamW, "
+                   "no clipping",
         "ours_samples_per_s": batch / t["ours"],
         "ours_compiled_samples_per_s": batch / t["ours_compiled"],
         "ours_plain_conv_samples_per_s": batch / t["ours_plain_conv"],
         "diffusers_samples_per_s": batch / t["diffusers"],
+        "diffusers_default_adamw_samples_per_s": batch / t["diffusers_default_adamw"],
         "train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours"],
         "gemm_path_speedup": t["ours_plain_conv"] / t["ours"],
-        "compiled_train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours_compiled"],
+        "compile_speedup": t["ours"] / t["ours_compiled"],
     }}
 
 

@@ -56,9 +56,12 @@ def main(cfg: DictConfig) -> None:
     result = evaluate(policy, env_name, episodes=int(cfg.episodes), num_envs=int(cfg.num_envs),
                       seed=int(cfg.seed), video_path=video, max_episode_steps=cfg.max_episode_steps,
                       progress=bool(cfg.progress))
-    result.extra.update(policy=str(Path(policy_path).resolve()), algorithm=policy.algo.name,
-                        execution=policy.execution, execution_options=policy.execution_options, sampling=dict(policy.sampling), compile=policy.compile,
-                        precision=policy.precision)
+    from diffusion_rl.artifact import recorded_weights_digest
+
+    result.extra.update(policy=str(Path(policy_path).resolve()), weights_sha256=recorded_weights_digest(policy_path),
+                        algorithm=policy.algo.name, execution=policy.execution,
+                        execution_options=policy.execution_options, sampling=dict(policy.sampling),
+                        compile=policy.compile, precision=policy.precision)
     path = result.save_json(out)
     print(f"eval:  {result}")
     for line in score_lines(result):

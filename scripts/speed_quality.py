@@ -31,20 +31,45 @@ def row_name(row: dict, variant: str) -> str:
     return f"{row['sampler']}-{steps}-{variant}"
 
 
+def stale_because(result: dict, cfg: DictConfig, path: str, row: dict, variant: str, warm_t: int) -> str | None:
+    """Why a finished row's eval JSON does not answer this sweep's question (another artifact, or one retrained
+    at the same path, other episodes, seeds or sampler settings), or None when it does."""
+    extra = result.get("extra", {})
+    sampling = extra.get("sampling", {})
+    from diffusion_rl.artifact import recorded_weights_digest
+
+    wanted = {"policy": str(Path(path).resolve()), "weights_sha256": recorded_weights_digest(path),
+              "episodes": int(cfg.episodes), "seed": int(cfg.seed), "num_envs": int(cfg.num_envs),
+              "sampler": row["sampler"], "steps": row.get("steps"),
+              "warm_start_t": warm_t if variant == "warm" else None, "compile": variant == "compiled"}
+    found = {"policy": extra.get("policy"), "weights_sha256": extra.get("weights_sha256"),
+             "episodes": result.get("episodes"), "seed": result.get("seed"), "num_envs": result.get("num_envs"),
+             "sampler": sampling.get("sampler"), "steps": sampling.get("steps"),
+             "warm_start_t": sampling.get("warm_start_t"), "compile": bool(extra.get("compile"))}
+    if row.get("steps") is None:  # the full chain: whatever steps the artifact keeps for other samplers
+        wanted.pop("steps"), found.pop("steps")
+    differs = [f"{k} {found[k]!r} (now {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+    return "; ".join(differs) or None
+
+
 def evaluate_row(cfg: DictConfig, label: str, path: str, row: dict, variant: str, warm_t: int) -> dict:
-    """The eval JSON of one row (running scripts/evaluate.py unless it is there already)."""
+    """The eval JSON of one row (running scripts/evaluate.py unless a finished one answers the same question)."""
     out = Path(cfg.root) / label / f"{row_name(row, variant)}.json"
-    if not out.is_file():
-        steps = "null" if row.get("steps") is None else str(row["steps"])
-        command = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"policy={path}",
-                   f"episodes={cfg.episodes}", f"num_envs={cfg.num_envs}", f"seed={cfg.seed}", f"out={out}",
-                   "progress=false", f"compile={'true' if variant == 'compiled' else 'false'}",
-                   f"++sampling.sampler={row['sampler']}", f"++sampling.steps={steps}",
-                   f"++sampling.warm_start_t={warm_t if variant == 'warm' else 'null'}"]
-        print(f"run    {label} {row_name(row, variant)}", flush=True)
-        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            sys.exit(f"error: {label} {row_name(row, variant)} failed:\n{proc.stderr[-2000:]}")
+    if out.is_file():
+        why = stale_because(json.loads(out.read_text()), cfg, path, row, variant, warm_t)
+        if why is None:
+            return json.loads(out.read_text())
+        print(f"stale  {label} {row_name(row, variant)}: {why}; evaluating again", flush=True)
+    steps = "null" if row.get("steps") is None else str(row["steps"])
+    command = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"policy={path}",
+               f"episodes={cfg.episodes}", f"num_envs={cfg.num_envs}", f"seed={cfg.seed}", f"out={out}",
+               "progress=false", f"compile={'true' if variant == 'compiled' else 'false'}",
+               f"++sampling.sampler={row['sampler']}", f"++sampling.steps={steps}",
+               f"++sampling.warm_start_t={warm_t if variant == 'warm' else 'null'}"]
+    print(f"run    {label} {row_name(row, variant)}", flush=True)
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"error: {label} {row_name(row, variant)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(out.read_text())
 
 
@@ -67,6 +92,17 @@ def decisions_per_s(path: str, row: dict, variant: str, warm_t: int, rounds: int
     return 1.0 / interleaved({"row": timer}, rounds, 3, warmup=1)["row"]
 
 
+def paired_holds(scores: list[float], reference: list[float]) -> bool:
+    """Whether a row keeps the reference row's score: the mean of the per-episode differences (the same reset
+    seeds, so the start states cancel) is above minus one standard error of that mean. Unpaired, a noisy row's own
+    error was ignored."""
+    import numpy as np
+
+    d = np.asarray(scores, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+    return float(d.mean()) >= -se
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="speed_quality", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from diffusion_rl.evaluation.table import replace_section, write_text_atomic
@@ -86,7 +122,7 @@ def main(cfg: DictConfig) -> None:
         except (FileNotFoundError, ValueError) as err:
             sys.exit(f"error: policies.{label}={path}: {err}")
         warm_t = max(1, int(float(cfg.warm_fraction) * num_steps))
-        rows = []
+        rows, scores = [], {}
         for row in to_plain(cfg.rows):
             for variant in cfg.variants:
                 if variant == "warm" and row["sampler"] == "ddpm":
@@ -94,6 +130,7 @@ def main(cfg: DictConfig) -> None:
                 result = evaluate_row(cfg, label, path, row, variant, warm_t)
                 hz = decisions_per_s(path, row, variant, warm_t, int(cfg.rounds))
                 rows.append((row, variant, result["normalized_score_mean"], result["normalized_score_stderr"], hz))
+                scores[id(rows[-1])] = result["normalized_scores"]
                 err = result["normalized_score_stderr"]
                 steps = "all" if row.get("steps") is None else row["steps"]
                 shown = variant + (f" (t = {warm_t})" if variant == "warm" else "")
@@ -101,11 +138,13 @@ def main(cfg: DictConfig) -> None:
                              f"{'' if err is None or not math.isfinite(err) else f' ± {err:.1f}'} | {hz:.1f} |")
         full = [r for r in rows if r[0]["sampler"] == "ddpm" and r[1] == "plain"]
         if full:
-            bar = full[0][2] - (full[0][3] or 0.0)
-            ok = [r for r in rows if r[2] >= bar]
+            reference = scores[id(full[0])]
+            ok = [r for r in rows if paired_holds(scores[id(r)], reference)]
             best = max(ok, key=lambda r: r[4])
-            notes.append(f"{label}: fastest row within one standard error of full DDPM ({full[0][2]:.1f}): "
-                         f"{row_name(best[0], best[1])} at {best[4]:.1f} decisions/s ({best[2]:.1f})")
+            notes.append(f"{label}: fastest row whose episodes score within one paired standard error of full "
+                         f"DDPM's on the same reset seeds ({full[0][2]:.1f}): {row_name(best[0], best[1])} at "
+                         f"{best[4]:.1f} decisions/s ({best[2]:.1f}); picked from {len(rows)} rows of "
+                         f"{cfg.episodes} episodes, so confirm it on other seeds before making it a default")
     body = "\n".join([f"Command: `python scripts/speed_quality.py {' '.join(sys.argv[1:])}`", "",
                       f"{cfg.episodes} episodes per row (reset seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}); "
                       "decisions/s at batch 1, one torch thread, median of rounds timed per row (rows one after "

@@ -67,3 +67,53 @@ def test_process_benchmark_times_diffusion_and_flow_planners(tmp_path):
         assert row["diffusion_hz"] > 0 and row["flow_hz"] > 0
         assert row["flow_over_diffusion"] == pytest.approx(row["flow_hz"] / row["diffusion_hz"])
     assert "dpmsolver++ 5 steps" in results["decision_diffuser"]["setting"]
+
+
+def _module():
+    import importlib.util
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_diffusers_contender_trains_with_our_optimizer_and_clipping(monkeypatch):
+    """train_speed_ratio_vs_diffusers compared our fused AdamW with torch's default (the per-parameter loop on a
+    CPU): the ratio measured an optimizer flag. The diffusers step now gets the optimizer and clipping the
+    Trainer builds from the same TrainerConfig."""
+    from diffusion_rl.training import TrainerConfig
+
+    bench = _module()
+    built, clipped = [], []
+    original_adamw = torch.optim.AdamW
+
+    class Spy(original_adamw):
+        def __init__(self, params, **kwargs):
+            built.append(kwargs)
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: clipped.append(norm))
+    config = {"dim": 8, "dim_mults": [1, 2], "horizon": 8, "num_steps": 10}
+    same, n = bench._diffusers_step(config, 5, 2, TrainerConfig(batch_size=2, grad_clip=1.0, device="cpu"))
+    default, _ = bench._diffusers_step(config, 5, 2)
+    assert built[0]["fused"] is True and "fused" not in built[1]
+    same()
+    default()
+    assert clipped == [1.0] and n > 0
+    record = bench.machine()
+    assert len(record["git_commit"] or "") == 40 and isinstance(record["git_dirty"], bool)
+    assert len(record["load_average"]) == 3
+
+
+def test_a_warm_replan_of_the_decision_diffuser_preset_counts_its_network_evaluations():
+    """planning_hz_cpu times the preset's warm replanning: DPM-Solver++ 5 over T = 100 has one grid step below
+    t = 30, so a warm decision is one guided evaluation, five from noise; the benchmark now reports both."""
+    bench = _module()
+    obs, obs_dim, act_dim = bench._first_observation("hopper-medium")
+    cpu = bench._preset_policy("decision_diffuser", "env", "hopper-medium", None, obs_dim, act_dim)
+    assert (cpu.sampling["sampler"], cpu.sampling["steps"], cpu.sampling["warm_start_t"]) == ("dpmsolver++", 5, 30)
+    assert bench._evaluations_per_decision(cpu, obs) == 5
+    assert bench._evaluations_per_decision(cpu, obs, warm=True) == 1

@@ -38,9 +38,9 @@ def run_script(cwd: Path, *overrides: str, timeout: int = 180) -> subprocess.Com
                           text=True, timeout=timeout, check=False)
 
 
-def hopper_artifact(path: Path) -> Path:
-    """An untrained Decision Diffuser for Hopper (11 states, 3 actions), saved as ``path``."""
-    torch.manual_seed(0)
+def hopper_artifact(path: Path, seed: int = 0) -> Path:
+    """An untrained Decision Diffuser for Hopper (11 states, 3 actions), saved as ``path`` (weights from ``seed``)."""
+    torch.manual_seed(seed)
     rng = np.random.default_rng(0)
     algo = DecisionDiffuser(obs_dim=11, act_dim=3, horizon=8, num_steps=20, dim=16, dim_mults=(1, 2),
                             inv_hidden_dim=32)

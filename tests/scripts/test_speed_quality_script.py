@@ -27,8 +27,13 @@ def test_scores_and_times_every_row_and_writes_the_table(tmp_path):
     text = results.read_text()
     assert text.startswith("# Results") and "<!-- speed-quality:begin -->" in text
     assert "| dd | ddim | 2 | warm (t = 6) |" in text and "| dd | ddpm | all | plain |" in text
-    assert "fastest row within one standard error of full DDPM" in text
+    assert "fastest row whose episodes score within one paired standard error of full DDPM's" in text
     again = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "run    dd" not in again.stdout  # nothing evaluated twice
+    # a finished row from another artifact at the same label (retrained in place) is evaluated again, not reused
+    hopper_artifact(tmp_path / "policy", seed=1)
+    retrained = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    assert "stale  dd ddim-2-plain: weights_sha256" in retrained.stdout and "run    dd ddim-2-plain" in retrained.stdout
     bad = subprocess.run([sys.executable, str(SCRIPT)], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert bad.returncode != 0 and "error: policies: give at least one artifact" in bad.stderr
