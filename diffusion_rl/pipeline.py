@@ -81,9 +81,12 @@ class PlannerRunConfig:
     ``return_label``."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampler settings stored in the artifact (sampler, steps, guidance weight...)."""
-    execution: str = "first_action"
-    execution_options: dict[str, Any] = field(default_factory=dict)
-    """Options of the execution, e.g. ``{"action_steps": 8}`` for ``action_queue`` (Diffusion Policy's Ta)."""
+    execution: str | None = None
+    """How the policy executes plans (``diffusion_rl.execution``); None: the algorithm's own
+    (``Algorithm.default_execution``: a Diffusion Policy's action queue of Ta = 8, first action otherwise)."""
+    execution_options: dict[str, Any] | None = None
+    """Options of the execution, e.g. ``{"action_steps": 8}`` for ``action_queue`` (Diffusion Policy's Ta); None (or
+    {}): the execution's defaults (the algorithm's own where ``execution`` is None)."""
     trainer: dict[str, Any] = field(default_factory=dict)
     """TrainerConfig fields (max_steps, batch_size, lr, ema...)."""
     eval_episodes: int = 10
@@ -151,7 +154,8 @@ class PlannerRunConfig:
             steps = self.model.get("num_steps")
             steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
             check_settings(self.sampling, steps)
-            make_execution(self.execution, self.execution_options)
+            if self.execution is not None:
+                make_execution(self.execution, self.execution_options)
             if steps is not None and "process" in inspect.signature(cls.__init__).parameters:
                 check_process(self.model, self.sampling, steps)
         except ValueError as err:

@@ -197,9 +197,9 @@ def _check_out_of_range(value: Any) -> str:
 def _checked_execution(algo: Algorithm, execution: str | None, options: dict[str, Any] | None) -> Execution:
     """The execution named (the algorithm's own, ``algo.default_execution()``, when None; its default options
     unless ``options`` are given), checked against the algorithm's plans."""
-    if execution is None:
-        execution, defaults = algo.default_execution()
-        options = defaults if options is None else options
+    own, defaults = algo.default_execution()
+    if execution is None or execution == own:  # the algorithm's execution: its options unless given ({} = none)
+        execution, options = own, {**defaults, **(options or {})}
     made = make_execution(execution, options)
     made.check(algo)
     return made
@@ -677,9 +677,10 @@ class Policy:
         action-only policies), ``extras`` (diagnostics). Arrays are numpy or torch as ``obs`` came in, without the
         batch axis for one unbatched observation; ``trajectory`` is None (its columns are in mixed units).
 
-        A look that changes nothing: ``obs`` is not added to the history, and the sampler's random stream is
-        left where it was, so adding a ``plan`` for a plot or a log does not change the actions ``act`` returns
-        afterwards (and ``plan(obs)`` shows the plan the next ``act(obs)`` would make from noise)."""
+        A look that leaves the control loop as it was: ``obs`` is not added to the history, and the sampler's
+        random stream is left where it was, so adding a ``plan`` for a plot or a log does not change the actions
+        ``act`` returns afterwards (and ``plan(obs)`` shows the plan the next ``act(obs)`` would make from noise).
+        ``obs`` is checked as ``act`` checks it (a far observation is counted in ``stats`` and warned about)."""
         obs_n, single, as_numpy = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=False)
@@ -759,7 +760,8 @@ class Policy:
         for key in SAMPLER_OPTION_SETTINGS:
             why = idle_sampler_option(sampler, key, _schedule_steps(self.algo)) if key in settings else None
             if why:
-                raise ValueError(f"setting {key}={settings[key]!r} has no effect: {why}")
+                raise ValueError(f"setting {key}={settings[key]!r} has no effect: {why}; choose one of those "
+                                 "samplers first")
 
     def _warn_idle(self) -> None:
         """Warn when the sampler just chosen leaves kept settings unread (``policy.sampler = "ddpm"`` with
@@ -807,7 +809,8 @@ class Policy:
             # a contiguous copy when needed (negative strides and views are fine); float64 stays float64 until it
             # is normalized: a signal with a large offset and a small spread (encoder counts, positions in mm)
             # would lose a sizeable part of a standard deviation to float32 rounding before the offset came off
-            dtype = np.float64 if arr.dtype == np.float64 else np.float32
+            # (MPS has no float64: there the cast comes first, as before)
+            dtype = np.float64 if arr.dtype == np.float64 and self._device.type != "mps" else np.float32
             with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
                 arr = np.ascontiguousarray(arr, dtype=dtype)
             finite = np.isfinite(arr) & (np.abs(arr) <= _F32_MAX)  # a float64 of 1e300 is inf as float32
@@ -817,7 +820,7 @@ class Policy:
             t = torch.from_numpy(arr)
         else:
             t = obs.detach()
-            t = t if t.dtype == torch.float64 else t.to(torch.float32)
+            t = t if t.dtype == torch.float64 and self._device.type != "mps" else t.to(torch.float32)
             finite = torch.isfinite(t) & (t.abs() <= _F32_MAX)
             ok = bool(finite.all())
         if not ok:
@@ -941,7 +944,7 @@ class Policy:
                 normalizers,
                 env_name=config.get("env_name"),
                 sampling=config.get("sampling"),
-                execution=config.get("execution", "first_action"),
+                execution=config.get("execution"),  # an artifact without one: the algorithm's own
                 execution_options=config.get("execution_options"),
                 seed=config.get("seed", 0),
                 metadata=config.get("metadata"),

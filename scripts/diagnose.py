@@ -66,8 +66,9 @@ def main(cfg: DictConfig) -> None:
 
     check_values(cfg, ints={"seed": 0, "num_plans": 2, "rollout_steps": 1}, flags=("progress",),
                  seed_span=1)  # one rollout episode
+    # the artifact's sampler seed is kept: the rollout samples as `evaluate.py seed=<seed>` does (artifact's seed +
+    # seed), and the plans from one state draw from the artifact's seed
     policy, policy_path, env_name = load_policy_for_cli(cfg)
-    policy.reset(seed=int(cfg.seed))
     sweep = to_plain(cfg.sweep) or {}
     if cfg.only is not None:
         missing = sorted(set(cfg.only) - set(sweep))

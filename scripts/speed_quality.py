@@ -41,11 +41,16 @@ def stale_because(result: dict, cfg: DictConfig, path: str, row: dict, variant: 
     wanted = {"policy": str(Path(path).resolve()), "weights_sha256": recorded_weights_digest(path),
               "episodes": int(cfg.episodes), "seed": int(cfg.seed), "num_envs": int(cfg.num_envs),
               "sampler": row["sampler"], "steps": row.get("steps"),
-              "warm_start_t": warm_t if variant == "warm" else None, "compile": variant == "compiled"}
+              "warm_start_t": warm_t if variant == "warm" else None, "compile": variant == "compiled",
+              # evaluate.py's sampler seeding changed on 2026-12-07 (the artifact's seed + seed + i): rows from
+              # before record none and are evaluated again
+              "sampler_seed": "recorded", "precision": "float32"}
     found = {"policy": extra.get("policy"), "weights_sha256": extra.get("weights_sha256"),
              "episodes": result.get("episodes"), "seed": result.get("seed"), "num_envs": result.get("num_envs"),
              "sampler": sampling.get("sampler"), "steps": sampling.get("steps"),
-             "warm_start_t": sampling.get("warm_start_t"), "compile": bool(extra.get("compile"))}
+             "warm_start_t": sampling.get("warm_start_t"), "compile": bool(extra.get("compile")),
+             "sampler_seed": "recorded" if result.get("sampler_seed") is not None else None,
+             "precision": extra.get("precision")}
     if row.get("steps") is None:  # the full chain: whatever steps the artifact keeps for other samplers
         wanted.pop("steps"), found.pop("steps")
     differs = [f"{k} {found[k]!r} (now {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
@@ -122,15 +127,18 @@ def main(cfg: DictConfig) -> None:
         except (FileNotFoundError, ValueError) as err:
             sys.exit(f"error: policies.{label}={path}: {err}")
         warm_t = max(1, int(float(cfg.warm_fraction) * num_steps))
-        rows, scores = [], {}
+        rows = []
         for row in to_plain(cfg.rows):
             for variant in cfg.variants:
                 if variant == "warm" and row["sampler"] == "ddpm":
                     continue  # a warm start of the full chain is DDPM from warm_t: listed as its own row
                 result = evaluate_row(cfg, label, path, row, variant, warm_t)
                 hz = decisions_per_s(path, row, variant, warm_t, int(cfg.rounds))
-                rows.append((row, variant, result["normalized_score_mean"], result["normalized_score_stderr"], hz))
-                scores[id(rows[-1])] = result["normalized_scores"]
+                if result.get("normalized_scores") is None:
+                    sys.exit(f"error: policies.{label}: its env has no normalized scores (a robot task?); "
+                             "speed_quality compares D4RL-normalized scores")
+                rows.append((row, variant, result["normalized_score_mean"], result["normalized_score_stderr"], hz,
+                             result["normalized_scores"]))
                 err = result["normalized_score_stderr"]
                 steps = "all" if row.get("steps") is None else row["steps"]
                 shown = variant + (f" (t = {warm_t})" if variant == "warm" else "")
@@ -138,8 +146,7 @@ def main(cfg: DictConfig) -> None:
                              f"{'' if err is None or not math.isfinite(err) else f' ± {err:.1f}'} | {hz:.1f} |")
         full = [r for r in rows if r[0]["sampler"] == "ddpm" and r[1] == "plain"]
         if full:
-            reference = scores[id(full[0])]
-            ok = [r for r in rows if paired_holds(scores[id(r)], reference)]
+            ok = [r for r in rows if paired_holds(r[5], full[0][5])]
             best = max(ok, key=lambda r: r[4])
             notes.append(f"{label}: fastest row whose episodes score within one paired standard error of full "
                          f"DDPM's on the same reset seeds ({full[0][2]:.1f}): {row_name(best[0], best[1])} at "

@@ -83,6 +83,13 @@ def test_each_algorithm_has_its_own_default_execution_and_a_loaded_policy_can_ch
     assert (policy.execution, policy.execution_options) == ("action_queue", {"action_steps": 8})
     short = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=6, obs_steps=2, num_steps=10, down_dims=(16, 32))
     assert Policy(short, make_normalizers()).execution_options == {"action_steps": 5}  # the whole shorter chunk
+    # every spelling of "the algorithm's execution" takes its options, not the queue's class default of 8
+    for spelled in ({"execution_options": {}}, {"execution": "action_queue"},
+                    {"execution": "action_queue", "execution_options": {}}):
+        assert Policy(short, make_normalizers(), **spelled).execution_options == {"action_steps": 5}, spelled
+    switched = Policy(short, make_normalizers(), execution="first_action")
+    switched.set_execution("action_queue")
+    assert switched.execution_options == {"action_steps": 5}
     assert make_policy("decision_diffuser").execution == "first_action"
 
     path = policy.save(tmp_path / "dp")

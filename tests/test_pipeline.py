@@ -194,3 +194,23 @@ def test_a_goal_conditioned_diffuser_trains_only_on_windows_that_reach_their_goa
                                           r"dataset is shorter than horizon=16"):
         _sequence_dataset(Diffuser(4, 2, **{**small, "horizon": 16}, goal_conditioned=True), store, 16, data,
                           torch.device("cpu"))
+
+
+def test_a_diffusion_policy_trained_from_python_executes_its_own_default(tmp_path):
+    """PlannerRunConfig defaulted to first_action, so a Diffusion Policy trained through the Python API replanned
+    at every step (8x the compute, another closed loop) while Policy and the configs gave it Ta = 8."""
+    import diffusion_rl.pipeline as pipeline
+    from diffusion_rl import Policy
+    from diffusion_rl.data import save_d4rl_hdf5
+
+    path = tmp_path / "small.hdf5"
+    save_d4rl_hdf5(make_store([30, 30]), path)
+    cfg = PlannerRunConfig(env="point-obstacle", algo="diffusion_policy", dataset=str(path),
+                           run_dir=str(tmp_path / "run"), eval_episodes=1, eval_max_episode_steps=2, device="cpu",
+                           model={"horizon": 8, "obs_steps": 2, "down_dims": [8, 16], "step_embed_dim": 8,
+                                  "n_groups": 4}, sampling={"steps": 2}, plot=False,
+                           trainer={"max_steps": 2, "batch_size": 4, "progress": False})
+    assert cfg.execution is None and cfg.execution_options is None
+    pipeline.train_planner(cfg, log=lambda line: None)
+    policy = Policy.load(tmp_path / "run" / "policy")
+    assert (policy.execution, policy.execution_options) == ("action_queue", {"action_steps": 7})  # the 7-action chunk

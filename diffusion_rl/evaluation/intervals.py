@@ -103,8 +103,10 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """The ``level`` Wilson score interval for a success rate of ``successes`` out of ``n`` trials (a fraction in
     [0, 1]); unlike ± s.e. it is not zero-width at 0 or n successes. ``(nan, nan)`` for ``n = 0``."""
-    if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"wilson_interval: expected 0 <= successes <= n, got successes={successes}, n={n}")
+    if any(isinstance(v, bool) or not float(v).is_integer() for v in (successes, n)) or n < 0 \
+            or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: expected whole numbers 0 <= successes <= n, got successes={successes}, "
+                         f"n={n}")
     if n == 0:
         return math.nan, math.nan
     z = normal_quantile(0.5 + level / 2.0)

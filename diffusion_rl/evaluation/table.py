@@ -311,7 +311,8 @@ def table_warnings(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str],
                 f"{ALGO_TITLES.get(a, a)} " + ", ".join(f"{v:.2f}" for v in sorted(set(cells[(env, a)].dataset_means)))
                 for a in algos if cells[(env, a)].dataset_means)
             notes.append(f"{env}: the cells record different reference values ({values}): datasets made "
-                         "differently, shown as a range.")
+                         "differently, or means taken by an earlier rule (before 2026-12-07 they counted the "
+                         "episodes a recipe cut short), shown as a range.")
     return notes
 
 

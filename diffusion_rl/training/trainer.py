@@ -500,24 +500,35 @@ class Trainer:
         if then is None:
             return saved
         ids = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
-        state, groups = {}, []
+        state: dict[int, Any] = {}
+        source: dict[int, dict[str, Any]] = {}  # each parameter's saved group (its hyperparameters)
         for saved_group, old in zip(saved["param_groups"], then):
-            kept = [(i, ids[id(p)]) for i, p in zip(saved_group["params"], old["params"]) if id(p) in ids]
-            state.update({new: saved["state"][i] for i, new in kept if i in saved["state"]})
-            groups.append({**saved_group, "params": [new for _, new in kept]})
-        groups = [g for g in groups if g["params"]]
+            for i, p in zip(saved_group["params"], old["params"]):
+                if id(p) in ids:
+                    new = ids[id(p)]
+                    source[new] = saved_group
+                    if i in saved["state"]:
+                        state[new] = saved["state"][i]
+        # the groups as this run's optimizer holds them (a parameter that changed group keeps its moments), each
+        # with the hyperparameters of the saved group its parameters came from (lr, betas and weight decay are
+        # set from this run's config after loading anyway)
+        groups = []
+        for group in self.optimizer.state_dict()["param_groups"]:
+            origin = next((source[i] for i in group["params"] if i in source), saved["param_groups"][0])
+            groups.append({**origin, "params": list(group["params"])})
         return {"state": state, "param_groups": groups}
 
     def _apply_optimizer_settings(self) -> None:
         """This run's lr, betas and weight decay on the loaded optimizer (loading its state brings back the saved
         ones, so a resume with a new lr would otherwise go on with the old one); the schedule's position stays."""
         cfg = self.config
+        no_decay = _no_decay_ids(self.model)
         self.lr_scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
         for group, multiplier in zip(self.optimizer.param_groups, self.lr_scheduler.lr_lambdas):
             group["initial_lr"] = cfg.lr
             group["lr"] = cfg.lr * multiplier(self.lr_scheduler.last_epoch)
             group["betas"] = tuple(cfg.betas)
-            decayed = all(p.ndim >= 2 for p in group["params"])  # _build_optimizer's split
+            decayed = all(p.ndim >= 2 and id(p) not in no_decay for p in group["params"])  # _param_groups' split
             group["weight_decay"] = cfg.weight_decay if decayed else 0.0
         self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # get_last_lr()
 

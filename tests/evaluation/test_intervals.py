@@ -48,3 +48,6 @@ def test_wilson_interval_is_not_zero_width_at_all_successes():
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
     with pytest.raises(ValueError, match="0 <= successes <= n"):
         wilson_interval(3, 2)
+    with pytest.raises(ValueError, match="whole numbers"):
+        wilson_interval(3.7, 10)  # a count, not a rate
+    assert wilson_interval(np.int64(3), 10) == wilson_interval(3, 10)

@@ -132,7 +132,8 @@ def test_the_dataset_mean_column_shows_a_range_when_cells_disagree_beyond_roundi
     assert reference_text(None) == "—"
     notes = table_warnings(cells, ["walker2d-medium", "hopper-medium"], algos)
     assert notes == ["walker2d-medium: the cells record different reference values (Decision Diffuser 50.70; "
-                     "BC 50.39): datasets made differently, shown as a range."]
+                     "BC 50.39): datasets made differently, or means taken by an earlier rule (before 2026-12-07 they "
+                     "counted the episodes a recipe cut short), shown as a range."]
 
 
 def test_bold_is_the_highest_mean_and_the_dagger_needs_non_overlapping_95_percent_intervals():

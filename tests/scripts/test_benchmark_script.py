@@ -104,8 +104,9 @@ def test_the_diffusers_contender_trains_with_our_optimizer_and_clipping(monkeypa
     default()
     assert clipped == [1.0] and n > 0
     record = bench.machine()
-    assert len(record["git_commit"] or "") == 40 and isinstance(record["git_dirty"], bool)
-    assert len(record["load_average"]) == 3
+    if (SCRIPT.parents[1] / ".git").exists():  # a git checkout: the commit measured is recorded
+        assert len(record["git_commit"] or "") == 40 and isinstance(record["git_dirty"], bool)
+    assert record["load_average"] is None or len(record["load_average"]) == 3
 
 
 def test_a_warm_replan_of_the_decision_diffuser_preset_counts_its_network_evaluations():
