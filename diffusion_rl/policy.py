@@ -781,19 +781,22 @@ class Policy:
         """A goal given as positions ``[.., k]`` (k < obs_dim) is padded with zeros to a full state, normalized."""
         expected = f"goal: expected finite real numbers of shape [k] or [{batch}, k] with k <= {self.obs_dim}"
         g = _real_values(goal, expected)
+        # float64 goals are normalized in float64, as observations are (not on MPS, which has no float64)
+        double = str(g.dtype) in ("float64", "torch.float64") and self.device.type != "mps"
+        dtype = torch.float64 if double else torch.float32
         if isinstance(g, np.ndarray):
             with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
-                g = torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32))
-        g = g.detach().to(self.device, torch.float32)
-        if not bool(torch.isfinite(g).all()):
+                g = torch.from_numpy(np.ascontiguousarray(g, dtype=np.float64 if double else np.float32))
+        g = g.detach().to(self.device, dtype)
+        if not bool((torch.isfinite(g) & (g.abs() <= _F32_MAX)).all()):
             raise ValueError(f"{expected}; it contains NaN or inf, or values beyond float32")
         if g.ndim == 1:
             g = g.expand(batch, -1)
         if g.ndim != 2 or g.shape[0] != batch or g.shape[1] > self.obs_dim:
             raise ValueError(f"{expected}; got shape {tuple(g.shape)}")
-        full = torch.zeros(batch, self.obs_dim, device=self.device)
+        full = torch.zeros(batch, self.obs_dim, device=self.device, dtype=dtype)
         full[:, : g.shape[1]] = g
-        return self._normalize("observations", full)
+        return self._as_model_input(self._normalize("observations", full))
 
     def _check_obs(self, obs: Any, keep_numpy: bool = False) -> tuple[Any, bool, bool]:
         """The one input contract for numpy and torch: real floats or integers (not bool, complex, dates or

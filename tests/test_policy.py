@@ -1246,6 +1246,9 @@ def test_float64_observations_are_normalized_before_they_are_rounded_to_float32(
         np.testing.assert_allclose(seen[0].numpy(), expected, atol=1e-4)
     rounded, _, _ = policy._observe(obs.astype(np.float32))  # a float32 observation carries its own rounding
     assert np.abs(rounded[0].numpy() - expected).max() > 0.1
+    goal = policy._goal_state(obs[:3], batch=1)  # goals in the same units take the same path
+    np.testing.assert_allclose(goal[0, :3].numpy(), expected[:3], atol=1e-4)
+    assert goal.dtype == torch.float32
 
 
 def test_a_bad_row_of_a_batch_is_named_in_the_error():
