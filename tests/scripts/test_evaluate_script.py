@@ -311,11 +311,6 @@ def test_a_robot_task_is_named_by_task(tmp_path):
     result = json.loads(out.read_text())
     assert result["extra"]["execution_options"] == {"action_steps": 2} and result["extra"]["sampling"]["sampler"] == "ddim"
     assert "kept for other samplers" not in proc.stderr  # steps typed: read by the sampler typed with it
-    to_ddpm = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "episodes=1", "num_envs=1",
-                         "max_episode_steps=2", f"out={out}", "progress=false", "sampling.sampler=ddpm")
-    assert to_ddpm.returncode == 0 and "steps=2 kept for other samplers, not read now" in to_ddpm.stderr
-    idle = run_script(tmp_path / "cwd", f"policy={ddpm}", "task=point-obstacle", "sampling.steps=2")
-    assert idle.returncode != 0 and "steps=2 has no effect: sampler 'ddpm' does not read steps" in idle.stderr
     bad = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "execution_options.action_steps=99")
     assert bad.returncode != 0 and "error: execution_options: action_steps (Ta=99) must be in [1, 7]" in bad.stderr
     both = run_script(tmp_path / "cwd", f"policy={path}", "task=point-obstacle", "env=hopper-medium")

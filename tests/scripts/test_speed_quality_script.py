@@ -30,10 +30,21 @@ def test_scores_and_times_every_row_and_writes_the_table(tmp_path):
     assert "fastest row whose episodes score within one paired standard error of full DDPM's" in text
     again = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "run    dd" not in again.stdout  # nothing evaluated twice
-    # a finished row from another artifact at the same label (retrained in place) is evaluated again, not reused
+    # a finished row from another artifact at the same label (retrained in place) is not reused
+    import json
+
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from speed_quality import stale_because
+
+    cfg = OmegaConf.create({"episodes": 1, "seed": 0, "num_envs": 1})
+    finished = json.loads((tmp_path / "sq" / "dd" / "ddim-2-plain.json").read_text())
+    row = {"sampler": "ddim", "steps": 2}
+    assert stale_because(finished, cfg, str(policy), row, "plain", 6) is None
+    assert "episodes 1 (now 3)" in stale_because(finished, OmegaConf.create({**cfg, "episodes": 3}), str(policy),
+                                                 row, "plain", 6)
     hopper_artifact(tmp_path / "policy", seed=1)
-    retrained = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
-    assert retrained.returncode == 0, retrained.stderr[-2000:]
-    assert "stale  dd ddim-2-plain: weights_sha256" in retrained.stdout and "run    dd ddim-2-plain" in retrained.stdout
+    assert stale_because(finished, cfg, str(policy), row, "plain", 6).startswith("weights_sha256")
     bad = subprocess.run([sys.executable, str(SCRIPT)], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert bad.returncode != 0 and "error: policies: give at least one artifact" in bad.stderr
