@@ -86,15 +86,19 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _weights_metadata(weights: Path) -> dict[str, str]:
+    """The safetensors metadata of a weights file (its header only, no tensors read)."""
+    with safe_open(str(weights), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def recorded_weights_digest(path: str | os.PathLike) -> str | None:
     """The weights checksum an artifact (folder or .safetensors file) recorded when it was saved, read from the
     safetensors metadata without loading the tensors: which weights a result was measured with. None for
     artifacts saved before the checksum existed, or a path that is not one."""
     path = Path(path)
-    weights = path / WEIGHTS_NAME if path.is_dir() else path
     try:
-        with safe_open(str(weights), framework="pt") as f:
-            return (f.metadata() or {}).get(CHECKSUM_KEY)
+        return _weights_metadata(path / WEIGHTS_NAME if path.is_dir() else path).get(CHECKSUM_KEY)
     except (SafetensorError, OSError, ValueError):
         return None
 
@@ -266,8 +270,7 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         weights = path
         _regular_file(path, "file")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
+            meta = _weights_metadata(path)
         except (SafetensorError, OSError, ValueError) as err:
             raise ArtifactError(f"{path} is not a readable .safetensors artifact ({err})") from None
         if "config" not in meta:
@@ -281,8 +284,7 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
             raise ArtifactError(f"{path} has a damaged config in its metadata ({err})") from None
     try:
         if path.is_dir():
-            with safe_open(str(weights), framework="pt") as f:
-                meta = f.metadata() or {}
+            meta = _weights_metadata(weights)
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise ArtifactError(f"{weights} is damaged: cannot read its tensors ({err})") from None
@@ -301,8 +303,7 @@ def check_network_record(path: str | os.PathLike, config: dict[str, Any]) -> Non
     if not path.is_dir():
         return
     weights = path / WEIGHTS_NAME
-    with safe_open(str(weights), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = _weights_metadata(weights)
     if "network" not in meta:
         return
     try:

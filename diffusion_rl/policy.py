@@ -816,7 +816,9 @@ class Policy:
             dtype = np.float64 if arr.dtype == np.float64 and self._device.type != "mps" else np.float32
             with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: refused just below
                 arr = np.ascontiguousarray(arr, dtype=dtype)
-            finite = np.isfinite(arr) & (np.abs(arr) <= _F32_MAX)  # a float64 of 1e300 is inf as float32
+            finite = np.isfinite(arr)
+            if dtype == np.float64:  # a float64 of 1e300 is inf as float32 (a float32 cannot lie beyond it)
+                finite &= np.abs(arr) <= _F32_MAX
             ok = bool(finite.all())
             if ok and keep_numpy and self._device.type == "cpu":  # callers that normalize in numpy
                 return arr.reshape(-1, self.obs_dim), arr.ndim == 1, True
@@ -824,7 +826,9 @@ class Policy:
         else:
             t = obs.detach()
             t = t if t.dtype == torch.float64 and self._device.type != "mps" else t.to(torch.float32)
-            finite = torch.isfinite(t) & (t.abs() <= _F32_MAX)
+            finite = torch.isfinite(t)
+            if t.dtype == torch.float64:
+                finite &= t.abs() <= _F32_MAX
             ok = bool(finite.all())
         if not ok:
             finite = finite.cpu().numpy() if torch.is_tensor(finite) else finite

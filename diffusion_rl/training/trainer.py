@@ -150,11 +150,9 @@ def _no_decay_ids(model: nn.Module) -> set[int]:
     """Parameters a module excludes from weight decay by name (its ``no_weight_decay()``, the timm convention:
     positional embeddings, learned null conditions) and embedding tables, as the reference trainers do."""
     ids: set[int] = set()
-    for prefix, module in model.named_modules():
+    for module in model.modules():
         names = module.no_weight_decay() if callable(getattr(module, "no_weight_decay", None)) else ()
-        for name in names:
-            param = module.get_parameter(name)
-            ids.add(id(param))
+        ids.update(id(module.get_parameter(name)) for name in names)
         if isinstance(module, nn.Embedding):
             ids.add(id(module.weight))
     return ids
