@@ -74,15 +74,27 @@ def register(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig
     return fn
 
 
-def interleaved(contenders: dict[str, Timer], rounds: int, calls: int, warmup: int = 3) -> dict[str, float]:
+def interleaved(contenders: dict[str, Timer], rounds: int, calls: int, warmup: int = 3,
+                per_call: bool = False) -> dict[str, float]:
     """Median call time (seconds) of each contender over ``rounds`` x ``calls`` timed calls; contenders alternate
     round by round, so a slow spell of a shared machine hits all of them alike, and the median ignores the
-    calls a preemption lands in."""
+    calls a preemption lands in.
+
+    ``per_call``: contenders alternate call by call instead (A B C A B C ...), for calls long enough (a training
+    step, ~0.1 s) that a round of ``calls`` of them outlasts the spells of a shared machine: two runs of one
+    commit gave ratios 0.74 and 1.27 by rounds, because a spell covered one contender's round and not the
+    other's."""
     for timer in contenders.values():
         for _ in range(warmup):
             timer()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
+        if per_call:
+            gc.collect()
+            for _ in range(calls):
+                for name, timer in contenders.items():
+                    samples[name].append(timer())
+            continue
         for name, timer in contenders.items():
             gc.collect()  # the garbage of the contender before is not collected on this one's time
             samples[name].extend(timer() for _ in range(calls))
@@ -419,13 +431,14 @@ def _random_store(obs_dim: int, act_dim: int, episodes: int = 8, length: int = 2
 
 
 def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int,
-                    optimizer_config: Any | None = None) -> tuple[Timer, int]:
+                    optimizer_config: Any | None = None, compile: bool = False) -> tuple[Timer, int]:
     """One training step of diffusers' ``UNet1DModel`` built as Janner's temporal U-Net (the configuration of
     diffusers' value-guided hopper pipeline), with its ``DDPMScheduler`` noising and an MSE loss on x0.
 
     ``optimizer_config`` (a ``TrainerConfig``): the optimizer and gradient clipping our ``Trainer`` builds from it
     (fused AdamW, the same betas and weight decay), so that a ratio compares networks and data paths, not optimizer
-    flags; None: torch's default AdamW without clipping, what a plain diffusers training loop gets."""
+    flags; None: torch's default AdamW without clipping, what a plain diffusers training loop gets. ``compile``:
+    the network's forward and the loss ``torch.compile``d, as ``TrainerConfig.compile`` does ours."""
     from diffusers import DDPMScheduler, UNet1DModel
 
     from diffusion_rl.training.trainer import _build_optimizer
@@ -447,13 +460,17 @@ def _diffusers_step(config: dict[str, Any], transition_dim: int, batch: int,
         optimizer, clip = _build_optimizer(net, optimizer_config, torch.device("cpu")), optimizer_config.grad_clip
     x0 = torch.randn(batch, transition_dim, config["horizon"])
 
+    def loss(noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(net(noisy, t).sample, x0)
+
+    loss_fn = torch.compile(loss) if compile else loss
+
     def call() -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         noise = torch.randn_like(x0)
         t = torch.randint(0, config["num_steps"], (batch,))
-        pred = net(scheduler.add_noise(x0, noise, t), t).sample
-        torch.nn.functional.mse_loss(pred, x0).backward()
+        loss_fn(scheduler.add_noise(x0, noise, t), t).backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
@@ -505,12 +522,15 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
             ShortConv1d.max_length = default
 
     theirs, n_theirs = _diffusers_step(model_cfg, obs_dim + act_dim, batch, TrainerConfig(**trainer_cfg))
+    theirs_compiled, _ = _diffusers_step(model_cfg, obs_dim + act_dim, batch, TrainerConfig(**trainer_cfg),
+                                         compile=True)
     theirs_default, _ = _diffusers_step(model_cfg, obs_dim + act_dim, batch)
     if n_ours != n_theirs:
         raise SystemExit(f"error: train_speed compares different networks ({n_ours:,} against {n_theirs:,} "
                          "parameters): the diffusers contender no longer matches configs/algo/diffuser.yaml")
     t = interleaved({"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs,
-                     "diffusers_default_adamw": theirs_default}, int(cfg.rounds), int(cfg.calls), warmup=3)
+                     "diffusers_compiled": theirs_compiled, "diffusers_default_adamw": theirs_default}, int(cfg.rounds), int(cfg.calls), warmup=3,
+                    per_call=True)
     return {"diffuser_hopper": {
         "setting": f"temporal U-Net dim {model_cfg['dim']}, mults {model_cfg['dim_mults']}, H = "
                    f"{model_cfg['horizon']}, batch {batch}, {n_ours:,} parameters on both sides; both: fused AdamW "
@@ -520,8 +540,10 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
         "ours_compiled_samples_per_s": batch / t["ours_compiled"],
         "ours_plain_conv_samples_per_s": batch / t["ours_plain_conv"],
         "diffusers_samples_per_s": batch / t["diffusers"],
+        "diffusers_compiled_samples_per_s": batch / t["diffusers_compiled"],
         "diffusers_default_adamw_samples_per_s": batch / t["diffusers_default_adamw"],
         "train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours"],
+        "compiled_ratio_vs_diffusers_compiled": t["diffusers_compiled"] / t["ours_compiled"],
         "gemm_path_speedup": t["ours_plain_conv"] / t["ours"],
         "compile_speedup": t["ours"] / t["ours_compiled"],
     }}
