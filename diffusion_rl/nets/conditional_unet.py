@@ -29,6 +29,7 @@ from diffusion_rl.nets.checks import (
 from diffusion_rl.nets.layers import (
     Conv1dBlock,
     Downsample1d,
+    Mish,
     ShortConv1d,
     Upsample1d,
     null_where_dropped,
@@ -53,7 +54,7 @@ class FiLMResidualBlock1D(nn.Module):
         self.out_channels = out_channels
         self.block1 = Conv1dBlock(in_channels, out_channels, kernel_size, n_groups)
         self.block2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups)
-        self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * out_channels))
+        self.film = nn.Sequential(Mish(), nn.Linear(cond_dim, 2 * out_channels))
         self.residual = (
             ShortConv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )

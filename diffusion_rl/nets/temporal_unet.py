@@ -32,6 +32,7 @@ from diffusion_rl.nets.layers import (
     Conv1dBlock,
     Downsample1d,
     LinearAttention1d,
+    Mish,
     PartsEmbedding,
     ShortConv1d,
     Upsample1d,
@@ -50,7 +51,7 @@ class ResidualTemporalBlock(nn.Module):
         super().__init__()
         self.block1 = Conv1dBlock(in_channels, out_channels, kernel_size, n_groups)
         self.block2 = Conv1dBlock(out_channels, out_channels, kernel_size, n_groups)
-        self.embed = nn.Sequential(nn.Mish(), nn.Linear(embed_dim, out_channels))
+        self.embed = nn.Sequential(Mish(), nn.Linear(embed_dim, out_channels))
         self.residual = (
             ShortConv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
@@ -120,7 +121,7 @@ class TemporalUnet(nn.Module):
             embed_dim = dim
         else:
             def cond_mlp(size: int) -> nn.Module:
-                return nn.Sequential(nn.Linear(size, dim), nn.Mish(), nn.Linear(dim, dim * 4), nn.Mish(),
+                return nn.Sequential(nn.Linear(size, dim), Mish(), nn.Linear(dim, dim * 4), Mish(),
                                      nn.Linear(dim * 4, dim))
 
             # a plain condition keeps its one MLP (and its weights' names); a parted one gets one per part

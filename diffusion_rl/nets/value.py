@@ -22,7 +22,7 @@ from diffusion_rl.nets.checks import (
     check_sequence,
     check_timesteps,
 )
-from diffusion_rl.nets.layers import Downsample1d, downsampled_length, time_mlp
+from diffusion_rl.nets.layers import Downsample1d, Mish, downsampled_length, time_mlp
 from diffusion_rl.nets.temporal_unet import ResidualTemporalBlock
 
 
@@ -83,7 +83,7 @@ class ValueNet(nn.Module):
                   (mid // 4, downsampled_length(horizon, len(channels) + 1))]
         self.single_value_norms = any(c // n_groups == 1 and length == 1 for c, length in norms)
         fc_dim = (mid // 4) * downsampled_length(horizon, len(channels) + 2)
-        self.head = nn.Sequential(nn.Linear(fc_dim + dim, fc_dim // 2), nn.Mish(), nn.Linear(fc_dim // 2, 1))
+        self.head = nn.Sequential(nn.Linear(fc_dim + dim, fc_dim // 2), Mish(), nn.Linear(fc_dim // 2, 1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch, horizon = check_sequence(x, self.transition_dim)

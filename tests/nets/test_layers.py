@@ -52,3 +52,54 @@ def test_long_or_narrow_inputs_take_the_ordinary_convolution(monkeypatch):
     x = torch.randn(2, ShortConv1d.min_channels - 1, 4)
     torch.testing.assert_close(narrow_short(x), narrow_plain(x))
     assert not called
+
+
+def test_one_exponential_mish_matches_torch_forward_and_backward():
+    """The compiled networks' Mish (one exponential, its own backward) against torch's, from float64 truth."""
+    import torch.nn.functional as F
+
+    from diffusion_rl.nets.layers import _OneExpMish
+
+    x64 = torch.linspace(-100.0, 100.0, 20001, dtype=torch.float64)
+    x64 = torch.cat([x64, torch.tensor([-1e4, -88.0, 0.0, 19.99, 20.0, 20.01, 44.5, 89.0, 1e4],
+                                       dtype=torch.float64)]).requires_grad_()
+    truth = F.mish(x64)
+    (truth_grad,) = torch.autograd.grad(truth.sum(), x64)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        x = x64.detach().to(dtype).requires_grad_()
+        ours = _OneExpMish.apply(x)
+        (ours_grad,) = torch.autograd.grad(ours.sum(), x)
+        assert torch.isfinite(ours).all() and torch.isfinite(ours_grad).all()
+        assert (ours.double() - truth).abs().max() <= tol * (1 + truth.abs()).max() / 1e2  # relative to scale
+        assert torch.allclose(ours.double(), truth, rtol=tol, atol=tol)
+        assert torch.allclose(ours_grad.double(), truth_grad, rtol=tol, atol=tol)
+    x = torch.randn(64, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_OneExpMish.apply, (x,))
+
+
+def test_mish_is_torchs_kernel_eager_and_the_one_exponential_form_compiled():
+    from diffusion_rl.nets import layers
+
+    act = layers.Mish()
+    x = torch.randn(4, 8, 16, requires_grad=True)
+    eager = act(x)
+    assert torch.equal(eager, torch.nn.functional.mish(x))
+    assert act.state_dict() == {} and not list(act.parameters())  # checkpoints keep nn.Mish's (empty) state
+    graphs = []
+
+    def recording_backend(gm, example_inputs):  # what torch.compile hands its compiler, run as it is
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(act, backend=recording_backend)(x)
+    ops = " ".join(str(node.target) for gm in graphs for node in gm.graph.nodes)
+    assert "autograd_function_apply" in ops and "mish" not in ops, ops  # _OneExpMish, not F.mish
+    (g_compiled,) = torch.autograd.grad(compiled.sum(), x)
+    (g_eager,) = torch.autograd.grad(eager.sum(), x)
+    assert torch.allclose(compiled, eager, atol=1e-6) and torch.allclose(g_compiled, g_eager, atol=1e-6)
+    torch._dynamo.reset()
+    half = torch.compile(act, backend=recording_backend)
+    graphs.clear()
+    half(torch.randn(8, dtype=torch.float16))  # float16 keeps torch's form (n (n + 2) overflows it)
+    assert "mish" in " ".join(str(node.target) for gm in graphs for node in gm.graph.nodes)
