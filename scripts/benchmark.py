@@ -29,7 +29,10 @@ Benchmarks (``BENCHMARKS``):
   dim 32, mults 1-2-4-8, H = 32, batch 32, 3,956,302 parameters) through ``Trainer``'s step, eager and with
   ``TrainerConfig.compile``, against diffusers' ``UNet1DModel`` built to the same architecture and trained with
   its ``DDPMScheduler`` noising, an MSE loss and the same optimizer and clipping as ours (the Trainer's fused
-  AdamW; ``train_speed_ratio_vs_diffusers``); beside it diffusers with torch's default AdamW, for reference.
+  AdamW; ``train_speed_ratio_vs_diffusers``); both compiled (``compiled_ratio_vs_diffusers_compiled``: ours with
+  ``TrainerConfig.compile``, theirs with the network and loss ``torch.compile``d); beside them diffusers with
+  torch's default AdamW, for reference. Contenders alternate call by call (a training step is long enough that
+  rounds of calls let a shared machine's slow spells favour one side).
 - ``cuda`` (not in the default list; needs a CUDA device): ``planning_hz_cuda`` of the hopper Decision Diffuser
   (cpu preset and paper networks) at batch 1 and 64, eager, as a CUDA graph (``compile=True``) and as a CUDA graph
   in bfloat16; a Diffusion Policy replanning call eager and as a CUDA graph; ``train_samples_per_s_cuda`` of the
