@@ -42,6 +42,7 @@ __all__ = [
     "EagerDenoiser",
     "InductorDenoiser",
     "TracedDenoiser",
+    "check_cpu_compiler",
     "make_denoiser",
 ]
 
@@ -287,6 +288,28 @@ class CUDAGraphDenoiser(EagerDenoiser):
         return run
 
 
+def check_cpu_compiler(setting: str) -> None:
+    """Refuse now, naming ``setting`` and the fix, a ``torch.compile`` on the CPU where TorchInductor finds no C++
+    compiler: its CPU kernels are compiled C++, and without one the first compiled call fails deep inside torch
+    (a training run after its data, model and run folder were set up). Looked up as TorchInductor looks it up
+    (``torch._inductor.config.cpp.cxx``); a torch without that lookup is not checked."""
+    try:
+        from torch._inductor import cpp_builder, exc
+
+        find = cpp_builder.get_cpp_compiler
+        missing: tuple[type[BaseException], ...] = (exc.InvalidCxxCompiler,)
+    except (ImportError, AttributeError):  # pragma: no cover - another torch: its own error at the first call
+        return
+    try:
+        find()
+    except missing:
+        raise RuntimeError(
+            f"{setting} on a CPU needs a C++ compiler (TorchInductor compiles its CPU kernels): none of "
+            f"{[c for c in torch._inductor.config.cpp.cxx if c]} runs here. Install one (e.g. g++), or point "
+            f"torch._inductor.config.cpp.cxx at it, or leave {setting} off"
+        ) from None
+
+
 class InductorDenoiser(CUDAGraphDenoiser):
     """``net`` compiled by ``torch.compile`` (TorchInductor, one graph per input signature, no dynamic shapes),
     and on CUDA captured as :class:`CUDAGraphDenoiser` does: the whole sampling call, or each forward, replayed
@@ -361,6 +384,8 @@ def make_denoiser(net: nn.Module, compile: Any, precision: str, device: torch.de
     (eager float32). Validates both settings (``ValueError`` naming the allowed values)."""
     mode = resolve_compile(compile, device)
     check_precision(precision)
+    if mode == "inductor" and device.type == "cpu":
+        check_cpu_compiler('compile="inductor"')
     if mode is None:
         return EagerDenoiser(net, precision) if precision != "float32" else None
     return COMPILE_MODES[mode](net, precision)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from diffusion_rl.nets.compiled import check_cpu_compiler
 from diffusion_rl.progress import progress_bar
 from diffusion_rl.training.checkpoint import (
     CheckpointError,
@@ -238,6 +239,8 @@ class Trainer:
         torch.manual_seed(rank_seed)
 
         module = LossModule(self.model)
+        if config.compile and self.device.type == "cpu":
+            check_cpu_compiler("TrainerConfig.compile")  # before a run folder is locked or a step is taken
         if config.compile:
             module = torch.compile(module)  # type: ignore[assignment]  # parameters stay the model's own
         if self.dist.enabled:

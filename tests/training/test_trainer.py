@@ -648,3 +648,24 @@ def test_a_checkpoint_from_before_named_no_decay_parameters_resumes_with_its_mom
     assert decayed[0]["weight_decay"] == 0.0  # named: not decayed, after loading too
     assert resumed.optimizer.state[table]["exp_avg"].abs().sum() > 0  # its moments came along from the old group
     resumed.fit()
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_the_run_starts(tmp_path, monkeypatch):
+    """TorchInductor's CPU kernels are C++: with no compiler the first compiled step failed deep inside torch,
+    after the data, model and run folder were set up. Now the Trainer (and Policy(compile="inductor")) refuse at
+    construction, naming the setting and the fix."""
+    import torch._inductor.config as inductor_config
+
+    from diffusion_rl.nets.compiled import make_denoiser
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-cxx-compiler-here",))
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"TrainerConfig.compile on a CPU needs a C\+\+ compiler .*"
+                                           r"\['no-such-cxx-compiler-here'\] runs here.* leave TrainerConfig.compile off"):
+        Trainer(_model(), ToyRegressionData(seed=1), _cfg(compile=True, run_dir=str(run_dir)))
+    assert not run_dir.exists()  # nothing set up for a run that cannot start
+    Trainer(_model(), ToyRegressionData(seed=1), _cfg(compile=False))  # eager needs no compiler
+    with pytest.raises(RuntimeError, match=r'compile="inductor" on a CPU needs a C\+\+ compiler'):
+        make_denoiser(torch.nn.Linear(2, 2), "inductor", "float32", torch.device("cpu"))
+    monkeypatch.undo()
+    assert make_denoiser(torch.nn.Linear(2, 2), "inductor", "float32", torch.device("cpu")).mode == "inductor"
