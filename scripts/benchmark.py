@@ -97,10 +97,10 @@ def interleaved(contenders: dict[str, Timer], rounds: int, calls: int, warmup: i
             for _ in range(calls):
                 for name, timer in contenders.items():
                     samples[name].append(timer())
-            continue
-        for name, timer in contenders.items():
-            gc.collect()  # the garbage of the contender before is not collected on this one's time
-            samples[name].extend(timer() for _ in range(calls))
+        else:
+            for name, timer in contenders.items():
+                gc.collect()  # the garbage of the contender before is not collected on this one's time
+                samples[name].extend(timer() for _ in range(calls))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -531,9 +531,9 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
     if n_ours != n_theirs:
         raise SystemExit(f"error: train_speed compares different networks ({n_ours:,} against {n_theirs:,} "
                          "parameters): the diffusers contender no longer matches configs/algo/diffuser.yaml")
-    t = interleaved({"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs,
-                     "diffusers_compiled": theirs_compiled, "diffusers_default_adamw": theirs_default}, int(cfg.rounds), int(cfg.calls), warmup=3,
-                    per_call=True)
+    contenders = {"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs,
+                  "diffusers_compiled": theirs_compiled, "diffusers_default_adamw": theirs_default}
+    t = interleaved(contenders, int(cfg.rounds), int(cfg.calls), warmup=3, per_call=True)
     return {"diffuser_hopper": {
         "setting": f"temporal U-Net dim {model_cfg['dim']}, mults {model_cfg['dim_mults']}, H = "
                    f"{model_cfg['horizon']}, batch {batch}, {n_ours:,} parameters on both sides; both: fused AdamW "

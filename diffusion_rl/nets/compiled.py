@@ -294,15 +294,13 @@ def check_cpu_compiler(setting: str) -> None:
     (a training run after its data, model and run folder were set up). Looked up as TorchInductor looks it up
     (``torch._inductor.config.cpp.cxx``); a torch without that lookup is not checked."""
     try:
-        from torch._inductor import cpp_builder, exc
-
-        find = cpp_builder.get_cpp_compiler
-        missing: tuple[type[BaseException], ...] = (exc.InvalidCxxCompiler,)
-    except (ImportError, AttributeError):  # pragma: no cover - another torch: its own error at the first call
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:  # pragma: no cover - another torch: its own error at the first compiled call
         return
     try:
-        find()
-    except missing:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
         raise RuntimeError(
             f"{setting} on a CPU needs a C++ compiler (TorchInductor compiles its CPU kernels): none of "
             f"{[c for c in torch._inductor.config.cpp.cxx if c]} runs here. Install one (e.g. g++), or point "

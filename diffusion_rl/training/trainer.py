@@ -239,9 +239,9 @@ class Trainer:
         torch.manual_seed(rank_seed)
 
         module = LossModule(self.model)
-        if config.compile and self.device.type == "cpu":
-            check_cpu_compiler("TrainerConfig.compile")  # before a run folder is locked or a step is taken
         if config.compile:
+            if self.device.type == "cpu":
+                check_cpu_compiler("TrainerConfig.compile")  # before a run folder is locked or a step is taken
             module = torch.compile(module)  # type: ignore[assignment]  # parameters stay the model's own
         if self.dist.enabled:
             self._forward: nn.Module = DistributedDataParallel(
