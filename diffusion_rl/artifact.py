@@ -28,6 +28,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ArtifactError",
     "check_network_record",
+    "check_normalizers_record",
     "load_artifact",
     "recorded_weights_digest",
     "save_artifact",
@@ -73,6 +74,14 @@ def from_jsonable(value: Any) -> Any:
 
 #: the safetensors metadata key of the weights' checksum (artifacts written before it existed have none)
 CHECKSUM_KEY = "weights_sha256"
+#: the metadata key of the normalizer statistics' checksum in an artifact folder's weights file (config.json holds
+#: the statistics; artifacts written before the record existed have none)
+NORMALIZERS_KEY = "normalizers_sha256"
+
+
+def normalizers_digest(normalizers: Any) -> str:
+    """SHA-256 of normalizer statistics as config.json records them (arrays in their JSON form, keys sorted)."""
+    return hashlib.sha256(json.dumps(to_jsonable(normalizers), sort_keys=True).encode()).hexdigest()
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -170,8 +179,11 @@ def save_artifact(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         # the weights also record what network they are (algorithm and algo_config), so a config.json edited or
         # swapped afterwards is caught on load instead of building a different model around these weights
         network = json.dumps({k: config.get(k) for k in ("algorithm", "algo_config")}, sort_keys=True)
+        # ... and so do the normalizer statistics: an edited or damaged digit there scales every observation and
+        # action differently from training, silently
         save_file(tensors, str(tmp_dir / WEIGHTS_NAME),
-                  metadata={"network": network, CHECKSUM_KEY: weights_digest(tensors)})
+                  metadata={"network": network, CHECKSUM_KEY: weights_digest(tensors),
+                            NORMALIZERS_KEY: normalizers_digest(config.get("normalizers"))})
         (tmp_dir / CONFIG_NAME).write_text(text)
         _ordinary_permissions(tmp_dir)
         if path.exists():
@@ -293,6 +305,22 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         raise ArtifactError(f"{weights} is damaged: its tensors do not match the checksum written with them "
                             "(a changed byte, e.g. a bad copy or a failing disk); save or copy the artifact again")
     return state_dict, config
+
+
+def check_normalizers_record(path: str | os.PathLike, config: dict[str, Any]) -> None:
+    """For an artifact folder: compare config.json's normalizer statistics with the checksum its weights file
+    recorded at save time (``ArtifactError``: edited or damaged since). Single-file artifacts and artifacts saved
+    before the record existed are not checked."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    recorded = _weights_metadata(path / WEIGHTS_NAME).get(NORMALIZERS_KEY)
+    if recorded is not None and normalizers_digest(config.get("normalizers")) != recorded:
+        raise ArtifactError(
+            f"{path / CONFIG_NAME}: its normalizer statistics are not those saved with the weights (edited or "
+            "damaged after saving); the policy would scale observations and actions differently from training. "
+            "Save or copy the artifact again"
+        )
 
 
 def check_network_record(path: str | os.PathLike, config: dict[str, Any]) -> None:

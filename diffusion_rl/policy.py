@@ -27,7 +27,13 @@ from diffusion_rl.algos._common import (
     check_settings,
     idle_sampler_option,
 )
-from diffusion_rl.artifact import ArtifactError, check_network_record, load_artifact, save_artifact
+from diffusion_rl.artifact import (
+    ArtifactError,
+    check_network_record,
+    check_normalizers_record,
+    load_artifact,
+    save_artifact,
+)
 from diffusion_rl.data import Normalizer, normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
 from diffusion_rl.nets.compiled import CUDAGraphDenoiser, check_precision, make_denoiser, resolve_compile
@@ -945,6 +951,7 @@ class Policy:
                 normalizers[key] = normalizer_from_state(state)
             except (ValueError, TypeError, KeyError, AttributeError) as err:
                 raise ArtifactError(f"{path}: config.json: normalizers.{key}: {err}") from None
+        check_normalizers_record(path, config)  # valid statistics, but not the ones saved with these weights
         try:
             policy = cls(
                 algo,

@@ -258,6 +258,34 @@ def test_config_without_required_keys_is_refused(saved, tmp_path):
         Policy.load(broken)
 
 
+def test_normalizer_statistics_edited_after_saving_are_refused(saved, tmp_path):
+    """config.json's statistics are checked against the checksum the weights file recorded: one changed digit
+    would scale every observation differently from training, silently."""
+    Policy.load(copy_artifact(saved, tmp_path / "same"))  # an untouched copy loads
+    edited = copy_artifact(saved, tmp_path / "edited")
+    config = json.loads((saved / "config.json").read_text())
+    stats = config["normalizers"]["observations"]
+    key = next(k for k, v in stats.items() if isinstance(v, dict) and "__ndarray__" in v)
+    values = stats[key]["__ndarray__"]
+    while isinstance(values[0], list):
+        values = values[0]
+    values[0] = float(values[0]) + 0.5
+    (edited / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"normalizer statistics are not those saved with the weights"):
+        Policy.load(edited)
+    # reformatted by hand (indentation, key order) but the same values: still the artifact that was saved
+    config = json.loads((saved / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps(config, indent=4))
+    Policy.load(edited)
+    # an artifact written before the record existed: loads as before
+    with safe_open(str(saved / "model.safetensors"), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "normalizers_sha256"}
+        save_file({k: f.get_tensor(k) for k in f.keys()}, str(edited / "model.safetensors"), metadata=meta)  # noqa: SIM118
+    config["normalizers"]["observations"] = stats
+    (edited / "config.json").write_text(json.dumps(config))
+    Policy.load(edited)
+
+
 def test_unknown_algorithm_lists_the_known_ones(saved, tmp_path):
     other = copy_artifact(saved, tmp_path / "other")
     config = json.loads((saved / "config.json").read_text())
