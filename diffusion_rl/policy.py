@@ -326,6 +326,7 @@ class Policy:
         ``"warn"`` (once, counted in ``stats["far_observations"]``), ``"error"`` (a ValueError) or ``"ignore"``."""
         self.stats["far_observations"] = 0
         self._warned_far = False
+        self._warned_idle: set[str] = set()  # samplers chosen per call whose idle kept settings were warned about
         self._prepare(compile, precision)
         self.reset()
         self._built = True  # from now on a misspelt public attribute is refused, not silently created
@@ -754,6 +755,10 @@ class Policy:
         context: dict[str, Any] = {"settings": check_settings(kwargs, _schedule_steps(self.algo))}
         self._refuse_idle({k: v for k, v in context["settings"].items() if v is not None},
                           context["settings"].get("sampler", self.sampling.get("sampler")))
+        chosen = context["settings"].get("sampler")
+        if isinstance(chosen, str) and chosen not in self._warned_idle:  # once per sampler: act() runs in loops
+            self._warned_idle.add(chosen)
+            self._warn_idle(chosen, context["settings"], stacklevel=4)
         if goal is not None:
             context["goal"] = self._goal_state(goal, batch)
         return context
@@ -769,19 +774,20 @@ class Policy:
                 raise ValueError(f"setting {key}={settings[key]!r} has no effect: {why}; choose one of those "
                                  "samplers first")
 
-    def _warn_idle(self) -> None:
-        """Warn when the sampler just chosen leaves kept settings unread (``policy.sampler = "ddpm"`` with
-        ``steps: 10`` kept for the other samplers: each plan now runs the whole schedule)."""
-        sampler = self.sampling.get("sampler")
+    def _warn_idle(self, sampler: Any = None, given: Any = (), stacklevel: int = 3) -> None:
+        """Warn when a sampler just chosen (``policy.sampler = "ddpm"``, or per call ``act(obs, sampler="ddpm")``)
+        leaves kept settings unread (``steps: 10`` kept for the other samplers: each plan now runs the whole
+        schedule); settings ``given`` with the sampler in the same call are not kept ones."""
+        sampler = self.sampling.get("sampler") if sampler is None else sampler
         if not isinstance(sampler, str):
             return
         idle = [(k, idle_sampler_option(sampler, k, _schedule_steps(self.algo))) for k in SAMPLER_OPTION_SETTINGS
-                if self.sampling.get(k) not in (None, 0)]
+                if k not in given and self.sampling.get(k) not in (None, 0)]
         idle = [(k, why) for k, why in idle if why]
         if idle:
             kept = ", ".join(f"{k}={self.sampling[k]!r}" for k, _ in idle)
             warnings.warn(f"Policy: {kept} kept for other samplers, not read now: "
-                          + "; ".join(why for _, why in idle), UserWarning, stacklevel=3)
+                          + "; ".join(why for _, why in idle), UserWarning, stacklevel=stacklevel)
 
     def _goal_state(self, goal: Any, batch: int) -> torch.Tensor:
         """A goal given as positions ``[.., k]`` (k < obs_dim) is padded with zeros to a full state, normalized."""

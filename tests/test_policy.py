@@ -7,6 +7,7 @@ settings, errors), not what a trained planner has learned (tests/algos does that
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -1228,6 +1229,16 @@ def test_a_sampler_option_the_sampler_never_reads_is_refused_not_dropped():
         policy.reset()
         policy.act(raw_obs())
     assert calls.count == 2
+    # per call as well, once per sampler (act runs in a control loop): the kept steps=2 are not what runs
+    with pytest.warns(UserWarning, match=r"steps=2 kept for other samplers, not read now: sampler 'ddpm'"):
+        policy.act(raw_obs(), sampler="ddpm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.act(raw_obs(), sampler="ddpm")  # said once
+        policy.act(raw_obs(), sampler="dpmsolver++", steps=3)  # it reads steps: nothing idle
+        fresh = make_policy("decision_diffuser")
+        fresh.steps = None
+        fresh.act(raw_obs(), sampler="ddpm")  # nothing kept that DDPM leaves unread
 
 
 def test_float64_observations_are_normalized_before_they_are_rounded_to_float32():
