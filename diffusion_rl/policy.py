@@ -135,11 +135,21 @@ def _check_config_types(config: dict[str, Any], path: Any) -> None:
 def _check_sampler(algo: Algorithm, sampling: dict[str, Any]) -> None:
     """Build the sampler ``sampling`` names as ``algo.plan`` will (cached by the algorithm, so the first plan
     reuses it), so a sampler that does not run on the model's forward process (``heun`` on a diffusion model) is
-    refused with the sampler's ``ValueError`` now instead of at the first act()."""
+    refused with the sampler's ``ValueError`` now instead of at the first act(). A ``warm_start_t`` below every
+    timestep the sampler runs is refused too: a warm replan would run no denoising step at all and return the
+    previous plan as it was (``warm_start_t=30`` with DPM-Solver++ 5 over T = 200, whose lowest step is 39)."""
     name = sampling.get("sampler")
     if not isinstance(name, str) or getattr(algo, "schedule", None) is None:
         return  # no sampler setting (behaviour cloning) or no forward process to build it on
-    algo.sampler(name, **applicable_options(name, steps=sampling.get("steps"), eta=sampling.get("eta")))
+    sampler = algo.sampler(name, **applicable_options(name, steps=sampling.get("steps"), eta=sampling.get("eta")))
+    warm_t = sampling.get("warm_start_t")
+    lowest = min(sampler.timesteps)
+    if warm_t is not None and int(warm_t) < lowest:
+        raise ValueError(
+            f"warm_start_t={warm_t} is below every timestep sampler {name!r} runs with steps={sampling.get('steps')} "
+            f"over T = {algo.schedule.num_steps} (the lowest is {lowest}): a warm replan would run no denoising step "
+            f"and return the previous plan unchanged; expected warm_start_t >= {lowest}, more steps, or null"
+        )
 
 
 def _schedule_steps(algo: Algorithm) -> int | None:
@@ -755,6 +765,8 @@ class Policy:
         context: dict[str, Any] = {"settings": check_settings(kwargs, _schedule_steps(self.algo))}
         self._refuse_idle({k: v for k, v in context["settings"].items() if v is not None},
                           context["settings"].get("sampler", self.sampling.get("sampler")))
+        if {"sampler", "steps", "eta", "warm_start_t"} & set(context["settings"]):  # the sampler this call builds
+            _check_sampler(self.algo, {**self.sampling, **context["settings"]})
         chosen = context["settings"].get("sampler")
         if isinstance(chosen, str) and chosen not in self._warned_idle:  # once per sampler: act() runs in loops
             self._warned_idle.add(chosen)

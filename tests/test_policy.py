@@ -1241,6 +1241,28 @@ def test_a_sampler_option_the_sampler_never_reads_is_refused_not_dropped():
         fresh.act(raw_obs(), sampler="ddpm")  # nothing kept that DDPM leaves unread
 
 
+def test_a_warm_start_below_every_sampler_timestep_is_refused():
+    """Re-noised to a timestep below the sampler's lowest, a warm replan ran no denoising step and returned the
+    previous plan unchanged (the planner stopped reacting without a word): refused in every way it can be set."""
+    lowest = min(make_dd().sampler("dpmsolver++", steps=2).timesteps)  # T = 20
+    assert lowest > 1
+    message = rf"warm_start_t=1 is below every timestep sampler 'dpmsolver\+\+' runs .* lowest is {lowest}"
+    with pytest.raises(ValueError, match=message):
+        Policy(make_dd(), make_normalizers(), sampling={"sampler": "dpmsolver++", "steps": 2, "warm_start_t": 1})
+    policy = Policy(make_dd(), make_normalizers(), sampling={"sampler": "dpmsolver++", "steps": 2,
+                                                             "warm_start_t": lowest}, seed=0)
+    with pytest.raises(ValueError, match=message):
+        policy.warm_start_t = 1
+    assert policy.warm_start_t == lowest  # refused assignments change nothing
+    with pytest.raises(ValueError, match=r"warm_start_t=\d+ is below every timestep sampler 'dpmsolver\+\+' runs "
+                                         r"with steps=1"):
+        policy.act(raw_obs(), steps=1)  # per call: one step runs only t = 19
+    policy.act(raw_obs())
+    with NetCalls(policy.algo.net) as calls:
+        policy.act(raw_obs(seed=2))  # warm from the lowest timestep: one evaluation, not none
+    assert calls.count == 1
+
+
 def test_float64_observations_are_normalized_before_they_are_rounded_to_float32():
     """A signal with a large offset and a small spread (1e5 ± 0.01): cast to float32 first, the model saw 1.55
     where the observation is 1.32 standard deviations out; normalized in float64 it sees 1.32."""
