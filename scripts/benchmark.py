@@ -322,8 +322,8 @@ def policy_act(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-# a distilled student's sampling (scripts/distill.py): one network evaluation, no guidance pass
-ONE_STEP = {"sampler": "consistency", "steps": 1, "guidance_weight": 0.0}
+# a distilled student's sampling (scripts/distill.py): one network evaluation from noise, no guidance pass
+ONE_STEP = {"sampler": "consistency", "steps": 1, "guidance_weight": 0.0, "warm_start_t": None}
 
 
 @register

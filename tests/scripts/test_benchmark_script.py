@@ -120,6 +120,27 @@ def test_a_warm_replan_of_the_decision_diffuser_preset_counts_its_network_evalua
     assert bench._evaluations_per_decision(cpu, obs, warm=True) == 1
 
 
+def test_planning_reports_the_full_chain_against_the_presets_replanning_on_one_network(monkeypatch):
+    """full_ddpm_speedup_cpu: the preset's warm replanning against DDPM over all of the same network's T steps
+    (with an artifact trained at T = 200, the paper setting's ratio on a model scored on a CPU). Run here on
+    small networks of both presets: every figure there, and the ratios are those of the rates reported."""
+    from omegaconf import OmegaConf
+
+    bench = _module()
+    build = bench._preset_policy
+    small = {"dim": 8, "dim_mults": [1, 2], "horizon": 8, "num_steps": 40}
+    monkeypatch.setattr(bench, "_preset_policy", lambda *args, **kwargs: build(*args, **kwargs, model=small))
+    cfg = OmegaConf.create({"rounds": 1, "calls": 1, "warm_start_t": None, "policy_decision_diffuser": None,
+                            "policy_decision_diffuser_paper": None})
+    result = bench.planning(cfg)
+    cpu, paper = result["cpu_network"], result["paper_network"]
+    assert cpu["full_ddpm_steps"] == 40 and paper["evaluations_paper_setting"] == 40
+    assert cpu["full_ddpm_speedup_cpu"] == pytest.approx(cpu["planning_hz_cpu"] / cpu["full_ddpm_hz"])
+    assert cpu["planning_hz_cpu"] == cpu["warm_hz"] and cpu["evaluations_cold"] == 5
+    assert cpu["evaluations_warm"] == 3  # DPM-Solver++ 5 over T = 40 runs 39, 31, 23, 15, 7: three below t = 30
+    assert paper["planning_speedup_cpu"] > 0 and "T = 40" in cpu["setting"] and "ddpm 40 steps" in cpu["setting"]
+
+
 def test_per_call_interleaving_alternates_contenders_call_by_call():
     """Rounds of ``calls`` training steps (~0.1 s each) outlast a shared machine's slow spells: two runs of one
     commit gave train-speed ratios 0.74 and 1.27. ``per_call`` alternates A B A B, so a spell hits both alike."""
