@@ -25,6 +25,7 @@ from diffusion_rl.algos._common import (
     applicable_options,
     auto_clip,
     check_settings,
+    check_warm_start,
     idle_sampler_option,
 )
 from diffusion_rl.artifact import (
@@ -141,15 +142,8 @@ def _check_sampler(algo: Algorithm, sampling: dict[str, Any]) -> None:
     name = sampling.get("sampler")
     if not isinstance(name, str) or getattr(algo, "schedule", None) is None:
         return  # no sampler setting (behaviour cloning) or no forward process to build it on
-    sampler = algo.sampler(name, **applicable_options(name, steps=sampling.get("steps"), eta=sampling.get("eta")))
-    warm_t = sampling.get("warm_start_t")
-    lowest = min(sampler.timesteps)
-    if warm_t is not None and int(warm_t) < lowest:
-        raise ValueError(
-            f"warm_start_t={warm_t} is below every timestep sampler {name!r} runs with steps={sampling.get('steps')} "
-            f"over T = {algo.schedule.num_steps} (the lowest is {lowest}): a warm replan would run no denoising step "
-            f"and return the previous plan unchanged; expected warm_start_t >= {lowest}, more steps, or null"
-        )
+    check_warm_start(algo.sampler(name, **applicable_options(name, steps=sampling.get("steps"),
+                                                             eta=sampling.get("eta"))), sampling)
 
 
 def _schedule_steps(algo: Algorithm) -> int | None:

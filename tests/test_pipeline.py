@@ -20,6 +20,7 @@ def test_settings_a_constructor_takes_as_null_pass():
 
 
 def test_a_valid_configuration_passes():
+    _validate(model={"num_steps": 100}, sampling={"sampler": "dpmsolver++", "steps": 3, "warm_start_t": 33})
     _validate(model={"horizon": np.int64(8), "dim": 8, "dim_mults": (1, 2), "cond_drop": 0}, data={"normalizer": {"observations": "cdf"}, "discount": 0.9,
                                                       "return_label": "quantile"}, trainer={"max_steps": 3})
 
@@ -50,6 +51,11 @@ def test_a_valid_configuration_passes():
     ({"model": {"horizon": 0}}, "algo.model: horizon: expected an integer >= 1, got 0"),
     ({"algo": "diffuser", "model": {"dim_mults": []}}, "algo.model: dim_mults: expected a list of integers >= 1"),
     ({"algo": "diffusion_policy", "model": {"obs_steps": 0}}, "algo.model: obs_steps: expected an integer >= 1"),
+    # a warm replan that would run no denoising step (DPM-Solver++ 3 over T = 100 runs 99, 66, 33): refused before
+    # training, not when the trained model is wrapped in a Policy
+    ({"model": {"num_steps": 100}, "sampling": {"sampler": "dpmsolver++", "steps": 3, "warm_start_t": 30}},
+     "algo: warm_start_t=30 is below every timestep sampler 'dpmsolver++' runs with steps=3 over T = 100 (the "
+     "lowest is 33)"),
 ])
 def test_unknown_or_misplaced_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError) as err:

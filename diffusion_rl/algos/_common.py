@@ -221,3 +221,20 @@ def check_process(model: dict[str, Any], sampling: dict[str, Any], num_steps: in
     if name in SAMPLERS:
         # a probe that the sampler runs on this process: every timestep, so no spacing rule can refuse it
         SAMPLERS[name](proc, **({"steps": num_steps} if "steps" in sampler_options(name) else {}))
+        if sampling.get("warm_start_t") is not None:
+            options = applicable_options(name, steps=sampling.get("steps"), eta=sampling.get("eta"))
+            check_warm_start(SAMPLERS[name](proc, **options), sampling)
+
+
+def check_warm_start(sampler: Any, sampling: dict[str, Any]) -> None:
+    """A ``warm_start_t`` below every timestep ``sampler`` runs is refused (``ValueError``): a warm replan would
+    run no denoising step and return the previous plan as it was (``warm_start_t=30`` with DPM-Solver++ 3 over
+    T = 100, whose lowest step is 33), so the planner would stop reacting to what it sees."""
+    warm_t, lowest = sampling.get("warm_start_t"), min(sampler.timesteps)
+    if warm_t is not None and int(warm_t) < lowest:
+        raise ValueError(
+            f"warm_start_t={warm_t} is below every timestep sampler {sampling.get('sampler')!r} runs with "
+            f"steps={sampling.get('steps')} over T = {sampler.schedule.num_steps} (the lowest is {lowest}): a warm "
+            f"replan would run no denoising step and return the previous plan unchanged; expected warm_start_t >= "
+            f"{lowest}, more steps, or null"
+        )

@@ -33,7 +33,7 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
         f'overrides=["dataset={hopper_hdf5}","trainer.max_steps=4","eval.max_episode_steps=5","eval.plot=false",'
         '"eval.num_envs=2"]',
         'algo_overrides={decision_diffuser:["algo.model.dim=8","algo.model.horizon=8","algo.model.num_steps=10",'
-        '"algo.sampling.steps=2","algo.sampling.warm_start_t=3","trainer.batch_size=8"]}',
+        '"algo.sampling.steps=2","algo.sampling.warm_start_t=5","trainer.batch_size=8"]}',
     ]
     proc = _run(tmp_path, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
