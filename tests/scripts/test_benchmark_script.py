@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.scripts.cli import run_lines
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 
 
@@ -30,8 +32,8 @@ def test_bad_input_is_one_line(tmp_path):
              ("rounds=0", "error: rounds must be an integer >= 1, got 0")]
     if not torch.cuda.is_available():
         cases.append(("benchmarks=[cuda]", "error: benchmark cuda needs a CUDA device; this machine has none"))
-    for arg, message in cases:
-        proc = run(tmp_path / "cwd", arg)
+    for (arg, message), proc in zip(cases, run_lines(SCRIPT, [[arg] for arg, _ in cases], tmp_path / "cwd"),
+                                    strict=True):
         assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
         assert "Traceback" not in proc.stderr, proc.stderr
     assert list((tmp_path / "cwd").iterdir()) == []  # no Hydra output folder

@@ -18,6 +18,7 @@ from diffusion_rl import Policy
 from diffusion_rl.algos import DecisionDiffuser
 from diffusion_rl.data import GaussianNormalizer
 from envs import get_spec
+from tests.scripts.cli import run_lines
 
 torch.set_num_threads(1)
 
@@ -174,9 +175,8 @@ def test_sampler_or_env_that_does_not_fit_the_policy_is_one_line(tmp_path):
              ("env=walker2d-medium", "error: env: expected an environment with observations of size 11, as the "
                                      "policy was trained on (hopper-medium); got walker2d-medium (Walker2d-v5) "
                                      "with observations of shape [17]")]
-    for arg, message in cases:
-        proc = run_script(tmp_path / "cwd", f"policy={policy}", arg, "episodes=1", "max_episode_steps=2",
-                          "progress=false")
+    lines = [[f"policy={policy}", arg, "episodes=1", "max_episode_steps=2", "progress=false"] for arg, _ in cases]
+    for (arg, message), proc in zip(cases, run_lines(SCRIPT, lines, tmp_path / "cwd"), strict=True):
         assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not list(tmp_path.rglob("eval_*.json"))
@@ -200,11 +200,10 @@ def test_score_lines_leave_out_an_undefined_standard_error():
 
 def test_missing_policy_is_a_clear_error(tmp_path):
     missing = tmp_path / "no_such_run" / "policy"
-    proc = run_script(tmp_path, f"policy={missing}", "episodes=1")
+    proc, unset = run_lines(SCRIPT, [[f"policy={missing}", "episodes=1"], ["episodes=1"]], tmp_path)
     assert proc.returncode != 0
     assert f"error: cannot load policy={missing}" in proc.stderr and "no artifact at" in proc.stderr
     assert "Traceback" not in proc.stderr
-    unset = run_script(tmp_path, "episodes=1")
     assert unset.returncode != 0 and "policy=<path> is required" in unset.stderr
 
 
@@ -234,9 +233,8 @@ def test_bad_values_are_one_line_before_the_policy_is_loaded(tmp_path):
              ("sampling.steps=0", "error: sampling.steps: sampling setting steps: expected None or an integer")]
     if not torch.cuda.is_available():
         cases.append(("device=cuda", "asked for CUDA, but this machine has no CUDA device"))
-    for arg, message in cases:
-        extra = [] if arg.startswith("episodes") else ["episodes=1"]
-        proc = run_script(tmp_path / "cwd", f"policy={policy}", arg, *extra)
+    lines = [[f"policy={policy}", arg, *([] if arg.startswith("episodes") else ["episodes=1"])] for arg, _ in cases]
+    for (arg, message), proc in zip(cases, run_lines(SCRIPT, lines, tmp_path / "cwd"), strict=True):
         assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not list(tmp_path.rglob("eval_*.json")) and list((tmp_path / "cwd").iterdir()) == []

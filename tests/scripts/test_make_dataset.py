@@ -13,6 +13,8 @@ from pathlib import Path
 import minari
 import pytest
 
+from tests.scripts.cli import run_lines
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "make_dataset.py"
 
@@ -108,9 +110,8 @@ def test_bad_values_name_the_key_before_any_work(tmp_path):
              ("num_workers=two", "error: num_workers: expected an integer >= 1, got 'two'"),
              ("overwrite=maybe", "error: overwrite: expected true or false, got 'maybe'"),
              ("progress=2", "error: progress: expected true or false, got 2")]
-    for arg, message in cases:
-        proc = subprocess.run(_args(tmp_path, "env=maze2d-umaze", arg), env=_env(tmp_path / "store"), cwd=ROOT,
-                              capture_output=True, text=True, timeout=120, check=False)
+    lines = [_args(tmp_path, "env=maze2d-umaze", arg)[2:] for arg, _ in cases]
+    for (arg, message), proc in zip(cases, run_lines(SCRIPT, lines, ROOT, _env(tmp_path / "store")), strict=True):
         assert proc.returncode != 0 and message in proc.stderr, (arg, proc.stderr[-1500:])
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "store").exists()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.scripts.cli import run_lines
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "reproduce.py"
 
@@ -153,19 +155,20 @@ def test_robot_tasks_get_a_success_rate_table_with_routes(tmp_path):
 
 
 def test_bad_lists_are_clear_errors(tmp_path):
-    proc = _run(tmp_path, "tasks=[push-tee]", "dry_run=true")
-    assert proc.returncode != 0 and "push-tee" in proc.stderr and "point-obstacle" in proc.stderr
-    proc = _run(tmp_path, "envs=[hopper-mediocre]", "dry_run=true")
-    assert proc.returncode != 0 and "hopper-mediocre" in proc.stderr and "walker2d-medium" in proc.stderr
-    proc = _run(tmp_path, "algos=[dd]", "dry_run=true")
-    assert proc.returncode != 0 and "decision_diffuser" in proc.stderr
-    proc = _run(tmp_path, "seeds=0", "dry_run=true")
-    assert proc.returncode != 0 and "integer >= 1" in proc.stderr and "Traceback" not in proc.stderr
-    proc = _run(tmp_path, "seeds=[1,1]", "dry_run=true")
-    assert proc.returncode != 0 and "distinct seeds" in proc.stderr
-    some = _run(tmp_path, "envs=[hopper-medium]", "algos=[bc]", "seeds=[2,5]", "dry_run=true", f"root={tmp_path}")
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp_path / "store"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               DIFFUSION_RL_DEMOS=str(tmp_path / "demos"))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    lines = [["tasks=[push-tee]"], ["envs=[hopper-mediocre]"], ["algos=[dd]"], ["seeds=0"], ["seeds=[1,1]"],
+             ["envs=[hopper-medium]", "algos=[bc]", "seeds=[2,5]", f"root={tmp_path}"],
+             ["envs=[hopper-medium]", "algos=[bc]", "seeds=2", f"root={tmp_path}"]]
+    task, env_name, algo, zero, twice, some, dry = run_lines(SCRIPT, [[*line, "dry_run=true"] for line in lines],
+                                                             tmp_path, env)
+    assert task.returncode != 0 and "push-tee" in task.stderr and "point-obstacle" in task.stderr
+    assert env_name.returncode != 0 and "hopper-mediocre" in env_name.stderr and "walker2d-medium" in env_name.stderr
+    assert algo.returncode != 0 and "decision_diffuser" in algo.stderr
+    assert zero.returncode != 0 and "integer >= 1" in zero.stderr and "Traceback" not in zero.stderr
+    assert twice.returncode != 0 and "distinct seeds" in twice.stderr
     assert some.returncode == 0 and "seed=2" in some.stdout and "seed=5" in some.stdout and "seed=0" not in some.stdout
-    dry = _run(tmp_path, "envs=[hopper-medium]", "algos=[bc]", "seeds=2", "dry_run=true", f"root={tmp_path}")
     assert dry.returncode == 0 and dry.stdout.count("train_planner.py") == 2 and "seed=1" in dry.stdout
     assert not (tmp_path / "hopper-medium").exists()
 

@@ -15,6 +15,7 @@ from diffusion_rl import Policy
 from diffusion_rl.data import load_episodes
 from diffusion_rl.data.make import make_local_dataset
 from diffusion_rl.evaluation import evaluate
+from tests.scripts.cli import run_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_planner.py"
@@ -155,12 +156,11 @@ def test_diffusion_policy_trains_and_acts_from_an_action_queue(tmp_path, hopper_
 
 
 def test_bad_keys_and_names_list_valid_choices(tmp_path):
-    proc = _run(["trainer.max_step=5"], tmp_path)
-    assert proc.returncode != 0 and "max_steps" in proc.stderr and "unknown config key" in proc.stderr
-    proc = _run(["env=hopper-mediocre"], tmp_path)
-    assert proc.returncode != 0 and "hopper-medium" in proc.stdout + proc.stderr
-    proc = _run(["algo=difuser"], tmp_path)
-    assert proc.returncode != 0 and "decision_diffuser" in proc.stdout + proc.stderr
+    bad_key, bad_env, bad_algo = run_lines(SCRIPT, [["trainer.max_step=5"], ["env=hopper-mediocre"], ["algo=difuser"]],
+                                           ROOT, _env(tmp_path))
+    assert bad_key.returncode != 0 and "max_steps" in bad_key.stderr and "unknown config key" in bad_key.stderr
+    assert bad_env.returncode != 0 and "hopper-medium" in bad_env.stdout + bad_env.stderr
+    assert bad_algo.returncode != 0 and "decision_diffuser" in bad_algo.stdout + bad_algo.stderr
 
 
 def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
@@ -178,17 +178,18 @@ def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
     ]
     if not torch.cuda.is_available():
         cases.append((["device=cuda"], "asked for CUDA, but this machine has no CUDA device"))
-    for args, message in cases:
-        run_dir = tmp_path / "run"
-        proc = _run(["env=hopper-medium", f"run_dir={run_dir}", *args], tmp_path / "empty", timeout=120)
+    lines = [["env=hopper-medium", f"run_dir={tmp_path / f'run{i}'}", *args] for i, (args, _) in enumerate(cases)]
+    # a dataset id that is nowhere: one line too (found when loading, still before training)
+    lines.append(["env=hopper-medium", "dataset=local/nowhere/medium-v0", f"run_dir={tmp_path / 'r2'}"])
+    *procs, nowhere = run_lines(SCRIPT, lines, ROOT, _env(tmp_path / "empty"))
+    for i, ((args, message), proc) in enumerate(zip(cases, procs, strict=True)):
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         # refused before the dataset, a checkpoint or the artifact (Hydra has made the folder for its own logs)
-        assert not any((run_dir / name).exists() for name in ("policy", "checkpoints", "eval.json", "config.yaml"))
-    # a dataset id that is nowhere: one line too (found when loading, still before training)
-    proc = _run(["env=hopper-medium", "dataset=local/nowhere/medium-v0", f"run_dir={tmp_path / 'r2'}"],
-                tmp_path / "empty", timeout=120)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr and proc.stderr.startswith("error:"), proc.stderr
+        assert not any((tmp_path / f"run{i}" / name).exists()
+                       for name in ("policy", "checkpoints", "eval.json", "config.yaml"))
+    assert nowhere.returncode != 0 and "Traceback" not in nowhere.stderr, nowhere.stderr
+    assert nowhere.stderr.startswith("error:"), nowhere.stderr
     assert not (tmp_path / "r2" / "policy").exists()
 
 
