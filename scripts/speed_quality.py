@@ -31,6 +31,15 @@ def row_name(row: dict, variant: str) -> str:
     return f"{row['sampler']}-{steps}-{variant}"
 
 
+def row_variants(row: dict, variants: list[str]) -> list[str]:
+    """The variants a row is run in. The full DDPM chain is the reference every other row is paired with, so it
+    is run plain whatever ``variants`` says (``variants=[warm]`` used to leave it out, and with it the fast
+    candidate); a warm start of it is not run (that is DDPM from warm_t, a row of its own)."""
+    if row["sampler"] == "ddpm":
+        return ["plain", *(["compiled"] if "compiled" in variants else [])]
+    return list(variants)
+
+
 def stale_because(result: dict, cfg: DictConfig, path: str, row: dict, variant: str, warm_t: int) -> str | None:
     """Why a finished row's eval JSON does not answer this sweep's question (another artifact, or one retrained
     at the same path, other episodes, seeds or sampler settings), or None when it does."""
@@ -129,9 +138,7 @@ def main(cfg: DictConfig) -> None:
         warm_t = max(1, int(float(cfg.warm_fraction) * num_steps))
         rows = []
         for row in to_plain(cfg.rows):
-            for variant in cfg.variants:
-                if variant == "warm" and row["sampler"] == "ddpm":
-                    continue  # a warm start of the full chain is DDPM from warm_t: listed as its own row
+            for variant in row_variants(row, cfg.variants):
                 result = evaluate_row(cfg, label, path, row, variant, warm_t)
                 hz = decisions_per_s(path, row, variant, warm_t, int(cfg.rounds))
                 if result.get("normalized_scores") is None:
