@@ -54,6 +54,17 @@ def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
 
 
+def _check_float32(algo: Any) -> None:
+    """A model whose weights are not float32 is refused (ValueError) when the policy is built: it plans in
+    float32, so ``algo.to(torch.bfloat16)`` failed only at the first ``act``, with torch's dtype mismatch."""
+    other = sorted({str(p.dtype).removeprefix("torch.") for p in algo.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if other:
+        raise ValueError(f"algo: expected float32 weights (the policy plans in float32), got {', '.join(other)}; "
+                         "for bfloat16 forwards keep the weights float32 and use Policy(..., precision='bfloat16') "
+                         "(autocast)")
+
+
 def _is_int_dtype(dtype: torch.dtype) -> bool:
     """A plain integer dtype (not bool, not quantized)."""
     if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
@@ -297,6 +308,7 @@ class Policy:
         if missing:
             raise ValueError(f"Policy needs normalizers for {missing}; got keys {sorted(normalizers)}")
         _check_normalizers(normalizers, algo)
+        _check_float32(algo)
         unknown = sorted(set(sampling or {}) - set(algo.sampling_names()))
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {unknown} for {algo.name}; its settings are "
@@ -312,14 +324,19 @@ class Policy:
             raise ValueError(f"sampling: {err}") from None
         object.__setattr__(self, "sampling", settings)
         self.algo = algo.eval()
+        if "sampler" not in (sampling or {}):
+            # steps given without a sampler, for a default sampler that never reads them (Diffuser's DDPM runs its
+            # whole schedule): refused, as an assignment or a per-call setting is; given with the sampler (as an
+            # artifact keeps them for the others) they are kept, with a warning below
+            self._refuse_idle({k: v for k, v in (sampling or {}).items() if v is not None}, settings.get("sampler"),
+                              prefix="sampling: ")
         self.normalizers = dict(normalizers)
         self.env_name = env_name
         self.metadata = dict(metadata or {})
         self.obs_dim = int(algo.config()["obs_dim"])
         self.act_dim = int(algo.config()["act_dim"])
         self.seed = check_seed(seed)
-        self.action_bounds = _check_bounds(action_bounds, self.act_dim)
-        self._bounds_np = None if self.action_bounds is None else tuple(b.numpy() for b in self.action_bounds)
+        self.action_bounds = action_bounds  # checked, with its numpy copy, by the property's setter
         self.stats = {"actions": 0, "clipped_actions": 0}
         """Counts over this policy's life: actions returned by :meth:`act` (rows), and how many of them had to be
         clipped into ``action_bounds``."""
@@ -334,6 +351,20 @@ class Policy:
         self._prepare(compile, precision)
         self.reset()
         self._built = True  # from now on a misspelt public attribute is refused, not silently created
+        self._warn_idle()  # settings kept for other samplers (an artifact saved after policy.sampler = "ddpm")
+
+    @property
+    def action_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(low, high)`` of the action space (float32 tensors ``[act_dim]``) that :meth:`act` clips actions
+        into, or None. Setting it (any two sequences of ``act_dim`` numbers, e.g. ``env.action_space.low`` and
+        ``.high``, or None) is checked and applies to numpy and torch actions alike, and :meth:`save` keeps it."""
+        return self._action_bounds
+
+    @action_bounds.setter
+    def action_bounds(self, value: Any) -> None:
+        bounds = _check_bounds(value, self.act_dim)  # refused values change nothing
+        object.__setattr__(self, "_action_bounds", bounds)
+        object.__setattr__(self, "_bounds_np", None if bounds is None else tuple(b.numpy() for b in bounds))
 
     def _prepare(self, compile: bool | str, precision: str) -> None:
         """Take the ``compile`` and ``precision`` settings (refused, naming the allowed values) and build the
@@ -769,16 +800,17 @@ class Policy:
             context["goal"] = self._goal_state(goal, batch)
         return context
 
-    def _refuse_idle(self, settings: dict[str, Any], sampler: Any) -> None:
-        """Refuse a sampler option given now (a keyword of this call or an assignment) that ``sampler`` never
-        reads: ``act(obs, steps=1)`` on DDPM would run every step of the schedule as if it were obeyed."""
+    def _refuse_idle(self, settings: dict[str, Any], sampler: Any, prefix: str = "") -> None:
+        """Refuse a sampler option given now (a keyword of this call, an assignment, or the constructor's
+        ``sampling`` without a sampler) that ``sampler`` never reads: ``act(obs, steps=1)`` on DDPM would run every
+        step of the schedule as if it were obeyed."""
         if not isinstance(sampler, str):
             return
         for key in SAMPLER_OPTION_SETTINGS:
             why = idle_sampler_option(sampler, key, _schedule_steps(self.algo)) if key in settings else None
             if why:
-                raise ValueError(f"setting {key}={settings[key]!r} has no effect: {why}; choose one of those "
-                                 "samplers first")
+                raise ValueError(f"{prefix}setting {key}={settings[key]!r} has no effect: {why}; choose one of "
+                                 "those samplers first")
 
     def _warn_idle(self, sampler: Any = None, given: Any = (), stacklevel: int = 3) -> None:
         """Warn when a sampler just chosen (``policy.sampler = "ddpm"``, or per call ``act(obs, sampler="ddpm")``)

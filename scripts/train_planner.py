@@ -102,8 +102,16 @@ def refuse_unused_sampling(run_cfg: Any, user_keys: set[str]) -> None:
     without a value net, or a goal-conditioned one) is refused before any work; the algo config's own defaults
     for such settings are left out of the policy quietly."""
     from diffusion_rl.algos import ALGORITHMS
+    from diffusion_rl.algos._common import SAMPLER_OPTION_SETTINGS, idle_sampler_option
 
-    unused = ALGORITHMS[run_cfg.algo].unused_sampling(run_cfg.model)
+    algorithm = ALGORITHMS[run_cfg.algo]
+    unused = dict(algorithm.unused_sampling(run_cfg.model))
+    sampling = {**algorithm.default_sampling, **(run_cfg.sampling or {})}
+    sampler = sampling.get("sampler")
+    for key in SAMPLER_OPTION_SETTINGS:  # sampling.steps=5 with the paper preset's DDPM, which runs every step
+        why = idle_sampler_option(sampler, key) if isinstance(sampler, str) else None
+        if why and sampling.get(key) is not None:
+            unused.setdefault(key, f"{why}; set sampling.sampler too")
     for key, why in unused.items():
         for spelled in (f"sampling.{key}", f"algo.sampling.{key}"):
             if spelled in user_keys:

@@ -585,6 +585,40 @@ def test_actions_are_clipped_into_the_recorded_action_space_and_counted(tmp_path
             make_policy(action_bounds=bad)
 
 
+def test_assigned_action_bounds_apply_to_numpy_and_torch_actions_and_are_saved(tmp_path):
+    """Tightening the limits on a live policy (``policy.action_bounds = (env.action_space.low, ...)``) used to
+    change torch actions only: numpy actions kept the constructor's bounds until a save and load changed them."""
+    policy = make_policy(action_bounds=([ACT_MEAN - 100.0] * ACT_DIM, [ACT_MEAN + 100.0] * ACT_DIM))
+    low, high = np.full(ACT_DIM, ACT_MEAN + 0.5), np.full(ACT_DIM, ACT_MEAN + 0.6)  # above every action's range
+    policy.action_bounds = (low, high)
+    assert isinstance(policy.action_bounds[0], torch.Tensor) and policy.action_bounds[0].dtype == torch.float32
+    with pytest.warns(RuntimeWarning, match="clipped into it"):
+        from_numpy = policy.act(raw_obs(batch=3))
+    from_torch = policy.act(torch.as_tensor(raw_obs(batch=3)))
+    for actions in (from_numpy, from_torch.numpy()):
+        assert np.all(actions >= np.float32(low[0])) and np.all(actions <= np.float32(high[0])), actions
+    loaded = Policy.load(policy.save(tmp_path / "p"))
+    assert loaded.action_bounds_list() == policy.action_bounds_list() == [low.astype(np.float32).tolist(),
+                                                                            high.astype(np.float32).tolist()]
+    with pytest.raises(ValueError, match=r"action_bounds: expected \(low, high\), each 3 numbers with low <= high"):
+        policy.action_bounds = (high, low)
+    assert policy.action_bounds_list()[0] == low.astype(np.float32).tolist()  # a refused value changes nothing
+    policy.action_bounds = None
+    assert policy.action_bounds is None and np.all(policy.act(raw_obs(batch=3)) < ACT_MEAN + 0.5)
+    unbounded = make_policy()
+    unbounded.action_bounds = (low, high)  # on a policy built without bounds too
+    assert np.all(unbounded.act(raw_obs(batch=3)) >= np.float32(low[0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_whose_weights_are_not_float32_is_refused_when_the_policy_is_built(dtype):
+    """The policy plans in float32: ``algo.to(torch.bfloat16)`` was accepted and failed at every act with torch's
+    dtype mismatch; bfloat16 forwards are ``precision="bfloat16"`` with float32 weights."""
+    with pytest.raises(ValueError, match=rf"algo: expected float32 weights .*got {str(dtype)[6:]}; .*"
+                                         r"precision='bfloat16'"):
+        Policy(make_dd().to(dtype), make_normalizers())
+
+
 def test_non_finite_plans_are_refused_with_their_causes():
     policy = make_policy()
     with torch.no_grad():
@@ -1239,6 +1273,22 @@ def test_a_sampler_option_the_sampler_never_reads_is_refused_not_dropped():
         fresh = make_policy("decision_diffuser")
         fresh.steps = None
         fresh.act(raw_obs(), sampler="ddpm")  # nothing kept that DDPM leaves unread
+
+
+def test_steps_given_to_the_constructor_for_a_sampler_that_never_reads_them_are_refused_or_warned():
+    """``Policy(diffuser, ..., sampling={"steps": 4})`` with Diffuser's default DDPM ran all of its steps without a
+    word (an assignment or a per-call setting was refused); given with the sampler, as an artifact keeps settings
+    for the other samplers, they are kept with a warning, and a save and load keeps them."""
+    with pytest.raises(ValueError, match=r"sampling: setting steps=4 has no effect: sampler 'ddpm' does not read "
+                                         r"steps; it runs all 20 steps"):
+        Policy(make_diffuser(), make_normalizers(), sampling={"steps": 4, "num_plans": 2})
+    with pytest.warns(UserWarning, match=r"steps=5 kept for other samplers, not read now: sampler 'ddpm'"):
+        kept = Policy(make_dd(), make_normalizers(), sampling={"sampler": "ddpm", "steps": 5})
+    assert kept.steps == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Policy(make_diffuser(), make_normalizers(), sampling={"steps": None, "num_plans": 2})  # nothing idle
+        Policy(make_diffuser(), make_normalizers(), sampling={"sampler": "ddim", "steps": 4, "num_plans": 2})
 
 
 def test_a_warm_start_below_every_sampler_timestep_is_refused():

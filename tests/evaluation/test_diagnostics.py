@@ -95,7 +95,8 @@ def test_goal_conditioned_planner_gets_the_env_goal_in_every_plan():
                     goal_conditioned=True)
     normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 4))),
                    "actions": GaussianNormalizer().fit(0.3 * rng.normal(size=(200, 2)))}
-    maze = Policy(algo, normalizers, env_name="maze2d-umaze", sampling={"steps": 2, "num_plans": 2})
+    maze = Policy(algo, normalizers, env_name="maze2d-umaze",
+                  sampling={"sampler": "ddim", "steps": 2, "num_plans": 2})
     env = gym.make(resolve_env("maze2d-umaze")[0])
     _, info = env.reset(seed=4)
     env.close()

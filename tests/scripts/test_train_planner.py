@@ -175,6 +175,9 @@ def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path):
         ([f"dataset={tmp_path / 'missing.hdf5'}"], "does not exist (expected a D4RL .hdf5 file"),
         (["sampling.gudiance_weight=1.0"], "unknown setting(s) ['gudiance_weight'] for decision_diffuser"),
         (["sampling.steps=0"], "sampling setting steps: expected None or an integer in [1, 100]"),
+        # the paper preset's Diffuser samples with DDPM, which runs all of its steps: steps=5 was dropped
+        (["algo=diffuser", "preset=paper", "sampling.steps=5"],
+         "error: sampling.steps has no effect: sampler 'ddpm' does not read steps"),
     ]
     if not torch.cuda.is_available():
         cases.append((["device=cuda"], "asked for CUDA, but this machine has no CUDA device"))
