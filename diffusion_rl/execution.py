@@ -72,6 +72,11 @@ class Execution:
     def check(self, algo: Any) -> None:
         """Refuse, at construction, an algorithm this execution cannot drive (ValueError)."""
 
+    def idle_setting(self, name: str) -> str | None:
+        """Why this execution never reads the sampling setting ``name`` (a plan made once per episode is never
+        warm-started), or None when it may."""
+        return None
+
     def step(self, policy: Policy, obs_n: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
@@ -122,6 +127,12 @@ class FollowPlan(Execution):
     """
 
     name = "follow_plan"
+
+    def idle_setting(self, name: str) -> str | None:
+        if name == "warm_start_t":
+            return ("execution 'follow_plan' plans once after reset() and follows that plan, so no plan is "
+                    "warm-started (warm starts are for execution='first_action' or 'action_queue')")
+        return None
 
     def check(self, algo: Any) -> None:
         if not algo.plans_states:

@@ -149,7 +149,7 @@ def _check_sampler(algo: Algorithm, sampling: dict[str, Any]) -> None:
     reuses it), so a sampler that does not run on the model's forward process (``heun`` on a diffusion model) is
     refused with the sampler's ``ValueError`` now instead of at the first act(). A ``warm_start_t`` below every
     timestep the sampler runs is refused too: a warm replan would run no denoising step at all and return the
-    previous plan as it was (``warm_start_t=30`` with DPM-Solver++ 5 over T = 200, whose lowest step is 39)."""
+    previous plan as it was (``warm_start_t=30`` with DPM-Solver++ 5 over T = 200, whose lowest step is 40)."""
     name = sampling.get("sampler")
     if not isinstance(name, str) or getattr(algo, "schedule", None) is None:
         return  # no sampler setting (behaviour cloning) or no forward process to build it on
@@ -352,6 +352,11 @@ class Policy:
         self.reset()
         self._built = True  # from now on a misspelt public attribute is refused, not silently created
         self._warn_idle()  # settings kept for other samplers (an artifact saved after policy.sampler = "ddpm")
+        idle = {k: self._execution.idle_setting(k) for k, v in self.sampling.items() if v is not None}
+        for key, why in idle.items():  # given with the sampler, as an artifact keeps them: kept, but said
+            if why:
+                warnings.warn(f"Policy: {key}={self.sampling[key]!r} has no effect: {why}", UserWarning,
+                              stacklevel=2)
 
     @property
     def action_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -801,9 +806,13 @@ class Policy:
         return context
 
     def _refuse_idle(self, settings: dict[str, Any], sampler: Any, prefix: str = "") -> None:
-        """Refuse a sampler option given now (a keyword of this call, an assignment, or the constructor's
-        ``sampling`` without a sampler) that ``sampler`` never reads: ``act(obs, steps=1)`` on DDPM would run every
-        step of the schedule as if it were obeyed."""
+        """Refuse a setting given now (a keyword of this call, an assignment, or the constructor's ``sampling``
+        without a sampler) that ``sampler`` or the execution never reads: ``act(obs, steps=1)`` on DDPM would run
+        every step of the schedule as if it were obeyed; ``warm_start_t`` with ``follow_plan`` warm-starts nothing."""
+        for key, value in settings.items():  # warm_start_t with an execution that plans once per episode
+            why = self._execution.idle_setting(key) if value is not None else None
+            if why:
+                raise ValueError(f"{prefix}setting {key}={value!r} has no effect: {why}")
         if not isinstance(sampler, str):
             return
         for key in SAMPLER_OPTION_SETTINGS:

@@ -251,6 +251,38 @@ def test_follow_plan_tracks_each_waypoint_with_its_velocity_and_holds_after_the_
     np.testing.assert_allclose(np.stack(actions)[:, 1], 0.0, atol=1e-5)
 
 
+def test_a_warm_start_with_follow_plan_which_never_replans_is_refused_or_warned(tmp_path):
+    """follow_plan plans once per episode, so warm_start_t was accepted and never read: refused when given (in the
+    constructor's sampling without a sampler, by assignment or per call), said with a warning when an artifact
+    keeps it."""
+    import warnings
+
+    from diffusion_rl.algos import Diffuser
+    from diffusion_rl.data import GaussianNormalizer
+
+    algo = Diffuser(obs_dim=4, act_dim=2, horizon=4, num_steps=10, dim=8, dim_mults=(1, 2), value_guided=False)
+    rng = np.random.default_rng(0)
+    normalizers = {"observations": GaussianNormalizer().fit(rng.normal(size=(200, 4))),
+                   "actions": GaussianNormalizer().fit(rng.normal(size=(200, 2)))}
+    message = r"setting warm_start_t=6 has no effect: execution 'follow_plan' plans once after reset\(\)"
+    with pytest.raises(ValueError, match="sampling: " + message):
+        Policy(algo, normalizers, execution="follow_plan", sampling={"warm_start_t": 6})
+    policy = Policy(algo, normalizers, execution="follow_plan", sampling={"sampler": "ddim", "steps": 2})
+    with pytest.raises(ValueError, match=message):
+        policy.warm_start_t = 6
+    with pytest.raises(ValueError, match=message):
+        policy.act(np.zeros(4, dtype=np.float32), warm_start_t=6)
+    assert policy.warm_start_t is None and policy.act(np.zeros(4, dtype=np.float32)).shape == (2,)
+    with pytest.warns(UserWarning, match=r"warm_start_t=6 has no effect: execution 'follow_plan'"):
+        kept = Policy(algo, normalizers, execution="follow_plan",
+                      sampling={"sampler": "ddim", "steps": 2, "warm_start_t": 6})
+    assert kept.warm_start_t == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Policy(algo, normalizers, execution="first_action", sampling={"sampler": "ddim", "steps": 2,
+                                                                     "warm_start_t": 6})
+
+
 def test_follow_plan_aims_past_the_history_rows_of_a_planner_given_k_past_states(monkeypatch):
     """A Decision Diffuser with history K = 3 plans rows [s_-2, s_-1, s_0, s_1, ...] (now = 2): the first target is
     row 3, not the padded copies of the current state in rows 1 and 2."""
