@@ -8,6 +8,7 @@ it was loaded from or saves to.
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import warnings
@@ -34,6 +35,7 @@ from diffusion_rl.artifact import (
     check_normalizers_record,
     load_artifact,
     save_artifact,
+    to_jsonable,
 )
 from diffusion_rl.data import Normalizer, normalizer_from_state
 from diffusion_rl.execution import EXECUTIONS, Execution, make_execution
@@ -52,6 +54,21 @@ def _check_bounds(bounds: Any, act_dim: int) -> tuple[torch.Tensor, torch.Tensor
             or (low > high).any():
         raise ValueError(f"action_bounds: expected (low, high), each {act_dim} numbers with low <= high; got {bounds!r}")
     return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as the dict :meth:`Policy.save` writes to config.json; a ValueError naming what is wrong when it
+    cannot be written (an object JSON has no form for), so it fails when given, not at the first save."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata: expected a dict of JSON-ready values or None, got {type(metadata).__name__}")
+    try:
+        json.dumps(to_jsonable(metadata))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata: expected JSON-ready values (numbers, strings, lists, dicts, numpy or torch "
+                         f"arrays) to write to config.json: {err}") from None
+    return dict(metadata)
 
 
 def _check_float32(algo: Any) -> None:
@@ -332,7 +349,7 @@ class Policy:
                               prefix="sampling: ")
         self.normalizers = dict(normalizers)
         self.env_name = env_name
-        self.metadata = dict(metadata or {})
+        self.metadata = _check_metadata(metadata)
         self.obs_dim = int(algo.config()["obs_dim"])
         self.act_dim = int(algo.config()["act_dim"])
         self.seed = check_seed(seed)
@@ -928,6 +945,7 @@ class Policy:
     # -- artifact -------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the artifact (folder with model.safetensors + config.json, or one .safetensors file)."""
+        _check_metadata(self.metadata)  # edited since construction: refused before anything is written
         config = {
             "algorithm": self.algo.name,
             "algo_config": self.algo.config(),

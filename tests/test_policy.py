@@ -610,6 +610,22 @@ def test_assigned_action_bounds_apply_to_numpy_and_torch_actions_and_are_saved(t
     assert np.all(unbounded.act(raw_obs(batch=3)) >= np.float32(low[0]))
 
 
+def test_metadata_that_config_json_cannot_hold_is_refused_when_given(tmp_path):
+    """An object JSON has no form for was accepted and failed at the first save() with json's TypeError."""
+    with pytest.raises(ValueError, match=r"metadata: expected JSON-ready values .*object is not JSON serializable"):
+        make_policy(metadata={"run": object()})
+    with pytest.raises(ValueError, match=r"metadata: expected a dict of JSON-ready values or None, got list"):
+        make_policy(metadata=["run 3"])
+    policy = make_policy(metadata={"run": 3, "scale": np.float32(0.5), "mean": torch.zeros(2)})
+    policy.metadata["later"] = {1, 2}  # edited after construction: refused before anything is written
+    with pytest.raises(ValueError, match=r"metadata: .*set is not JSON serializable"):
+        policy.save(tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    del policy.metadata["later"]
+    loaded = Policy.load(policy.save(tmp_path / "p"))
+    assert loaded.metadata["run"] == 3 and loaded.metadata["scale"] == 0.5
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_a_model_whose_weights_are_not_float32_is_refused_when_the_policy_is_built(dtype):
     """The policy plans in float32: ``algo.to(torch.bfloat16)`` was accepted and failed at every act with torch's
