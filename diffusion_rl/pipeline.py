@@ -27,6 +27,7 @@ import torch
 
 from diffusion_rl.algos import ALGORITHMS, Algorithm, make_algorithm
 from diffusion_rl.algos._common import check_kinds, check_process, check_settings
+from diffusion_rl.artifact import normalizers_digest
 from diffusion_rl.data import DatasetNotFoundError, EpisodeStore, SequenceDataset, load_episodes
 from diffusion_rl.data.sequence import RETURN_LABELS, check_normalizer_spec
 from diffusion_rl.evaluation import (
@@ -317,6 +318,13 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def dataset_digest(store: Any, data: Any) -> dict[str, Any]:
+    """What the weights learned from, beyond the dataset's name: its size and the statistics fitted on it (a
+    resume on a local dataset remade since under the same name, or an official one found since, is refused)."""
+    return {"steps": int(store.num_steps), "episodes": int(store.num_episodes),
+            "normalizers_sha256": normalizers_digest({k: n.state_dict() for k, n in data.normalizers.items()})}
+
+
 def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> PlannerRunResult:
     """Train ``cfg.algo`` on ``cfg.env``'s data (or ``cfg.dataset``), score it, and write the artifact.
 
@@ -380,7 +388,7 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None]) -> Planner
                                    "eval_every": cfg.eval_every, **cfg.trainer})
     trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn,  # a resume with other ones is refused
                       run_settings={"env": cfg.env, "algo": cfg.algo, "model": cfg.model, "data": cfg.data,
-                                    "dataset": cfg.dataset or cfg.env})
+                                    "dataset": cfg.dataset or cfg.env, "dataset_digest": dataset_digest(store, data)})
     summary = trainer.fit()
 
     policy = make_policy(trainer.ema_model)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion_rl.data import SequenceDataset
-from diffusion_rl.pipeline import ConfigError, PlannerRunConfig
+from diffusion_rl.pipeline import ConfigError, PlannerRunConfig, train_planner
 from tests.data.conftest import make_store
 
 
@@ -220,3 +220,23 @@ def test_a_diffusion_policy_trained_from_python_executes_its_own_default(tmp_pat
     pipeline.train_planner(cfg, log=lambda line: None)
     policy = Policy.load(tmp_path / "run" / "policy")
     assert (policy.execution, policy.execution_options) == ("action_queue", {"action_steps": 7})  # the 7-action chunk
+
+
+def test_a_resume_on_a_dataset_remade_under_the_same_name_is_refused(tmp_path):
+    """The checkpoint recorded the dataset's name only: a local dataset remade since (as its warning asks) resumed
+    with statistics fitted on other data, under weights learned with the old ones."""
+    from diffusion_rl.data import save_d4rl_hdf5
+
+    path = tmp_path / "small.hdf5"
+    save_d4rl_hdf5(make_store([30, 30]), path)
+    cfg = dict(env="point-obstacle", algo="diffusion_policy", dataset=str(path), run_dir=str(tmp_path / "run"),
+               model={"horizon": 8, "obs_steps": 2, "down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4},
+               execution="action_queue", execution_options={"action_steps": 4}, eval_episodes=1,
+               eval_max_episode_steps=4, sampling={"steps": 2}, device="cpu", plot=False)
+    train_planner(PlannerRunConfig(**cfg, trainer={"max_steps": 2, "batch_size": 4, "progress": False}),
+                  log=lambda line: None)
+    save_d4rl_hdf5(make_store([30, 40]), path, overwrite=True)
+    with pytest.raises(ValueError, match=r"other run settings \(saved -> now\): \{'dataset_digest': \(\{"
+                                         r"'steps': 60, 'episodes': 2, .*\}, \{'steps': 70, 'episodes': 2, "):
+        train_planner(PlannerRunConfig(**cfg, trainer={"max_steps": 4, "batch_size": 4, "progress": False,
+                                                       "resume": True}), log=lambda line: None)

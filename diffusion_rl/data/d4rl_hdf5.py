@@ -5,9 +5,9 @@ optionally ``timeouts``, ``next_observations``, ``infos/*`` (per-step) and ``met
 scalars are kept in ``store.metadata``, arrays such as policy weights are skipped). Episodes are split as
 D4RL's ``sequence_dataset`` does: an episode ends after every step with ``terminals`` or ``timeouts`` set, and
 the steps after the last such flag (an unfinished final episode) are dropped -- ``keep_partial=True`` keeps
-them as a last episode instead. Files without ``timeouts`` (D4RL's oldest) also end an episode every
-``max_episode_steps`` steps when that is given; unlike D4RL's counter, which makes every episode after the
-first one step short, the count restarts at each episode's first step.
+them as a last episode instead. Files without ``timeouts``, or with none set (D4RL's oldest), also end an
+episode every ``max_episode_steps`` steps when that is given; unlike D4RL's counter, which makes every episode
+after the first one step short, the count restarts at each episode's first step.
 """
 
 from __future__ import annotations
@@ -117,12 +117,17 @@ def load_d4rl_hdf5(
                 raise ValueError(f"{path}: dataset {key!r} has shape {dset.shape}; expected one value per step, "
                                  f"shape [{n}] or [{n}, 1]")
             data[key] = dset[()]
+    if n == 0:
+        raise ValueError(f"{path}: holds no steps ('rewards' has 0 rows); expected a D4RL dataset with at least one "
+                         "episode")
     timeouts = data.get("timeouts")
+    if timeouts is not None and not np.asarray(timeouts, dtype=bool).any():
+        timeouts = None  # a 'timeouts' with no flag set ends no episode: max_episode_steps may cut them instead
     if timeouts is None:
         data["timeouts"] = np.zeros(n, dtype=bool)
         if max_episode_steps is None:
             log.warning(
-                "%s has no 'timeouts' and no max_episode_steps was given: episodes end at terminals only",
+                "%s has no 'timeouts' set and no max_episode_steps was given: episodes end at terminals only",
                 path,
             )
     ends = d4rl_episode_ends(

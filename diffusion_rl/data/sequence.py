@@ -128,6 +128,8 @@ class SequenceDataset:
         self.device = torch.device(device)
         self.normalizers: dict[str, Normalizer] = dict(normalizers or {})
 
+        if store.num_episodes == 0:
+            raise ValueError(f"no windows: the store holds no episodes ({store.num_steps} steps); expected at least one")
         starts, ends = window_starts(store.episode_ends, self.horizon, pad_to_horizon, int(pad_before))
         if starts.size == 0:
             raise ValueError(

@@ -73,6 +73,17 @@ def _check_finite(key: str, arr: np.ndarray, ends: np.ndarray, metadata: Mapping
             )
 
 
+def _check_feature_shapes(arrays: Mapping[str, list[np.ndarray]], what: str) -> None:
+    """Refuse parts whose per-step shapes differ (hopper's 11 observations after walker's 17), naming the key,
+    the part and both shapes, before numpy's concatenation error, which names neither."""
+    for key, parts in arrays.items():
+        first = parts[0].shape[1:]
+        for n, part in enumerate(parts):
+            if part.shape[1:] != first:
+                raise ValueError(f"{what} {n}: {key!r} has per-step shape {list(part.shape[1:])}; expected "
+                                 f"{list(first)}, as {what} 0 has")
+
+
 class EpisodeStore:
     """Episodes as flat arrays per key plus cumulative ``episode_ends``; see the module docstring.
 
@@ -220,7 +231,9 @@ class EpisodeStore:
             if wrong:
                 raise ValueError(f"episode {n}: every key must have its {lengths[n]} steps (those of {keys[0]!r}); "
                                  f"got {wrong}")
-        data = {k: np.concatenate([np.asarray(ep[k]) for ep in episodes]) for k in keys}
+        arrays = {k: [np.asarray(ep[k]) for ep in episodes] for k in keys}
+        _check_feature_shapes(arrays, "episode")
+        data = {k: np.concatenate(v) for k, v in arrays.items()}
         return cls(data, np.cumsum(lengths), metadata)
 
     @classmethod
@@ -235,7 +248,9 @@ class EpisodeStore:
         for n, s in enumerate(stores):
             if set(s.keys()) != set(keys):
                 raise ValueError(f"store {n} has keys {sorted(s.keys())}; expected {sorted(keys)}")
-        data = {k: np.concatenate([s[k] for s in stores]) for k in keys}
+        arrays = {k: [s[k] for s in stores] for k in keys}
+        _check_feature_shapes(arrays, "store")
+        data = {k: np.concatenate(v) for k, v in arrays.items()}
         offsets = np.cumsum([0] + [s.num_steps for s in stores[:-1]])
         ends = np.concatenate([s.episode_ends + off for s, off in zip(stores, offsets)])
         return cls(data, ends, metadata if metadata is not None else stores[0].metadata)

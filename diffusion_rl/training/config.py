@@ -107,6 +107,9 @@ class TrainerConfig:
                 raise ValueError(f"TrainerConfig.{name}: expected an integer >= {minimum}, got {value!r}")
 
         positive_int("max_steps", 0)
+        positive_int("seed", 0)
+        if self.seed >= 2**62:  # each rank seeds torch with seed + rank, which must stay below 2**63
+            raise ValueError(f"TrainerConfig.seed: expected an integer in [0, 2**62), got {self.seed!r}")
         positive_int("batch_size", 1)
         positive_int("grad_accum", 1)
         positive_int("warmup_steps", 0)

@@ -107,12 +107,23 @@ def test_steps_that_never_end_an_episode_are_refused_with_the_ways_out(tmp_path:
         f["rewards"], f["terminals"] = np.zeros(10), np.zeros(10, dtype=bool)
         if with_timeouts:
             f["timeouts"] = np.zeros(10, dtype=bool)
-    cut = "" if with_timeouts else "max_episode_steps=N to cut episodes every N steps, or "
+    # a 'timeouts' with no flag set ends nothing, as a missing one: max_episode_steps is a way out for both (it
+    # was silently ignored beside a 'timeouts' dataset, and the message left it out)
+    cut = "max_episode_steps=N to cut episodes every N steps, or "
     with pytest.raises(ValueError, match=rf"none of its 10 steps ends an episode .*; pass {cut}keep_partial=True"):
         load_episodes(path)
     assert load_d4rl_hdf5(path, keep_partial=True).num_episodes == 1
-    if not with_timeouts:
-        assert load_d4rl_hdf5(path, max_episode_steps=5).num_episodes == 2
+    cut_store = load_d4rl_hdf5(path, max_episode_steps=5)
+    assert cut_store.num_episodes == 2 and cut_store["timeouts"].tolist() == [False] * 4 + [True] + [False] * 4 + [True]
+
+
+def test_a_file_with_no_steps_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"], f["actions"] = np.zeros((0, 3)), np.zeros((0, 2))
+        f["rewards"], f["terminals"] = np.zeros(0), np.zeros(0, dtype=bool)
+    with pytest.raises(ValueError, match=r"empty.hdf5: holds no steps \('rewards' has 0 rows\)"):
+        load_d4rl_hdf5(path)
 
 
 def test_write_then_read_is_equal_and_marks_open_episode_ends(tmp_path: Path) -> None:

@@ -75,6 +75,11 @@ def test_no_padding_mode_uses_only_full_windows() -> None:
     assert batch["mask"].min() == 1
     with pytest.raises(ValueError, match="no windows"):
         SequenceDataset(make_store([2, 3]), horizon=5, pad_to_horizon=False)
+    # an empty store (a fresh zarr replay buffer) is named as such, not blamed on pad_to_horizon
+    empty = EpisodeStore({"observations": np.zeros((0, 2)), "actions": np.zeros((0, 1)), "rewards": np.zeros(0),
+                          "terminals": np.zeros(0, bool)}, np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match=r"no windows: the store holds no episodes \(0 steps\)"):
+        SequenceDataset(empty, horizon=5)
 
 
 def test_returns_are_discounted_rtg_min_max_normalized_over_window_starts() -> None:

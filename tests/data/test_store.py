@@ -125,3 +125,18 @@ def test_select_episodes_takes_a_bool_mask_and_refuses_other_dtypes() -> None:
     with pytest.raises(ValueError, match="episode indices must be integers or a bool mask, got dtype float64"):
         store.select_episodes([0.5, 1.0])
     assert store.select_episodes([]).num_episodes == 0
+
+
+def test_parts_with_other_feature_sizes_are_refused_by_name() -> None:
+    """hopper (11 observations) and walker (17) stores concatenated by mistake: numpy's error named neither the
+    key nor the part."""
+    hopper = EpisodeStore({"observations": np.zeros((4, 11)), "actions": np.zeros((4, 3)), "rewards": np.zeros(4),
+                           "terminals": np.zeros(4, bool)}, [2, 4])
+    walker = EpisodeStore({"observations": np.zeros((3, 17)), "actions": np.zeros((3, 3)), "rewards": np.zeros(3),
+                           "terminals": np.zeros(3, bool)}, [3])
+    with pytest.raises(ValueError, match=r"store 1: 'observations' has per-step shape \[17\]; expected \[11\], as "
+                                         r"store 0 has"):
+        EpisodeStore.concatenate([hopper, walker])
+    with pytest.raises(ValueError, match=r"episode 1: 'observations' has per-step shape \[17\]; expected \[11\]"):
+        EpisodeStore.from_episodes([hopper.episode(0), walker.episode(0)])
+    assert EpisodeStore.concatenate([hopper, hopper]).num_episodes == 4

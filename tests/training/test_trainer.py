@@ -442,6 +442,15 @@ def test_a_resume_refuses_other_run_settings_and_a_step_beyond_max_steps(tmp_pat
         Trainer(_model(), data, _cfg(max_steps=20, run_dir=str(tmp_path), resume=True), run_settings=other)
     with pytest.raises(ValueError, match=r"is at step 10, beyond max_steps=5; resume with max_steps >= 10"):
         Trainer(_model(), data, _cfg(max_steps=5, run_dir=str(tmp_path), resume=True), run_settings=same)
+    # a setting the checkpoint did not record yet (dataset_digest, added later) is not checked; one it did record
+    # and the resume leaves out still is
+    newer = {**same, "dataset_digest": {"steps": 100}}
+    assert Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path), resume=True),
+                   run_settings=newer).step == 10
+    with pytest.raises(ValueError, match=r"other run settings \(saved -> now\): \{'data': \(\{'discount': 0.99\}, "
+                                         r"None\)\}"):
+        Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path), resume=True),
+                run_settings={"model": same["model"]})
     # a run that recorded no settings ({}: distillations before they did) resumes under settings
     Trainer(_model(), data, _cfg(max_steps=10, run_dir=str(tmp_path / "unrecorded"))).fit()
     assert Trainer(_model(), data, _cfg(max_steps=20, run_dir=str(tmp_path / "unrecorded"), resume=True),

@@ -131,6 +131,12 @@ def test_ema_rejects_bad_decay():
         ({"ema_power": True}, "ema_power: expected a number"),
         ({"betas": "ab"}, "betas: expected two floats"),
         ({"betas": [0.9, "0.99"]}, "betas: expected a number"),
+        # the seed failed at Trainer construction with torch's or Python's own error
+        ({"seed": "3"}, r"TrainerConfig.seed: expected an integer >= 0, got '3'"),
+        ({"seed": 1.5}, r"TrainerConfig.seed: expected an integer >= 0, got 1.5"),
+        ({"seed": None}, r"TrainerConfig.seed: expected an integer >= 0, got None"),
+        ({"seed": -1}, r"TrainerConfig.seed: expected an integer >= 0, got -1"),
+        ({"seed": 2**70}, r"TrainerConfig.seed: expected an integer in \[0, 2\*\*62\)"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):
