@@ -65,6 +65,15 @@ def test_ddim_eta_outside_unit_interval(eta: float) -> None:
         make_sampler("ddim", SCH, steps=5, eta=eta)
 
 
+def test_ddim_eta_is_fixed_at_construction() -> None:
+    """The per-step tables are computed from eta once and cached: an eta assigned after the first sample() was
+    reported by the sampler but not used (built with 1.0, set to 0.0: samples 0.66 away from a fresh eta=0)."""
+    sampler = make_sampler("ddim", SCH, steps=5, eta=1.0)
+    with pytest.raises(AttributeError):
+        sampler.eta = 0.0
+    assert sampler.eta == 1.0
+
+
 def test_other_bad_options_and_inputs() -> None:
     with pytest.raises(ValueError, match=r"unknown timestep_spacing 'even'.*\['leading', 'linspace', 'trailing'\]"):
         make_sampler("ddim", SCH, steps=5, timestep_spacing="even")

@@ -40,8 +40,14 @@ class DDIMSampler(SpacedSampler):
         super().__init__(schedule, steps, timestep_spacing, steps_offset)
         if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
             raise ValueError(f"DDIM eta must be a float in [0, 1], got {eta!r}")
-        self.eta = float(eta)
+        self._eta = float(eta)
         self.set_alpha_to_one = bool(set_alpha_to_one)
+
+    @property
+    def eta(self) -> float:
+        """The stochasticity, fixed at construction: the per-step tables are computed from it once and cached
+        (assigning another value afterwards sampled with the old tables); build a new sampler instead."""
+        return self._eta
 
     def _final_timestep(self) -> int:
         return -1 if self.set_alpha_to_one else 0
