@@ -368,9 +368,12 @@ class Policy:
         self._prepare(compile, precision)
         self.reset()
         self._built = True  # from now on a misspelt public attribute is refused, not silently created
-        self._warn_idle()  # settings kept for other samplers (an artifact saved after policy.sampler = "ddpm")
-        idle = {k: self._execution.idle_setting(k) for k, v in self.sampling.items() if v is not None}
-        for key, why in idle.items():  # given with the sampler, as an artifact keeps them: kept, but said
+        # settings given with the sampler that it (or the execution) never reads are kept for other samplers, but
+        # said; the algorithm's defaults and an artifact's kept settings (Policy.load) are not the caller's words
+        given = {k for k, v in (sampling or {}).items() if v is not None}
+        self._warn_idle(only=given)
+        for key in sorted(given):
+            why = self._execution.idle_setting(key)
             if why:
                 warnings.warn(f"Policy: {key}={self.sampling[key]!r} has no effect: {why}", UserWarning,
                               stacklevel=2)
@@ -838,15 +841,16 @@ class Policy:
                 raise ValueError(f"{prefix}setting {key}={settings[key]!r} has no effect: {why}; choose one of "
                                  "those samplers first")
 
-    def _warn_idle(self, sampler: Any = None, given: Any = (), stacklevel: int = 3) -> None:
+    def _warn_idle(self, sampler: Any = None, given: Any = (), stacklevel: int = 3, only: Any = None) -> None:
         """Warn when a sampler just chosen (``policy.sampler = "ddpm"``, or per call ``act(obs, sampler="ddpm")``)
         leaves kept settings unread (``steps: 10`` kept for the other samplers: each plan now runs the whole
-        schedule); settings ``given`` with the sampler in the same call are not kept ones."""
+        schedule); settings ``given`` with the sampler in the same call are not kept ones; ``only``: look at these
+        settings alone (the constructor's own ``sampling``)."""
         sampler = self.sampling.get("sampler") if sampler is None else sampler
         if not isinstance(sampler, str):
             return
         idle = [(k, idle_sampler_option(sampler, k, _schedule_steps(self.algo))) for k in SAMPLER_OPTION_SETTINGS
-                if k not in given and self.sampling.get(k) not in (None, 0)]
+                if k not in given and (only is None or k in only) and self.sampling.get(k) not in (None, 0)]
         idle = [(k, why) for k, why in idle if why]
         if idle:
             kept = ", ".join(f"{k}={self.sampling[k]!r}" for k, _ in idle)
@@ -1024,17 +1028,20 @@ class Policy:
                 raise ArtifactError(f"{path}: config.json: normalizers.{key}: {err}") from None
         check_normalizers_record(path, config)  # valid statistics, but not the ones saved with these weights
         try:
-            policy = cls(
-                algo,
-                normalizers,
-                env_name=config.get("env_name"),
-                sampling=config.get("sampling"),
-                execution=config.get("execution"),  # an artifact without one: the algorithm's own
-                execution_options=config.get("execution_options"),
-                seed=config.get("seed", 0),
-                metadata=config.get("metadata"),
-                action_bounds=config.get("action_bounds"),
-            )
+            with warnings.catch_warnings():  # settings the artifact keeps for other samplers are not said again
+                warnings.filterwarnings("ignore", message=r"Policy: .*(kept for other samplers|has no effect)",
+                                        category=UserWarning)
+                policy = cls(
+                    algo,
+                    normalizers,
+                    env_name=config.get("env_name"),
+                    sampling=config.get("sampling"),
+                    execution=config.get("execution"),  # an artifact without one: the algorithm's own
+                    execution_options=config.get("execution_options"),
+                    seed=config.get("seed", 0),
+                    metadata=config.get("metadata"),
+                    action_bounds=config.get("action_bounds"),
+                )
         except (ValueError, TypeError) as err:  # settings in config.json this library refuses: name the file
             raise ArtifactError(f"{path}: config.json: {err}") from None
         policy._prepare(compile, precision)  # the caller's settings, not the file's: refused without the path

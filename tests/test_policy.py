@@ -1291,7 +1291,7 @@ def test_a_sampler_option_the_sampler_never_reads_is_refused_not_dropped():
         fresh.act(raw_obs(), sampler="ddpm")  # nothing kept that DDPM leaves unread
 
 
-def test_steps_given_to_the_constructor_for_a_sampler_that_never_reads_them_are_refused_or_warned():
+def test_steps_given_to_the_constructor_for_a_sampler_that_never_reads_them_are_refused_or_warned(tmp_path):
     """``Policy(diffuser, ..., sampling={"steps": 4})`` with Diffuser's default DDPM ran all of its steps without a
     word (an assignment or a per-call setting was refused); given with the sampler, as an artifact keeps settings
     for the other samplers, they are kept with a warning, and a save and load keeps them."""
@@ -1305,6 +1305,10 @@ def test_steps_given_to_the_constructor_for_a_sampler_that_never_reads_them_are_
         warnings.simplefilter("error")
         Policy(make_diffuser(), make_normalizers(), sampling={"steps": None, "num_plans": 2})  # nothing idle
         Policy(make_diffuser(), make_normalizers(), sampling={"sampler": "ddim", "steps": 4, "num_plans": 2})
+        # the algorithm's default steps (not the caller's words) are not said, nor an artifact's kept ones
+        assert Policy(make_dd(), make_normalizers(), sampling={"sampler": "ddpm"}).steps is not None
+        again = Policy.load(kept.save(tmp_path / "kept"))
+    assert (again.sampler, again.steps) == ("ddpm", 5)
 
 
 def test_a_warm_start_below_every_sampler_timestep_is_refused():
