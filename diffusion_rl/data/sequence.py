@@ -3,10 +3,9 @@
 Every step of every episode starts a window of ``horizon`` steps. A window never crosses an episode end: steps
 past the end are padding that repeats the episode's last real step, and ``mask`` is 0 there (1 on real steps),
 so a loss weighted by the mask never learns padding as data. With ``pad_to_horizon=False`` only windows that
-fit inside their episode are used (no padding at all). With ``pad_before=p`` a window's current step is its row
-p (rows before it are history), and every step of every episode is the current step of one window: windows start
-up to p steps before their episode, padded with its first step (mask 0), Diffusion Policy's observation history
-at an episode's first steps.
+fit inside their episode are used (no padding at all). ``pad_before=p`` adds windows that start up to p steps
+before their episode, padded with its first step (mask 0): Diffusion Policy's observation history at an
+episode's first steps.
 
 A batch is a dict of tensors on ``device``:
 
@@ -76,15 +75,12 @@ def window_starts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flat start index of every window and the (exclusive) end of its episode.
 
-    ``pad_before = p`` shifts the windows p steps earlier, so that each step is the current step (row p) of one
-    window (Diffusion Policy's observation history at an episode's first steps); the first p starts lie before
-    the episode's first step. Without padding, the windows that fit inside their episode, plus those p."""
+    ``pad_before = p`` adds the p windows that start up to p steps before their episode (Diffusion Policy's
+    observation history at an episode's first steps); their starts lie before the episode's first step."""
     ends = np.asarray(episode_ends, dtype=np.int64)
     starts_of_episodes = np.concatenate([[0], ends[:-1]]).astype(np.int64)
     lengths = ends - starts_of_episodes
-    # with padding, each of an episode's steps is the current step (row pad_before) of one window: a window
-    # whose current row lay past the episode's end (its last pad_before starts) held no step to learn from
-    counts = lengths if pad_to_horizon else np.maximum(lengths - horizon + 1 + pad_before, 0)
+    counts = lengths + pad_before if pad_to_horizon else np.maximum(lengths - horizon + 1 + pad_before, 0)
     episode = np.repeat(np.arange(ends.size), counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     return starts_of_episodes[episode] - pad_before + offsets, ends[episode]

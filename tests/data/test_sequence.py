@@ -38,17 +38,14 @@ def test_every_window_stays_in_its_episode_and_padding_is_masked() -> None:
 
 
 def test_pad_before_repeats_the_first_step_and_masks_it() -> None:
-    # Diffusion Policy's windows: To - 1 = 2 steps of history before an episode's first step; each step of an
-    # episode is the current step (row 2) of exactly one window (windows whose current row lay past the episode's
-    # end, the last 2 starts per episode, held no step to learn from)
+    # Diffusion Policy's windows: To - 1 = 2 steps of history before an episode's first step
     store = make_store(LENGTHS)
     ds = SequenceDataset(store, horizon=5, pad_before=2, returns=True)
-    assert len(ds) == sum(LENGTHS)
+    assert len(ds) == sum(LENGTHS) + 2 * len(LENGTHS)
     batch = ds.gather(torch.arange(len(ds)))
     obs = np.round(_raw(ds, batch)[..., :2]).astype(int)
     mask = batch["mask"].numpy()
-    expected_t = [s for n in LENGTHS for s in range(-2, n - 2)]
-    assert bool(batch["mask"][:, 2].all())  # the current row is always a real step
+    expected_t = [s for n in LENGTHS for s in range(-2, n)]
     assert batch["timestep"].tolist() == expected_t
     for w, t0 in enumerate(expected_t):
         episode = obs[w, -1, 0] if t0 < 0 else obs[w, 0, 0]
@@ -60,8 +57,9 @@ def test_pad_before_repeats_the_first_step_and_masks_it() -> None:
     # a window's return label is its current step's (after the 2 history rows): the return from now on, labelled
     # over every step once (the windows that start in the padding do not count an episode's first step 3 times)
     plain = SequenceDataset(store, horizon=5)
-    episode_starts = np.repeat(np.cumsum([0, *LENGTHS[:-1]]), np.asarray(LENGTHS))
-    now = torch.as_tensor(episode_starts + np.asarray(expected_t) + 2)
+    episode_starts = np.repeat(np.cumsum([0, *LENGTHS[:-1]]), np.asarray(LENGTHS) + 2)
+    ends = np.repeat(np.cumsum(LENGTHS), np.asarray(LENGTHS) + 2)
+    now = torch.as_tensor(np.minimum(episode_starts + np.asarray(expected_t) + 2, ends - 1))
     np.testing.assert_allclose(batch["returns"], plain.gather(now)["returns"])
     assert len(set(np.round(batch["returns"][:, 0].numpy(), 6))) > len(LENGTHS)  # not one label per episode
     full = SequenceDataset(store, horizon=5, pad_before=2, pad_to_horizon=False)
