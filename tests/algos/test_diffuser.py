@@ -131,7 +131,8 @@ def test_a_diffuser_without_a_value_net_refuses_value_settings_instead_of_ignori
     data = toy_dataset(8)
     algo = Diffuser(OBS_DIM, ACT_DIM, horizon=8, num_steps=10, dim=16, dim_mults=(1, 2), value_guided=False)
     normalizers = {k: data.normalizers[k] for k in ("observations", "actions")}
-    policy = Policy(algo, normalizers, sampling={"num_plans": 64, "guide_scale": 0.1, "steps": 5})
+    policy = Policy(algo, normalizers,
+                    sampling={"num_plans": 64, "guide_scale": 0.1, "sampler": "ddim", "steps": 5})
     assert "num_plans" not in policy.sampling and "guide_scale" not in policy.sampling and policy.steps == 5
     with pytest.raises(ValueError, match="setting guide_scale has no effect: this Diffuser has no value net"):
         policy.act(np.zeros(OBS_DIM), guide_scale=5.0)
