@@ -406,11 +406,9 @@ class Trainer:
         saved_settings = state.get("run_settings")
         # none saved (None, or {} from runs that recorded none, e.g. distillations before 2026-12-07): unchecked;
         # a setting the checkpoint did not record yet (dataset_digest, before 2026-12-07) is not checked either
-        now = {k: v for k, v in (self.run_settings or {}).items() if k in (saved_settings or {})}
-        if saved_settings and self.run_settings and saved_settings != now:
-            changed = {k: (saved_settings.get(k), now.get(k))
-                       for k in sorted(set(saved_settings) | set(now))
-                       if saved_settings.get(k) != now.get(k)}
+        now = self.run_settings or {}
+        changed = {k: (v, now.get(k)) for k, v in sorted((saved_settings or {}).items()) if v != now.get(k)}
+        if saved_settings and self.run_settings and changed:
             raise CheckpointError(f"checkpoint {str(path)!r} was trained with other run settings (saved -> now): "
                              f"{changed}; resume with the saved ones, or train a fresh run in another run_dir")
         saved_seed = state.get("config", {}).get("seed")
