@@ -31,7 +31,9 @@ Benchmarks (``BENCHMARKS``):
   its ``DDPMScheduler`` noising, an MSE loss and the same optimizer and clipping as ours (the Trainer's fused
   AdamW; ``train_speed_ratio_vs_diffusers``); both compiled (``compiled_ratio_vs_diffusers_compiled``: ours with
   ``TrainerConfig.compile``, theirs with the network and loss ``torch.compile``d); beside them diffusers with
-  torch's default AdamW, for reference. Contenders alternate call by call (a training step is long enough that
+  torch's default AdamW, for reference; and ours with every convolution oneDNN's (``gemm_path_speedup``) and with
+  every short wide one a matrix product (``gemm_rule_speedup``), which weigh ``ShortConv1d``'s choice on this
+  CPU. Contenders alternate call by call (a training step is long enough that
   rounds of calls let a shared machine's slow spells favour one side).
 - ``cuda`` (not in the default list; needs a CUDA device): ``planning_hz_cuda`` of the hopper Decision Diffuser
   (cpu preset and paper networks) at batch 1 and 64, eager, as a CUDA graph (``compile=True``) and as a CUDA graph
@@ -526,15 +528,22 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
     from diffusion_rl.nets.layers import ShortConv1d
 
     (eager, n_ours), (compiled, _) = ours(False), ours(True)
-    plain_step, _ = ours(False)
 
-    def plain() -> float:  # the same step with every convolution oneDNN's (no GEMM path for short inputs)
-        default, ShortConv1d.max_length = ShortConv1d.max_length, 0
-        try:
-            return plain_step()
-        finally:
-            ShortConv1d.max_length = default
+    def with_gemm_rule(max_length: int, max_rows: int | None) -> Timer:
+        step, _ = ours(False)
 
+        def call() -> float:
+            default = ShortConv1d.max_length, ShortConv1d.max_rows
+            ShortConv1d.max_length, ShortConv1d.max_rows = max_length, max_rows
+            try:
+                return step()
+            finally:
+                ShortConv1d.max_length, ShortConv1d.max_rows = default
+
+        return call
+
+    # the same step with every convolution oneDNN's, and with every short wide one a matrix product
+    plain, gemm_everywhere = with_gemm_rule(0, None), with_gemm_rule(ShortConv1d.max_length, None)
     theirs, n_theirs = _diffusers_step(model_cfg, obs_dim + act_dim, batch, TrainerConfig(**trainer_cfg))
     theirs_compiled, _ = _diffusers_step(model_cfg, obs_dim + act_dim, batch, TrainerConfig(**trainer_cfg),
                                          compile=True)
@@ -542,7 +551,8 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
     if n_ours != n_theirs:
         raise SystemExit(f"error: train_speed compares different networks ({n_ours:,} against {n_theirs:,} "
                          "parameters): the diffusers contender no longer matches configs/algo/diffuser.yaml")
-    contenders = {"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain, "diffusers": theirs,
+    contenders = {"ours": eager, "ours_compiled": compiled, "ours_plain_conv": plain,
+                  "ours_gemm_everywhere": gemm_everywhere, "diffusers": theirs,
                   "diffusers_compiled": theirs_compiled, "diffusers_default_adamw": theirs_default}
     t = interleaved(contenders, int(cfg.rounds), int(cfg.calls), warmup=3, per_call=True)
     return {"diffuser_hopper": {
@@ -553,12 +563,14 @@ def train_speed(cfg: DictConfig) -> dict[str, Any]:
         "ours_samples_per_s": batch / t["ours"],
         "ours_compiled_samples_per_s": batch / t["ours_compiled"],
         "ours_plain_conv_samples_per_s": batch / t["ours_plain_conv"],
+        "ours_gemm_everywhere_samples_per_s": batch / t["ours_gemm_everywhere"],
         "diffusers_samples_per_s": batch / t["diffusers"],
         "diffusers_compiled_samples_per_s": batch / t["diffusers_compiled"],
         "diffusers_default_adamw_samples_per_s": batch / t["diffusers_default_adamw"],
         "train_speed_ratio_vs_diffusers": t["diffusers"] / t["ours"],
         "compiled_ratio_vs_diffusers_compiled": t["diffusers_compiled"] / t["ours_compiled"],
         "gemm_path_speedup": t["ours_plain_conv"] / t["ours"],
+        "gemm_rule_speedup": t["ours_gemm_everywhere"] / t["ours"],
         "compile_speedup": t["ours"] / t["ours_compiled"],
     }}
 

@@ -94,19 +94,30 @@ def time_mlp(dim: int, out_dim: int | None = None, activation: type[nn.Module] =
 class ShortConv1d(nn.Conv1d):
     """A same-length ``nn.Conv1d`` (stride 1) that computes short wide inputs as one matrix product on the CPU.
 
-    At the deep levels of a temporal U-Net the sequence is 4-8 steps long and 128-512 channels wide; there
-    oneDNN's direct convolution (and above all its backward) is slower than unfolding the input into
-    ``[B * L, C * k]`` windows and calling one GEMM: a whole training step of Janner's hopper network
-    measured 1.2x faster on an AMD EPYC (``scripts/benchmark.py benchmarks=[train_speed]``,
-    ``gemm_path_speedup``), and planning at batch 1-2 no slower. The U-Nets use it for their conv blocks and
-    1x1 residual projections. Every other case (GPU, long or narrow inputs) is the ordinary convolution.
-    Parameters and their names are those of ``nn.Conv1d``, so checkpoints are unchanged; results agree with it
-    to float rounding.
+    At the deep levels of a temporal U-Net the sequence is 4-8 steps long and 128-2048 channels wide; there
+    oneDNN's direct convolution can be slower than unfolding the input into ``[B * L, C * k]`` windows and calling
+    one GEMM. Where it is depends on the CPU (one torch thread, forward and backward,
+    ``scripts/benchmark.py benchmarks=[train_speed]`` and docs/benchmarks.md):
+
+    - without AVX-512 (AVX2), the matrix product won at every batch measured (a whole training step of Janner's
+      hopper network 1.2x faster on an AMD EPYC);
+    - with AVX-512, it wins for planning-sized batches (at most ``max_rows`` rows ``B * L``: 1.1-2.5x per layer)
+      and for very large weights (``in * out * k >= large_weight``: 1024 channels in and out, about 2x at any
+      batch), and loses to oneDNN on training batches of narrower layers (0.55-0.85x): the ``cpu``-preset
+      Decision Diffuser's training step ran 1.24x faster with those on oneDNN.
+
+    The U-Nets use it for their conv blocks and 1x1 residual projections. Every other case (GPU, long or narrow
+    inputs) is the ordinary convolution. Parameters and their names are those of ``nn.Conv1d``, so checkpoints
+    are unchanged; results agree with it to float rounding.
     """
 
-    #: The matrix product is used on the CPU when ``length <= max_length`` and ``in_channels >= min_channels``.
+    #: The matrix product is used on the CPU when ``length <= max_length``, ``in_channels >= min_channels``, and
+    #: either the batch has at most ``max_rows`` rows ``B * length`` (None: any number) or the weight has at
+    #: least ``large_weight`` elements.
     max_length = 8
     min_channels = 128
+    max_rows: int | None = 32 if torch.backends.cpu.get_cpu_capability() == "AVX512" else None
+    large_weight = 2**22
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[-1]
@@ -116,8 +127,14 @@ class ShortConv1d(nn.Conv1d):
                 or self.groups != 1):
             return super().forward(x)
         (k,), (pad,) = self.kernel_size, self.padding
-        windows = F.pad(x, (pad, pad)).unfold(2, k, 1)  # [B, C, L, k]
-        cols = windows.permute(0, 2, 1, 3).reshape(x.shape[0] * length, self.in_channels * k)
+        rows = x.shape[0] * length
+        if self.max_rows is not None and rows > self.max_rows and self.weight.numel() < self.large_weight:
+            return super().forward(x)
+        if k == 1 and pad == 0:  # a 1x1 convolution is one matrix product as it stands
+            cols = x.transpose(1, 2).reshape(rows, self.in_channels)
+        else:
+            windows = F.pad(x, (pad, pad)).unfold(2, k, 1)  # [B, C, L, k]
+            cols = windows.permute(0, 2, 1, 3).reshape(rows, self.in_channels * k)
         weight = self.weight.reshape(self.out_channels, -1).t()
         out = cols @ weight if self.bias is None else torch.addmm(self.bias, cols, weight)
         return out.view(x.shape[0], length, self.out_channels).transpose(1, 2).contiguous()

@@ -17,19 +17,25 @@ def _pair(c_in: int, c_out: int, k: int, bias: bool = True) -> tuple[ShortConv1d
     return short, plain
 
 
+def _without_convolution(short: ShortConv1d, x: torch.Tensor, monkeypatch) -> torch.Tensor:
+    """``short(x)`` with nn.Conv1d's convolution broken: it passes only if the matrix-product path is taken."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the ordinary convolution was called")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nn.Conv1d, "_conv_forward", refuse)
+        return short(x)
+
+
 @pytest.mark.parametrize(("c_in", "c_out", "k", "length", "bias"),
                          [(128, 256, 5, 4, True), (256, 128, 3, 8, True), (512, 64, 5, 5, False), (130, 7, 1, 1, True)])
 def test_matrix_product_path_matches_conv1d_forward_and_backward(c_in, c_out, k, length, bias, monkeypatch):
     short, plain = _pair(c_in, c_out, k, bias)
     assert length <= ShortConv1d.max_length and c_in >= ShortConv1d.min_channels
+    monkeypatch.setattr(ShortConv1d, "max_rows", None)
     x = torch.randn(3, c_in, length, requires_grad=True)
     x_plain = x.detach().clone().requires_grad_()
-    unfolded = []  # the GEMM path unfolds the input into windows; the ordinary convolution does not
-    real_unfold = torch.Tensor.unfold
-    monkeypatch.setattr(torch.Tensor, "unfold", lambda self, *a: unfolded.append(1) or real_unfold(self, *a))
-    out = short(x)
-    monkeypatch.undo()
-    assert unfolded, "the matrix-product path was not taken"
+    out = _without_convolution(short, x, monkeypatch)
     ref = plain(x_plain)
     assert out.shape == ref.shape == (3, c_out, length) and out.is_contiguous()
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
@@ -52,6 +58,29 @@ def test_long_or_narrow_inputs_take_the_ordinary_convolution(monkeypatch):
     x = torch.randn(2, ShortConv1d.min_channels - 1, 4)
     torch.testing.assert_close(narrow_short(x), narrow_plain(x))
     assert not called
+
+
+@pytest.mark.parametrize("k", [5, 1])
+def test_batches_of_more_than_max_rows_rows_take_the_ordinary_convolution(k, monkeypatch):
+    """On AVX-512 CPUs oneDNN's convolution beats the matrix product once the batch has many rows (a training
+    batch); a planning batch of one or two still takes the matrix product."""
+    short, plain = _pair(256, 128, k)
+    monkeypatch.setattr(ShortConv1d, "max_rows", 16)
+    small, large = torch.randn(4, 256, 4), torch.randn(5, 256, 4)  # 16 and 20 rows
+    torch.testing.assert_close(_without_convolution(short, small, monkeypatch), plain(small), rtol=1e-4, atol=1e-5)
+    calls, real = [], nn.Conv1d._conv_forward
+    monkeypatch.setattr(nn.Conv1d, "_conv_forward", lambda self, *a: calls.append(1) or real(self, *a))
+    torch.testing.assert_close(short(large), plain(large))
+    assert len(calls) == 2  # ours, then the reference's
+
+
+def test_large_weights_take_the_matrix_product_at_any_batch(monkeypatch):
+    """1024 channels in and out: oneDNN's convolution is about 2x slower than the matrix product at any batch."""
+    monkeypatch.setattr(ShortConv1d, "max_rows", 16)
+    short, plain = _pair(1024, 1024, 5)
+    assert short.weight.numel() >= ShortConv1d.large_weight
+    x = torch.randn(8, 1024, 4)  # 32 rows
+    torch.testing.assert_close(_without_convolution(short, x, monkeypatch), plain(x), rtol=1e-4, atol=1e-4)
 
 
 def test_one_exponential_mish_matches_torch_forward_and_backward():
