@@ -103,8 +103,9 @@ class ShortConv1d(nn.Conv1d):
       hopper network 1.2x faster on an AMD EPYC);
     - with AVX-512, it wins for planning-sized batches (at most ``max_rows`` rows ``B * L``: 1.1-2.5x per layer)
       and for very large weights (``in * out * k >= large_weight``: 1024 channels in and out, about 2x at any
-      batch), and loses to oneDNN on training batches of narrower layers (0.55-0.85x): the ``cpu``-preset
-      Decision Diffuser's training step ran 1.24x faster with those on oneDNN.
+      batch), and loses to oneDNN on training batches of narrower layers (0.55-0.9x): with those on oneDNN,
+      Janner's hopper training step ran 1.18x faster and the main job (``cpu``-preset Decision Diffuser) 1.15x
+      on an AMD EPYC.
 
     The U-Nets use it for their conv blocks and 1x1 residual projections. Every other case (GPU, long or narrow
     inputs) is the ordinary convolution. Parameters and their names are those of ``nn.Conv1d``, so checkpoints
