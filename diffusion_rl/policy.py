@@ -357,6 +357,10 @@ class Policy:
         self.stats = {"actions": 0, "clipped_actions": 0}
         """Counts over this policy's life: actions returned by :meth:`act` (rows), and how many of them had to be
         clipped into ``action_bounds``."""
+        self.row_stats: dict[str, np.ndarray] = {}
+        """Which rows of the last :meth:`act` that returned actions ``stats`` counted: bool arrays ``[B]`` under
+        ``"clipped_actions"`` and ``"far_observations"``, so that a caller stepping a batch of environments can
+        count only the rows it uses (``evaluate`` leaves out environments whose episode has ended)."""
         self._warned_clip = False
         self.out_of_range = _check_out_of_range(out_of_range)
         """What an observation far outside the training data does (in some dimension beyond ``FAR`` normalized, or
@@ -615,7 +619,7 @@ class Policy:
         queued actions included; a call that fails while planning does not remember its observation and drops
         the kept plan and action queue, so the next call plans afresh.
         """
-        obs_n, single, as_numpy = self._observe(obs)
+        obs_n, single, as_numpy, far = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
         # what the history was (K references): a failed call puts it back, whether it appended to it, restarted
         # environments in it or (at a new batch size) replaced it
@@ -623,8 +627,9 @@ class Policy:
         context["history"] = self._history_with(obs_n, store=True)
         try:
             action_n = self._execution.step(self, obs_n, context)
-            actions = self._finish(action_n, single, as_numpy, count=True)
+            actions, clipped = self._finish(action_n, single, as_numpy, count=True)
             self._batch = obs_n.shape[0]
+            self._count(far, clipped)
             return actions
         except Exception:
             # a failed call leaves nothing behind: its observation (a glitch would condition the next plans of a
@@ -637,43 +642,61 @@ class Policy:
             self._execution.reset()
             raise
 
-    def _observe(self, obs: Any, check_range: bool = True) -> tuple[torch.Tensor, bool, bool]:
+    def _observe(self, obs: Any, check_range: bool = True) -> tuple[torch.Tensor, bool, bool, np.ndarray | None]:
         """Checked, normalized observations ``[B, S]`` on the model's device (numpy input is normalized in numpy:
-        for one small observation that is several times cheaper than torch's per-op overhead)."""
+        for one small observation that is several times cheaper than torch's per-op overhead), and which rows lie
+        far outside the training data (None: none, or not checked), for the caller to count once it succeeds."""
         raw, single, as_numpy = self._check_obs(obs, keep_numpy=True)
         x = self._normalize("observations", raw)
-        if check_range and self.out_of_range != "ignore":
-            self._check_range(raw, x)
-        return self._as_model_input(x), single, as_numpy
+        far = self._check_range(raw, x) if check_range and self.out_of_range != "ignore" else None
+        return self._as_model_input(x), single, as_numpy, far
 
-    def _check_range(self, x: Any, x_n: Any) -> None:
-        """Count (and warn once about, or refuse) observations far outside the training data: normalized beyond
-        ``FAR`` (for a saturating normalizer such as the CDF, as far outside the data's range as that)."""
-        n = int(self.normalizers["observations"].far(x, x_n, FAR).any(-1).sum())
-        if not n:
+    def _count(self, far: np.ndarray | None, clipped: np.ndarray | None, actions: int | None = None) -> None:
+        """Add a successful call's far observations (and, from ``act``, its actions and clipped actions) to
+        :attr:`stats`; ``act`` also records them per row in :attr:`row_stats`."""
+        if far is not None:
+            self.stats["far_observations"] += int(far.sum())
+        if clipped is None:
             return
+        self.stats["actions"] += clipped.shape[0]
+        self.stats["clipped_actions"] += int(clipped.sum())
+        self.row_stats = {"clipped_actions": clipped,
+                          "far_observations": np.zeros_like(clipped) if far is None else far}
+
+    def _check_range(self, x: Any, x_n: Any) -> np.ndarray | None:
+        """Find (and warn once about, or refuse) observations far outside the training data: normalized beyond
+        ``FAR`` (for a saturating normalizer such as the CDF, as far outside the data's range as that). Returns
+        the rows ``[B]`` that are, None when none is."""
+        rows = self.normalizers["observations"].far(x, x_n, FAR).any(-1)
+        rows = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
+        rows = rows.reshape(-1)
+        if not rows.any():
+            return None
         if self.out_of_range == "error":
             raise ValueError(f"observation far outside the training data (beyond ±{FAR:g} in some dimension on the "
                              "normalized scale); out_of_range='warn' acts anyway")
-        self.stats["far_observations"] += n
         if not self._warned_far:
             self._warned_far = True
             warnings.warn(f"Policy: an observation lies far outside the training data (beyond ±{FAR:g} normalized); "
                           "its action is an extrapolation (policy.stats counts them; out_of_range='error' refuses "
                           "them)", RuntimeWarning, stacklevel=4)
+        return rows
 
-    def _finish(self, action_n: torch.Tensor, single: bool, as_numpy: bool, count: bool = False) -> Any:
-        """Normalized actions -> raw, finite, bounded actions in the caller's array type and batch layout."""
+    def _finish(self, action_n: torch.Tensor, single: bool, as_numpy: bool,
+                count: bool = False) -> tuple[Any, np.ndarray | None]:
+        """Normalized actions -> raw, finite, bounded actions in the caller's array type and batch layout, and
+        (``count``) which rows ``[B]`` had to be clipped."""
         if as_numpy:
             raw = self.normalizers["actions"].unnormalize(action_n.detach().cpu().numpy())
         else:
             raw = self._unnormalize("actions", action_n)
-        raw = self._bounded(raw, count)
-        return raw[0] if single else raw
+        raw, clipped = self._bounded(raw, count)
+        return (raw[0] if single else raw), clipped
 
-    def _bounded(self, action: Any, count: bool = False) -> Any:
-        """Refuse non-finite actions with their likely causes; clip into ``action_bounds`` (counted in
-        :attr:`stats` by ``act``, with a warning the first time). numpy or torch in, the same out."""
+    def _bounded(self, action: Any, count: bool = False) -> tuple[Any, np.ndarray | None]:
+        """Refuse non-finite actions with their likely causes; clip into ``action_bounds`` (with a warning the
+        first time ``act`` does). numpy or torch in, the same out; with ``count``, also the clipped rows ``[B]``
+        (for :attr:`stats`), else None."""
         numpy = isinstance(action, np.ndarray)
         if not (np.isfinite(action).all() if numpy else bool(torch.isfinite(action).all())):
             raise ValueError(
@@ -682,28 +705,24 @@ class Policy:
             )
         rows = action.shape[0] if action.ndim > 1 else 1
         if self.action_bounds is None:
-            if count:
-                self.stats["actions"] += rows
-            return action
+            return action, (np.zeros(rows, dtype=bool) if count else None)
         if numpy:
             low, high = self._bounds_np
             clipped = np.minimum(np.maximum(action, low), high).astype(action.dtype, copy=False)
-            n = int((clipped != action).reshape(-1, self.act_dim).any(axis=-1).sum()) if count else 0
+            where = (clipped != action).reshape(-1, self.act_dim).any(axis=-1) if count else None
         else:
             low, high = (b.to(action.device, action.dtype) for b in self.action_bounds)
             clipped = torch.maximum(torch.minimum(action, high), low)
-            n = int((clipped != action).reshape(-1, self.act_dim).any(dim=-1).sum()) if count else 0
+            where = (clipped != action).reshape(-1, self.act_dim).any(dim=-1).cpu().numpy() if count else None
         if count:
-            self.stats["actions"] += rows
-            self.stats["clipped_actions"] += n
-            if n and not self._warned_clip:
+            if where.any() and not self._warned_clip:
                 self._warned_clip = True
                 warnings.warn(
                     f"Policy: an action outside the action space {self.action_bounds_list()} was clipped into it "
                     "(policy.stats counts them; the observation may lie outside the training data)",
                     RuntimeWarning, stacklevel=3,
                 )
-        return clipped
+        return clipped, where
 
     def action_bounds_list(self) -> list[list[float]] | None:
         """``[low, high]`` as lists (JSON-ready), or None when the policy has no action bounds."""
@@ -727,7 +746,7 @@ class Policy:
         expected = self._execution.expected_next
         if expected is None:
             return None
-        obs_n, _, _ = self._observe(next_obs, check_range=False)  # a diagnostic: act() judges observations
+        obs_n, _, _, _ = self._observe(next_obs, check_range=False)  # a diagnostic: act() judges observations
         if obs_n.shape[0] != expected.shape[0]:
             raise ValueError(
                 f"next_obs: expected {expected.shape[0]} observation(s), one per environment of the last act(); "
@@ -748,7 +767,7 @@ class Policy:
         random stream is left where it was, so adding a ``plan`` for a plot or a log does not change the actions
         ``act`` returns afterwards (and ``plan(obs)`` shows the plan the next ``act(obs)`` would make from noise).
         ``obs`` is checked as ``act`` checks it (a far observation is counted in ``stats`` and warned about)."""
-        obs_n, single, as_numpy = self._observe(obs)
+        obs_n, single, as_numpy, far = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=False)
         stream = self._generator.get_state()
@@ -756,12 +775,13 @@ class Policy:
             out = self._plan_normalized(obs_n, context)
         finally:
             self._generator.set_state(stream)
+        self._count(far, None)
 
         def raw(key: str, x: torch.Tensor | None) -> Any:
             return None if x is None else self._output(self._unnormalize(key, x), single, as_numpy)
 
         def bounded(x: torch.Tensor | None) -> Any:
-            return None if x is None else self._finish(x, single, as_numpy)
+            return None if x is None else self._finish(x, single, as_numpy)[0]
 
         return PlanOutput(
             actions=bounded(out.actions),

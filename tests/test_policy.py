@@ -575,6 +575,8 @@ def test_actions_are_clipped_into_the_recorded_action_space_and_counted(tmp_path
         actions = policy.act(raw_obs(batch=4))
     assert np.all(actions >= np.float32(low[0])) and np.all(actions <= np.float32(high[0]))
     assert policy.stats["actions"] == 4 and 0 < policy.stats["clipped_actions"] <= 4
+    rows = policy.row_stats["clipped_actions"]
+    assert rows.dtype == bool and rows.shape == (4,) and rows.sum() == policy.stats["clipped_actions"]
     plan = policy.plan(raw_obs(batch=2))
     assert np.all(plan.action_chunk >= np.float32(low[0])) and np.all(plan.action_chunk <= np.float32(high[0]))
     loaded = Policy.load(policy.save(tmp_path / "p"))  # the bounds travel with the artifact
@@ -694,6 +696,15 @@ def test_observations_far_outside_the_training_data_warn_once_or_are_refused():
         policy.act(far)
         policy.act(raw_obs(batch=3))  # ordinary observations: nothing
     assert policy.stats["far_observations"] == 2
+    assert policy.row_stats["far_observations"].tolist() == [False, False, False]  # the last act's rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        policy.act(far)
+        assert policy.row_stats["far_observations"].tolist() == [False, True, False]
+        with pytest.raises(ValueError, match="steps"):
+            policy.act(far, steps=0)  # refused: neither its observations nor its actions are counted
+        policy.plan(far)  # a plan counts what it was given (it returns no action to count)
+    assert policy.stats["far_observations"] == 4 and policy.stats["actions"] == 12
     strict = make_policy(out_of_range="error")
     with pytest.raises(ValueError, match="far outside the training data"):
         strict.act(far)
@@ -1344,10 +1355,10 @@ def test_float64_observations_are_normalized_before_they_are_rounded_to_float32(
     obs = np.full(OBS_DIM, 1e5 + 0.013)
     expected = (obs - obs_norm.stats["mean"]) / obs_norm.stats["std"]  # float64 all the way
     for given in (obs, torch.from_numpy(obs)):
-        seen, _, _ = policy._observe(given)
+        seen, *_ = policy._observe(given)
         assert seen.dtype == torch.float32
         np.testing.assert_allclose(seen[0].numpy(), expected, atol=1e-4)
-    rounded, _, _ = policy._observe(obs.astype(np.float32))  # a float32 observation carries its own rounding
+    rounded, *_ = policy._observe(obs.astype(np.float32))  # a float32 observation carries its own rounding
     assert np.abs(rounded[0].numpy() - expected).max() > 0.1
     goal = policy._goal_state(obs[:3], batch=1)  # goals in the same units take the same path
     np.testing.assert_allclose(goal[0, :3].numpy(), expected[:3], atol=1e-4)

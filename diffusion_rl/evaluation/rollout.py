@@ -258,6 +258,10 @@ def evaluate(
     wants_goal = bool(getattr(policy, "accepts_goal", True))
     stats = getattr(policy, "stats", None)  # diffusion_rl.Policy counts clipped actions and far observations
     stats_before = dict(stats) if isinstance(stats, dict) else None
+    # a policy that says which rows of its last act() it counted (diffusion_rl.Policy.row_stats): only the rows of
+    # environments still in their episode count (the others act on their last observation until the wave ends)
+    by_row = stats_before is not None and isinstance(getattr(policy, "row_stats", None), dict)
+    counted = {k: 0 for k in ("actions", "clipped_actions", "far_observations")}
     bar = progress_bar(total=episodes, desc=f"eval {env_name}", disable=not progress)
     restore_warnings = _warnings_above(bar)
     try:
@@ -285,6 +289,8 @@ def evaluate(
             while active.any():
                 context = {} if goal is None or not wants_goal else {"goal": goal.copy()}
                 actions = _check_actions(policy.act(last_obs.copy(), **context), action_shape)
+                if by_row:
+                    _count_rows(counted, policy.row_stats, active)
                 obs, reward, terminated, truncated, info = vec.step(actions.astype(action_dtype, copy=False))
                 ret[active] += reward[active]
                 length[active] += 1
@@ -348,7 +354,16 @@ def evaluate(
         else np.sqrt(dim_sq / max(dim_count, 1)),
         successes=np.asarray(successes) if reports_success else None,
         routes=routes if reports_route else None,
-        policy_stats=None if stats_before is None else {
+        policy_stats=None if stats_before is None else counted if by_row else {
             k: int(v) - int(stats_before.get(k, 0)) for k, v in stats.items()
             if isinstance(v, (int, np.integer)) and isinstance(stats_before.get(k, 0), (int, np.integer))},
     )
+
+
+def _count_rows(counted: dict[str, int], row_stats: dict[str, Any], active: np.ndarray) -> None:
+    """Add the rows of environments still in their episode to ``counted`` (a policy's per-row counts of one act)."""
+    counted["actions"] += int(active.sum())
+    for key in ("clipped_actions", "far_observations"):
+        rows = np.asarray(row_stats.get(key, ()), dtype=bool).reshape(-1)
+        if rows.shape == active.shape:
+            counted[key] += int(rows[active].sum())

@@ -427,6 +427,31 @@ def test_what_the_policy_counted_is_reported_and_its_warnings_are_recorded_when_
     assert "50.0% of actions clipped into the action space" in str(result)
 
 
+def test_a_policy_counting_by_row_is_counted_only_for_environments_in_their_episode():
+    """A policy that says which rows of its last act() it counted (diffusion_rl.Policy.row_stats): the rows of a
+    partial last wave's padding environments (and of environments whose episode has ended) are left out. Counted
+    from the difference of its totals, 3 episodes on 2 environments of 5 steps gave 20 actions, not 15."""
+
+    class ByRow(Feedback):
+        def __init__(self):
+            super().__init__()
+            self.stats = {"actions": 0, "clipped_actions": 0, "far_observations": 0}
+            self.row_stats = {}
+
+        def act(self, obs, **context):
+            self.stats["actions"] += len(obs)
+            clipped = np.arange(len(obs)) == 1  # the second environment's every action "clipped"
+            self.stats["clipped_actions"] += int(clipped.sum())
+            self.row_stats = {"clipped_actions": clipped, "far_observations": np.ones(len(obs), dtype=bool)}
+            return super().act(obs, **context)
+
+    policy = ByRow()
+    result = evaluate(policy, "hopper-medium", episodes=3, num_envs=2, max_episode_steps=5, progress=False)
+    assert (result.lengths == 5).all() and policy.stats["actions"] == 20  # what it was asked for
+    # wave 1: both environments, 5 steps each; wave 2: the first environment only (the second pads the wave)
+    assert result.policy_stats == {"actions": 15, "clipped_actions": 5, "far_observations": 15}
+
+
 def test_a_warning_during_the_rollouts_prints_above_the_progress_bar():
     """In a plain process (no recorder) the bar's line is cleared before the warning is written, not continued by
     it, and redrawn after."""
