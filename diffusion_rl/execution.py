@@ -100,8 +100,10 @@ def make_execution(name: str, options: dict[str, Any] | None = None) -> Executio
         import inspect
 
         valid = [p for p in inspect.signature(EXECUTIONS[name].__init__).parameters if p != "self"]
+        unknown = sorted(set(options or {}) - set(valid))
         raise ValueError(
-            f"execution {name!r} does not take options {sorted(options or {})}; its options: {valid or 'none'}"
+            f"execution {name!r} does not take options {unknown or sorted(options or {})}; its options: "
+            f"{valid or 'none'}"
         ) from None
 
 

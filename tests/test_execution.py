@@ -118,6 +118,8 @@ def test_bad_executions_are_clear_errors():
         make_execution("replan_sometimes")
     with pytest.raises(ValueError, match=r"does not take options \['steps'\]; its options: \['action_steps'\]"):
         make_execution("action_queue", {"steps": 3})
+    with pytest.raises(ValueError, match=r"does not take options \['foo'\]; its options: \['action_steps'\]"):
+        make_execution("action_queue", {"action_steps": 4, "foo": 1})  # the valid one is not named as unknown
     with pytest.raises(ValueError, match="action_steps must be an integer >= 1"):
         make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 0})
     with pytest.raises(ValueError, match="its options: none"):
