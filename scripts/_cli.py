@@ -51,6 +51,11 @@ def check_overrides(config_name: str, argv: list[str] | None = None, config_dir:
             sys.exit(f"error: {group}={choice!r} is not a known {group}"
                      + (f" (did you mean {close[0]}?)" if close else "") + f"; expected one of: {', '.join(options)}")
     plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "hydra.", "-")) and a not in group_args]
+    for arg in plain:  # env.name=X would rename the chosen env's config, keeping that env's settings under X's name
+        group, _, leaf = arg.split("=", 1)[0].partition(".")
+        if group in groups and leaf == "name":
+            sys.exit(f"error: {group}.name= renames the {group} chosen and keeps its settings; choose the {group} "
+                     f"itself with {group}=<name> (one of the configs in configs/{group}/)")
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=group_args, return_hydra_config=True)

@@ -166,6 +166,23 @@ def test_a_misspelt_config_group_choice_is_one_line_with_the_nearest_name():
     check_overrides("train_planner", ["env=hopper-medium,walker2d-medium"])
 
 
+def test_renaming_a_chosen_config_group_is_refused():
+    """env.name=hopper-medium with env=walker2d-medium trained hopper with walker2d's per-env settings (its
+    inverse-dynamics noise); env.name= alone trained walker2d without them. Choosing is group=<name>'s job."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _cli import check_overrides
+
+    for config, args in [("train_planner", ["env=walker2d-medium", "env.name=hopper-medium"]),
+                         ("train_planner", ["env.name=walker2d-medium"]),
+                         ("train_planner", ["algo.name=diffuser"]),
+                         ("train_policy", ["task.name=metaworld-reach"])]:
+        group = args[-1].split(".")[0]
+        with pytest.raises(SystemExit) as exit_info:
+            check_overrides(config, args)
+        assert f"error: {group}.name= renames the {group} chosen" in str(exit_info.value.code)
+        assert f"{group}=<name>" in str(exit_info.value.code)
+
+
 def test_sampler_or_env_that_does_not_fit_the_policy_is_one_line(tmp_path):
     """heun on a diffusion model and an env with other observation sizes are refused before any rollout, naming
     the key, instead of a traceback at the first act."""
