@@ -325,8 +325,13 @@ def dataset_digest(store: Any, data: Any) -> dict[str, Any]:
             "normalizers_sha256": normalizers_digest({k: n.state_dict() for k, n in data.normalizers.items()})}
 
 
-def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> PlannerRunResult:
+def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print,
+                  before_training: Callable[[], None] | None = None) -> PlannerRunResult:
     """Train ``cfg.algo`` on ``cfg.env``'s data (or ``cfg.dataset``), score it, and write the artifact.
+
+    ``before_training`` is called once the run is accepted (a resume's checkpoint matches its settings), before
+    the first step: where a caller records the run's configuration, so that a refused run leaves the folder's
+    record as it was.
 
     Writes ``<run_dir>/policy/`` (the artifact), ``<run_dir>/eval.json``, TensorBoard logs under
     ``<run_dir>/tb`` and checkpoints under ``<run_dir>/checkpoints``; with ``plot`` a PNG of a plan against the
@@ -336,12 +341,13 @@ def train_planner(cfg: PlannerRunConfig, log: Callable[[str], None] = print) -> 
     cfg.validate()
     release = lock_run_dir(cfg.run_dir)  # the whole run's, not only training's: another run here is refused first
     try:
-        return _train_planner(cfg, log)
+        return _train_planner(cfg, log, before_training)
     finally:
         release()
 
 
-def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None]) -> PlannerRunResult:
+def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None],
+                   before_training: Callable[[], None] | None = None) -> PlannerRunResult:
     task = TASKS.get(cfg.env)
     spec = None if task is not None else get_spec(cfg.env)
     env_name = cfg.env
@@ -389,6 +395,8 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None]) -> Planner
     trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn,  # a resume with other ones is refused
                       run_settings={"env": cfg.env, "algo": cfg.algo, "model": cfg.model, "data": cfg.data,
                                     "dataset": cfg.dataset or cfg.env, "dataset_digest": dataset_digest(store, data)})
+    if before_training is not None:
+        before_training()
     summary = trainer.fit()
 
     policy = make_policy(trainer.ema_model)

@@ -166,11 +166,16 @@ def run(cfg: DictConfig, target: str = "env") -> None:
     except CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
     Path(run_cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, Path(run_cfg.run_dir) / "config.yaml", resolve=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"preset: {preset}; run_dir: {run_cfg.run_dir}")
+
+    def record() -> None:  # once the run is accepted: a refused resume leaves the folder's record as it was
+        from diffusion_rl.evaluation.table import write_text_atomic
+
+        write_text_atomic(Path(run_cfg.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
     try:
-        result = train_planner(run_cfg)
+        result = train_planner(run_cfg, before_training=record)
     except (DatasetNotFoundError, CheckpointError, ConfigError) as err:  # user errors found with the data: one line
         raise SystemExit(f"error: {err}") from None
     ev = result.evaluation

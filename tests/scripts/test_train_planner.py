@@ -77,6 +77,8 @@ def test_train_planner_on_a_d4rl_hdf5_file_writes_artifact_and_eval(tmp_path, ho
     assert past.returncode != 0 and "Traceback" not in past.stderr, past.stderr[-3000:]
     assert past.stderr.strip().splitlines()[-1].startswith("error: checkpoint ") and (
         "is at step 30, beyond max_steps=10; resume with max_steps >= 30" in past.stderr)
+    # the refused resume left the run's record as it was (it wrote its own settings over it before the check)
+    assert "max_steps: 30" in (run_dir / "config.yaml").read_text()
     # a rerun refused for its run_dir keeps the record of how the run was made (Hydra wrote over it)
     refused = _run(["env=hopper-medium", "algo=diffuser", f"dataset={hopper_hdf5}", f"run_dir={run_dir}", "preset=cpu"],
                    tmp_path / "empty")
