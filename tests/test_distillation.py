@@ -103,6 +103,13 @@ def test_a_resume_continues_only_the_same_distillation(tmp_path):
     assert run(teacher(0), 3, True)[1]["step"] == 3  # the same teacher and settings: resumed
     with pytest.raises(ValueError, match=r"other run settings \(saved -> now\): \{'teacher': "):
         run(teacher(1), 4, True)
+    # other data under the same source (a dataset remade, or dataset= pointing elsewhere): the resumed student
+    # trained half on each, and the artifact named only the second
+    remade = r"other run settings \(saved -> now\): \{'dataset': \(\{'steps': 1536, 'episodes': 64, 'sha256'"
+    with pytest.raises(ValueError, match=remade):
+        distill_policy(teacher(0), toy_store(seed=1), data={"normalizer": "gaussian"}, samples=8,
+                       trainer={"max_steps": 4, "batch_size": 4, "progress": False, "resume": True,
+                                "run_dir": str(tmp_path)})
     with pytest.raises(ValueError, match=r"other run settings \(saved -> now\): \{'samples': \(8, 16\)"):
         distill_policy(teacher(0), toy_store(), data={"normalizer": "gaussian"}, samples=16,
                        trainer={"max_steps": 4, "batch_size": 4, "progress": False, "resume": True,

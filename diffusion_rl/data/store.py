@@ -169,6 +169,19 @@ class EpisodeStore:
     def __len__(self) -> int:
         return self.num_steps
 
+    def digest(self, keys: Iterable[str] = ("observations", "actions", "rewards", "terminals", "timeouts")) -> str:
+        """A short sha256 of the episode boundaries and of ``keys``' names, shapes, dtypes and values (those
+        present): which data a run learned from, for refusing a resume on other data under the same name."""
+        import hashlib
+
+        digest = hashlib.sha256(np.ascontiguousarray(self._ends, dtype=np.int64).tobytes())
+        for key in keys:
+            if key in self._data:
+                arr = np.ascontiguousarray(self._data[key])
+                digest.update(f"{key}:{arr.shape}:{arr.dtype.str}".encode())
+                digest.update(memoryview(arr).cast("B"))
+        return digest.hexdigest()[:16]
+
     def episode_lengths(self) -> np.ndarray:
         """Number of steps of every episode."""
         return np.diff(self._ends, prepend=0)
