@@ -198,8 +198,8 @@ def run_cell(command: list[str], run_dir: Path, threads: int | None) -> tuple[in
     with open(run_dir / "train.log", "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
-        code = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              check=False).returncode
+        # in the caller's folder: relative paths in the overrides (dataset=data/h.hdf5) mean what they mean here
+        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     wall = time.perf_counter() - start
     if code == 0:
         # a resumed cell adds to the wall time its earlier runs recorded (training + evaluation in all)

@@ -81,7 +81,8 @@ def evaluate_row(cfg: DictConfig, label: str, path: str, row: dict, variant: str
                f"++sampling.sampler={row['sampler']}", f"++sampling.steps={steps}",
                f"++sampling.warm_start_t={warm_t if variant == 'warm' else 'null'}"]
     print(f"run    {label} {row_name(row, variant)}", flush=True)
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    # the caller's folder: relative paths (out=, policy=) mean to evaluate.py what they mean here
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"error: {label} {row_name(row, variant)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(out.read_text())
@@ -131,6 +132,7 @@ def main(cfg: DictConfig) -> None:
     lines = ["| policy | sampler | steps | variant | score | decisions/s |", "|---|---|---|---|---|---|"]
     notes = []
     for label, path in policies.items():
+        path = str(Path(path).resolve())  # recorded in each row's eval JSON: the same artifact from any folder
         try:
             num_steps = Policy.load(path, device="cpu").algo.schedule.num_steps
         except (FileNotFoundError, ValueError) as err:

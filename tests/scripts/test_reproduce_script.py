@@ -29,10 +29,11 @@ def test_trains_every_cell_once_and_writes_table_and_chart(tmp_path, hopper_hdf5
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nintro kept\n\n<!-- reproduce:begin -->\nold table\n<!-- reproduce:end -->\n"
                        "\ntail kept\n")
-    args = [
+    (tmp_path / "h.hdf5").symlink_to(hopper_hdf5)
+    args = [  # paths relative to the folder it runs in (the cells ran in the repository, which read them there)
         "envs=[hopper-medium]", "algos=[decision_diffuser,bc]", "seeds=2", "jobs=2", "preset=cpu",
-        f"root={tmp_path / 'runs'}", f"results={results}", f"chart={tmp_path / 'chart.png'}", "eval_episodes=2",
-        f'overrides=["dataset={hopper_hdf5}","trainer.max_steps=4","eval.max_episode_steps=5","eval.plot=false",'
+        "root=runs", f"results={results}", f"chart={tmp_path / 'chart.png'}", "eval_episodes=2",
+        'overrides=["dataset=h.hdf5","trainer.max_steps=4","eval.max_episode_steps=5","eval.plot=false",'
         '"eval.num_envs=2"]',
         'algo_overrides={decision_diffuser:["algo.model.dim=8","algo.model.horizon=8","algo.model.num_steps=10",'
         '"algo.sampling.steps=2","algo.sampling.warm_start_t=5","trainer.batch_size=8"]}',

@@ -16,9 +16,9 @@ def test_scores_and_times_every_row_and_writes_the_table(tmp_path):
     policy = hopper_artifact(tmp_path / "policy")
     results = tmp_path / "results.md"
     results.write_text("# Results\n")
-    args = [sys.executable, str(SCRIPT), f"policies.dd={policy}", "rows=[{sampler: ddpm, steps: null},"
-            "{sampler: ddim, steps: 2}]", "episodes=1", "num_envs=1", "rounds=1", f"root={tmp_path / 'sq'}",
-            f"results={results}"]
+    # relative paths, run from the folder they are relative to (evaluate.py ran in the repository and wrote there)
+    args = [sys.executable, str(SCRIPT), "policies.dd=policy", "rows=[{sampler: ddpm, steps: null},"
+            "{sampler: ddim, steps: 2}]", "episodes=1", "num_envs=1", "rounds=1", "root=sq", "results=results.md"]
     proc = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     runs = sorted(p.name for p in (tmp_path / "sq" / "dd").iterdir())
