@@ -1394,3 +1394,19 @@ def test_plan_leaves_the_random_stream_of_act_where_it_was(algo):
     np.testing.assert_array_equal(seen.actions, first[0])  # the plan the next act() makes, from noise
     looked.plan(obs, steps=2)
     np.testing.assert_array_equal(looked.act(obs), first[1])
+
+
+@pytest.mark.parametrize("algo", ["diffuser", "decision_diffuser"])
+def test_acting_under_inference_mode_gives_the_same_actions(algo):
+    """A control loop wrapped in torch.inference_mode: the value-guided Diffuser's gradient steps failed there
+    ("element 0 of tensors does not require grad"): its samples were inference tensors autograd cannot record."""
+    policy = make_policy(algo)
+    if algo == "diffuser":
+        assert policy.algo.plan_arguments().get("guide_scale", 0) > 0  # the gradient guidance is on
+    obs = raw_obs(batch=2)
+    plain = [policy.act(obs) for _ in range(2)]
+    policy.reset()
+    with torch.inference_mode():
+        inside = [policy.act(obs) for _ in range(2)]
+    for a, b in zip(plain, inside):
+        np.testing.assert_array_equal(a, b)

@@ -166,9 +166,11 @@ class GradientGuidance:
                 return x, self._values(x, t).detach()
         values = x.new_zeros(x.shape[0])
         for _ in range(self.n_steps):
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                y = self._values(xg, t)
+            # inference_mode(False): under torch.inference_mode (a deployed control loop) x and t are inference
+            # tensors, which autograd cannot record; clones made outside it are ordinary tensors
+            with torch.inference_mode(False), torch.enable_grad():
+                xg = x.detach().clone().requires_grad_(True)
+                y = self._values(xg, t.clone())
                 (grad,) = torch.autograd.grad(y.sum(), xg)
             step = self.scale * grad
             if self.scale_by_variance:
