@@ -191,9 +191,10 @@ def distill_policy(
         f"parameters) on {len(windows):,} windows by {method}: {details}, teacher guidance {guidance_weight}, "
         f"x0 clip {clip}, noise temperature {distiller.temperature}, student samples in {student_steps} step(s)")
     # a resume must continue this distillation: the same teacher (its weights), data, method and settings
-    run_settings = {"teacher": weights_fingerprint(algo), "dataset": {"steps": store.num_steps,
-                    "episodes": store.num_episodes, "sha256": store.digest()}, "method": method, "student_steps": student_steps,
-                    "intervals": intervals, "samples": samples, "target_share": target_share, "data": settings,
+    dataset = {"steps": store.num_steps, "episodes": store.num_episodes, "sha256": store.digest()}
+    run_settings = {"teacher": weights_fingerprint(algo), "dataset": dataset, "method": method,
+                    "student_steps": student_steps, "intervals": intervals, "samples": samples,
+                    "target_share": target_share, "data": settings,
                     "guidance_weight": guidance_weight, "temperature": temperature,
                     "student_prediction": student_prediction, "next_step_weight": next_step_weight,
                     "target_decay": target_decay}

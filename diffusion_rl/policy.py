@@ -651,7 +651,7 @@ class Policy:
         far = self._check_range(raw, x) if check_range and self.out_of_range != "ignore" else None
         return self._as_model_input(x), single, as_numpy, far
 
-    def _count(self, far: np.ndarray | None, clipped: np.ndarray | None, actions: int | None = None) -> None:
+    def _count(self, far: np.ndarray | None, clipped: np.ndarray | None) -> None:
         """Add a successful call's far observations (and, from ``act``, its actions and clipped actions) to
         :attr:`stats`; ``act`` also records them per row in :attr:`row_stats`."""
         if far is not None:
@@ -775,7 +775,6 @@ class Policy:
             out = self._plan_normalized(obs_n, context)
         finally:
             self._generator.set_state(stream)
-        self._count(far, None)
 
         def raw(key: str, x: torch.Tensor | None) -> Any:
             return None if x is None else self._output(self._unnormalize(key, x), single, as_numpy)
@@ -783,13 +782,15 @@ class Policy:
         def bounded(x: torch.Tensor | None) -> Any:
             return None if x is None else self._finish(x, single, as_numpy)[0]
 
-        return PlanOutput(
+        plan = PlanOutput(
             actions=bounded(out.actions),
             action_chunk=bounded(out.action_chunk),
             observations=raw("observations", out.observations),
             now=out.now,
             extras={k: self._output(v, single, as_numpy) for k, v in out.extras.items()},
         )
+        self._count(far, None)  # a plan returned: its far observations count (it returns no action to count)
+        return plan
 
     # -- internals ------------------------------------------------------------------------------------------
     def _plan_normalized(self, obs_n: torch.Tensor, context: dict[str, Any]) -> PlanOutput:
