@@ -1410,3 +1410,20 @@ def test_acting_under_inference_mode_gives_the_same_actions(algo):
         inside = [policy.act(obs) for _ in range(2)]
     for a, b in zip(plain, inside):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_planner_given_tensors_of_another_dtype_than_its_own_names_it():
+    """Algorithm.plan with float64 observations on a float32 model failed inside torch ("Input type (double) and
+    bias type (float) should be the same"); a model made float64 plans from float64 tensors as before."""
+    from diffusion_rl.algos import make_algorithm
+
+    bc = make_algorithm("bc", obs_dim=OBS_DIM, act_dim=ACT_DIM)
+    for algo in (make_dd(), make_diffuser(), make_dp(), bc):
+        obs = torch.zeros(2, OBS_DIM, dtype=torch.float64)
+        settings = {"steps": 2} if algo.name != "bc" else {}
+        with pytest.raises(ValueError, match=r"obs: expected torch.float32 \(the model's dtype; Policy converts"):
+            algo.plan(obs, **settings)
+        with pytest.raises(ValueError, match=r"obs: expected torch.float32"):
+            algo.plan(obs.long(), **settings)
+        out = algo.double().plan(obs, **settings)
+        assert out.actions.dtype == torch.float64 and torch.isfinite(out.actions).all()

@@ -113,6 +113,15 @@ class Algorithm(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def check_dtypes(self, **inputs: Any) -> None:
+        """Refuse ``plan`` tensors of another floating dtype than the model's (float64 observations into a float32
+        model failed deep inside torch with a bias-type message). ``Policy`` converts observations itself."""
+        dtype = next(self.parameters()).dtype
+        for name, x in inputs.items():
+            if isinstance(x, torch.Tensor) and x.dtype != dtype:
+                raise ValueError(f"{name}: expected {dtype} (the model's dtype; Policy converts observations "
+                                 f"itself), got {x.dtype}")
+
     def sampler(self, name: str, **options: Any):
         """A cached sampler over this algorithm's schedule (schedule tensors are built once per setting)."""
         key = (name, tuple(sorted(options.items())))

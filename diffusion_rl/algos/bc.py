@@ -45,5 +45,6 @@ class BehaviorCloning(Algorithm):
     @torch.no_grad()
     def plan(self, obs: torch.Tensor, *, generator: torch.Generator | None = None) -> PlanOutput:
         """The MLP's action for each observation (deterministic: ``generator`` is accepted and unused)."""
+        self.check_dtypes(obs=obs)
         actions = self.mlp(obs)
         return PlanOutput(actions=actions, trajectory=actions[:, None])

@@ -178,6 +178,7 @@ class DecisionDiffuser(Algorithm):
 
         ``target_return`` is a return label in [0, 1] (see the module docstring); ``guidance_weight`` a finite
         number (0 = conditional only)."""
+        self.check_dtypes(obs=obs, history=history, warm_start=warm_start)
         if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
             raise ValueError(f"obs must have shape [B, {self.obs_dim}] (normalized states; a history of past states "
                              f"goes in history=[B, k, {self.obs_dim}]), got {tuple(obs.shape)}")

@@ -188,6 +188,7 @@ class Diffuser(Algorithm):
         ``guide_scale`` multiplies the gradient of the value net's output, a return normalized to [-1, 1] over the
         training data: the reference code's 0.1 applies to raw returns, about half their range (532 on hopper-medium)
         times more (docs/results.md measures both)."""
+        self.check_dtypes(obs=obs, goal=goal, warm_start=warm_start)
         if goal is not None and not self.goal_conditioned:
             raise ValueError("goal: this diffuser was trained without goals (goal_conditioned=False); it plans from "
                              "the current state alone")

@@ -172,6 +172,7 @@ class DiffusionPolicy(Algorithm):
         """Sample an action chunk from normalized ``obs [B, S]``, or a history ``[B, k, S]`` of the last k states
         (as ``obs`` or ``history``)
         (fewer than To: the oldest is repeated to fill it, as at an episode's start)."""
+        self.check_dtypes(obs=obs, history=history)
         if history is not None:
             known = history
         else:
