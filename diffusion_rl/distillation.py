@@ -211,5 +211,5 @@ def distill_policy(
                     metadata={**teacher.metadata, "data": settings, "distillation": {
                         "method": method, **method_meta, "guidance_weight": guidance_weight,
                         "temperature": distiller.temperature, "student_prediction": distiller.student.prediction,
-                        "steps": summary["step"]}})
+                        "student_steps": student_steps, "train_steps": summary["step"]}})
     return policy, summary

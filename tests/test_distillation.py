@@ -27,6 +27,9 @@ def test_a_ddpm_teacher_is_distilled_from_its_ddim_twin():
     meta = student.metadata["distillation"]
     assert meta["method"] == "direct" and meta["teacher_sampler"] == "ddim" and meta["teacher_steps"] == 10
     assert summary["step"] == 3 and student.sampler == "consistency" and student.steps == 1
+    # the record names the student's sampling steps and the distillation's training steps apart ("steps" was the
+    # training step count, easily read as the student's)
+    assert meta["student_steps"] == 1 and meta["train_steps"] == 3 and "steps" not in meta
     # the teacher's settings, including its seed, and the data settings the student was trained on are recorded
     assert student.seed == 7 and student.metadata["data"] == {"normalizer": "gaussian"}
     assert np.all(np.isfinite(student.act(np.zeros((2, OBS_DIM), dtype=np.float32))))
