@@ -318,6 +318,19 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def check_recorded_env(store: EpisodeStore, source: str, gym_id: str) -> None:
+    """Refuse a dataset whose metadata says it was recorded in another environment than ``gym_id`` (versions
+    aside: Hopper-v4 data for Hopper-v5 passes). maze2d-umaze's data has maze2d-large's sizes; trained on, it was
+    scored in the large maze, and its dataset_mean_normalized_return used the large maze's reference returns."""
+    recorded = store.metadata.get("env_id")
+    if not isinstance(recorded, str) and isinstance(store.metadata.get("spec_name"), str):
+        recorded = get_spec(store.metadata["spec_name"]).gym_id
+    if isinstance(recorded, str) and recorded.rsplit("-v", 1)[0] != gym_id.rsplit("-v", 1)[0]:
+        raise ConfigError(f"dataset: {source!r} was recorded in {recorded}, but this run is scored in {gym_id}; "
+                          "expected a dataset recorded in the environment the run is scored in (pick the env "
+                          "that matches the dataset)")
+
+
 def dataset_digest(store: Any, data: Any) -> dict[str, Any]:
     """What the weights learned from, beyond the dataset's name: its size and the statistics fitted on it (a
     resume on a local dataset remade since under the same name, or an official one found since, is refused)."""
@@ -366,6 +379,7 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None],
         raise ConfigError(f"dataset: {cfg.dataset or cfg.env!r} has {obs_dim} observation and {act_dim} action values "
                           f"per step, but {gym_id} has {env_obs_dim} and {env_act_dim}; expected a dataset recorded "
                           "in the environment the run is scored in")
+    check_recorded_env(store, cfg.dataset or cfg.env, gym_id)
     algo = make_algorithm(cfg.algo, obs_dim=obs_dim, act_dim=act_dim, **cfg.model)
     horizon = int(algo.config()["horizon"])
     data = _sequence_dataset(algo, store, horizon, cfg.data, device)

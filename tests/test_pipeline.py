@@ -240,3 +240,23 @@ def test_a_resume_on_a_dataset_remade_under_the_same_name_is_refused(tmp_path):
                                          r"'steps': 60, 'episodes': 2, .*\}, \{'steps': 70, 'episodes': 2, "):
         train_planner(PlannerRunConfig(**cfg, trainer={"max_steps": 4, "batch_size": 4, "progress": False,
                                                        "resume": True}), log=lambda line: None)
+
+
+def test_a_dataset_recorded_in_another_environment_is_refused():
+    """dataset=maze2d-umaze env=maze2d-large trained on the small maze's data (same sizes) and scored it in the
+    large maze, with a dataset return normalized by the large maze's references."""
+    import numpy as np
+
+    from diffusion_rl.data import EpisodeStore
+    from diffusion_rl.pipeline import ConfigError, check_recorded_env
+
+    def store(**metadata):
+        return EpisodeStore({"rewards": np.zeros(3)}, [3], metadata)
+
+    with pytest.raises(ConfigError, match=r"'maze2d-umaze' was recorded in Maze2D-UMaze-v1, but this run is scored "
+                                          r"in Maze2D-Large-v1"):
+        check_recorded_env(store(env_id="Maze2D-UMaze-v1"), "maze2d-umaze", "Maze2D-Large-v1")
+    with pytest.raises(ConfigError, match="recorded in Maze2D-UMaze-v1"):  # known by its catalogue name alone
+        check_recorded_env(store(spec_name="maze2d-umaze"), "x.hdf5", "Maze2D-Large-v1")
+    check_recorded_env(store(env_id="Hopper-v4"), "hopper.hdf5", "Hopper-v5")  # another version of the same env
+    check_recorded_env(store(), "own.hdf5", "Hopper-v5")  # a file that does not say: its sizes were checked

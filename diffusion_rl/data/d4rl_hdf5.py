@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from diffusion_rl.data._atomic import atomic_path
-from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, flat_layout
+from diffusion_rl.data.store import PROVENANCE_KEYS, EpisodeStore, check_flags, flat_layout
 from diffusion_rl.progress import progress_bar
 
 __all__ = ["REQUIRED_D4RL_KEYS", "check_d4rl_target", "d4rl_episode_ends", "load_d4rl_hdf5", "save_d4rl_hdf5"]
@@ -98,7 +98,11 @@ def load_d4rl_hdf5(
                 f"{path} is not a D4RL dataset: missing required key(s) {missing} "
                 f"(required: {list(REQUIRED_D4RL_KEYS)}; found: {sorted(datasets)})"
             )
-        n = datasets["rewards"].shape[0] if datasets["rewards"].ndim else 0
+        scalars = [k for k in REQUIRED_D4RL_KEYS if datasets[k].ndim == 0]
+        if scalars:  # a scalar would be read as metadata, and the key reported missing later
+            raise ValueError(f"{path}: required dataset(s) {scalars} hold a single value; expected per-step arrays "
+                             "with one row per step (shape [N, ...])")
+        n = datasets["rewards"].shape[0]
         metadata: dict[str, Any] = {}
         data: dict[str, np.ndarray] = {}
         per_step = [k for k, d in datasets.items() if not k.startswith("metadata/") and d.ndim > 0]
@@ -120,6 +124,9 @@ def load_d4rl_hdf5(
     if n == 0:
         raise ValueError(f"{path}: holds no steps ('rewards' has 0 rows); expected a D4RL dataset with at least one "
                          "episode")
+    for key in ("terminals", "timeouts"):  # a NaN or 0.5 would end an episode here, before the store checks
+        if key in data:
+            data[key] = check_flags(key, data[key], f" in {path}").reshape(data[key].shape)
     timeouts = data.get("timeouts")
     if timeouts is not None and not np.asarray(timeouts, dtype=bool).any():
         timeouts = None  # a 'timeouts' with no flag set ends no episode: max_episode_steps may cut them instead

@@ -73,6 +73,21 @@ def _check_finite(key: str, arr: np.ndarray, ends: np.ndarray, metadata: Mapping
             )
 
 
+def check_flags(key: str, arr: np.ndarray, where: str = "") -> np.ndarray:
+    """``arr`` as booleans, refusing values other than 0 and 1 (a NaN or a 0.5 would silently end an episode),
+    naming the key, the first bad row and value, and ``where`` (e.g. " in <file>")."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "b":
+        if arr.dtype.kind not in "iuf":
+            raise ValueError(f"array {key!r} has dtype {arr.dtype}{where}; expected flags (bool, or numbers 0 and 1)")
+        bad = (arr != 0) & (arr != 1)  # NaN compares unequal to both
+        if bad.any():
+            row = int(np.argmax(bad.reshape(-1)))
+            raise ValueError(f"array {key!r} holds {arr.reshape(-1)[row]} at row {row}{where}; expected flags "
+                             "(bool, or numbers 0 and 1)")
+    return arr.astype(bool)
+
+
 def _check_feature_shapes(arrays: Mapping[str, list[np.ndarray]], what: str) -> None:
     """Refuse parts whose per-step shapes differ (hopper's 11 observations after walker's 17), naming the key,
     the part and both shapes, before numpy's concatenation error, which names neither."""
@@ -117,7 +132,7 @@ class EpisodeStore:
                     )
                 arr = arr.reshape(num_steps)
                 if key in _FLAG_KEYS:
-                    arr = arr.astype(bool)
+                    arr = check_flags(key, arr, _origin(meta))
             if not key.startswith(_UNCHECKED_PREFIX):
                 _check_finite(key, arr, ends, meta)
             arrays[key] = arr

@@ -63,6 +63,9 @@ def load_zarr(
                 f"(expected 'data/<key>' arrays and 'meta/episode_ends'; found {sorted(members)})"
             )
     ends = _episode_ends(members["meta/episode_ends"][:], path)
+    if not ends.size:  # every row would be dropped as "an unfinished last episode"
+        raise ValueError(f"{path}: meta/episode_ends is empty; expected the end index of every episode in data/ "
+                         "(at least one)")
     arrays = {
         k.removeprefix("data/"): v
         for k, v in members.items()

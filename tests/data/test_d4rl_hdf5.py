@@ -246,3 +246,31 @@ def test_column_terminals_without_timeouts_split_by_the_time_limit(tmp_path: Pat
     store = load_d4rl_hdf5(path, max_episode_steps=4)
     np.testing.assert_array_equal(store.episode_ends, [4, 8])  # the fall at step 3, then 4 steps cut by the limit
     np.testing.assert_array_equal(store["timeouts"].reshape(-1), [0, 0, 0, 0, 0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("value", [np.nan, 0.5, 2.0])
+def test_flags_other_than_zero_and_one_are_refused_by_key_row_and_file(tmp_path: Path, value: float) -> None:
+    """A NaN or a 0.5 among float terminals was cast to True: an episode end (and a terminal penalty) where the
+    data had none."""
+    path = tmp_path / "flags.hdf5"
+    _write_d4rl_file(path)
+    with h5py.File(path, "r+") as f:
+        terminals = f["terminals"][()].astype(np.float32)
+        terminals[4] = value
+        del f["terminals"]
+        f["terminals"] = terminals
+    with pytest.raises(ValueError, match=rf"'terminals' holds {value} at row 4 in .*flags.hdf5; expected flags"):
+        load_d4rl_hdf5(path)
+    with pytest.raises(ValueError, match=rf"'timeouts' holds {value} at row 1; expected flags"):
+        EpisodeStore({"rewards": np.zeros(3), "timeouts": np.array([0.0, value, 1.0])}, [3])
+
+
+def test_a_required_dataset_holding_one_value_is_refused_by_name(tmp_path: Path) -> None:
+    """A scalar 'actions' was read as metadata and then reported missing from the store, deep in training."""
+    path = tmp_path / "scalar.hdf5"
+    _write_d4rl_file(path)
+    with h5py.File(path, "r+") as f:
+        del f["actions"]
+        f["actions"] = np.float32(0.5)
+    with pytest.raises(ValueError, match=r"required dataset\(s\) \['actions'\] hold a single value; expected"):
+        load_d4rl_hdf5(path)

@@ -167,3 +167,10 @@ def test_non_finite_values_are_refused_by_key_and_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'observations' holds a non-finite value \(nan\) at row 13 "
                                          r"\(episode 1, step 3\) in .*nan\.zarr"):
         load_zarr(path, rename={"state": "observations"})
+
+
+def test_an_empty_episode_ends_is_refused_not_read_as_an_empty_store(tmp_path: Path) -> None:
+    """Every row was dropped as "an unfinished last episode"; training then failed on an empty store that named
+    no file."""
+    with pytest.raises(ValueError, match=r"empty.zarr: meta/episode_ends is empty; expected the end index"):
+        load_zarr(_buffer(tmp_path / "empty.zarr", np.zeros(0, dtype=np.int64)))
