@@ -322,9 +322,9 @@ def check_recorded_env(store: EpisodeStore, source: str, gym_id: str) -> None:
     """Refuse a dataset whose metadata says it was recorded in another environment than ``gym_id`` (versions
     aside: Hopper-v4 data for Hopper-v5 passes). maze2d-umaze's data has maze2d-large's sizes; trained on, it was
     scored in the large maze, and its dataset_mean_normalized_return used the large maze's reference returns."""
-    recorded = store.metadata.get("env_id")
-    if not isinstance(recorded, str) and isinstance(store.metadata.get("spec_name"), str):
-        recorded = get_spec(store.metadata["spec_name"]).gym_id
+    recorded, named = store.metadata.get("env_id"), store.metadata.get("spec_name")
+    if not isinstance(recorded, str) and isinstance(named, str) and named in CATALOGUE:
+        recorded = CATALOGUE[named].gym_id
     if isinstance(recorded, str) and recorded.rsplit("-v", 1)[0] != gym_id.rsplit("-v", 1)[0]:
         raise ConfigError(f"dataset: {source!r} was recorded in {recorded}, but this run is scored in {gym_id}; "
                           "expected a dataset recorded in the environment the run is scored in (pick the env "

@@ -349,7 +349,7 @@ def test_a_one_episode_evaluation_prints_no_nan(config_name, target, tmp_path, m
     one = EvalResult("hopper-medium", "Hopper-v5", returns=[30.0], lengths=[20], normalized_scores=[0.7],
                      successes=[False])
     monkeypatch.setattr(diffusion_rl.pipeline, "train_planner",
-                        lambda run_cfg: SimpleNamespace(policy_path=tmp_path / "policy", evaluation=one))
+                        lambda run_cfg, **_: SimpleNamespace(policy_path=tmp_path / "policy", evaluation=one))
     monkeypatch.setattr(train_planner, "user_override_keys", set)
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=[f"run_dir={tmp_path / 'run'}", "device=cpu",
