@@ -43,10 +43,14 @@ def d4rl_episode_ends(
     keep_partial: bool = False,
 ) -> np.ndarray:
     """Cumulative episode end indices of a flat D4RL dataset (see the module docstring for the rule)."""
-    done = np.asarray(terminals, dtype=bool).reshape(-1).copy()
+    done = check_flags("terminals", terminals).reshape(-1).copy()
     n = done.size
     if timeouts is not None:
-        done |= np.asarray(timeouts, dtype=bool).reshape(-1)
+        timeouts = check_flags("timeouts", timeouts).reshape(-1)
+        if not timeouts.any():  # no flag set ends no episode: max_episode_steps may cut them instead
+            timeouts = None
+    if timeouts is not None:
+        done |= timeouts
     elif max_episode_steps is not None:
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
@@ -129,7 +133,7 @@ def load_d4rl_hdf5(
             data[key] = check_flags(key, data[key], f" in {path}").reshape(data[key].shape)
     timeouts = data.get("timeouts")
     if timeouts is not None and not np.asarray(timeouts, dtype=bool).any():
-        timeouts = None  # a 'timeouts' with no flag set ends no episode: max_episode_steps may cut them instead
+        timeouts = None  # d4rl_episode_ends does the same; the stored flags are then made below
     if timeouts is None:
         data["timeouts"] = np.zeros(n, dtype=bool)
         if max_episode_steps is None:

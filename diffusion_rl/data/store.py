@@ -20,6 +20,7 @@ PROVENANCE_KEYS = ("format", "path", "dataset_id", "dropped_partial_steps")
 new files (a file written from a store has no partial tail to drop, for one)."""
 
 _FLAG_KEYS = ("terminals", "timeouts")
+_NUMERIC_KEYS = ("observations", "next_observations", "actions", "rewards")
 _UNCHECKED_PREFIX = "infos/"
 """Keys under this prefix are auxiliary (qpos, goals, log-probs) and may use NaN as "missing"; they are not
 checked for finiteness. Every other float array feeds training and must be finite."""
@@ -119,6 +120,9 @@ class EpisodeStore:
         arrays: dict[str, np.ndarray] = {}
         for key, value in data.items():
             arr = np.asarray(value)
+            if key in _NUMERIC_KEYS and arr.dtype.kind not in "biuf":  # complex parts were dropped, strings failed
+                # in a float conversion that named no key
+                raise ValueError(f"array {key!r} has dtype {arr.dtype}{_origin(meta)}; expected real numbers")
             if arr.ndim == 0 or arr.shape[0] != num_steps:
                 raise ValueError(
                     f"array {key!r} has shape {arr.shape}; expected {num_steps} rows "

@@ -81,6 +81,10 @@ def test_files_without_timeouts_split_on_terminals_and_time_limit() -> None:
     np.testing.assert_array_equal(
         d4rl_episode_ends(terminals, max_episode_steps=3, keep_partial=True), [2, 5, 8, 10]
     )
+    # a timeouts array with no flag set is no timeouts, called directly as through the loader (it ignored the limit)
+    np.testing.assert_array_equal(d4rl_episode_ends(terminals, np.zeros(10), max_episode_steps=3), [2, 5, 8])
+    with pytest.raises(ValueError, match=r"'timeouts' holds 0.5 at row 3; expected flags"):
+        d4rl_episode_ends(terminals, np.array([0, 0, 0, 0.5, 0, 0, 0, 0, 0, 1]))
 
 
 def test_missing_required_keys_are_named(tmp_path: Path) -> None:

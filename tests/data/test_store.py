@@ -140,3 +140,11 @@ def test_parts_with_other_feature_sizes_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"episode 1: 'observations' has per-step shape \[17\]; expected \[11\]"):
         EpisodeStore.from_episodes([hopper.episode(0), walker.episode(0)])
     assert EpisodeStore.concatenate([hopper, hopper]).num_episodes == 4
+
+
+@pytest.mark.parametrize("values", [np.zeros((3, 2), dtype=complex), np.array([["a", "b"]] * 3)])
+def test_observations_that_are_not_real_numbers_are_refused_by_key(values):
+    """Complex observations lost their imaginary parts with only numpy's warning; strings failed later in a float
+    conversion that named no key."""
+    with pytest.raises(ValueError, match=rf"array 'observations' has dtype {values.dtype}; expected real numbers"):
+        EpisodeStore({"observations": values, "actions": np.zeros((3, 1))}, [3])
