@@ -138,6 +138,9 @@ def _medium_replay(spec: EnvSpec, steps: int) -> Recipe:
 
 
 def _medium_expert(spec: EnvSpec, steps: int) -> Recipe:
+    if steps < 2:
+        raise ValueError(f"num_steps must be >= 2 for {spec.name}, got {steps}: its data is half medium, half "
+                         "expert steps")
     half = steps // 2
     med = _single("medium")(spec, steps - half)
     exp = _single("expert")(spec, half)

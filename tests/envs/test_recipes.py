@@ -205,6 +205,8 @@ def test_recipe_registry_and_shares(monkeypatch, tmp_path):
     me = recipe_for("walker2d-medium-expert", 1001)
     assert [s.steps for s in me.segments] == [501, 500]
     assert "medium-expert" in me.description
+    with pytest.raises(ValueError, match="num_steps must be >= 2 for walker2d-medium-expert, got 1: its data is half"):
+        recipe_for("walker2d-medium-expert", 1)  # was "segment 'expert' must have steps >= 1, got 0"
     mr = recipe_for("walker2d-medium-replay", 10)
     assert [s.steps for s in mr.segments] == [4, 3, 3]
     assert [s.label for s in mr.segments] == ["snapshot 0", "snapshot 1", "snapshot 2"]
