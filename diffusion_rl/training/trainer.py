@@ -342,6 +342,10 @@ class Trainer:
             interrupt.restore()  # past the last step a Ctrl-C stops at once again
             if self.eval_fn is not None and self.last_eval_step != self.step:
                 self._evaluate(pbar)
+            if self.dist.owns_group and dist.is_initialized():
+                # the ranks end together: rank 1 tearing down its gloo group while rank 0 still evaluated and wrote
+                # aborted it now and then ("terminate called without an active exception")
+                dist.barrier()
         finally:
             interrupt.restore()
             pbar.close()
