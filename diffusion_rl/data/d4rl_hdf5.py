@@ -130,7 +130,7 @@ def load_d4rl_hdf5(
                          "episode")
     for key in ("terminals", "timeouts"):  # a NaN or 0.5 would end an episode here, before the store checks
         if key in data:
-            data[key] = check_flags(key, data[key], f" in {path}").reshape(data[key].shape)
+            data[key] = check_flags(key, data[key], f" in {path}")
     timeouts = data.get("timeouts")
     if timeouts is not None and not np.asarray(timeouts, dtype=bool).any():
         timeouts = None  # d4rl_episode_ends does the same; the stored flags are then made below
