@@ -212,11 +212,12 @@ class EvalResult:
             else int(self.reference_max_episode_steps),
             "time_limit_differs": self.time_limit_differs,
             "sampler_seed": None if self.sampler_seed is None else int(self.sampler_seed),
-            "returns": [float(r) for r in self.returns],
+            # a diverged episode's NaN becomes null, as the summary numbers do (save_json refuses NaN)
+            "returns": [_json_float(float(r)) for r in self.returns],
             "lengths": [int(n) for n in self.lengths],
             "normalized_scores": None
             if self.normalized_scores is None
-            else [float(s) for s in self.normalized_scores],
+            else [_json_float(float(s)) for s in self.normalized_scores],
             "video_path": self.video_path,
             **(
                 {}
@@ -234,7 +235,7 @@ class EvalResult:
                 if self.plan_errors is None
                 else {
                     "plan_error_mean": _json_float(self.plan_error_mean),
-                    "plan_errors": [float(e) for e in self.plan_errors],
+                    "plan_errors": [_json_float(float(e)) for e in self.plan_errors],
                 }
             ),
             **(

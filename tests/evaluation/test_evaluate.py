@@ -576,3 +576,13 @@ def test_the_declared_gymnasium_floor_has_autoreset_mode():
     floor = re.search(r'"gymnasium\[mujoco\]>=(\d+)\.(\d+)', text)
     assert floor is not None and (int(floor[1]), int(floor[2])) >= (1, 1), floor
     assert hasattr(gym.vector, "AutoresetMode")
+
+
+def test_a_diverged_episode_is_written_as_null_not_as_nan(tmp_path):
+    """One NaN return (a diverged episode) made save_json raise: the per-episode lists kept NaN while the
+    summary numbers became null. A periodic evaluation during training wrote its result so, and stopped training."""
+    result = EvalResult("hopper-medium", "Hopper-v5", returns=[1500.0, float("nan"), 1700.0], lengths=[10, 10, 10],
+                        normalized_scores=[46.9, float("nan"), 53.1], plan_errors=[0.02, float("inf"), 0.03])
+    saved = json.loads(result.save_json(tmp_path / "eval.json").read_text())
+    assert saved["returns"] == [1500.0, None, 1700.0] and saved["normalized_scores"] == [46.9, None, 53.1]
+    assert saved["plan_errors"] == [0.02, None, 0.03] and saved["normalized_score_mean"] is None
