@@ -276,8 +276,9 @@ def score_table_markdown(cells: dict[tuple[str, str], ScoreCell], envs: Sequence
     for env in envs:
         row = [cells[(env, a)] for a in algos]
         done = [c for c in row if c.scores]
-        top = max((c.mean for c in done), default=None)
-        best = [c for c in done if c.mean == top] if len(done) > 1 else []  # ties are all bold
+        top = max((round(c.mean, 1) for c in done), default=None)
+        # ties as printed (one decimal) are all bold: 62.0133 and 62.0 both read 62.0
+        best = [c for c in done if round(c.mean, 1) == top] if len(done) > 1 else []
         texts = []
         for c in row:
             text = c.text()
@@ -338,8 +339,12 @@ def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str
     fig = Figure(figsize=(max(5.0, 2.2 * len(envs) + 1.5), 4.0), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
+    from matplotlib.patches import Patch
+
     width = 0.8 / max(1, len(algos))
     one_seed = False
+    handles: list = []
+    labels: list[str] = []
     for i, algo in enumerate(algos):
         xs, means, errs, single = [], [], [], []
         for j, env in enumerate(envs):
@@ -349,7 +354,12 @@ def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str
                 means.append(cell.mean)
                 errs.append(cell.stderr)  # NaN for one seed: no error bar (0 would read as "no spread")
                 single.append(len(cell.scores) == 1)
-        bars = ax.bar(xs, means, width * 0.95, yerr=errs, capsize=3, label=ALGO_TITLES.get(algo, algo))
+        if not xs:  # no finished seed: no bar, and no legend entry in a colour another algorithm's bars wear
+            continue
+        color = f"C{i}"  # each algorithm its own colour, whichever algorithms have bars
+        bars = ax.bar(xs, means, width * 0.95, yerr=errs, capsize=3, color=color)
+        handles.append(Patch(facecolor=color))  # plain: the first bar's hatch (one seed) is not the algorithm's
+        labels.append(ALGO_TITLES.get(algo, algo))
         for patch, alone in zip(bars.patches, single):
             if alone:
                 patch.set_hatch("//")
@@ -366,10 +376,10 @@ def plot_score_chart(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str
             ax.hlines([lo, hi], j - 0.45, j + 0.45, colors="black", linestyles="dashed", label=label)
             ax.fill_between([j - 0.45, j + 0.45], lo, hi, color="black", alpha=0.1, linewidth=0)
         label = None  # the legend entry on the first line drawn, whichever env has one
-    handles, labels = ax.get_legend_handles_labels()
+    lines, line_labels = ax.get_legend_handles_labels()  # the reference line's entry
+    handles += lines
+    labels += line_labels
     if one_seed:  # a legend entry for the hatch (a proxy: no artist on the axes)
-        from matplotlib.patches import Patch
-
         handles.append(Patch(facecolor="none", edgecolor="gray", hatch="//"))
         labels.append("1 seed (no error bar)")
     ax.set_xticks(range(len(envs)), list(envs))

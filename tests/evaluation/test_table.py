@@ -151,6 +151,12 @@ def test_bold_is_the_highest_mean_and_the_dagger_needs_non_overlapping_95_percen
     assert row == "| e | — | **81.0 ± 0.6 (3 seeds)** † | 61.0 ± 0.6 (3 seeds) |"
     tie = {("e", "diffuser"): _cell("e", "diffuser", [80.0, 81.0, 82.0]), ("e", "bc"): _cell("e", "bc", [81.0] * 3)}
     assert score_table_markdown(tie, ["e"], ["diffuser", "bc"]).splitlines()[-1].count("**") == 4  # both bold
+    # a tie as printed is a tie: 62.0133 and 62.0 both read 62.0 (only the first was bold), and the same seed
+    # scores in another order sum to another float (0.2000...04 against 0.1999...98)
+    for a, b in (([61.0, 62.04, 63.0], [62.0] * 3), ([0.1, 0.2, 0.3], [0.3, 0.2, 0.1])):
+        printed = {("e", "diffuser"): _cell("e", "diffuser", a), ("e", "bc"): _cell("e", "bc", b)}
+        row = score_table_markdown(printed, ["e"], ["diffuser", "bc"]).splitlines()[-1]
+        assert row.count("**") == 4 and "†" not in row, row
     one_seed = {("e", "diffuser"): _cell("e", "diffuser", [90.0]), ("e", "bc"): _cell("e", "bc", [60.0, 61.0])}
     assert "†" not in score_table_markdown(one_seed, ["e"], ["diffuser", "bc"])  # no interval for one seed
 
@@ -185,3 +191,34 @@ def test_chart_one_seed_bars_have_no_error_bar_and_the_reference_label_is_on_the
     assert seen["bars"] == [(50.0, "//"), (50.0, None), (31.0, None)]
     assert seen["errors"] == [[[], [[1.0, 40.0], [1.0, 60.0]], [[2.0, 30.0], [2.0, 32.0]]]]  # none drawn at x=0
     assert len(seen["bands"]) == 1  # env c's dataset means 20 and 21: a band between two dashed lines
+
+
+def test_chart_legend_names_only_algorithms_with_bars_each_in_its_own_colour_unhatched(tmp_path, monkeypatch):
+    """An algorithm with no finished seed got a legend entry in the first colour (another algorithm's bars), and
+    an algorithm whose first bar was a one-seed bar had a hatched legend entry."""
+    import matplotlib.colors
+    import matplotlib.figure
+
+    from diffusion_rl.evaluation.table import plot_score_chart
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        ax = self.axes[0]
+        legend = ax.get_legend()
+        seen["legend"] = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
+        seen["bars"] = [matplotlib.colors.to_hex(c.patches[0].get_facecolor()) for c in ax.containers
+                        if hasattr(c, "patches")]
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    cells = {("a", "bc"): _cell("a", "bc", []),  # nothing finished
+             ("a", "decision_diffuser"): _cell("a", "decision_diffuser", [70.0]),  # one seed: hatched bar
+             ("a", "diffuser"): _cell("a", "diffuser", [60.0, 64.0])}
+    plot_score_chart(cells, ["a"], ["bc", "decision_diffuser", "diffuser"], tmp_path / "chart.png")
+    assert "BC" not in seen["legend"] and {"Decision Diffuser", "Diffuser"} <= set(seen["legend"])
+    dd, diffuser = seen["legend"]["Decision Diffuser"], seen["legend"]["Diffuser"]
+    assert not dd.get_hatch() and not diffuser.get_hatch()
+    legend_colours = [matplotlib.colors.to_hex(h.get_facecolor()) for h in (dd, diffuser)]
+    assert legend_colours == seen["bars"] and len(set(legend_colours)) == 2
