@@ -51,7 +51,7 @@ METRICS = {
 LEDGER_KEYS = ("episodes", "normalized_score_mean", "normalized_score_stderr", "normalized_scores",
                "dataset_mean_normalized_return", "success_rate_mean", "demo_success_rate", "route_fractions",
                "plan_error_mean", "return_mean", "length_mean", "eval_seed", "num_envs", "max_episode_steps",
-               "train_steps")
+               "train_steps", "reference_max_episode_steps")
 _IDENTITY = ("env", "algo", "seed", "preset")
 
 #: What every seed of a cell should share (else its seeds are not repeats of one experiment): the number
@@ -87,7 +87,8 @@ class ScoreCell:
     """Per seed that records one, its reference value (they differ when seeds used differently made
     datasets)."""
     settings: list[dict[str, Any]] = field(default_factory=list)
-    """Per seed, what it was scored with (:data:`CELL_SETTINGS` and ``eval_seed``, those its record has)."""
+    """Per seed, what it was scored with (:data:`CELL_SETTINGS`, ``eval_seed`` and the benchmark's time limit
+    ``reference_max_episode_steps``, those its record has)."""
     routes: list[dict[str, float]] = field(default_factory=list)
     """Per seed, the share of evaluation episodes per route (tasks whose env reports ``info["route"]``)."""
     from_ledger: list[int] = field(default_factory=list)
@@ -226,7 +227,7 @@ def collect_scores(root: str | os.PathLike, envs: Sequence[str], algos: Sequence
                 cell.scores.append(scale * float(result[key]))
                 cell.episodes.append(int(result.get("episodes", 0)))
                 cell.seeds.append(int(seed))
-                cell.settings.append({k: result[k] for k in (*CELL_SETTINGS, "eval_seed")
+                cell.settings.append({k: result[k] for k in (*CELL_SETTINGS, "eval_seed", "reference_max_episode_steps")
                                       if result.get(k) is not None})
                 if result.get(ref_key) is not None:
                     cell.dataset_mean = ref_scale * float(result[ref_key])
@@ -306,6 +307,19 @@ def table_warnings(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str],
     or share evaluation seeds, and rows whose cells record different reference values (shown as a range)."""
     notes = [note for env in envs for algo in algos for note in cells[(env, algo)].setting_conflicts()]
     for env in envs:
+        # time limits: a row's cells scored under different ones, or under another than the benchmark's
+        limits = {a: sorted({st["max_episode_steps"] for st in cells[(env, a)].settings if "max_episode_steps" in st})
+                  for a in algos}
+        if len({v for vs in limits.values() for v in vs}) > 1:
+            values = "; ".join(f"{ALGO_TITLES.get(a, a)} {', '.join(map(str, vs))}" for a, vs in limits.items() if vs)
+            notes.append(f"{env}: its cells were scored under different time limits ({values}): their scores are "
+                         "not comparable.")
+        other = sorted({(st["max_episode_steps"], st["reference_max_episode_steps"]) for a in algos
+                        for st in cells[(env, a)].settings if "max_episode_steps" in st
+                        and st.get("reference_max_episode_steps") not in (None, st["max_episode_steps"])})
+        if other:
+            notes.append(f"{env}: scored with episodes of {', '.join(str(m) for m, _ in other)} steps, not the "
+                         f"benchmark's {other[0][1]}: not comparable with D4RL-normalized scores elsewhere.")
         span = reference_range([cells[(env, a)] for a in algos])
         if span is not None and span[1] - span[0] > REFERENCE_TOLERANCE:
             values = "; ".join(

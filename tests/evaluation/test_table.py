@@ -222,3 +222,24 @@ def test_chart_legend_names_only_algorithms_with_bars_each_in_its_own_colour_unh
     assert not dd.get_hatch() and not diffuser.get_hatch()
     legend_colours = [matplotlib.colors.to_hex(h.get_facecolor()) for h in (dd, diffuser)]
     assert legend_colours == seen["bars"] and len(set(legend_colours)) == 2
+
+
+def test_cells_scored_under_other_time_limits_are_warned_about():
+    """A Diffuser scored on 300-step episodes beside a Decision Diffuser on 1000 reached the table with no word:
+    eval.json records both limits, the table read neither."""
+    from diffusion_rl.evaluation.table import table_warnings
+
+    def cell(algo, limit):
+        c = _cell("hopper-medium", algo, [60.0, 62.0])
+        c.settings = [{"max_episode_steps": limit, "reference_max_episode_steps": 1000}] * 2
+        return c
+
+    cells = {("hopper-medium", "decision_diffuser"): cell("decision_diffuser", 1000),
+             ("hopper-medium", "diffuser"): cell("diffuser", 300)}
+    notes = table_warnings(cells, ["hopper-medium"], ["decision_diffuser", "diffuser"])
+    assert ("hopper-medium: its cells were scored under different time limits (Decision Diffuser 1000; Diffuser "
+            "300): their scores are not comparable.") in notes
+    assert ("hopper-medium: scored with episodes of 300 steps, not the benchmark's 1000: not comparable with "
+            "D4RL-normalized scores elsewhere.") in notes
+    cells[("hopper-medium", "diffuser")] = cell("diffuser", 1000)
+    assert table_warnings(cells, ["hopper-medium"], ["decision_diffuser", "diffuser"]) == []
