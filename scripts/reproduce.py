@@ -256,6 +256,7 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
     header states the episodes the cells were scored on (from the cells) and what ± and bold mean; what the table
     cannot show (mixed settings, shared evaluation seeds, different dataset means) follows it as warnings."""
     from diffusion_rl.evaluation.table import (
+        cell_dir,
         collect_scores,
         ledger_record_for,
         plot_score_chart,
@@ -291,6 +292,12 @@ def report(cfg: DictConfig, envs: list[str], algos: list[str], seeds: list[int],
             borrowed.append(f"{e}/{a} seed{'s' if len(c.from_ledger) > 1 else ''} {', '.join(map(str, c.from_ledger))}")
             unchecked += [f"{e}/{a} seed {s}" for s in c.from_ledger
                           if ledger_made_by(ledger_record_for(ledger or [], e, a, s, preset) or {}) is None]
+    # run folders finished without reproduce's record of their command (made by hand): counted, and named
+    by_hand = [f"{e}/{a} seed {s}" for (e, a), c in cells.items() for s in c.seeds
+               if s not in c.from_ledger and cell_made_by(cell_dir(cfg.root, e, a, s)) is None]
+    if by_hand:
+        lines += ["", "Run folders without reproduce's record of their command (made by hand), unchecked against "
+                  f"this table's settings: {', '.join(by_hand)}."]
     if borrowed:
         lines += ["", f"Read from the ledger `{cfg.ledger}` (finished earlier, run folders not under the root): "
                   + "; ".join(borrowed) + "."

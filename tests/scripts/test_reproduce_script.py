@@ -309,3 +309,23 @@ def test_results_page_says_what_the_plus_minus_is_over_and_notes_the_inv_noise_c
     intro = text.split("## ", 1)[0]
     assert "over training seeds" in intro and "over evaluation episodes" in intro
     assert "chosen after looking at the reporting episodes" in text
+
+
+def test_run_folders_finished_by_hand_are_named_as_unchecked(tmp_path):
+    """A run folder with eval.json but no reproduce.json (made by another command, by hand) was counted as done
+    and never named, while a ledger record without a command was."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reproduce import report
+
+    from diffusion_rl.evaluation.table import cell_dir
+
+    for seed, score in ((0, 60.0), (1, 62.0)):
+        run = cell_dir(tmp_path / "runs", "hopper-medium", "bc", seed)
+        run.mkdir(parents=True)
+        (run / "eval.json").write_text(json.dumps({"normalized_score_mean": score, "episodes": 10, "seed": seed}))
+    (cell_dir(tmp_path / "runs", "hopper-medium", "bc", 0) / "reproduce.json").write_text(
+        json.dumps({"command": "python scripts/train_planner.py env=hopper-medium algo=bc seed=0", "wall_s": 1.0}))
+    text = report(_report_cfg(tmp_path, eval_episodes=10, root=str(tmp_path / "runs")), ["hopper-medium"], ["bc"],
+                  [0, 1], [])
+    assert ("Run folders without reproduce's record of their command (made by hand), unchecked against this "
+            "table's settings: hopper-medium/bc seed 1.") in text
