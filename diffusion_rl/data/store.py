@@ -86,7 +86,7 @@ def check_flags(key: str, arr: np.ndarray, where: str = "") -> np.ndarray:
             row = int(np.argmax(bad.reshape(-1)))
             raise ValueError(f"array {key!r} holds {arr.reshape(-1)[row]} at row {row}{where}; expected flags "
                              "(bool, or numbers 0 and 1)")
-    return arr.astype(bool)
+    return arr.astype(bool, copy=False)
 
 
 def _check_feature_shapes(arrays: Mapping[str, list[np.ndarray]], what: str) -> None:

@@ -308,15 +308,14 @@ def table_warnings(cells: dict[tuple[str, str], ScoreCell], envs: Sequence[str],
     notes = [note for env in envs for algo in algos for note in cells[(env, algo)].setting_conflicts()]
     for env in envs:
         # time limits: a row's cells scored under different ones, or under another than the benchmark's
-        limits = {a: sorted({st["max_episode_steps"] for st in cells[(env, a)].settings if "max_episode_steps" in st})
-                  for a in algos}
-        if len({v for vs in limits.values() for v in vs}) > 1:
+        scored = [(a, st) for a in algos for st in cells[(env, a)].settings if "max_episode_steps" in st]
+        if len({st["max_episode_steps"] for _, st in scored}) > 1:
+            limits = {a: sorted({st["max_episode_steps"] for b, st in scored if b == a}) for a in algos}
             values = "; ".join(f"{ALGO_TITLES.get(a, a)} {', '.join(map(str, vs))}" for a, vs in limits.items() if vs)
             notes.append(f"{env}: its cells were scored under different time limits ({values}): their scores are "
                          "not comparable.")
-        other = sorted({(st["max_episode_steps"], st["reference_max_episode_steps"]) for a in algos
-                        for st in cells[(env, a)].settings if "max_episode_steps" in st
-                        and st.get("reference_max_episode_steps") not in (None, st["max_episode_steps"])})
+        other = sorted({(st["max_episode_steps"], st["reference_max_episode_steps"]) for _, st in scored
+                        if st.get("reference_max_episode_steps") not in (None, st["max_episode_steps"])})
         if other:
             notes.append(f"{env}: scored with episodes of {', '.join(str(m) for m, _ in other)} steps, not the "
                          f"benchmark's {other[0][1]}: not comparable with D4RL-normalized scores elsewhere.")
