@@ -119,11 +119,18 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         if target is None:
             cell = self.reset_locations[self.np_random.integers(len(self.reset_locations))]
             target = cell + self.np_random.uniform(-0.1, 0.1, size=2)
-        target = np.asarray(target, dtype=np.float64)
-        if target.shape != (2,):
-            raise ValueError(f"goal must have shape (2,) = [x, y], got shape {target.shape}")
-        self._goal = target.copy()
+        self._goal = self._position("goal", target)
         self._set_marker()
+
+    @staticmethod
+    def _position(name: str, value: Any) -> np.ndarray:
+        """``value`` as a finite ``[x, y]`` float64 array, or a ValueError naming ``name``."""
+        position = np.array(value, dtype=np.float64)
+        if position.shape != (2,):
+            raise ValueError(f"{name} must have shape (2,) = [x, y], got shape {position.shape}")
+        if not np.isfinite(position).all():
+            raise ValueError(f"{name} must be finite, got {position.tolist()}")
+        return position
 
     def _set_marker(self) -> None:
         # As D4RL: MuJoCo does not recompute world-body sites, so the marker is written into the data after
@@ -153,17 +160,27 @@ class Maze2DEnv(MujocoEnv, utils.EzPickle):
         unknown = set(options) - {"start", "goal"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'start' and/or 'goal'")
+        # checked before anything is reset, so that a refused option leaves the env as it was
+        for key in ("start", "goal"):
+            if key in options:
+                options[key] = self._position(key, options[key])
+        if "start" in options:
+            cell = np.rint(options["start"]).astype(int)
+            rows, cols = self.maze_arr.shape
+            inside = 0 <= cell[0] < rows and 0 <= cell[1] < cols
+            if not inside or self.maze_arr[cell[0], cell[1]] not in (EMPTY, GOAL):
+                raise ValueError(
+                    f"reset option 'start' {options['start'].tolist()} is not in an open cell of the maze "
+                    f"(cell {cell.tolist()} is {'a wall' if inside else 'outside the maze'}); open cells: "
+                    f"{self.reset_locations.astype(int).tolist()}"
+                )
         self._reset_options = options
         return super().reset(seed=seed, options=options)
 
     def reset_model(self) -> np.ndarray:
         options = getattr(self, "_reset_options", {})
         if "start" in options:
-            start = np.asarray(options["start"], dtype=np.float64)
-            if start.shape != (2,):
-                raise ValueError(
-                    f"reset option 'start' must have shape (2,) = [x, y], got shape {start.shape}"
-                )
+            start = options["start"]
         else:
             start = self.reset_locations[self.np_random.integers(len(self.reset_locations))]
         qpos = start + self.np_random.uniform(-0.1, 0.1, size=self.model.nq)

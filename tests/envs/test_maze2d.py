@@ -210,3 +210,23 @@ def test_a_goal_reset_option_lasts_one_episode_and_set_target_persists() -> None
     _, info = env.reset(seed=0)
     np.testing.assert_array_equal(info["goal"], [2.0, 1.0])
     env.close()
+
+
+def test_bad_reset_options_are_refused_before_anything_is_reset() -> None:
+    env = gym.make("Maze2D-UMaze-v1")
+    obs, info = env.reset(seed=0, options={"start": (3, 1)})
+    state = env.unwrapped.data.qpos.copy()
+    # (2, 2) is a wall in the u-maze; (9, 9) is outside it: a point mass placed there would pass through walls
+    for start, where in (((2, 2), "a wall"), ((9.0, 9.0), "outside the maze")):
+        with pytest.raises(ValueError, match=f"not in an open cell.*{where}"):
+            env.reset(seed=1, options={"start": start})
+    # a bad goal used to be refused after the start had been reset, leaving a half-reset env
+    for goal, message in (((1.0, 2.0, 3.0), r"shape \(2,\)"), ((np.nan, 1.0), "finite")):
+        with pytest.raises(ValueError, match=message):
+            env.reset(seed=1, options={"start": (1, 1), "goal": goal})
+    np.testing.assert_array_equal(env.unwrapped.data.qpos, state)
+    np.testing.assert_array_equal(env.unwrapped.goal, info["goal"])
+    # an open cell with the reset noise's offsets is accepted, as is the goal cell itself
+    _, info = env.reset(seed=1, options={"start": (1.4, 2.6), "goal": (3, 3)})
+    np.testing.assert_array_equal(info["goal"], [3.0, 3.0])
+    env.reset(seed=1, options={"start": (1, 1)})
