@@ -17,6 +17,7 @@ after this action, or None, for plan diagnostics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -31,8 +32,8 @@ __all__ = ["EXECUTIONS", "ActionQueue", "Execution", "FirstAction", "FollowPlan"
 
 
 class Execution:
-    """Base class: ``step(policy, obs_n, context) -> normalized actions [B, act_dim]``; ``reset()`` forgets every
-    plan. Constructor keyword arguments are the execution's options (saved in the artifact)."""
+    """Base class: ``step(policy, obs_n, context) -> normalized actions [B, act_dim]`` (``context["observation"]``:
+    the observations as given, ``[B, S]``); ``reset()`` forgets every plan. Constructor keyword arguments are the execution's options (saved in the artifact)."""
 
     name: ClassVar[str] = ""
 
@@ -94,6 +95,9 @@ def make_execution(name: str, options: dict[str, Any] | None = None) -> Executio
     """Build the execution registered as ``name``; unknown names and options are refused with the valid ones."""
     if name not in EXECUTIONS:
         raise ValueError(f"unknown execution {name!r}; expected one of: {', '.join(EXECUTIONS)}")
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"execution options: expected a mapping of option name to value (e.g. "
+                         f"{{'action_steps': 4}}), got {options!r} ({type(options).__name__})")
     try:
         return EXECUTIONS[name](**(options or {}))
     except TypeError:
@@ -163,7 +167,8 @@ class FollowPlan(Execution):
         if self.now + self.k + 1 > last:  # past the plan's end (not at its last waypoint): hold, no velocity
             target[:, policy.obs_dim // 2 :] = 0.0
         self.k += 1
-        obs = policy._unnormalize("observations", obs_n)
+        # the observation as given: un-normalizing obs_n would give a clipped state where the normalizer clips
+        obs = torch.as_tensor(context["observation"], dtype=self.plan.dtype, device=self.plan.device)
         half = policy.obs_dim // 2
         action = (target[:, :half] - obs[:, :half]) + (target[:, half:] - obs[:, half:])
         return policy._normalize("actions", action[:, : policy.act_dim])

@@ -619,8 +619,9 @@ class Policy:
         queued actions included; a call that fails while planning does not remember its observation and drops
         the kept plan and action queue, so the next call plans afresh.
         """
-        obs_n, single, as_numpy, far = self._observe(obs)
+        obs_n, single, as_numpy, far, raw = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
+        context["observation"] = raw  # as given, [B, S]: a normalizer that clips (cdf, quantile) loses what lies out
         # what the history was (K references): a failed call puts it back, whether it appended to it, restarted
         # environments in it or (at a new batch size) replaced it
         before = (list(self._history), self._restart) if self.history_length > 1 else None
@@ -642,14 +643,16 @@ class Policy:
             self._execution.reset()
             raise
 
-    def _observe(self, obs: Any, check_range: bool = True) -> tuple[torch.Tensor, bool, bool, np.ndarray | None]:
+    def _observe(self, obs: Any, check_range: bool = True
+                 ) -> tuple[torch.Tensor, bool, bool, np.ndarray | None, np.ndarray | torch.Tensor]:
         """Checked, normalized observations ``[B, S]`` on the model's device (numpy input is normalized in numpy:
-        for one small observation that is several times cheaper than torch's per-op overhead), and which rows lie
-        far outside the training data (None: none, or not checked), for the caller to count once it succeeds."""
+        for one small observation that is several times cheaper than torch's per-op overhead), whether ``obs`` was
+        one observation and numpy, which rows lie far outside the training data (None: none, or not checked), for
+        the caller to count once it succeeds, and the checked raw observations ``[B, S]``."""
         raw, single, as_numpy = self._check_obs(obs, keep_numpy=True)
         x = self._normalize("observations", raw)
         far = self._check_range(raw, x) if check_range and self.out_of_range != "ignore" else None
-        return self._as_model_input(x), single, as_numpy, far
+        return self._as_model_input(x), single, as_numpy, far, raw
 
     def _count(self, far: np.ndarray | None, clipped: np.ndarray | None) -> None:
         """Add a successful call's far observations (and, from ``act``, its actions and clipped actions) to
@@ -746,7 +749,7 @@ class Policy:
         expected = self._execution.expected_next
         if expected is None:
             return None
-        obs_n, _, _, _ = self._observe(next_obs, check_range=False)  # a diagnostic: act() judges observations
+        obs_n = self._observe(next_obs, check_range=False)[0]  # a diagnostic: act() judges observations
         if obs_n.shape[0] != expected.shape[0]:
             raise ValueError(
                 f"next_obs: expected {expected.shape[0]} observation(s), one per environment of the last act(); "
@@ -767,7 +770,7 @@ class Policy:
         random stream is left where it was, so adding a ``plan`` for a plot or a log does not change the actions
         ``act`` returns afterwards (and ``plan(obs)`` shows the plan the next ``act(obs)`` would make from noise).
         ``obs`` is checked as ``act`` checks it (a far observation is counted in ``stats`` and warned about)."""
-        obs_n, single, as_numpy, far = self._observe(obs)
+        obs_n, single, as_numpy, far, _ = self._observe(obs)
         context = self._context(kwargs, obs_n.shape[0])
         context["history"] = self._history_with(obs_n, store=False)
         stream = self._generator.get_state()

@@ -120,6 +120,9 @@ def test_bad_executions_are_clear_errors():
         make_execution("action_queue", {"steps": 3})
     with pytest.raises(ValueError, match=r"does not take options \['foo'\]; its options: \['action_steps'\]"):
         make_execution("action_queue", {"action_steps": 4, "foo": 1})  # the valid one is not named as unknown
+    for options in (["action_steps"], "action_steps=4"):  # not a mapping: named as such, not split into keys
+        with pytest.raises(ValueError, match="execution options: expected a mapping of option name to value"):
+            make_execution("action_queue", options)
     with pytest.raises(ValueError, match="action_steps must be an integer >= 1"):
         make_policy("diffuser", execution="action_queue", execution_options={"action_steps": 0})
     with pytest.raises(ValueError, match="its options: none"):
@@ -252,6 +255,28 @@ def test_follow_plan_tracks_each_waypoint_with_its_velocity_and_holds_after_the_
     np.testing.assert_allclose(np.stack(actions)[:, 0], [2.0, 3.0, 4.0, 3.0, 3.0], atol=1e-5)
     np.testing.assert_allclose(np.stack(actions)[:, 1], 0.0, atol=1e-5)
 
+
+
+def test_follow_plan_tracks_from_the_observation_as_given_when_the_normalizer_clips(monkeypatch):
+    """A CDF normalizer clips observations into the data's range: the PD law must use the real state, not the
+    state un-normalized from the clipped one (a fast point mass beyond the data's velocities)."""
+    from diffusion_rl.algos import Diffuser, PlanOutput
+    from diffusion_rl.data import CDFNormalizer, GaussianNormalizer
+
+    torch.manual_seed(0)
+    algo = Diffuser(obs_dim=4, act_dim=2, horizon=4, num_steps=10, dim=8, dim_mults=(1, 2), value_guided=False)
+    rng = np.random.default_rng(0)
+    normalizers = {"observations": CDFNormalizer().fit(rng.uniform(-0.5, 0.5, size=(500, 4))),
+                   "actions": GaussianNormalizer().fit(rng.normal(size=(200, 2)))}
+    policy = Policy(algo, normalizers, execution="follow_plan", sampling={"sampler": "ddim", "steps": 2})
+    waypoints = torch.tensor([[[0.1 * k, 0.0, 0.2, 0.0] for k in range(4)]])
+    planned = normalizers["observations"].normalize(waypoints)
+    monkeypatch.setattr(policy.algo, "plan", lambda obs, **kwargs: PlanOutput(
+        actions=torch.zeros(1, 2), trajectory=planned, observations=planned, now=0))
+    obs = np.array([0.0, 0.0, 0.9, -0.9], dtype=np.float32)  # velocities beyond the data's +-0.5
+    target = normalizers["observations"].unnormalize(planned)[0, 1].numpy()  # waypoint 1, as the CDF round-trips it
+    expected = (target[:2] - obs[:2]) + (target[2:] - obs[2:])
+    np.testing.assert_allclose(policy.act(obs), expected, atol=1e-4)
 
 def test_a_warm_start_with_follow_plan_which_never_replans_is_refused_or_warned(tmp_path):
     """follow_plan plans once per episode, so warm_start_t was accepted and never read: refused when given (in the
