@@ -440,10 +440,12 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None],
         planned, executed, expected, reached = rollout_for_plot(
             Policy.load(policy_path, device=device), env_name, cfg.eval_seed, one_step=min(200, cfg.eval_max_episode_steps or 200)
         )
-        maze = spec is not None and spec.env == "maze2d"
+        # the x-y panel of a maze is the position, which only a state plan holds
+        maze = spec is not None and spec.env == "maze2d" and algo.plans_states
         labels = ("planned", "executed") if algo.plans_states else ("planned actions", "executed actions")
+        names = None if algo.plans_states else [f"action[{d}]" for d in range(planned.shape[-1])]
         plot_plan(planned, executed, run_dir / "plan.png", dims=(0, 1) if maze else None, xy=maze, labels=labels,
-                  title=f"{cfg.algo} on {env_name}: plan vs executed")
+                  dim_names=names, title=f"{cfg.algo} on {env_name}: plan vs executed")
         if len(expected) > 1:  # planners only: each step's planned next state against the simulator's
             plot_plan(expected, reached, run_dir / "plan_consistency.png", labels=("planned next state",
                       "simulator's next state"), title=f"{cfg.algo} on {env_name}: one-step plan vs executed "

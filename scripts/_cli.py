@@ -103,9 +103,13 @@ def sampling_overrides_as_additions(argv: list[str], prefixes: tuple[str, ...] =
 
 
 def default_out(policy_path: str | Path, env_name: str, kind: str = "eval") -> Path:
-    """``<policy>/../<kind>_<env>.json``: beside the artifact folder or file (env ids made file-name safe)."""
+    """Beside the artifact: ``<policy>/../<kind>_<env>.json`` for an artifact folder, and
+    ``<kind>_<file stem>_<env>.json`` for a ``.safetensors`` file, so that two files of one folder do not overwrite
+    each other's results (env ids made file-name safe)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", env_name)
-    return Path(policy_path).resolve().parent / f"{kind}_{safe}.json"
+    path = Path(policy_path).resolve()
+    name = f"{kind}_{path.stem}_{safe}" if path.suffix == ".safetensors" else f"{kind}_{safe}"
+    return path.parent / f"{name}.json"
 
 
 def check_values(cfg: DictConfig, ints: dict[str, int] = {}, optional_ints: dict[str, int] = {},  # noqa: B006

@@ -75,8 +75,8 @@ def plot_plan(
     if xy:
         ax = axes[len(dims)]
         dx, dy = dims
-        ax.plot(planned[:, dx], planned[:, dy], "-", color="tab:blue", label="planned")
-        ax.plot(executed[:, dx], executed[:, dy], "--", color="tab:orange", label="executed")
+        ax.plot(planned[:, dx], planned[:, dy], "-", color="tab:blue", label=labels[0])
+        ax.plot(executed[:, dx], executed[:, dy], "--", color="tab:orange", label=labels[1])
         ax.scatter(planned[0, dx], planned[0, dy], color="tab:green", zorder=3, label="start")
         ax.scatter(planned[-1, dx], planned[-1, dy], color="tab:red", marker="*", s=120, zorder=3,
                    label="plan end")

@@ -114,6 +114,16 @@ def action_bounds(env_name: str) -> tuple[list[float], list[float]] | None:
     return np.asarray(space.low, np.float64).reshape(-1).tolist(), np.asarray(space.high, np.float64).reshape(-1).tolist()
 
 
+def _render_fps(env: gym.Env) -> float:
+    """The video's frame rate: the env's ``render_fps``; where it leaves that unset (None), its simulation rate
+    ``1 / dt`` when it has one, else 30."""
+    fps = env.metadata.get("render_fps")
+    if fps is None:
+        dt = getattr(env.unwrapped, "dt", None)
+        fps = 1.0 / dt if isinstance(dt, (int, float)) and dt > 0 else 30.0
+    return fps
+
+
 def _make_env(gym_id: str, max_episode_steps: int | None, render: bool) -> gym.Env:
     kwargs: dict[str, Any] = {}
     if max_episode_steps is not None:
@@ -224,6 +234,15 @@ def evaluate(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32 - episodes:
         raise ValueError(f"seed: expected an integer in [0, 2**32 - episodes) (episode i resets with seed + i), "
                          f"got {seed!r}")
+    base_seed = getattr(policy, "seed", None)  # a seeded policy (diffusion_rl.Policy): restored at the end
+    if (isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer))
+            or not _reset_takes_seed(policy)):  # another policy's own `seed` attribute: reset() as the protocol says
+        base_seed = None
+    last_wave = (episodes - 1) // min(num_envs, episodes) * min(num_envs, episodes)  # its first episode
+    if base_seed is not None and int(base_seed) + int(seed) + last_wave >= 2**63:
+        raise ValueError(f"seed: the policy's seed {int(base_seed)} plus seed {seed} plus {last_wave} (the last "
+                         f"wave's first episode) reaches 2**63, beyond the policy's seeds (each wave resets it with "
+                         "policy.seed + seed + its first episode); expected a smaller policy.seed or seed")
     if max_episode_steps is not None:
         max_episode_steps = _positive_int("max_episode_steps", max_episode_steps)
     gym_id, spec = resolve_env(env_name)
@@ -238,7 +257,7 @@ def evaluate(
     writer = None
     if video_path is not None:
         try:
-            writer = AtomicVideoWriter(video_path, fps=vec.envs[0].metadata.get("render_fps", 30))
+            writer = AtomicVideoWriter(video_path, fps=_render_fps(vec.envs[0]))
         except BaseException:  # a bad path: the envs (and their renderers) were already made
             vec.close()
             raise
@@ -251,10 +270,6 @@ def evaluate(
     routes: list[str] = []  # per episode, for envs that report info["route"] (which way a task was done)
     reports_route = False
     written: str | None = None
-    base_seed = getattr(policy, "seed", None)  # a seeded policy (diffusion_rl.Policy): restored at the end
-    if (isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer))
-            or not _reset_takes_seed(policy)):  # another policy's own `seed` attribute: reset() as the protocol says
-        base_seed = None
     wants_goal = bool(getattr(policy, "accepts_goal", True))
     stats = getattr(policy, "stats", None)  # diffusion_rl.Policy counts clipped actions and far observations
     stats_before = dict(stats) if isinstance(stats, dict) else None

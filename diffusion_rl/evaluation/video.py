@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -33,11 +34,17 @@ class AtomicVideoWriter:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"video_path: expected a file name ending in .mp4, got {str(self.path)!r}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"video fps: expected a positive number of frames per second, got {fps!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(self.path.parent, f".{self.path.stem}.", ".tmp.mp4")  # of killed writes of this video
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.mp4", dir=self.path.parent)
         os.close(fd)
-        self._writer = imageio.get_writer(self._tmp, format="FFMPEG", fps=float(fps), macro_block_size=16)
+        try:
+            self._writer = imageio.get_writer(self._tmp, format="FFMPEG", fps=float(fps), macro_block_size=16)
+        except BaseException:  # no writer (ffmpeg missing...): no temporary file left behind either
+            os.unlink(self._tmp)
+            raise
         self.frames = 0
 
     def append(self, frame: np.ndarray) -> None:

@@ -586,3 +586,28 @@ def test_a_diverged_episode_is_written_as_null_not_as_nan(tmp_path):
     saved = json.loads(result.save_json(tmp_path / "eval.json").read_text())
     assert saved["returns"] == [1500.0, None, 1700.0] and saved["normalized_scores"] == [46.9, None, 53.1]
     assert saved["plan_errors"] == [0.02, None, 0.03] and saved["normalized_score_mean"] is None
+
+
+def test_a_policy_seed_near_the_top_is_refused_before_any_episode_runs(monkeypatch):
+    """The waves reset a seeded Policy with policy.seed + seed + i; past 2**63 that used to fail after the first
+    wave, in Policy.reset, with a message that named neither policy.seed nor evaluate's seed."""
+    import torch
+
+    from diffusion_rl import Policy
+    from diffusion_rl.algos import make_algorithm
+    from diffusion_rl.data import GaussianNormalizer
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = Policy(make_algorithm("bc", obs_dim=11, act_dim=3, hidden_dim=8),
+                    {"observations": GaussianNormalizer().fit(rng.normal(size=(64, 11))),
+                     "actions": GaussianNormalizer().fit(rng.normal(size=(64, 3)))}, seed=2**63 - 3)
+    monkeypatch.setattr(gym.vector, "SyncVectorEnv", None)  # no env may be made
+    with pytest.raises(ValueError, match=r"policy's seed 9223372036854775805 plus seed 1 plus 2 \(the last wave's"):
+        evaluate(policy, "hopper-medium", episodes=3, num_envs=1, seed=1, progress=False)
+    monkeypatch.undo()
+    # the waves' seeds (policy.seed + 0, 1 and 2) are all below 2**63; one wave of 4 is reset with policy.seed
+    result = evaluate(policy, "hopper-medium", episodes=3, num_envs=1, max_episode_steps=2, progress=False)
+    assert result.sampler_seed == 2**63 - 3 and policy.seed == 2**63 - 3
+    result = evaluate(policy, "hopper-medium", episodes=4, num_envs=4, max_episode_steps=2, progress=False)
+    assert result.sampler_seed == 2**63 - 3 and policy.seed == 2**63 - 3

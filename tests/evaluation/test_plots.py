@@ -45,3 +45,19 @@ def test_bad_input(tmp_path, planned, executed, kwargs, match):
     with pytest.raises(ValueError, match=match):
         plot_plan(planned, executed, tmp_path / "x.png", **kwargs)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_xy_panel_names_its_curves_with_the_labels_given(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (saved.append(self), real(self, *a, **k))[1])
+    rng = np.random.default_rng(0)
+    plot_plan(rng.normal(size=(6, 2)), rng.normal(size=(6, 2)), tmp_path / "a.png", xy=True,
+              labels=("planned actions", "executed actions"), dim_names=["action[0]", "action[1]"])
+    axes = [ax for ax in saved[0].axes if ax.get_visible()]
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in (axes[0], axes[-1])]
+    assert legends[0] == ["planned actions", "executed actions"]
+    assert legends[1][:2] == ["planned actions", "executed actions"]  # the x-y panel said "planned"/"executed"
+    assert axes[-1].get_xlabel() == "action[0]" and axes[-1].get_ylabel() == "action[1]"

@@ -292,8 +292,11 @@ def test_helpers(script_module):
     ) == ["policy=p", "++sampling.steps=5", "+sampling.eta=0.1", "seed=1"]
     out = script_module.default_out("/runs/x/policy", "hopper-medium")
     assert out == Path("/runs/x/eval_hopper-medium.json")
+    # a single-file artifact's results are named after it too: two checkpoints of one folder keep theirs apart
     assert script_module.default_out("/runs/x/m.safetensors", "envs.maze2d:Maze2D-UMaze-v1") == Path(
-        "/runs/x/eval_envs.maze2d_Maze2D-UMaze-v1.json")
+        "/runs/x/eval_m_envs.maze2d_Maze2D-UMaze-v1.json")
+    assert script_module.default_out("/runs/x/n.safetensors", "hopper-medium", "diagnose") == Path(
+        "/runs/x/diagnose_n_hopper-medium.json")
 
 
 def test_a_robot_task_is_named_by_task(tmp_path):
