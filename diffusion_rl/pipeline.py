@@ -79,7 +79,7 @@ class PlannerRunConfig:
     """Algorithm constructor arguments (horizon, network width, diffusion steps...)."""
     data: dict[str, Any] = field(default_factory=dict)
     """SequenceDataset options: ``normalizer``, ``discount``, ``value_discount``, ``terminal_penalty``,
-    ``return_label``."""
+    ``return_label``; those left out take the algorithm's (``Algorithm.default_data``, as ``configs/algo``)."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampler settings stored in the artifact (sampler, steps, guidance weight...)."""
     execution: str | None = None
@@ -106,6 +106,12 @@ class PlannerRunConfig:
     """The size preset these settings came from (``cpu``, ``paper``), recorded in ``eval.json`` so score tables
     never mix presets; None when the settings were given directly."""
 
+    def resolved_data(self) -> dict[str, Any]:
+        """``data`` over the algorithm's defaults (``Algorithm.default_data``): what the run trains with and
+        records. An unknown ``algo`` gives ``data`` alone (``validate`` refuses it)."""
+        defaults = ALGORITHMS[self.algo].default_data if self.algo in ALGORITHMS else {}
+        return {**defaults, **self.data}
+
     def validate(self) -> None:
         """Check every value before any work (dataset, training, evaluation); ``ConfigError`` names the key, what
         was expected and what was given."""
@@ -127,16 +133,17 @@ class PlannerRunConfig:
         unknown = sorted(set(self.data) - set(DATA_OPTIONS))
         if unknown:
             raise ConfigError(f"algo.data: unknown setting(s) {unknown}; expected some of {list(DATA_OPTIONS)}")
+        data = self.resolved_data()
         try:
-            check_normalizer_spec(self.data.get("normalizer", "gaussian"), ("observations", "actions"))
+            check_normalizer_spec(data.get("normalizer", "gaussian"), ("observations", "actions"))
         except ValueError as err:
             raise ConfigError(f"algo.data.{err}") from None
         for key in ("discount", "value_discount", "terminal_penalty"):  # "0.99" would fail after the data is loaded
-            value = self.data.get(key)
-            if (key in self.data and not (value is None and key == "terminal_penalty")
+            value = data.get(key)
+            if (key in data and not (value is None and key == "terminal_penalty")
                     and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real))):
                 raise ConfigError(f"algo.data.{key}: expected a number, got {value!r} ({type(value).__name__})")
-        label = self.data.get("return_label", "minmax")
+        label = data.get("return_label", "minmax")
         if not isinstance(label, str) or label not in RETURN_LABELS:
             raise ConfigError(f"algo.data.return_label: expected one of {sorted(RETURN_LABELS)}, got {label!r}")
         owned = sorted(set(self.trainer) & set(TRAINER_KEYS_OWNED))
@@ -382,7 +389,8 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None],
     check_recorded_env(store, cfg.dataset or cfg.env, gym_id)
     algo = make_algorithm(cfg.algo, obs_dim=obs_dim, act_dim=act_dim, **cfg.model)
     horizon = int(algo.config()["horizon"])
-    data = _sequence_dataset(algo, store, horizon, cfg.data, device)
+    data_settings = cfg.resolved_data()
+    data = _sequence_dataset(algo, store, horizon, data_settings, device)
     # the return labels' normalizer travels too: it says what a target_return means in returns
     normalizers = {k: data.normalizers[k] for k in ("observations", "actions", "returns") if k in data.normalizers}
     n_params = sum(p.numel() for p in algo.parameters())
@@ -393,7 +401,7 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None],
     def make_policy(model: Algorithm) -> Policy:
         return Policy(model, normalizers, env_name=env_name, sampling=cfg.sampling, execution=cfg.execution,
                       execution_options=cfg.execution_options, action_bounds=bounds,
-                      seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env, "data": dict(cfg.data)})
+                      seed=cfg.eval_seed, metadata={"dataset": cfg.dataset or cfg.env, "data": data_settings})
 
     try:  # the policy's own checks (execution against the model, sampler settings) before training, not after
         make_policy(algo)
@@ -407,7 +415,7 @@ def _train_planner(cfg: PlannerRunConfig, log: Callable[[str], None],
     trainer_cfg = TrainerConfig(**{"seed": cfg.seed, "device": str(device), "run_dir": str(run_dir),
                                    "eval_every": cfg.eval_every, **cfg.trainer})
     trainer = Trainer(algo, data, trainer_cfg, eval_fn=eval_fn,  # a resume with other ones is refused
-                      run_settings={"env": cfg.env, "algo": cfg.algo, "model": cfg.model, "data": cfg.data,
+                      run_settings={"env": cfg.env, "algo": cfg.algo, "model": cfg.model, "data": data_settings,
                                     "dataset": cfg.dataset or cfg.env, "dataset_digest": dataset_digest(store, data)})
     if before_training is not None:
         before_training()

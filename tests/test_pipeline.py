@@ -268,3 +268,24 @@ def test_a_dataset_recorded_in_another_environment_is_refused():
         check_recorded_env(store(spec_name="maze2d-umaze"), "x.hdf5", "Maze2D-Large-v1")
     check_recorded_env(store(env_id="Hopper-v4"), "hopper.hdf5", "Hopper-v5")  # another version of the same env
     check_recorded_env(store(), "own.hdf5", "Hopper-v5")  # a file that does not say: its sizes were checked
+
+
+def test_data_settings_have_one_source_the_algorithm_s_defaults():
+    """The Python API trains with the data settings the Hydra config shows (a Decision Diffuser's target_return
+    is a quantile level of CDF-normalized, fall-penalized labels): Algorithm.default_data, which configs/algo
+    repeats, and what a run gives overrides it key by key."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from diffusion_rl.algos import ALGORITHMS
+
+    for name, cls in ALGORITHMS.items():
+        yaml = Path(__file__).resolve().parents[1] / "configs" / "algo" / f"{name}.yaml"
+        if yaml.exists():
+            assert OmegaConf.to_container(OmegaConf.load(yaml)).get("data", {}) == cls.default_data, name
+        assert PlannerRunConfig(algo=name).resolved_data() == cls.default_data
+    dd = PlannerRunConfig(algo="decision_diffuser", data={"terminal_penalty": 0})
+    assert dd.resolved_data() == {"normalizer": "cdf", "discount": 0.99, "terminal_penalty": 0,
+                                  "return_label": "quantile"}
+    assert PlannerRunConfig(algo="nonexistent").resolved_data() == {}

@@ -85,6 +85,10 @@ class Algorithm(nn.Module):
     sample_keys: ClassVar[tuple[str, ...]] = ("observations",)
     #: sampler settings used when the caller does not override them
     default_sampling: ClassVar[dict[str, Any]] = {}
+    #: the training data settings a run uses when it does not override them (``PlannerRunConfig.data``: the
+    #: normalizer, discount, fall penalty and return label the paper's code trains this algorithm with); the Hydra
+    #: config's ``algo.data`` shows the same values
+    default_data: ClassVar[dict[str, Any]] = {}
     #: batch keys that are conditions, each with the sampling setting that gives its value when planning (a
     #: Decision Diffuser's return label is the plan's ``target_return``): what distillation can draw at the
     #: condition the planner will be asked for instead of the data's

@@ -24,6 +24,7 @@ class BehaviorCloning(Algorithm):
     name = "bc"
     batch_keys = ("observations", "actions", "mask")
     default_sampling: dict[str, Any] = {}
+    default_data = {"normalizer": "gaussian"}
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, depth: int = 2, horizon: int = 1) -> None:
         check_sizes(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, horizon=horizon)

@@ -54,6 +54,12 @@ class DecisionDiffuser(Algorithm):
     plans_states = True
     batch_keys = ("observations", "actions", "mask", "returns")
     plan_conditions = {"returns": "target_return"}
+    default_data = {
+        "normalizer": "cdf",  # the paper code's CDFNormalizer: every state dimension in [-1, 1]
+        "discount": 0.99,
+        "terminal_penalty": -100.0,  # on the last reward of an episode that fell
+        "return_label": "quantile",  # target_return is a quantile level of the return labels
+    }
     default_sampling = {
         "sampler": "ddim",
         "steps": 20,
@@ -177,7 +183,9 @@ class DecisionDiffuser(Algorithm):
         for a planner conditioned on K past states.
 
         ``target_return`` is a return label in [0, 1] (see the module docstring); ``guidance_weight`` a finite
-        number (0 = conditional only)."""
+        number (0 = conditional only). ``clip_sample`` clips x0 estimates to [-c, c]: 1.0 suits states normalized
+        into [-1, 1] (cdf, minmax); pass None for Gaussian-normalized ones (``Policy`` resolves its ``"auto"``
+        from the normalizer, ``auto_clip``)."""
         self.check_dtypes(obs=obs, history=history, warm_start=warm_start)
         if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
             raise ValueError(f"obs must have shape [B, {self.obs_dim}] (normalized states; a history of past states "

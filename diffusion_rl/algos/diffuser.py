@@ -40,6 +40,7 @@ class Diffuser(Algorithm):
     plans_states = True
     sample_keys = ("observations", "actions")
     batch_keys = ("observations", "actions", "mask", "values")
+    default_data = {"normalizer": "gaussian", "value_discount": 0.997, "terminal_penalty": -100.0}
     default_sampling = {
         "sampler": "ddpm",
         "steps": None,
@@ -187,7 +188,9 @@ class Diffuser(Algorithm):
 
         ``guide_scale`` multiplies the gradient of the value net's output, a return normalized to [-1, 1] over the
         training data: the reference code's 0.1 applies to raw returns, about half their range (532 on hopper-medium)
-        times more (docs/results.md measures both)."""
+        times more (docs/results.md measures both). ``clip_sample`` clips x0 estimates to [-c, c]: 1.0 suits data
+        normalized into [-1, 1] (cdf, minmax); pass None for Gaussian-normalized data, the default normalizer here
+        (``Policy`` resolves its ``"auto"`` from the normalizers, ``auto_clip``)."""
         self.check_dtypes(obs=obs, goal=goal, warm_start=warm_start)
         if goal is not None and not self.goal_conditioned:
             raise ValueError("goal: this diffuser was trained without goals (goal_conditioned=False); it plans from "

@@ -64,6 +64,7 @@ class DiffusionPolicy(Algorithm):
     sample_keys = ("actions",)
     repeats_first_observation = True
     batch_keys = ("observations", "actions", "mask")
+    default_data = {"normalizer": "minmax"}  # observations and actions to [-1, 1]
     default_sampling = {
         "sampler": "ddim",
         "steps": 10,

@@ -43,10 +43,15 @@ def discounted_values(
     *,
     terminals: np.ndarray | None = None,
     terminal_penalty: float | None = None,
+    successes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return labels of both planners (Diffuser's values, Decision Diffuser's returns): returns-to-go with
     ``terminal_penalty`` added to the last reward of every episode that ended in a terminal state (``terminals``
-    set at its last step), as the papers' code does for locomotion falls (-100). None or 0 adds nothing."""
+    set at its last step), as the papers' code does for locomotion falls (-100). None or 0 adds nothing.
+
+    ``successes`` (per step, as demonstrations record it): an episode whose last step succeeded ended in its goal,
+    not a fall, and gets no penalty (a robot task terminates on success; penalized, its labels would rank the
+    windows that reach the goal soonest lowest)."""
     rewards, ends = _check(rewards, episode_ends, discount)
     if terminal_penalty is not None and not np.isfinite(terminal_penalty):
         raise ValueError(f"terminal_penalty must be a finite number or None, got {terminal_penalty!r}")
@@ -59,6 +64,12 @@ def discounted_values(
         if terminals.size != rewards.size:
             raise ValueError(f"terminals has {terminals.size} entries; expected {rewards.size}")
         last = ends - 1
+        fell = terminals[last]
+        if successes is not None:
+            successes = np.asarray(successes).reshape(-1)
+            if successes.size != rewards.size:
+                raise ValueError(f"successes has {successes.size} entries; expected {rewards.size}")
+            fell = fell & ~successes[last].astype(bool)
         rewards = rewards.copy()
-        rewards[last[terminals[last]]] += terminal_penalty
+        rewards[last[fell]] += terminal_penalty
     return returns_to_go(rewards, ends, discount)

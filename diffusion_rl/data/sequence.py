@@ -156,9 +156,11 @@ class SequenceDataset:
         self._scalars: dict[str, torch.Tensor] = {}
         rewards = store["rewards"] if (returns or values) else None
         terminals = store.get("terminals")
+        successes = store.get("success")  # demonstrations: an episode that ends in success did not fall
         if returns:
             rtg = discounted_values(
-                rewards, store.episode_ends, discount, terminals=terminals, terminal_penalty=terminal_penalty
+                rewards, store.episode_ends, discount, terminals=terminals, terminal_penalty=terminal_penalty,
+                successes=successes,
             )
             self._scalars["returns"] = self._scalar("returns", rtg, starts, RETURN_LABELS[return_label]())
         if values:
@@ -168,6 +170,7 @@ class SequenceDataset:
                 value_discount,
                 terminals=terminals,
                 terminal_penalty=terminal_penalty,
+                successes=successes,
             )
             self._scalars["values"] = self._scalar("values", vals, starts, MinMaxNormalizer(-1.0, 1.0))
 

@@ -40,6 +40,18 @@ def test_values_add_penalty_only_to_terminated_episodes() -> None:
     np.testing.assert_allclose(discounted_values(rewards, ends, 0.5), [1.5, 1, 1.5, 1])
 
 
+def test_an_episode_that_ends_in_success_is_not_a_fall() -> None:
+    """A robot task terminates on success: only terminal episodes that did not succeed get the fall penalty."""
+    rewards = np.array([0.0, 1.0, 0.0, 0.0, 0.0])
+    ends = np.array([2, 5])
+    terminals = np.array([False, True, False, False, True])  # both episodes end in a terminal state
+    success = np.array([False, True, False, False, False])  # the first at its goal, the second fell
+    v = discounted_values(rewards, ends, 0.5, terminals=terminals, terminal_penalty=-10.0, successes=success)
+    np.testing.assert_allclose(v, [0.5, 1.0, 0.25 * -10, 0.5 * -10, -10])
+    with pytest.raises(ValueError, match="successes has 4 entries; expected 5"):
+        discounted_values(rewards, ends, 0.5, terminals=terminals, terminal_penalty=-10.0, successes=success[:4])
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="episode_ends"):
         returns_to_go(np.zeros(4), np.array([2, 3]), 0.9)

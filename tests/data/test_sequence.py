@@ -131,6 +131,20 @@ def test_return_labels_take_the_penalty_and_quantile_labels_are_quantile_levels(
         SequenceDataset(store, horizon=2, terminal_penalty=float("nan"))
 
 
+def test_demonstrations_that_end_in_success_are_not_penalized_as_falls() -> None:
+    """A robot task terminates its episode on success: with the store's per-step ``success`` the first episode
+    (terminal and successful) keeps its plain return, and both labels (returns and values) agree."""
+    store = _fall_and_timeout_store()
+    success = EpisodeStore({**{k: store[k] for k in store.keys()}, "success": np.array([0, 1, 0, 0, 0], bool)},
+                           [2, 5])
+    ds = SequenceDataset(success, horizon=2, discount=0.5, terminal_penalty=-10.0, values=True, value_discount=0.5)
+    plain = np.array([1.5, 1.0, 1.75, 1.5, 1.0])
+    labels = ds.gather(torch.arange(5))
+    np.testing.assert_allclose(ds.normalizers["returns"].unnormalize(labels["returns"].reshape(-1, 1).double().numpy())[:, 0],
+                               plain, rtol=1e-6)
+    np.testing.assert_allclose(ds.normalizers["values"].unnormalize(labels["values"].reshape(-1, 1).double().numpy())[:, 0],
+                               plain, rtol=1e-6)
+
 def test_values_include_the_terminal_penalty() -> None:
     store = _fall_and_timeout_store()
     ds = SequenceDataset(
