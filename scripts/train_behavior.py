@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     run_path = out_dir / (f"{env}-seed{config.seed}.npz" if method == "ars" else f"{env}-{method}-seed{config.seed}.npz")
 
     if script["from_run"]:
-        snapshots = load_policy_sequence(script["from_run"])
-        print(f"loaded {len(snapshots)} snapshots from {script['from_run']}")
+        from_run = _path(script["from_run"])
+        if not from_run.is_file():
+            raise SystemExit(f"error: from_run: no snapshot file at {from_run} (relative paths are taken from the "
+                             "repository root); expected the .npz a previous run of this script wrote in out_dir")
+        snapshots = load_policy_sequence(from_run)
+        print(f"loaded {len(snapshots)} snapshots from {from_run}")
     else:
         print(f"{method.upper()} on {config.env_id}: {dataclasses.asdict(config)}")
 

@@ -57,3 +57,14 @@ def test_chosen_policies_go_to_the_output_folder_not_the_committed_weights(scrip
     script.main(["env=hopper", f"from_run={run}", "select_episodes=2", "weights_dir=envs/recipes/weights",
                  "write=expert"])
     assert [p.name for p in (repo / "envs" / "recipes" / "weights").iterdir()] == ["hopper-expert.npz"]
+
+
+def test_a_relative_from_run_is_taken_from_the_repository_root_and_a_missing_one_is_one_line(script, tmp_path,
+                                                                                             monkeypatch, capsys):
+    repo = tmp_path / "repo"
+    _run_file(repo / "outputs" / "behavior" / "hopper-seed0.npz")
+    monkeypatch.chdir(tmp_path)  # not the repository: the docstring's example path still finds the run
+    script.main(["env=hopper", "from_run=outputs/behavior/hopper-seed0.npz", "select_episodes=2", "write=expert"])
+    assert "loaded 5 snapshots" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"error: from_run: no snapshot file at .*missing\.npz"):
+        script.main(["env=hopper", "from_run=outputs/behavior/missing.npz"])
