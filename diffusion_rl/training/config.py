@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -13,9 +14,12 @@ MIXED_PRECISION_MODES: tuple[str, ...] = ("auto", "bf16", "no")
 
 
 def _check_real(name: str, value: Any) -> None:
-    """Refuse what is not a real number (a string such as "1e-3" from a hand-edited file, a bool) by field name."""
+    """Refuse what is not a finite real number (a string such as "1e-3" from a hand-edited file, a bool, NaN or
+    inf: a NaN clip or lr made every update NaN, a NaN weight decay meant none) by field name."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"TrainerConfig.{name}: expected a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"TrainerConfig.{name}: expected a finite number, got {value!r}")
 
 
 @dataclass
@@ -40,7 +44,7 @@ class TrainerConfig:
     min_lr_ratio: float = 0.0
     """Floor of the decaying schedules, as a fraction of ``lr``."""
     grad_clip: float | None = 1.0
-    """Max global gradient norm; ``None`` (or 0) turns clipping off."""
+    """Max global gradient norm; ``None`` (or 0) turns clipping off (a negative norm is refused)."""
     grad_accum: int = 1
     ema_decay: float = 0.995
     ema_every: int = 10
@@ -87,7 +91,10 @@ class TrainerConfig:
         for beta in self.betas:
             _check_real("betas", beta)
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        if self.grad_clip is not None and self.grad_clip <= 0:
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ValueError(f"TrainerConfig.grad_clip: expected a norm > 0, or 0 or None for no clipping, got "
+                             f"{self.grad_clip!r}")
+        if self.grad_clip == 0:
             self.grad_clip = None
         _check_real("ddp_timeout_s", self.ddp_timeout_s)
         if self.ddp_timeout_s <= 0:
@@ -108,7 +115,7 @@ class TrainerConfig:
 
         positive_int("max_steps", 0)
         positive_int("seed", 0)
-        if self.seed >= 2**62:  # each rank seeds torch with seed + rank, which must stay below 2**63
+        if self.seed >= 2**62:  # torch seeds must stay below 2**63 (rank 0 is seeded with it; see rank_seed)
             raise ValueError(f"TrainerConfig.seed: expected an integer in [0, 2**62), got {self.seed!r}")
         positive_int("batch_size", 1)
         positive_int("grad_accum", 1)
@@ -125,8 +132,8 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.weight_decay: expected >= 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainerConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
-        if not 0.0 <= self.ema_decay <= 1.0:
-            raise ValueError(f"TrainerConfig.ema_decay: expected a float in [0, 1], got {self.ema_decay!r}")
+        if not 0.0 <= self.ema_decay < 1.0:  # 1 would keep the initial weights forever, and export them
+            raise ValueError(f"TrainerConfig.ema_decay: expected a float in [0, 1), got {self.ema_decay!r}")
         if self.ema_power is not None and not (isinstance(self.ema_power, (int, float)) and self.ema_power > 0):
             raise ValueError(f"TrainerConfig.ema_power: expected a float > 0 or None, got {self.ema_power!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -146,7 +153,7 @@ class TrainerConfig:
             raise ValueError(
                 f"TrainerConfig.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        for flag in ("compile", "resume", "progress"):
+        for flag in ("compile", "resume", "progress", "ddp_find_unused_parameters"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"TrainerConfig.{flag}: expected true or false, got {getattr(self, flag)!r}")
         if self.resume and self.run_dir is None:

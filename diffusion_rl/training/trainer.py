@@ -186,13 +186,22 @@ def _build_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one process of a run: ``seed`` on rank 0 (a one-process run is seeded as given), and for the
+    other ranks a 63-bit seed drawn from ``(seed, rank)``. ``seed + rank`` gave rank 1 of seed 0 the data batches
+    and noise of rank 0 of seed 1, so runs of neighbouring seeds were not independent."""
+    if rank == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 class Trainer:
     """Trains ``model`` on batches from ``data`` as ``config`` says; see the module docstring for protocols.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the trainer joins the process group (gloo on CPU, NCCL on CUDA), wraps
     ``model.loss`` in DistributedDataParallel so gradients are averaged, seeds each rank's data generator and
     loss RNG differently, and keeps EMA evaluation, logs and checkpoints on rank 0. The trainer (re)seeds
-    torch's global RNG with ``config.seed + rank``.
+    torch's global RNG with :func:`rank_seed` (``config.seed`` itself on rank 0).
     """
 
     def __init__(
@@ -233,10 +242,14 @@ class Trainer:
         self.last_eval_step: int | None = None
         self._amp = _autocast_enabled(config.mixed_precision, self.device)
 
-        rank_seed = config.seed + self.dist.rank
+        if 0 < config.max_steps < config.warmup_steps:
+            log.warning("warmup_steps=%s is longer than the run (max_steps=%s): the warm-up never ends, and the lr "
+                        "peaks at %.2f x lr", config.warmup_steps, config.max_steps,
+                        config.max_steps / config.warmup_steps)
+        seed = rank_seed(config.seed, self.dist.rank)
         self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(rank_seed)
-        torch.manual_seed(rank_seed)
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
 
         module = LossModule(self.model)
         if config.compile:
@@ -430,6 +443,11 @@ class Trainer:
             log.warning("resuming %s with max_steps %s (was %s): the %s lr schedule is stretched to the new length, so "
                         "the rate jumps from where it was", path, self.config.max_steps, saved_max,
                         self.config.lr_schedule)
+        if (saved_max is not None and saved_max < self.config.max_steps and int(state["step"]) == saved_max
+                and saved_max % self.config.ema_every):
+            log.warning("resuming %s past its end (step %s): its EMA took the end-of-run update at step %s, off its "
+                        "every-%s-steps cadence, so the EMA (the exported model) will differ slightly from one run of "
+                        "%s steps", path, saved_max, saved_max, self.config.ema_every, self.config.max_steps)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         saved_wd = state.get("config", {}).get("weight_decay")

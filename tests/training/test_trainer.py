@@ -331,6 +331,20 @@ def test_resume_without_checkpoint_starts_fresh_and_changed_settings_warn(tmp_pa
     assert "with max_steps 40 (was 20): the cosine lr schedule is stretched" in caplog.text
 
 
+def test_a_warm_up_longer_than_the_run_and_an_ema_extended_off_its_cadence_are_warned(tmp_path, caplog):
+    data = ToyRegressionData(seed=1)
+    with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
+        Trainer(_model(), data, _cfg(max_steps=20, warmup_steps=50))
+    assert "warmup_steps=50 is longer than the run (max_steps=20): the warm-up never ends, and the lr peaks at " \
+           "0.40 x lr" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="diffusion_rl.training.trainer"):
+        Trainer(_model(), data, _cfg(max_steps=20, warmup_steps=20, ema_every=3, run_dir=str(tmp_path))).fit()
+        Trainer(_model(), data, _cfg(max_steps=40, warmup_steps=20, ema_every=3, run_dir=str(tmp_path), resume=True))
+    assert "warm-up never ends" not in caplog.text
+    assert "past its end (step 20): its EMA took the end-of-run update at step 20, off its every-3-steps" in caplog.text
+
+
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_of_that_step(tmp_path):
     import os
     import signal

@@ -137,11 +137,36 @@ def test_ema_rejects_bad_decay():
         ({"seed": None}, r"TrainerConfig.seed: expected an integer >= 0, got None"),
         ({"seed": -1}, r"TrainerConfig.seed: expected an integer >= 0, got -1"),
         ({"seed": 2**70}, r"TrainerConfig.seed: expected an integer in \[0, 2\*\*62\)"),
+        # NaN clipping or lr made every update NaN, a NaN weight decay meant none, a negative clip meant no clipping,
+        # ema_decay=1 exported the initial weights, and a string flag "no" was truthy
+        ({"grad_clip": float("nan")}, "grad_clip: expected a finite number, got nan"),
+        ({"lr": float("inf")}, "lr: expected a finite number, got inf"),
+        ({"weight_decay": float("nan")}, "weight_decay: expected a finite number"),
+        ({"ema_power": float("inf")}, "ema_power: expected a finite number"),
+        ({"ddp_timeout_s": float("nan")}, "ddp_timeout_s: expected a finite number"),
+        ({"grad_clip": -1.0}, r"grad_clip: expected a norm > 0, or 0 or None for no clipping, got -1.0"),
+        ({"ema_decay": 1.0}, r"ema_decay: expected a float in \[0, 1\), got 1.0"),
+        ({"ddp_find_unused_parameters": "no"}, "ddp_find_unused_parameters: expected true or false, got 'no'"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainerConfig(**kwargs)
+
+
+def test_clipping_off_is_none_or_zero():
+    assert TrainerConfig(grad_clip=0).grad_clip is None and TrainerConfig(grad_clip=None).grad_clip is None
+
+
+def test_rank_seeds_of_neighbouring_runs_do_not_collide():
+    """Rank 0 is seeded as given (a one-process run unchanged); the other ranks' seeds are drawn from (seed, rank),
+    where seed + rank gave rank 1 of seed 0 the stream of rank 0 of seed 1."""
+    from diffusion_rl.training.trainer import rank_seed
+
+    assert [rank_seed(s, 0) for s in range(3)] == [0, 1, 2]
+    seeds = {rank_seed(s, r) for s in range(50) for r in range(8)}
+    assert len(seeds) == 400 and all(0 <= x < 2**63 for x in seeds)
+    assert rank_seed(0, 1) == rank_seed(0, 1) != rank_seed(1, 0)
 
 
 def test_betas_from_a_config_list_or_an_array_are_taken():
