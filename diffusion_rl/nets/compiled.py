@@ -18,9 +18,9 @@ signature (shapes, dtypes, device, which optional inputs are given), in eval mod
 ``precision="bfloat16"`` runs the forward under ``torch.autocast`` in bfloat16 (for the fast paths, the trace or
 the capture is made under it) and returns the output in the input's dtype. Only tensor conditions take the fast
 path (a dict condition calls ``net`` eagerly, still at the asked precision). Weights changed after a signature was
-prepared are not reliably seen (a float32 trace shares the parameters' memory and follows in-place updates, a
-bfloat16 trace holds the casts made when it was traced): call :meth:`clear` (``Policy`` prepares anew when its
-``compile`` is set again).
+prepared are not seen, not even in place (a frozen trace folds some of them into constants, GroupNorm's among
+them, and a bfloat16 trace holds the casts made when it was traced): call :meth:`clear` (``Policy`` prepares anew
+when its ``compile`` is set again).
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class EagerDenoiser:
         return None
 
     def __call__(self, x: Tensor, t: Tensor, cond: Any = None, drop_mask: Tensor | None = None) -> Tensor:
+        if not isinstance(t, Tensor):  # a Python number, as the networks take it
+            t = torch.as_tensor(t, device=x.device)
         if cond is not None and not isinstance(cond, Tensor):
             return self._eager(x, t, cond, drop_mask)
         args = tuple(a for a in (x, t, cond, drop_mask) if a is not None)
@@ -308,6 +310,21 @@ def check_cpu_compiler(setting: str) -> None:
         ) from None
 
 
+class _RecompileRoom(nn.Module):
+    """A compiled network called with room for ``limit`` compiled shapes: torch's default of 8 per code object,
+    with ``fullgraph=True``, made the 9th batch size a hard error (a vector env whose episodes end meets many)."""
+
+    def __init__(self, compiled: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.compiled, self.limit = compiled, limit
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        import torch._dynamo
+
+        with torch._dynamo.config.patch(recompile_limit=max(self.limit, torch._dynamo.config.recompile_limit)):
+            return self.compiled(*args, **kwargs)
+
+
 class InductorDenoiser(CUDAGraphDenoiser):
     """``net`` compiled by ``torch.compile`` (TorchInductor, one graph per input signature, no dynamic shapes),
     and on CUDA captured as :class:`CUDAGraphDenoiser` does: the whole sampling call, or each forward, replayed
@@ -319,7 +336,7 @@ class InductorDenoiser(CUDAGraphDenoiser):
         super().__init__(net, precision, warmup)
         # compiled by its first call per shape and dtype (a warm-up call on CUDA); the weights stay inputs of the
         # compiled graph, so this wrapper has nothing of its own to forget on clear()
-        self.net = torch.compile(net, dynamic=False, fullgraph=True)
+        self.net = _RecompileRoom(torch.compile(net, dynamic=False, fullgraph=True), 4 * self.max_signatures)
 
 
 def _call_key(fn: Callable[..., Any], tensors: dict[str, Tensor], options: dict[str, Any],

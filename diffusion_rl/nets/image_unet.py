@@ -80,6 +80,10 @@ class ImageUnet2D(nn.Module):
         self.in_channels = in_channels
         self.cond_dim = cond_dim
         self.levels = len(channel_mults)
+        self.config = {  # the constructor's arguments: build_network("image_unet2d", **net.config) rebuilds it
+            "in_channels": in_channels, "base_channels": base_channels, "channel_mults": list(channel_mults),
+            "num_res_blocks": num_res_blocks, "cond_dim": cond_dim, "groups": groups,
+        }
         emb_dim = 4 * base_channels
         self.time_dim = base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

@@ -123,3 +123,14 @@ def test_image_model_learns_bars() -> None:
     assert got["bar"] > 0.85, got
     # the untrained model misses by far more than these tolerances
     assert abs(untrained["on"] - ref["on"]) > 0.1 or untrained["bar"] < 0.6, untrained
+
+
+def test_the_registry_rebuilds_the_image_unet_from_its_config():
+    from diffusion_rl.nets.registry import build_network, network_name
+
+    net = ImageUnet2D(3, base_channels=8, channel_mults=(1, 2), cond_dim=5)
+    rebuilt = build_network(network_name(net), **net.config)
+    assert network_name(net) == "image_unet2d"
+    rebuilt.load_state_dict(net.state_dict())  # the same architecture: every parameter fits
+    assert net.config == {"in_channels": 3, "base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                          "cond_dim": 5, "groups": 8}

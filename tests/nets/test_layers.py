@@ -132,3 +132,16 @@ def test_mish_is_torchs_kernel_eager_and_the_one_exponential_form_compiled():
     graphs.clear()
     half(torch.randn(8, dtype=torch.float16))  # float16 keeps torch's form (n (n + 2) overflows it)
     assert "mish" in " ".join(str(node.target) for gm in graphs for node in gm.graph.nodes)
+
+
+@pytest.mark.parametrize(("k", "padding"), [(3, 0), (1, 1), (5, 0), (5, 1)])
+def test_a_padding_that_changes_the_length_is_the_ordinary_convolution(k, padding, monkeypatch):
+    """The windows of the matrix product keep the length ("same" padding); any other padding, torch's default of 0
+    included, gives nn.Conv1d's output (it used to fail on short inputs with a reshape error)."""
+    monkeypatch.setattr(ShortConv1d, "max_rows", None)
+    torch.manual_seed(0)
+    short = ShortConv1d(128, 64, k, padding=padding)
+    plain = nn.Conv1d(128, 64, k, padding=padding)
+    plain.load_state_dict(short.state_dict())
+    x = torch.randn(2, 128, 6)
+    torch.testing.assert_close(short(x), plain(x))
