@@ -6,6 +6,7 @@ They compare shapes (known at trace time), never values, so they add no host syn
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -59,7 +60,9 @@ def check_drop_mask(drop_mask: torch.Tensor, batch: int, parts: int | None = Non
 def check_positive(name: str, value: int) -> None:
     """Constructor check: an integer size must be >= 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        hint = " (a numpy integer: pass int(...), the network's config is saved as JSON)" if (
+            isinstance(value, numbers.Integral) and not isinstance(value, bool)) else ""
+        raise ValueError(f"{name} must be a positive integer, got {value!r}{hint}")
 
 
 def check_group_divisible(name: str, channels: int, n_groups: int) -> None:
@@ -70,9 +73,10 @@ def check_group_divisible(name: str, channels: int, n_groups: int) -> None:
         raise ValueError(f"{name}={channels} must be divisible by n_groups={n_groups} (GroupNorm)")
 
 
-def check_dim_mults(dim_mults: Sequence[int]) -> tuple[int, ...]:
-    """Constructor check: U-Net width multipliers are a non-empty sequence of positive integers."""
-    mults = tuple(int(m) for m in dim_mults)
-    if not mults or min(mults) < 1:
-        raise ValueError(f"dim_mults must be a non-empty sequence of positive integers, got {mults}")
-    return mults
+def check_dim_mults(dim_mults: Sequence[int], name: str = "dim_mults") -> tuple[int, ...]:
+    """Constructor check: U-Net widths or width multipliers are a non-empty sequence of positive integers (numpy
+    integers taken as ints; 2.5 is refused, not cut to 2)."""
+    given = tuple(dim_mults)
+    if not given or any(isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1 for m in given):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {list(given)}")
+    return tuple(int(m) for m in given)

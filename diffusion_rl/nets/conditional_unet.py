@@ -20,6 +20,7 @@ from torch import nn
 
 from diffusion_rl.nets.checks import (
     check_cond,
+    check_dim_mults,
     check_drop_mask,
     check_group_divisible,
     check_positive,
@@ -87,9 +88,7 @@ class ConditionalUnet1D(nn.Module):
         check_positive("action_dim", action_dim)
         check_positive("global_cond_dim", global_cond_dim)
         check_positive("diffusion_step_embed_dim", diffusion_step_embed_dim)
-        down_dims = tuple(int(d) for d in down_dims)
-        if not down_dims or min(down_dims) < 1:
-            raise ValueError(f"down_dims must be a non-empty sequence of positive integers, got {down_dims}")
+        down_dims = check_dim_mults(down_dims, "down_dims")
         for d in down_dims:
             check_group_divisible("down_dims entry", d, n_groups)
         self.config = {

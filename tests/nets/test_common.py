@@ -146,3 +146,20 @@ def test_cuda_forward_matches_cpu(name):
         out = net(*[a.cuda() for a in args], **{k: v.cuda() for k, v in kwargs.items()})
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_sizes_are_integers_not_cut_to_them():
+    """dim_mults=(1, 2.5) became (1, 2) and down_dims=(16.9, 32) became (16, 32) without a word; numpy integers
+    are fine as multipliers, and as a size they are refused with the reason."""
+    import numpy as np
+
+    from diffusion_rl.nets.conditional_unet import ConditionalUnet1D
+    from diffusion_rl.nets.temporal_unet import TemporalUnet
+
+    with pytest.raises(ValueError, match=r"dim_mults must be a non-empty sequence of positive integers, got \[1, 2.5\]"):
+        TemporalUnet(4, dim=8, dim_mults=(1, 2.5))
+    with pytest.raises(ValueError, match=r"down_dims must be a non-empty sequence of positive integers, got \[16.9, 32\]"):
+        ConditionalUnet1D(2, global_cond_dim=3, down_dims=(16.9, 32))
+    assert TemporalUnet(4, dim=8, dim_mults=(np.int64(1), np.int64(2))).config["dim_mults"] == [1, 2]
+    with pytest.raises(ValueError, match=r"a numpy integer: pass int\(\.\.\.\)"):
+        TemporalUnet(np.int64(4), dim=8, dim_mults=(1, 2))
