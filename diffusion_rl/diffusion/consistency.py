@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance
+from diffusion_rl.diffusion.losses import check_weights
 from diffusion_rl.diffusion.prediction import get_prediction
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.timesteps import spaced_timesteps
@@ -64,6 +65,7 @@ def _student_target(prediction: str, process: ForwardProcess, caller: str) -> An
 def _weighted_mse(prediction: Tensor, target: Tensor, weights: Tensor | None) -> Tensor:
     sq = (prediction - target) ** 2
     if weights is not None:
+        check_weights(weights, sq.shape)
         sq = sq * weights.to(sq.dtype)
     return sq.mean()
 

@@ -40,8 +40,7 @@ class ClassifierFreeGuidance:
     weight: float
 
     def __post_init__(self) -> None:
-        if (not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool)
-                or not math.isfinite(self.weight)):  # a NaN weight would sample NaN without a word
+        if not is_real(self.weight) or not math.isfinite(self.weight):  # a NaN weight would sample NaN without a word
             raise ValueError(f"ClassifierFreeGuidance weight must be a finite float, got {self.weight!r}")  # noqa: TRY004 (house rule: ValueError)
 
     def model_fn(self, denoiser: Callable[..., Tensor], cond: Any, batch: int, device: torch.device) -> ModelFn:

@@ -36,6 +36,17 @@ def _check_given_timesteps(t: Tensor, schedule: ForwardProcess) -> None:
         raise ValueError(f"t must lie in [{lo}, {hi}], got values from {t.min().item()} to {t.max().item()}")
 
 
+def check_weights(weights: Tensor, shape: tuple[int, ...] | torch.Size) -> None:
+    """``ValueError`` unless per-element loss ``weights`` broadcast to the data's ``shape`` (without growing it: a
+    [B, 1, 1] weight on [B, D] data would average a larger tensor than the data)."""
+    try:
+        out_shape = torch.broadcast_shapes(weights.shape, shape)
+    except RuntimeError:
+        out_shape = None
+    if out_shape != tuple(shape):
+        raise ValueError(f"weights must broadcast to the data shape {tuple(shape)}, got shape {tuple(weights.shape)}")
+
+
 def diffusion_loss(
     denoiser: Callable[..., Tensor],
     x0: Tensor,
@@ -73,14 +84,7 @@ def diffusion_loss(
         gen_device = generator.device if generator is not None else x0.device
         noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
     if weights is not None:
-        try:
-            out_shape = torch.broadcast_shapes(weights.shape, x0.shape)
-        except RuntimeError:
-            out_shape = None
-        if out_shape != x0.shape:
-            raise ValueError(
-                f"weights must broadcast to the data shape {tuple(x0.shape)}, got shape {tuple(weights.shape)}"
-            )
+        check_weights(weights, x0.shape)
     if drop_mask is not None and (drop_mask.ndim not in (1, 2) or drop_mask.shape[0] != batch):
         raise ValueError(f"drop_mask must be a bool tensor of shape [{batch}] (or [{batch}, parts] for a parted "
                          f"condition), got {tuple(drop_mask.shape)}")

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffusion_rl._numbers import is_integer
+
 __all__ = ["MAX_NUM_STEPS", "PROCESSES", "FlowPath", "ForwardProcess", "check_num_steps", "make_process",
            "process_from_config"]
 
@@ -31,7 +33,7 @@ MAX_NUM_STEPS = 100_000
 
 def check_num_steps(num_steps: Any) -> None:
     """``ValueError`` unless ``num_steps`` is an integer in [1, MAX_NUM_STEPS]."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= MAX_NUM_STEPS:
+    if not is_integer(num_steps) or not 1 <= num_steps <= MAX_NUM_STEPS:
         raise ValueError(f"num_steps must be an integer in [1, {MAX_NUM_STEPS:,}], got {num_steps!r}")
 
 
@@ -123,7 +125,7 @@ class FlowPath(ForwardProcess):
 
     def __init__(self, num_steps: int = 1000) -> None:
         check_num_steps(num_steps)
-        self._num_steps = num_steps
+        self._num_steps = int(num_steps)
 
     @property
     def num_steps(self) -> int:

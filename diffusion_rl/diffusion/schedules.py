@@ -42,7 +42,7 @@ class NoiseSchedule(ForwardProcess):
     def __init__(self, betas: Tensor, *, config: dict[str, Any] | None = None) -> None:
         # built where the betas are (host for the builders), never on the default device: a model is built under
         # torch.device("meta") to check its sizes, and the tables must stay real there
-        betas = (betas if isinstance(betas, Tensor) else torch.tensor(betas, device="cpu")).detach().to(dtype=torch.float64)
+        betas = (betas if isinstance(betas, Tensor) else torch.tensor(betas, device="cpu", dtype=torch.float64)).detach().to(dtype=torch.float64)
         if betas.ndim != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a 1-D tensor with at least one entry, got shape {tuple(betas.shape)}")
         if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
@@ -59,6 +59,7 @@ class NoiseSchedule(ForwardProcess):
     def linear(cls, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> NoiseSchedule:
         """Betas evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020; diffusers' "linear")."""
         check_num_steps(num_steps)
+        num_steps = int(num_steps)  # a numpy integer would not survive the config JSON
         if not 0.0 < beta_start <= beta_end <= 1.0:
             raise ValueError(f"need 0 < beta_start <= beta_end <= 1, got beta_start={beta_start}, beta_end={beta_end}")
         betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64, device="cpu")
@@ -69,6 +70,7 @@ class NoiseSchedule(ForwardProcess):
     def cosine(cls, num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
         """Cosine schedule of Nichol & Dhariwal (2021), as Diffuser and Decision Diffuser use it."""
         check_num_steps(num_steps)
+        num_steps = int(num_steps)  # a numpy integer would not survive the config JSON
         if not (s >= 0.0 and 0.0 < max_beta <= 1.0):
             raise ValueError(f"need s >= 0 and 0 < max_beta <= 1, got s={s}, max_beta={max_beta}")
         cfg = {"name": "cosine", "num_steps": num_steps, "s": s, "max_beta": max_beta}
@@ -79,6 +81,7 @@ class NoiseSchedule(ForwardProcess):
         """diffusers' "squaredcos_cap_v2" (what Diffusion Policy uses): the cosine schedule with s=0.008 and betas
         capped at 0.999, so it equals ``cosine(num_steps)`` up to float rounding."""
         check_num_steps(num_steps)
+        num_steps = int(num_steps)  # a numpy integer would not survive the config JSON
         return cls(_alpha_bar_betas(num_steps, 0.008, 0.999), config={"name": "squaredcos_cap_v2", "num_steps": num_steps})
 
     @classmethod

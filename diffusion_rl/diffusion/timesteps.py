@@ -41,8 +41,8 @@ TIMESTEP_SPACINGS: dict[str, Callable[[int, int, int], np.ndarray]] = {
 
 def check_steps(steps: int, num_train: int) -> None:
     """ValueError unless 1 <= steps <= num_train."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_train:
-        raise ValueError(f"steps must be an int in [1, num_steps={num_train}], got {steps!r}")
+    if not is_integer(steps) or not 1 <= steps <= num_train:
+        raise ValueError(f"steps must be an integer in [1, num_steps={num_train}], got {steps!r}")
 
 
 def spaced_timesteps(num_train: int, steps: int, spacing: str, offset: int = 0, *, final_to_zero: bool = False) -> list[int]:

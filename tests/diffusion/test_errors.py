@@ -31,7 +31,7 @@ def test_unknown_sampler_and_schedule_names() -> None:
 
 @pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
 def test_steps_out_of_range(name: str) -> None:
-    with pytest.raises(ValueError, match=r"steps must be an int in \[1, num_steps=20\], got 21"):
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, num_steps=20\], got 21"):
         make_sampler(name, SCH, steps=21)
     with pytest.raises(ValueError, match=r"got 0"):
         make_sampler(name, SCH, steps=0)
@@ -148,3 +148,54 @@ def test_a_leading_chain_that_starts_far_below_pure_noise_warns() -> None:
         warnings.simplefilter("error")
         assert make_sampler("ddim", SCH, steps=5).timesteps[0] == 16
         make_sampler("ddim", SCH, steps=13, timestep_spacing="trailing")
+
+
+def test_numbers_are_python_or_numpy_and_never_bools() -> None:
+    """The core's rule (diffusion_rl._numbers): numpy numbers are numbers, bools are not, and a fractional size is
+    refused rather than cut."""
+    import numpy as np
+
+    from diffusion_rl.diffusion import FlowPath
+
+    ddim = make_sampler("ddim", NoiseSchedule.cosine(np.int64(20)), steps=np.int64(5), eta=np.float32(0.5))
+    assert ddim.steps == 5 and ddim.eta == 0.5 and type(SCH.num_steps) is int
+    assert type(FlowPath(np.int64(10)).num_steps) is int
+    assert make_sampler("dpmsolver++", SCH, steps=5, order=np.int64(1)).order == 1
+    assert ClassifierFreeGuidance(np.float32(1.0)).weight == 1.0
+    out = ddim.sample(zero, (2, 3), temperature=np.float32(0.5), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3)
+    for bad, match in ((lambda: make_sampler("ddim", SCH, eta=True), "eta must be a float in"),
+                       (lambda: make_sampler("dpmsolver++", SCH, order=True), "order must be one of"),
+                       (lambda: ddim.sample(zero, (2, 3), clip_sample=True), "clip_sample must be None or a float > 0"),
+                       (lambda: ddim.sample(zero, (2.5, 3)), r"shape must be a sequence of positive ints"),
+                       (lambda: ddim.sample(zero, (True, 3)), r"shape must be a sequence of positive ints")):
+        with pytest.raises(ValueError, match=match):
+            bad()
+
+
+def test_a_single_step_refuses_a_clip_that_sample_refuses() -> None:
+    ddim = make_sampler("ddim", SCH, steps=5)
+    x = torch.randn(2, 3)
+    for clip in (-1.0, 0.0, float("nan")):  # -1 clamped every x0 to -1, nan made it NaN
+        with pytest.raises(ValueError, match="clip_sample must be None or a float > 0"):
+            ddim.step(torch.zeros_like(x), ddim.timesteps[0], x, clip_sample=clip)
+
+
+def test_make_sampler_names_a_schedule_that_is_not_one() -> None:
+    for bad in (None, "linear", 100):  # an AttributeError before, when steps was left out
+        with pytest.raises(ValueError, match="schedule must be a forward process"):
+            make_sampler("ddim", bad)
+
+
+def test_distillation_losses_refuse_weights_that_would_grow_the_data() -> None:
+    from diffusion_rl.diffusion.consistency import _weighted_mse
+
+    x = torch.randn(4, 3)
+    assert _weighted_mse(x, torch.zeros_like(x), torch.ones(4, 1)) == pytest.approx(float((x**2).mean()))
+    with pytest.raises(ValueError, match=r"weights must broadcast to the data shape \(4, 3\), got shape \(4, 1, 1\)"):
+        _weighted_mse(x, torch.zeros_like(x), torch.ones(4, 1, 1))
+
+
+def test_a_schedule_from_a_python_list_keeps_float64() -> None:
+    betas = [0.1, 0.2, 0.3]
+    assert NoiseSchedule(betas).betas.tolist() == betas

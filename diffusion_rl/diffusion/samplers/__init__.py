@@ -63,6 +63,9 @@ def make_sampler(name: str, schedule: ForwardProcess, **options: Any) -> Sampler
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; expected some of {allowed}")
+    if not isinstance(schedule, ForwardProcess):
+        raise ValueError(f"schedule must be a forward process (a NoiseSchedule or FlowPath), got "
+                         f"{type(schedule).__name__}")
     if "steps" in allowed and options.get("steps") is None:  # the default, at most the schedule's own steps
         options = {**options, "steps": min(int(defaults["steps"]), schedule.num_steps)}
     return SAMPLERS[name](schedule, **options)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diffusion_rl._numbers import is_integer
+from diffusion_rl._numbers import is_integer, is_real
 from diffusion_rl.diffusion.constraints import Constraint, bind_constraints
 from diffusion_rl.diffusion.guidance import ClassifierFreeGuidance, GradientGuidance, make_model_fn
 from diffusion_rl.diffusion.prediction import get_prediction
@@ -42,11 +42,20 @@ def randn(
     return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
 
 
+def _check_clip(clip_sample: Any) -> None:
+    """``ValueError`` unless ``clip_sample`` is None or a finite number > 0 (-1 clamped every x0 to -1, True to 1)."""
+    if clip_sample is not None and not (is_real(clip_sample) and 0 < clip_sample < math.inf):
+        raise ValueError(f"clip_sample must be None or a float > 0, got {clip_sample!r}")
+
+
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     try:
-        out = tuple(int(d) for d in shape)
+        given = tuple(shape)
     except TypeError:
         raise ValueError(f"shape must be a sequence of positive ints like (B, H, D), got {shape!r}") from None
+    if not all(is_integer(d) for d in given):  # (2.5, 3) was cut to (2, 3) and (True, 3) read as (1, 3)
+        raise ValueError(f"shape must be a sequence of positive ints like (B, H, D), got {shape!r}")
+    out = tuple(int(d) for d in given)
     if len(out) < 1 or any(d < 1 for d in out):
         raise ValueError(f"shape must be a sequence of positive ints like (B, H, D), got {shape!r}")
     return out
@@ -163,6 +172,7 @@ class Sampler(ABC):
         i = self._index(t)
         tab = self.tables(x.device, x.dtype)
         x0, eps = pred.to_x0_eps(model_output, x, tab["a"][i], tab["s"][i])
+        _check_clip(clip_sample)
         if clip_sample is not None:
             x0 = x0.clamp(-clip_sample, clip_sample)
         draw = (lambda: noise) if noise is not None else (lambda: torch.randn_like(x))
@@ -215,10 +225,9 @@ class Sampler(ABC):
         pred = get_prediction(prediction)
         self.schedule.check_prediction(prediction)
         shape = _check_shape(shape)
-        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
+        if not (is_real(temperature) and 0 <= temperature < math.inf):
             raise ValueError(f"temperature must be a finite float >= 0 (1.0 = plain sampling), got {temperature!r}")
-        if clip_sample is not None and not clip_sample > 0:
-            raise ValueError(f"clip_sample must be None or a float > 0, got {clip_sample!r}")
+        _check_clip(clip_sample)
         if grad_guidance is not None and not isinstance(grad_guidance, GradientGuidance):
             raise ValueError(f"grad_guidance must be a GradientGuidance, got {type(grad_guidance).__name__}")
         device = _resolve_device(device, x_init, denoiser)

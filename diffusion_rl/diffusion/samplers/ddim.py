@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor
 
+from diffusion_rl._numbers import is_real
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import NoiseFn, SpacedSampler, Tables
 
@@ -38,7 +39,7 @@ class DDIMSampler(SpacedSampler):
         set_alpha_to_one: bool = True,
     ) -> None:
         super().__init__(schedule, steps, timestep_spacing, steps_offset)
-        if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        if not (is_real(eta) and 0.0 <= eta <= 1.0):
             raise ValueError(f"DDIM eta must be a float in [0, 1], got {eta!r}")
         self._eta = float(eta)
         self.set_alpha_to_one = bool(set_alpha_to_one)

@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor
 
+from diffusion_rl._numbers import is_integer
 from diffusion_rl.diffusion.process import ForwardProcess
 from diffusion_rl.diffusion.samplers.base import NoiseFn, SpacedSampler, Tables
 
@@ -43,9 +44,9 @@ class DPMSolverPlusPlusSampler(SpacedSampler):
         steps_offset: int = 0,
     ) -> None:
         super().__init__(schedule, steps, timestep_spacing, steps_offset, final_to_zero=True)
-        if order not in (1, 2):
+        if not is_integer(order) or order not in (1, 2):
             raise ValueError(f"DPM-Solver++ order must be one of [1, 2], got {order!r}")
-        self.order = order
+        self.order = int(order)
 
     def _host_tables(self) -> dict[str, list[float]]:
         proc = self.schedule
