@@ -33,7 +33,8 @@ __all__ = ["EXECUTIONS", "ActionQueue", "Execution", "FirstAction", "FollowPlan"
 
 class Execution:
     """Base class: ``step(policy, obs_n, context) -> normalized actions [B, act_dim]`` (``context["observation"]``:
-    the observations as given, ``[B, S]``); ``reset()`` forgets every plan. Constructor keyword arguments are the execution's options (saved in the artifact)."""
+    the observations as given, ``[B, S]``); ``reset()`` forgets every plan. Constructor keyword arguments are the
+    execution's options (saved in the artifact)."""
 
     name: ClassVar[str] = ""
 

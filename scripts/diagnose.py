@@ -8,7 +8,8 @@
 Prints, for the artifact's sampling settings and for each value of each swept setting (configs/diagnose.yaml):
 the spread of the first actions of ``num_plans`` plans from one state, their one-step dynamic-consistency error
 (simulator's next state against the planned one, RMS in normalized units), and the plan error and return of a
-short episode. Writes the rows as JSON (``out``; default ``<policy>/../diagnose_<env>.json``, ``diagnose_<file stem>_<env>.json`` for a ``.safetensors`` file).
+short episode. Writes the rows as JSON (``out``; default ``<policy>/../diagnose_<env>.json``, and
+``diagnose_<file stem>_<env>.json`` for a ``.safetensors`` file).
 """
 
 from __future__ import annotations

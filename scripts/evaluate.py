@@ -11,7 +11,8 @@ Keys (configs/evaluate.yaml): ``policy`` (required), ``episodes``, ``num_envs``,
 env with ``seed + i``; the sampler of the wave starting at episode ``i`` uses the artifact's seed + ``seed + i``,
 as the Python API does), ``video``, ``env``
 (a catalogue name) or ``task`` (a robot task; default for both: the artifact's env_name), ``max_episode_steps``,
-``out`` (eval JSON; default ``<policy>/../eval_<env>.json``, ``eval_<file stem>_<env>.json`` for a ``.safetensors`` file), ``device``, ``compile`` (false | true | trace |
+``out`` (eval JSON; default ``<policy>/../eval_<env>.json``, and ``eval_<file stem>_<env>.json`` for a
+``.safetensors`` file), ``device``, ``compile`` (false | true | trace |
 cuda_graph | inductor: the denoiser traced, captured as a CUDA graph, or compiled by torch.compile; same actions,
 faster), ``precision``
 (float32 | bfloat16), ``progress``, ``sampling.<setting>=value`` overrides of the artifact's sampler settings, and

@@ -42,7 +42,9 @@ class NoiseSchedule(ForwardProcess):
     def __init__(self, betas: Tensor, *, config: dict[str, Any] | None = None) -> None:
         # built where the betas are (host for the builders), never on the default device: a model is built under
         # torch.device("meta") to check its sizes, and the tables must stay real there
-        betas = (betas if isinstance(betas, Tensor) else torch.tensor(betas, device="cpu", dtype=torch.float64)).detach().to(dtype=torch.float64)
+        if not isinstance(betas, Tensor):
+            betas = torch.tensor(betas, device="cpu", dtype=torch.float64)  # a list straight to float64, not via float32
+        betas = betas.detach().to(dtype=torch.float64)
         if betas.ndim != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a 1-D tensor with at least one entry, got shape {tuple(betas.shape)}")
         if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():

@@ -5,8 +5,9 @@ Episodes run in waves of ``num_envs`` environments in lockstep: every env of a w
 is frozen (its last observation is shown to the policy again, its rewards are ignored) until the wave ends.
 So a deterministic policy's episode results do not depend on ``num_envs``: they equal a plain one-env loop with
 the same seeds (exactly for a numpy policy; a torch network's batched matrix products round differently at each
-batch size, which moved BC's returns by about 1e-6 over 160 steps). A stochastic one's do (every diffusion ``Policy``: its sampling noise is drawn per wave for the
-whole batch), which is why results record ``num_envs``: rerun with the same ``num_envs`` to get the same episodes.
+batch size, which moved BC's returns by about 1e-6 over 160 steps). A stochastic one's do (every diffusion
+``Policy``: its sampling noise is drawn per wave for the whole batch), which is why results record ``num_envs``:
+rerun with the same ``num_envs`` to get the same episodes.
 
 Policy protocol: ``policy.reset()`` (optional) at the start of each wave (``reset(seed=...)`` when the policy
 has an integer ``seed`` and its ``reset`` takes one, as diffusion_rl's ``Policy`` does), then
