@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -162,14 +164,23 @@ def _killed(env_id, steps, seed, params):
 
 
 def _failing(env_id, steps, seed, params):
+    import os
     import time
 
-    if params.get("slow"):
-        time.sleep(60)  # a long task beside the failing one
-    raise ValueError(f"bad segment params {params}")
+    folder = Path(params["dir"])
+    if params.get("slow"):  # a long task beside the failing one: says it started, and whether it ever finished
+        (folder / "slow.pid").write_text(str(os.getpid()))
+        time.sleep(60)
+        (folder / "slow.finished").write_text("")
+        return None
+    for _ in range(600):  # fail once the slow task runs, so that stopping it is what is tested
+        if (folder / "slow.pid").exists():
+            break
+        time.sleep(0.05)
+    raise ValueError(f"bad segment params {params['x']}")
 
 
-def test_a_killed_or_failing_worker_ends_the_collection_with_its_error(monkeypatch):
+def test_a_killed_or_failing_worker_ends_the_collection_with_its_error(monkeypatch, tmp_path):
     """A worker killed from outside was replaced by multiprocessing.Pool and its task waited for for good; a task's
     own error reaches the caller as it is."""
     import sys
@@ -179,13 +190,17 @@ def test_a_killed_or_failing_worker_ends_the_collection_with_its_error(monkeypat
     monkeypatch.setitem(collect_mod.COLLECTORS, "failing", _failing)
     with pytest.raises(RuntimeError, match="a collection worker process died"):
         collect([Segment("killed", "Hopper-v5", 2000)], num_workers=2, progress=False)
-    import time
+    import os
 
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match=r"bad segment params \{'x': 1\}"):  # at once: the slow task is stopped
-        collect([Segment("failing", "Hopper-v5", 1000, {"slow": True}), Segment("failing", "Hopper-v5", 1000, {"x": 1})],
-                num_workers=2, progress=False)
-    assert time.perf_counter() - start < 30  # not after the other task's 60 s
+    folder = str(tmp_path)
+    with pytest.raises(ValueError, match="bad segment params 1"):  # at once: the slow task is stopped
+        collect([Segment("failing", "Hopper-v5", 1000, {"slow": True, "dir": folder}),
+                 Segment("failing", "Hopper-v5", 1000, {"x": 1, "dir": folder})], num_workers=2, progress=False)
+    # the slow task had started, was stopped (its process is gone), and never finished its 60 s
+    pid = int((tmp_path / "slow.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not (tmp_path / "slow.finished").exists()
 
 
 def test_collect_validation():

@@ -611,3 +611,10 @@ def test_a_policy_seed_near_the_top_is_refused_before_any_episode_runs(monkeypat
     assert result.sampler_seed == 2**63 - 3 and policy.seed == 2**63 - 3
     result = evaluate(policy, "hopper-medium", episodes=4, num_envs=4, max_episode_steps=2, progress=False)
     assert result.sampler_seed == 2**63 - 3 and policy.seed == 2**63 - 3
+
+
+def test_the_length_is_the_mean_of_unequal_episodes():
+    r = EvalResult(env_name="x", gym_id="X-v0", returns=[1.0, 2.0, 3.0], lengths=[3, 3, 9],
+                   normalized_scores=[10.0, 20.0, 30.0])
+    assert r.length_mean == 5.0 and r.to_dict()["length_mean"] == 5.0 and r.scalars()["length"] == 5.0
+    assert "length 5" in str(r)

@@ -243,3 +243,13 @@ def test_cells_scored_under_other_time_limits_are_warned_about():
             "D4RL-normalized scores elsewhere.") in notes
     cells[("hopper-medium", "diffuser")] = cell("diffuser", 1000)
     assert table_warnings(cells, ["hopper-medium"], ["decision_diffuser", "diffuser"]) == []
+
+
+def test_route_shares_are_averaged_over_the_seeds():
+    """Each seed's share per route, averaged: the routes of a task read across training seeds (a max or a last
+    seed's share would read 100% / 50%)."""
+    cell = ScoreCell(env="point-obstacle", algo="diffusion_policy", scores=[80.0, 60.0],
+                     routes=[{"left": 1.0}, {"left": 0.5, "right": 0.5}])
+    assert cell.route_text() == "left 75% / right 25%"
+    assert ScoreCell(env="x", algo="y", routes=[{"none": 1.0}]).route_text() == "none 100%"
+    assert ScoreCell(env="x", algo="y").route_text() == ""

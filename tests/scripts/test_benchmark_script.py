@@ -140,7 +140,9 @@ def test_planning_reports_the_full_chain_against_the_presets_replanning_on_one_n
     assert cpu["full_ddpm_speedup_cpu"] == pytest.approx(cpu["planning_hz_cpu"] / cpu["full_ddpm_hz"])
     assert cpu["planning_hz_cpu"] == cpu["warm_hz"] and cpu["evaluations_cold"] == 5
     assert cpu["evaluations_warm"] == 3  # DPM-Solver++ 5 over T = 40 runs 39, 31, 23, 16, 8: three below t = 30
-    assert paper["planning_speedup_cpu"] > 0 and "T = 40" in cpu["setting"] and "ddpm 40 steps" in cpu["setting"]
+    assert paper["planning_speedup_cpu"] == pytest.approx(paper["paper_setting_s"] / (paper["fast_ms"] / 1e3))
+    assert paper["one_step_speedup_cpu"] == pytest.approx(paper["paper_setting_s"] / (paper["one_step_ms"] / 1e3))
+    assert "T = 40" in cpu["setting"] and "ddpm 40 steps" in cpu["setting"]
 
 
 def test_per_call_interleaving_alternates_contenders_call_by_call():
