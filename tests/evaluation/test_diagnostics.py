@@ -10,7 +10,7 @@ import torch
 from diffusion_rl import Policy
 from diffusion_rl.algos import BehaviorCloning, DecisionDiffuser, Diffuser
 from diffusion_rl.data import GaussianNormalizer
-from diffusion_rl.evaluation import diagnose, plan_spread, resolve_env
+from diffusion_rl.evaluation import diagnose, evaluate, plan_spread, resolve_env
 from diffusion_rl.evaluation.diagnostics import _one_step_errors
 
 torch.set_num_threads(1)
@@ -128,3 +128,65 @@ def test_a_swept_setting_the_sampler_never_reads_is_a_note_not_rows_equal_to_the
     assert [r.setting for r in rows] == ["default"]
     assert notes == ["steps: not swept, sampler 'ddpm' does not read steps (samplers that do: ddim, dpmsolver++, "
                      "euler, heun, consistency)"]
+
+
+def _row_by_hand(policy: Policy, env_name: str, seed: int, num_plans: int, rollout_steps: int,
+                 overrides: dict) -> dict:
+    """One row of ``diagnose`` recomputed from its sources: ``num_plans`` plans from the env's reset state (the
+    policy's seed, one batch), each first action stepped from that reset state, and ``evaluate`` over one episode."""
+    gym_id = resolve_env(env_name)[0]
+    env = gym.make(gym_id)
+    obs0, _ = env.reset(seed=seed)
+    saved = dict(policy.sampling)
+    try:
+        policy.sampling.update(overrides)
+        policy.reset()
+        plan = policy.plan(np.repeat(np.asarray(obs0, np.float32)[None], num_plans, axis=0))
+        actions = np.asarray(plan.actions, np.float64)
+        planned_next = np.asarray(plan.next_observations, np.float64)
+        result = evaluate(policy, env_name, episodes=1, num_envs=1, seed=seed, max_episode_steps=rollout_steps,
+                          progress=False)
+    finally:
+        policy.sampling.clear()
+        policy.sampling.update(saved)
+    stats = policy.normalizers["observations"].stats
+    errors = []
+    for action, expected in zip(actions, planned_next):
+        env.reset(seed=seed)
+        clipped = np.clip(action, env.action_space.low, env.action_space.high).astype(np.float32)
+        nxt = np.asarray(env.step(clipped)[0], np.float64)
+        errors.append(np.sqrt(np.mean(((nxt - expected) / stats["std"]) ** 2)))  # normalized: the means cancel
+    env.close()
+    next_n = (planned_next - stats["mean"]) / stats["std"]
+    assert num_plans == actions.shape[0] == len(errors)
+    return {"action_spread": float(np.mean([np.std(actions[:, j]) for j in range(actions.shape[1])])),
+            "next_state_spread": float(np.mean([np.std(next_n[:, j]) for j in range(next_n.shape[1])])),
+            "one_step_error": float(np.mean(errors)),
+            "one_step_errors": np.asarray(errors),
+            "rollout_error": float(result.plan_error_mean),
+            "rollout_return": float(result.returns[0]),
+            "rollout_length": int(result.lengths[0])}
+
+
+def test_diagnose_rows_match_their_sources(policy):
+    """Every number of a row against an independent computation from its source, for the default row and a swept
+    one: the spreads from the plan arrays (std over plans, mean over dims; actions raw, next states normalized), the
+    one-step error as the mean of per-plan errors, the rollout error and return from ``evaluate`` with the same
+    seed, one episode and ``max_episode_steps=rollout_steps``."""
+    seed, num_plans, rollout_steps = 2, 6, 5
+    before = dict(policy.sampling)
+    rows, _ = diagnose(policy, "hopper-medium", seed=seed, num_plans=num_plans, rollout_steps=rollout_steps,
+                       progress=False, sweep={"temperature": [1.0]})  # its default is 0.5
+    assert policy.sampling == before
+    assert [r.setting for r in rows] == ["default", "temperature=1.0"]
+    for row, overrides in zip(rows, [{}, {"temperature": 1.0}]):
+        want = _row_by_hand(policy, "hopper-medium", seed, num_plans, rollout_steps, overrides)
+        # the checks below can tell a mean from a max, and a return from zero
+        assert want["one_step_errors"].max() > 1.01 * want["one_step_error"]
+        assert want["rollout_return"] != 0.0 and want["rollout_error"] > 0.0
+        for field in ("action_spread", "next_state_spread", "one_step_error", "rollout_error", "rollout_return"):
+            np.testing.assert_allclose(getattr(row, field), want[field], rtol=1e-5, atol=1e-9,
+                                       err_msg=f"{row.setting}: {field}")
+        assert row.rollout_length == want["rollout_length"] == rollout_steps
+    default, warmer = rows
+    assert warmer.action_spread > default.action_spread  # the swept row was measured with its own setting
