@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from diffusion_rl.data.make import make_local_dataset
+
+
+@pytest.fixture(autouse=True)
+def _sys_path_restored():
+    """The script tests (and the scripts they import) put scripts/ on sys.path: each test's change is undone after
+    it, so no test leaves another one a changed import path."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 @pytest.fixture(scope="session")
