@@ -357,7 +357,10 @@ class Trainer:
                 self._evaluate(pbar)
             if self.dist.owns_group and dist.is_initialized():
                 # the ranks end together: rank 1 tearing down its gloo group while rank 0 still evaluated and wrote
-                # aborted it now and then ("terminate called without an active exception")
+                # aborted it now and then ("terminate called without an active exception"); rank 0's logs are
+                # flushed first, so that nothing but the teardown itself is left after the barrier
+                if self.logger is not None:
+                    self.logger.flush()
                 dist.barrier()
         finally:
             interrupt.restore()
