@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from diffusion_rl._numbers import is_integer, is_real
 from diffusion_rl.evaluation.result import EvalResult
 from diffusion_rl.evaluation.video import AtomicVideoWriter, prepare_offscreen_rendering
 from diffusion_rl.progress import progress_bar
@@ -122,7 +123,7 @@ def _render_fps(env: gym.Env) -> float:
     fps = env.metadata.get("render_fps")
     if fps is None:
         dt = getattr(env.unwrapped, "dt", None)
-        fps = 1.0 / dt if isinstance(dt, (int, float)) and dt > 0 else 30.0
+        fps = 1.0 / dt if is_real(dt) and dt > 0 else 30.0
     return fps
 
 
@@ -237,8 +238,7 @@ def evaluate(
         raise ValueError(f"seed: expected an integer in [0, 2**32 - episodes) (episode i resets with seed + i), "
                          f"got {seed!r}")
     base_seed = getattr(policy, "seed", None)  # a seeded policy (diffusion_rl.Policy): restored at the end
-    if (isinstance(base_seed, bool) or not isinstance(base_seed, (int, np.integer))
-            or not _reset_takes_seed(policy)):  # another policy's own `seed` attribute: reset() as the protocol says
+    if not is_integer(base_seed) or not _reset_takes_seed(policy):  # another policy's own `seed` attribute: reset() as the protocol says
         base_seed = None
     last_wave = (episodes - 1) // min(num_envs, episodes) * min(num_envs, episodes)  # its first episode
     if base_seed is not None and int(base_seed) + int(seed) + last_wave >= 2**63:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_rl._numbers import is_real
 from diffusion_rl.data._atomic import remove_stale
 from diffusion_rl.evaluation._files import publish
 
@@ -34,7 +35,7 @@ class AtomicVideoWriter:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"video_path: expected a file name ending in .mp4, got {str(self.path)!r}")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"video fps: expected a positive number of frames per second, got {fps!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(self.path.parent, f".{self.path.stem}.", ".tmp.mp4")  # of killed writes of this video
